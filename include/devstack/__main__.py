@@ -1,0 +1,162 @@
+"""`make run`: the whole stack on this machine, without Docker, until Ctrl-C.
+
+Starts lakeFS (the project's compatible server, or the real one at LAKEFS_ENDPOINT), `mlflow server` and
+`airflow standalone` with this project's DAGs, plugins and airflow_settings.yaml, all on 127.0.0.1; prints
+where everything is; and on Ctrl-C (or SIGTERM) stops every process group it started. State and logs live
+under `.local/` so that a second run finds the data of the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from include.devstack import airflow_settings, services
+from include.devstack.processes import ManagedProcess, StartupError, free_port
+
+DEFAULT_PORTS = {"LAKEFS_PORT": 8000, "MLFLOW_PORT": 5000, "AIRFLOW_PORT": 8080}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", type=Path, default=services.REPO_ROOT / ".local", help="default: .local/")
+    parser.add_argument(
+        "--free-ports", action="store_true", help="pick free ports instead of 8000/5000/8080 (and env overrides)"
+    )
+    args = parser.parse_args(argv)
+
+    state: Path = args.state_dir.resolve()
+    logs = state / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    credentials = _local_credentials(state / "credentials.json")
+    ports = {
+        name: free_port() if args.free_ports else int(os.environ.get(name, port))
+        for name, port in DEFAULT_PORTS.items()
+    }
+
+    # Ctrl-C raises KeyboardInterrupt; SIGTERM (e.g. from a test or a supervisor) does the same.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    started: list[ManagedProcess] = []
+    try:
+        lakefs = _lakefs(state, ports["LAKEFS_PORT"], credentials, logs, started)
+        _say(f"lakeFS      {lakefs['url']}")
+        _check_port_free("MLFLOW_PORT", ports["MLFLOW_PORT"])
+        started.append(services.start_mlflow(state / "mlflow", ports["MLFLOW_PORT"], logs))
+        _say(f"MLflow      {started[-1].url}")
+
+        settings_env = {
+            **os.environ,
+            "LAKEFS_HOST": lakefs["host"],
+            "LAKEFS_PORT": str(lakefs["port"]),
+            "LAKEFS_ACCESS_KEY_ID": lakefs["access_key_id"],
+            "LAKEFS_SECRET_ACCESS_KEY": lakefs["secret_access_key"],
+            "MLFLOW_PORT": str(ports["MLFLOW_PORT"]),
+        }
+        settings = airflow_settings.load(services.REPO_ROOT / "airflow_settings.yaml", settings_env)
+        _check_port_free("AIRFLOW_PORT", ports["AIRFLOW_PORT"])
+        airflow_home = state / "airflow"
+        env = services.airflow_env(airflow_home, ports["AIRFLOW_PORT"])
+        services.write_airflow_password(airflow_home, "admin", credentials["airflow_admin_password"])
+        _say("Airflow     migrating the metadata database and loading airflow_settings.yaml ...")
+        _run_airflow(["db", "migrate"], env, logs / "airflow-setup.log")
+        airflow_settings.import_into_airflow(settings, services.venv_bin("airflow"), env)
+        _say("Airflow     starting (takes 15-45 s) ...")
+        started.append(services.start_airflow_standalone(env, logs))
+        _say(f"Airflow     {started[-1].url}  (login: admin / {credentials['airflow_admin_password']})")
+        _say(f"Logs and state in {state}. Ready; Ctrl-C stops everything.")
+        while all(process.is_running() for process in started):
+            time.sleep(1.0)
+        for process in started:
+            if not process.is_running():
+                _say(f"{process.name} exited (code {process.popen.returncode}); see {process.log_path}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except (StartupError, airflow_settings.SettingsError, PortInUse, subprocess.CalledProcessError) as exc:
+        _say(f"make run failed: {exc}")
+        return 1
+    finally:
+        for process in reversed(started):
+            _say(f"stopping {process.name} (pid {process.pid}) ...")
+            process.stop()
+        _say("stopped.")
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_port_free(name: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise PortInUse(
+                f"port {port} on 127.0.0.1 is in use; set {name}=<another port>, or pass ARGS=--free-ports"
+            ) from None
+
+
+def _lakefs(
+    state: Path, port: int, credentials: dict[str, str], logs: Path, started: list[ManagedProcess]
+) -> dict[str, str]:
+    """A real lakeFS when LAKEFS_ENDPOINT is set, the project's compatible server otherwise."""
+    if endpoint := os.environ.get("LAKEFS_ENDPOINT"):
+        host_port = endpoint.split("://", 1)[-1].rstrip("/").removesuffix("/api/v1")
+        host, _, endpoint_port = host_port.partition(":")
+        return {
+            "url": endpoint,
+            "host": host,
+            "port": endpoint_port or "80",
+            "access_key_id": os.environ["LAKEFS_ACCESS_KEY_ID"],
+            "secret_access_key": os.environ["LAKEFS_SECRET_ACCESS_KEY"],
+        }
+    _check_port_free("LAKEFS_PORT", port)
+    keys = services.LakeFSCredentials(credentials["lakefs_access_key_id"], credentials["lakefs_secret_access_key"])
+    started.append(services.start_lakefs_server(state / "lakefs", port, keys, logs))
+    return {
+        "url": started[-1].url,
+        "host": "127.0.0.1",
+        "port": str(port),
+        "access_key_id": keys.access_key_id,
+        "secret_access_key": keys.secret_access_key,
+    }
+
+
+def _local_credentials(path: Path) -> dict[str, str]:
+    """Random credentials for this machine's stack, made on the first run and kept (never committed)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    credentials = {
+        "lakefs_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
+        "lakefs_secret_access_key": secrets.token_urlsafe(30),
+        "airflow_admin_password": secrets.token_urlsafe(12),
+    }
+    path.write_text(json.dumps(credentials, indent=2))
+    path.chmod(0o600)
+    return credentials
+
+
+def _run_airflow(arguments: list[str], env: dict[str, str], log_path: Path) -> None:
+    with open(log_path, "ab") as log:
+        subprocess.run([services.venv_bin("airflow"), *arguments], env=env, stdout=log, stderr=log, check=True)
+
+
+def _say(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

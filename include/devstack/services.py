@@ -1,0 +1,153 @@
+"""How each server of the no-Docker stack starts: used by `make run` and by the test harness alike.
+
+Every function starts one server on 127.0.0.1, waits until it answers, and returns the running process; the
+caller stops it with `ManagedProcess.stop()` (the whole process group).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from include.devstack.processes import ManagedProcess, start_process, wait_until_healthy
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def venv_bin(name: str) -> str:
+    """A console script of the running interpreter's environment (the project's .venv under make)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass(frozen=True)
+class LakeFSCredentials:
+    access_key_id: str
+    secret_access_key: str
+
+
+def start_lakefs_server(
+    data_dir: Path, port: int, credentials: LakeFSCredentials, log_dir: Path, timeout: float = 60
+) -> ManagedProcess:
+    """The project's lakeFS-compatible server (include/devstack/lakefs_server) on `port`."""
+    url = f"http://127.0.0.1:{port}"
+    process = start_process(
+        "lakefs",
+        [
+            sys.executable,
+            "-m",
+            "include.devstack.lakefs_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--access-key-id",
+            credentials.access_key_id,
+            "--secret-access-key",
+            credentials.secret_access_key,
+        ],
+        log_dir / "lakefs.log",
+        env=os.environ.copy(),
+        cwd=REPO_ROOT,
+        url=url,
+    )
+    _wait_or_stop(process, f"{url}/api/v1/healthcheck", timeout)
+    return process
+
+
+def mlflow_command(port: int, backend_store_uri: str, artifacts_dir: Path) -> list[str]:
+    return [
+        venv_bin("mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        # The default (several workers) costs ~2.3 GB of memory for no gain on a laptop.
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        str(artifacts_dir),
+    ]
+
+
+def start_mlflow(
+    state_dir: Path, port: int, log_dir: Path, backend_store_uri: str | None = None, timeout: float = 120
+) -> ManagedProcess:
+    """`mlflow server` with a SQLite backend under `state_dir` (or `backend_store_uri`) and local artifacts."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    backend = backend_store_uri or f"sqlite:///{state_dir / 'mlflow.db'}"
+    env = os.environ.copy()
+    # The job runner serves MLflow's GenAI features; it forks seven consumers this project never uses.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    url = f"http://127.0.0.1:{port}"
+    process = start_process(
+        "mlflow",
+        mlflow_command(port, backend, state_dir / "artifacts"),
+        log_dir / "mlflow.log",
+        env=env,
+        cwd=state_dir,
+        url=url,
+    )
+    _wait_or_stop(process, f"{url}/health", timeout)
+    return process
+
+
+def airflow_env(airflow_home: Path, api_port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every Airflow process of the local stack runs with."""
+    base_url = f"http://127.0.0.1:{api_port}"
+    env = os.environ.copy()
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get(
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{airflow_home / 'airflow.db'}"
+            ),
+            # LocalExecutor pre-forks `parallelism` workers (32 by default, ~1.4 GB); a laptop needs few.
+            "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")])),
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def write_airflow_password(airflow_home: Path, username: str, password: str) -> None:
+    """Fix the SimpleAuthManager password (it would otherwise generate one and print it in its log)."""
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    path = airflow_home / "passwords.json"
+    path.write_text(json.dumps({username: password}))
+    path.chmod(0o600)
+
+
+def start_airflow_standalone(env: dict[str, str], log_dir: Path, timeout: float = 240) -> ManagedProcess:
+    """`airflow standalone` (api-server, scheduler, dag-processor, triggerer) in one process group."""
+    url = env["AIRFLOW__API__BASE_URL"]
+    process = start_process("airflow", [venv_bin("airflow"), "standalone"], log_dir / "airflow.log", env=env, url=url)
+    _wait_or_stop(process, f"{url}/api/v2/monitor/health", timeout)
+    return process
+
+
+def _wait_or_stop(process: ManagedProcess, health_url: str, timeout: float) -> None:
+    try:
+        wait_until_healthy(process, health_url, timeout)
+    except BaseException:
+        process.stop()
+        raise

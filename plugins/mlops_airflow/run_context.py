@@ -1,0 +1,35 @@
+"""What every record we write elsewhere (lakeFS commits, MLflow tags) says about the Airflow run behind it."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from airflow.sdk import Context
+
+# lakeFS's UI shows metadata keys of this form as a clickable link named "Airflow".
+LAKEFS_UI_LINK_KEY = "::lakefs::Airflow::url[url:ui]"
+
+
+def airflow_run_url(dag_id: str, run_id: str) -> str:
+    """The Airflow UI page of a DAG run (Airflow 3's UI: /dags/<dag_id>/runs/<run_id>)."""
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
+    return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def airflow_run_metadata(context: Context) -> dict[str, str]:
+    """dag_id, run_id, logical date, task_id and the run's URL, as string metadata."""
+    ti: Any = context["ti"]
+    dag_run: Any = context["dag_run"]
+    logical_date = dag_run.logical_date or dag_run.run_after
+    return {
+        "airflow_dag_id": ti.dag_id,
+        "airflow_run_id": ti.run_id,
+        "airflow_logical_date": logical_date.isoformat() if logical_date else "",
+        "airflow_task_id": ti.task_id,
+        "airflow_try_number": str(ti.try_number),
+        "airflow_run_url": airflow_run_url(ti.dag_id, ti.run_id),
+        LAKEFS_UI_LINK_KEY: airflow_run_url(ti.dag_id, ti.run_id),
+    }

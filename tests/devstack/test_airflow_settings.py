@@ -1,0 +1,90 @@
+"""airflow_settings.yaml: Astro's format, `${VAR:-default}` filled from the environment, loaded into Airflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from include.devstack import airflow_settings, services
+from tests.conftest import REPO_ROOT
+
+ENV = {"LAKEFS_ACCESS_KEY_ID": "AKIATEST", "LAKEFS_SECRET_ACCESS_KEY": "s3cret", "LAKEFS_PORT": "18000"}
+
+
+def test_the_project_file_loads_with_values_from_the_environment():
+    settings = airflow_settings.load(REPO_ROOT / "airflow_settings.yaml", ENV)
+    lakefs = settings.connection("lakefs_default")
+    assert (lakefs.login, lakefs.password, lakefs.port, lakefs.host) == ("AKIATEST", "s3cret", 18000, "127.0.0.1")
+    assert lakefs.extra == {"repository": "mlops", "storage_namespace": "local://mlops"}
+    assert settings.connection("mlflow_default").port == 5000
+
+
+def test_a_missing_variable_is_named(tmp_path: Path):
+    with pytest.raises(airflow_settings.SettingsError, match="LAKEFS_SECRET_ACCESS_KEY is not set"):
+        airflow_settings.load(REPO_ROOT / "airflow_settings.yaml", {"LAKEFS_ACCESS_KEY_ID": "x"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("airflow: [1, 2", "cannot be read as YAML"),
+        ("airflow:\n  connections:\n    - conn_type: http\n", r"connections\[0\] needs 'conn_id'"),
+        ("airflow:\n  connections:\n    - conn_id: a\n", r"connections\[0\] needs 'conn_type'"),
+        ("airflow:\n  connections:\n    - {conn_id: a, conn_type: http, conn_port: eighty}\n", "not a number"),
+        ("airflow:\n  connections:\n    - {conn_id: a, conn_type: http, conn_extra: '{bad'}\n", "not valid JSON"),
+        ("airflow:\n  pools:\n    - pool_name: p\n", r"pools\[0\] needs 'pool_slot'"),
+        ("airflow:\n  variables:\n    - variable_value: v\n", r"variables\[0\] needs 'variable_name'"),
+        ("airflow: just a string\n", "'airflow' must be a mapping"),
+    ],
+)
+def test_malformed_files_name_the_key(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "airflow_settings.yaml"
+    path.write_text(text)
+    with pytest.raises(airflow_settings.SettingsError, match=message) as error:
+        airflow_settings.load(path, {})
+    assert str(path) in str(error.value)
+
+
+def test_connections_as_environment_variables_parse_in_airflow():
+    from airflow.sdk import Connection
+
+    env = airflow_settings.load(REPO_ROOT / "airflow_settings.yaml", ENV).as_environment()
+    conn = Connection.from_json(env["AIRFLOW_CONN_LAKEFS_DEFAULT"], conn_id="lakefs_default")
+    assert (conn.host, conn.port, conn.login, conn.password, conn.schema) == (
+        "127.0.0.1",
+        18000,
+        "AKIATEST",
+        "s3cret",
+        "http",
+    )
+    assert conn.extra_dejson["repository"] == "mlops"
+
+
+def test_import_writes_connections_variables_and_pools_into_airflow(airflow_db, tmp_path: Path):
+    path = tmp_path / "airflow_settings.yaml"
+    path.write_text(
+        (REPO_ROOT / "airflow_settings.yaml")
+        .read_text()
+        .replace(
+            "variables: []", "variables:\n    - variable_name: greeting\n      variable_value: hello ${WHO:-world}\n"
+        )
+        .replace("pools: []", "pools:\n    - pool_name: training\n      pool_slot: 2\n      pool_description: fits\n")
+    )
+    settings = airflow_settings.load(path, ENV)
+    env = os.environ.copy()
+    airflow_settings.import_into_airflow(settings, services.venv_bin("airflow"), env)
+
+    def airflow(*args: str) -> str:
+        result = subprocess.run([services.venv_bin("airflow"), *args], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    connection = json.loads(airflow("connections", "get", "lakefs_default", "-o", "json"))[0]
+    assert (connection["login"], int(connection["port"])) == ("AKIATEST", 18000)
+    assert airflow("variables", "get", "greeting").strip() == "hello world"
+    pools = json.loads(airflow("pools", "get", "training", "-o", "json"))
+    assert int(pools[0]["slots"]) == 2

@@ -1,0 +1,128 @@
+"""`make run` as a user runs it: the stack comes up on loopback with this project loaded, and Ctrl-C stops all.
+
+This runs the same entry point as `make run` (`python -m include.devstack`) with a temporary state directory
+and free ports, so it does not collide with a stack the developer has running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _get(url: str, token: str | None = None, auth: tuple[str, str] | None = None) -> dict | str:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if auth:
+        import base64
+
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read().decode()
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return body
+
+
+def _airflow_token(base_url: str, password: str) -> str:
+    request = urllib.request.Request(
+        f"{base_url}/auth/token",
+        data=json.dumps({"username": "admin", "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["access_token"]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "include.devstack", "--state-dir", str(state), "--free-ports"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline:
+            line = stack.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            if "Ready; Ctrl-C stops everything" in line:
+                break
+        output = "\n".join(lines)
+        assert "Ready" in output, f"the stack did not come up:\n{output}\n{_logs(state)}"
+
+        urls = dict(re.findall(r"\[make run\] (lakeFS|MLflow|Airflow)\s+(http://127\.0\.0\.1:\d+)", output))
+        credentials = json.loads((state / "credentials.json").read_text())
+        assert re.search(r"login: admin / \S+", output)
+
+        keys = (credentials["lakefs_access_key_id"], credentials["lakefs_secret_access_key"])
+        assert _get(f"{urls['lakeFS']}/api/v1/user", auth=keys)["user"]["id"]
+        assert _get(f"{urls['MLflow']}/health") == "OK"
+
+        token = _airflow_token(urls["Airflow"], credentials["airflow_admin_password"])
+        dag_ids = {d["dag_id"] for d in _get(f"{urls['Airflow']}/api/v2/dags", token)["dags"]}
+        dag_files = {p.stem for p in (REPO_ROOT / "dags").glob("*.py") if not p.name.startswith("_")}
+        deadline = time.monotonic() + 120  # the dag-processor parses the folder shortly after start
+        while not dag_files <= dag_ids and time.monotonic() < deadline:
+            time.sleep(2)
+            dag_ids = {d["dag_id"] for d in _get(f"{urls['Airflow']}/api/v2/dags", token)["dags"]}
+        assert dag_files <= dag_ids
+        assert _get(f"{urls['Airflow']}/api/v2/importErrors", token)["total_entries"] == 0
+        plugins = {p["name"] for p in _get(f"{urls['Airflow']}/api/v2/plugins", token)["plugins"]}
+        assert "mlops" in plugins
+        connection = _get(f"{urls['Airflow']}/api/v2/connections/lakefs_default", token)
+        assert (connection["login"], f"http://127.0.0.1:{connection['port']}") == (keys[0], urls["lakeFS"])
+    finally:
+        stack.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            rest, _ = stack.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.pid, signal.SIGKILL)
+            rest, _ = stack.communicate()
+        lines.extend(rest.splitlines())
+
+    output = "\n".join(lines)
+    assert stack.returncode == 0, output
+    stopped = [int(pid) for pid in re.findall(r"stopping \w+ \(pid (\d+)\)", output)]
+    assert len(stopped) == 3, output
+    time.sleep(1)
+    assert [pid for pid in stopped if _group_alive(pid)] == [], "process groups left running"
+
+
+def _logs(state: Path) -> str:
+    parts = []
+    for log in sorted((state / "logs").glob("*.log")):
+        parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+    return "\n".join(parts)

@@ -1,0 +1,151 @@
+"""include/mlops/versioning.py against a lakeFS server, through the real `lakefs` client."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+
+from include.devstack.processes import free_port
+from include.mlops import versioning
+
+pytestmark = pytest.mark.usefixtures("lakefs_server")
+
+
+def _frame(rows: int = 5) -> pd.DataFrame:
+    return pd.DataFrame({"id": range(rows), "amount": [1.5 * i for i in range(rows)], "country": ["DE"] * rows})
+
+
+def test_connect_names_wrong_credentials(lakefs_server):
+    with pytest.raises(versioning.LakeFSUnavailable, match="refused the credentials of access key 'AKIAWRONG'"):
+        versioning.connect(lakefs_server.url, "AKIAWRONG", "nope")
+
+
+def test_connect_names_an_unreachable_server():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(versioning.LakeFSUnavailable, match=f"lakeFS at {url} cannot be reached"):
+        versioning.connect(url, "AKIA", "secret")
+
+
+def test_ensure_repository_is_idempotent(lakefs_server, lakefs_repo):
+    client = lakefs_server.client()
+    again = versioning.ensure_repository(client, lakefs_repo.id, "local://ignored-when-it-exists")
+    assert again.id == lakefs_repo.id
+    assert versioning.list_branches(again) == ["main"]
+
+
+def test_create_branch_is_idempotent_and_keeps_staged_work(lakefs_repo):
+    head = versioning.create_branch(lakefs_repo, "run-1", "main")
+    assert head == versioning.head_commit(lakefs_repo, "main")
+    versioning.write_bytes(lakefs_repo, "run-1", "raw/a.txt", b"first attempt")
+    assert versioning.create_branch(lakefs_repo, "run-1", "main") == head
+    assert [c.path for c in versioning.uncommitted(lakefs_repo, "run-1")] == ["raw/a.txt"]
+
+
+def test_create_branch_from_a_missing_ref_names_it(lakefs_repo):
+    with pytest.raises(versioning.RefNotFound, match="'nope'"):
+        versioning.create_branch(lakefs_repo, "run-2", "nope")
+
+
+def test_parquet_round_trip_and_same_frame_same_bytes(lakefs_repo):
+    versioning.create_branch(lakefs_repo, "run-3", "main")
+    versioning.write_parquet(lakefs_repo, "run-3", "raw/a.parquet", _frame(), {"rows": "5"})
+    versioning.write_parquet(lakefs_repo, "run-3", "raw/b.parquet", _frame())
+    pd.testing.assert_frame_equal(versioning.read_parquet(lakefs_repo, "run-3", "raw/a.parquet"), _frame())
+    checksums = {o.path: o.checksum for o in versioning.list_objects(lakefs_repo, "run-3", "raw/")}
+    assert checksums["raw/a.parquet"] == checksums["raw/b.parquet"]
+
+
+def test_upload_and_download_a_file_in_chunks(lakefs_repo, tmp_path):
+    source = tmp_path / "big.bin"
+    source.write_bytes(bytes(range(256)) * 80_000)  # 20 MB, more than two upload chunks
+    versioning.create_branch(lakefs_repo, "run-4", "main")
+    versioning.upload_file(lakefs_repo, "run-4", "datasets/big.bin", source)
+    target = versioning.download_file(lakefs_repo, "run-4", "datasets/big.bin", tmp_path / "out" / "big.bin")
+    assert target.read_bytes() == source.read_bytes()
+
+
+def test_commit_carries_metadata_and_an_empty_commit_is_reported(lakefs_repo):
+    versioning.create_branch(lakefs_repo, "run-5", "main")
+    versioning.write_bytes(lakefs_repo, "run-5", "raw/x.csv", b"a,b\n1,2\n")
+    commit = versioning.commit(lakefs_repo, "run-5", "collect", {"rows": 1, "airflow_run_id": "manual__1"})
+    assert len(commit.id) == 64
+    assert commit.metadata == {"rows": "1", "airflow_run_id": "manual__1"}
+    assert versioning.get_commit(lakefs_repo, "run-5") == commit
+    with pytest.raises(versioning.NothingToCommit, match="no changes"):
+        versioning.commit(lakefs_repo, "run-5", "again")
+
+
+def test_read_at_a_commit_id_after_the_branch_moved_on(lakefs_repo):
+    versioning.create_branch(lakefs_repo, "run-6", "main")
+    versioning.write_bytes(lakefs_repo, "run-6", "model/input.txt", b"v1")
+    first = versioning.commit(lakefs_repo, "run-6", "v1").id
+    versioning.write_bytes(lakefs_repo, "run-6", "model/input.txt", b"v2")
+    versioning.commit(lakefs_repo, "run-6", "v2")
+    assert versioning.read_bytes(lakefs_repo, first, "model/input.txt") == b"v1"
+    assert versioning.read_bytes(lakefs_repo, "run-6", "model/input.txt") == b"v2"
+    assert [c.path for c in versioning.diff(lakefs_repo, first, "run-6")] == ["model/input.txt"]
+
+
+def test_merge_and_nothing_left_to_merge(lakefs_repo):
+    versioning.create_branch(lakefs_repo, "run-7", "main")
+    versioning.write_bytes(lakefs_repo, "run-7", "raw/day.csv", b"1")
+    versioning.commit(lakefs_repo, "run-7", "collect")
+    merged = versioning.merge(lakefs_repo, "run-7", "main", "validated", {"rows": "1"})
+    assert versioning.head_commit(lakefs_repo, "main") == merged
+    assert versioning.get_commit(lakefs_repo, merged).metadata == {"rows": "1"}
+    assert versioning.read_bytes(lakefs_repo, "main", "raw/day.csv") == b"1"
+    with pytest.raises(versioning.NothingToCommit):
+        versioning.merge(lakefs_repo, "run-7", "main")
+
+
+def test_a_merge_conflict_names_the_conflicting_paths(lakefs_repo):
+    versioning.create_branch(lakefs_repo, "run-8", "main")
+    for branch, content in (("run-8", b"ours"), ("main", b"theirs")):
+        versioning.write_bytes(lakefs_repo, branch, "raw/same.csv", content)
+        versioning.write_bytes(lakefs_repo, branch, f"raw/only-{branch}.csv", content)
+        versioning.commit(lakefs_repo, branch, f"write on {branch}")
+    with pytest.raises(versioning.MergeConflict, match="conflicts on 1 path") as conflict:
+        versioning.merge(lakefs_repo, "run-8", "main")
+    assert conflict.value.paths == ["raw/same.csv"]
+    assert versioning.read_bytes(lakefs_repo, "main", "raw/same.csv") == b"theirs"
+
+    versioning.merge(lakefs_repo, "run-8", "main", strategy="source-wins")
+    assert versioning.read_bytes(lakefs_repo, "main", "raw/same.csv") == b"ours"
+
+
+def test_tag_is_idempotent_and_refuses_to_move(lakefs_repo):
+    first = versioning.head_commit(lakefs_repo, "main")
+    assert versioning.tag(lakefs_repo, "model-v1", "main") == first
+    assert versioning.tag(lakefs_repo, "model-v1", first) == first
+    versioning.write_bytes(lakefs_repo, "main", "x", b"x")
+    versioning.commit(lakefs_repo, "main", "moves main")
+    with pytest.raises(versioning.VersioningError, match="exists already and points to"):
+        versioning.tag(lakefs_repo, "model-v1", "main")
+    assert versioning.head_commit(lakefs_repo, "model-v1") == first
+
+
+def test_delete_branch(lakefs_repo):
+    versioning.create_branch(lakefs_repo, "run-9", "main")
+    assert versioning.delete_branch(lakefs_repo, "run-9") is True
+    assert versioning.branch_exists(lakefs_repo, "run-9") is False
+    assert versioning.delete_branch(lakefs_repo, "run-9") is False
+    with pytest.raises(versioning.RefNotFound):
+        versioning.delete_branch(lakefs_repo, "run-9", missing_ok=False)
+
+
+def test_expired_branches_never_include_the_default_branch(lakefs_repo):
+    versioning.create_branch(lakefs_repo, "run-old", "main")
+    versioning.create_branch(lakefs_repo, "keep-me", "main")
+    in_a_month = time.time() + 30 * 86400
+    assert versioning.expired_branches(lakefs_repo, "run-", 14, in_a_month) == ["run-old"]
+    assert versioning.expired_branches(lakefs_repo, "", 14, in_a_month) == ["keep-me", "run-old"]
+    assert versioning.expired_branches(lakefs_repo, "run-", 14, time.time()) == []
+
+
+def test_commit_ui_url():
+    assert (
+        versioning.commit_ui_url("http://lakefs:8000/", "my repo", "abc")
+        == "http://lakefs:8000/repositories/my%20repo/commits/abc"
+    )
