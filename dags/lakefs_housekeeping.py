@@ -25,7 +25,9 @@ from mlops_airflow.lakefs_operators import LakeFSDeleteBranchOperator
     tags=["lakefs", "housekeeping"],
     default_args={"owner": "mlops", "retries": 2},
     params={
-        "retention_days": Param(14, type="integer", minimum=1, description="Keep run branches this many days."),
+        "retention_days": Param(
+            14, type="integer", minimum=0, description="Keep run branches this many days (0: delete them all now)."
+        ),
     },
 )
 def lakefs_housekeeping():

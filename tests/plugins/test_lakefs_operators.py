@@ -71,7 +71,7 @@ def test_a_run_commits_and_merges_with_the_airflow_stamp(lakefs_server):
     assert not versioning.branch_exists(repo, run_branch_name(run.run_id))
 
 
-def test_the_lakefs_link_points_at_the_commit(lakefs_server):
+def test_the_lakefs_link_points_at_the_commit(lakefs_server, lakefs_repo):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -92,7 +92,7 @@ def test_the_lakefs_link_points_at_the_commit(lakefs_server):
     )
     link = rows[("commit", "_link_LakeFSCommitLink")]
     link = json.loads(link) if isinstance(link, str) and link.startswith('"') else link
-    assert link == f"{lakefs_server.url}/repositories/mlops/commits/{commit_id}"
+    assert link == f"{lakefs_server.url}/repositories/{lakefs_repo.id}/commits/{commit_id}"
 
 
 def test_rerunning_the_same_run_is_safe(lakefs_server):
