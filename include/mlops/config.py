@@ -1,0 +1,238 @@
+"""The pipeline configuration: one YAML file per dataset under include/config/, checked when loaded.
+
+`MLOPS_CONFIG` chooses the file (a path, or the name of a file in include/config/); the demo config is the
+default. A new tabular dataset needs a new file, not code. Every error names the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+DEFAULT_CONFIG = "fraud_demo.yaml"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable, or a key in it is wrong."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Strict):
+    """One input column of the model, with the checks every collected batch must pass."""
+
+    name: str
+    type: Literal["numeric", "categorical", "boolean"]
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _constraints_fit_the_type(self) -> Feature:
+        if self.type != "numeric" and (self.min is not None or self.max is not None):
+            raise ValueError(f"min/max apply to numeric features, and {self.name!r} is {self.type}")
+        if self.type != "categorical" and self.allowed is not None:
+            raise ValueError(f"allowed applies to categorical features, and {self.name!r} is {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"{self.name!r}: min {self.min} is above max {self.max}")
+        if self.allowed is not None and not self.allowed:
+            raise ValueError(f"{self.name!r}: allowed is empty")
+        return self
+
+
+class Dataset(_Strict):
+    name: str
+    id_column: str
+    event_time_column: str
+    target: str
+    task: Literal["classification", "regression"]
+    # Labels that arrive after the transaction leave the target empty until then; such rows are collected and
+    # kept on `main`, and left out of training.
+    target_nullable: bool = True
+    # For classification: the labels a row may carry (others are quarantined). Empty: any label.
+    target_classes: list[int | str] = Field(default_factory=list)
+    features: list[Feature] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _a_plain_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r} must be letters, digits and underscores (it becomes a lakeFS path)")
+        return value
+
+    @model_validator(mode="after")
+    def _classes_only_for_classification(self) -> Dataset:
+        if self.target_classes and self.task != "classification":
+            raise ValueError("target_classes applies to classification only")
+        return self
+
+    @model_validator(mode="after")
+    def _columns_are_distinct(self) -> Dataset:
+        names = [self.id_column, self.event_time_column, self.target, *(f.name for f in self.features)]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"columns named more than once (id, event time, target, features): {duplicates}")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column a collected batch must have, in this order."""
+        return [self.id_column, self.event_time_column, *(f.name for f in self.features), self.target]
+
+    def feature(self, name: str) -> Feature:
+        return next(f for f in self.features if f.name == name)
+
+
+class SqlSource(_Strict):
+    """Rows from a SQL query, windowed by the run's interval through the bind parameters :start and :end."""
+
+    kind: Literal["sql"]
+    connection_id: str | None = None
+    url: str | None = None
+    query: str
+
+    @model_validator(mode="after")
+    def _one_database_and_a_windowed_query(self) -> SqlSource:
+        if (self.connection_id is None) == (self.url is None):
+            raise ValueError("give exactly one of connection_id (an Airflow connection) or url (SQLAlchemy)")
+        missing = [p for p in (":start", ":end") if not re.search(re.escape(p) + r"\b", self.query)]
+        if missing:
+            raise ValueError(f"the query must filter on the run's interval with {' and '.join(missing)}")
+        return self
+
+
+class HttpPagination(_Strict):
+    """How to ask for the next page: by page number, by offset, by a cursor in the body, or not at all."""
+
+    style: Literal["none", "page", "offset", "cursor"] = "none"
+    page_param: str = "page"
+    first_page: int = 1
+    offset_param: str = "offset"
+    size_param: str = "limit"
+    page_size: int = Field(default=1000, gt=0)
+    cursor_param: str = "cursor"
+    cursor_path: str = "next_cursor"
+    max_pages: int = Field(default=10_000, gt=0)
+
+
+class HttpSource(_Strict):
+    """Rows from an HTTP API answering JSON or CSV, asked for the interval with `start_param`/`end_param`."""
+
+    kind: Literal["http"]
+    url: str
+    format: Literal["json", "csv"] = "json"
+    records_path: str = ""
+    start_param: str = "start"
+    end_param: str = "end"
+    headers: dict[str, str] = Field(default_factory=dict)
+    connection_id: str | None = None
+    pagination: HttpPagination = Field(default_factory=HttpPagination)
+    timeout_seconds: float = Field(default=30, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    backoff_seconds: float = Field(default=1, ge=0)
+
+
+class FileSource(_Strict):
+    """CSV or Parquet files under a local folder or an S3 prefix; rows outside the interval are left out."""
+
+    kind: Literal["files"]
+    path: str
+    format: Literal["csv", "parquet"]
+    pattern: str = "**/*"
+    s3_endpoint_url: str | None = None
+    connection_id: str | None = None
+
+
+Source = Annotated[SqlSource | HttpSource | FileSource, Field(discriminator="kind")]
+
+
+class Collection(_Strict):
+    # Collect the interval that ended `lag_days` before the run's, so that late labels have arrived.
+    lag_days: int = Field(default=0, ge=0)
+
+
+class Validation(_Strict):
+    """What a collected batch must pass before it may reach `main`."""
+
+    # An empty batch fails the run, or is recorded and skipped (nothing reaches main).
+    empty_batch: Literal["fail", "skip"] = "fail"
+    # Rows failing a row-level check (range, category, null, duplicate id, time outside the interval) are moved
+    # to quarantine while their share stays at or below this; above it the whole batch fails.
+    max_invalid_row_fraction: float = Field(default=0.0, ge=0, le=1)
+    # Rows kept in the quarantine report as examples, per failed check.
+    sample_rows: int = Field(default=5, ge=0)
+
+
+class Training(_Strict):
+    window_days: int = Field(default=30, gt=0)
+
+
+class Split(_Strict):
+    """Deterministic train/valid/test splits: by event time (latest rows last) or by a hash of the id."""
+
+    method: Literal["time", "hash"] = "hash"
+    valid_fraction: float = Field(default=0.15, gt=0, lt=1)
+    test_fraction: float = Field(default=0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_rows_to_train_on(self) -> Split:
+        if self.valid_fraction + self.test_fraction >= 0.9:
+            raise ValueError("valid_fraction + test_fraction must leave at least 10 % of rows for training")
+        return self
+
+
+class Model(_Strict):
+    registered_name: str
+
+
+class PipelineConfig(_Strict):
+    dataset: Dataset
+    source: Source
+    collection: Collection = Field(default_factory=Collection)
+    validation: Validation = Field(default_factory=Validation)
+    training: Training = Field(default_factory=Training)
+    split: Split = Field(default_factory=Split)
+    model: Model
+    path: str = ""
+
+
+def config_path(name_or_path: str | None = None) -> Path:
+    """The file `MLOPS_CONFIG` (or the argument) names: a path, or a file name in include/config/."""
+    chosen = name_or_path or os.environ.get("MLOPS_CONFIG") or DEFAULT_CONFIG
+    path = Path(chosen)
+    if not path.is_absolute() and not path.exists():
+        path = CONFIG_DIR / chosen
+    return path
+
+
+def load_config(name_or_path: str | None = None) -> PipelineConfig:
+    path = config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}); set MLOPS_CONFIG to a config file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of sections (dataset, source, ...)")
+    try:
+        return PipelineConfig.model_validate({**raw, "path": str(path)})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: " + "; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-after"))
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{location or '(top level)'}: {message}"
