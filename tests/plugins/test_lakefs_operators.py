@@ -18,7 +18,7 @@ from mlops_airflow.lakefs_operators import (
     LakeFSMergeOperator,
 )
 
-pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection")
+pytestmark = pytest.mark.usefixtures("lakefs_connection")
 
 
 def _pipeline(dag_id: str, payload: bytes, delete_branch: bool = True) -> DAG:
@@ -49,9 +49,9 @@ def _xcom(dag_run, task_id: str, key: str = "return_value"):
     return ti.xcom_pull(task_ids=task_id, key=key) if hasattr(ti, "xcom_pull") else None
 
 
-def test_a_run_commits_and_merges_with_the_airflow_stamp(lakefs_server):
+def test_a_run_commits_and_merges_with_the_airflow_stamp(run_dag, lakefs_server):
     dag = _pipeline("lakefs_ops_happy_path", b"amount\n1\n")
-    run = dag.test(logical_date=dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    run = run_dag(dag, logical_date=dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
     assert run.state == "success"
 
     repo = LakeFSHook().get_repository()
@@ -71,50 +71,71 @@ def test_a_run_commits_and_merges_with_the_airflow_stamp(lakefs_server):
     assert not versioning.branch_exists(repo, run_branch_name(run.run_id))
 
 
-def test_the_lakefs_link_points_at_the_commit(lakefs_server, lakefs_repo):
+def test_the_lakefs_link_points_at_the_commit(run_dag, lakefs_server, lakefs_repo):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     dag = _pipeline("lakefs_ops_links", b"amount\n2\n", delete_branch=False)
-    run = dag.test(logical_date=dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
+    run = run_dag(dag, logical_date=dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
     assert run.state == "success"
     with create_session() as session:
-        rows = {
-            (x.task_id, x.key): x.value
-            for x in session.query(XComModel).filter(
-                XComModel.dag_id == "lakefs_ops_links", XComModel.run_id == run.run_id
-            )
-        }
-    commit_id = (
-        json.loads(rows[("commit", "return_value")])
-        if isinstance(rows[("commit", "return_value")], str)
-        else rows[("commit", "return_value")]
-    )
+        query = session.query(XComModel).filter(XComModel.dag_id == "lakefs_ops_links", XComModel.run_id == run.run_id)
+        rows = {(x.task_id, x.key): XComModel.deserialize_value(x) for x in query}
+    commit_id = rows[("commit", "return_value")]
     link = rows[("commit", "_link_LakeFSCommitLink")]
-    link = json.loads(link) if isinstance(link, str) and link.startswith('"') else link
     assert link == f"{lakefs_server.url}/repositories/{lakefs_repo.id}/commits/{commit_id}"
 
 
-def test_rerunning_the_same_run_is_safe(lakefs_server):
-    """The same run again (what a retry after a lost heartbeat looks like): no error, no second commit."""
-    dag = _pipeline("lakefs_ops_rerun", b"amount\n3\n", delete_branch=False)
-    logical_date = dt.datetime(2026, 1, 4, tzinfo=dt.UTC)
-    first = dag.test(logical_date=logical_date)
+class _CrashAfterFirstTry:
+    """Mixin: the first try does its work, then the worker "dies" before Airflow hears of it."""
+
+    def execute(self, context):
+        result = super().execute(context)
+        if context["ti"].try_number == 1:
+            raise RuntimeError("worker lost right after the lakeFS call")
+        return result
+
+
+class CommitThenCrash(_CrashAfterFirstTry, LakeFSCommitOperator):
+    pass
+
+
+class MergeThenCrash(_CrashAfterFirstTry, LakeFSMergeOperator):
+    pass
+
+
+def test_retries_after_a_commit_and_a_merge_that_succeeded_are_safe(run_dag, lakefs_server):
+    """A retry finds the commit and the merge of its first try: no error, no second commit or merge."""
+    args = {"owner": "test", "retries": 1, "retry_delay": dt.timedelta(0)}
+    with DAG("lakefs_ops_retry", schedule=None, default_args=args) as dag:
+        branch = "retry-branch"
+
+        @task
+        def stage() -> None:
+            versioning.write_bytes(LakeFSHook().get_repository(), branch, "raw/day.csv", b"amount\n3\n")
+
+        create = LakeFSCreateBranchOperator(task_id="create_branch", branch=branch)
+        commit = CommitThenCrash(task_id="commit", branch=branch, message="collected")
+        merge = MergeThenCrash(task_id="merge", source_ref=branch, destination_branch="main")
+        create >> stage() >> commit >> merge
+    run = run_dag(dag, logical_date=dt.datetime(2026, 1, 4, tzinfo=dt.UTC))
+
+    assert run.state == "success"
+    assert run.get_task_instance("commit").try_number == 2
+    assert run.get_task_instance("merge").try_number == 2
     repo = LakeFSHook().get_repository()
-    main_after_first = versioning.head_commit(repo, "main")
-    second = dag.test(logical_date=logical_date)
-    assert (first.run_id, first.state, second.state) == (second.run_id, "success", "success")
-    assert versioning.head_commit(repo, "main") == main_after_first
-    branch_log = versioning.log(repo, run_branch_name(first.run_id), max_amount=5)
-    assert [c.metadata.get("airflow_task_id") for c in branch_log].count("commit") == 1
+    assert [c.metadata.get("airflow_task_id") for c in versioning.log(repo, branch)].count("commit") == 1
+    merges = [c for c in versioning.log(repo, "main") if c.metadata.get("airflow_task_id") == "merge"]
+    assert len(merges) == 1
+    assert versioning.read_bytes(repo, "main", "raw/day.csv") == b"amount\n3\n"
 
 
-def test_a_commit_with_nothing_staged_fails_and_says_so(lakefs_server):
+def test_a_commit_with_nothing_staged_fails_and_says_so(run_dag, lakefs_server):
     with DAG("lakefs_ops_empty", schedule=None, default_args={"owner": "test", "retries": 0}) as dag:
         LakeFSCreateBranchOperator(task_id="create_branch", branch="empty-branch") >> LakeFSCommitOperator(
             task_id="commit", branch="empty-branch", message="nothing"
         )
-    run = dag.test(logical_date=dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
+    run = run_dag(dag, logical_date=dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
     assert run.state == "failed"
     assert run.get_task_instance("commit").state == "failed"
 
