@@ -28,4 +28,4 @@ os.environ.update(
 # Airflow puts the plugins folder on sys.path in its own processes; DAGs import `mlops_airflow` from there.
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.airflow"]  # TEMP
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.lakefs", "tests.fixtures.airflow"]

@@ -141,7 +141,7 @@ def _local_credentials(path: Path) -> dict[str, str]:
         return json.loads(path.read_text())
     credentials = {
         "lakefs_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
-        "lakefs_secret_access_key": secrets.token_urlsafe(30),
+        "lakefs_secret_access_key": secrets.token_hex(20),  # hex: a leading "-" would read as an option
         "airflow_admin_password": secrets.token_urlsafe(12),
     }
     path.write_text(json.dumps(credentials, indent=2))

@@ -71,6 +71,10 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
+        return cls(**{**data, "failures": [CheckFailure(**f) for f in data["failures"]]})
+
 
 @dataclass(frozen=True)
 class ValidatedBatch:
@@ -93,7 +97,8 @@ def validate_batch(
     plus the names of the checks each row failed), and the report.
     """
     rows_in = len(frame)
-    failures = _schema_failures(frame, dataset)
+    # A source with nothing to say may not even name its columns (an empty API page, no matching file).
+    failures = _schema_failures(frame, dataset) if len(frame.columns) else []
     if rows_in == 0:
         failures.append(CheckFailure("empty_batch", None, "batch", 0, f"no rows in [{start}, {end})"))
         status: Status = "empty" if rules.empty_batch == "skip" and len(failures) == 1 else "failed"

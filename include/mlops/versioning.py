@@ -31,6 +31,7 @@ from lakefs.exceptions import (
 if TYPE_CHECKING:
     import pandas as pd
 
+PARQUET = "application/vnd.apache.parquet"
 # Reading and uploading in chunks keeps memory flat for training snapshots of hundreds of MB.
 _CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -214,10 +215,15 @@ def write_parquet(
     frame: pd.DataFrame,
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Write `frame` as Parquet. The same frame always gives the same bytes, so a re-run is no change."""
+    """Write `frame` as Parquet."""
+    write_bytes(repo, branch, path, parquet_bytes(frame), metadata, content_type=PARQUET)
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """`frame` as Parquet (no index, zstd). The same frame always gives the same bytes."""
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False, engine="pyarrow", compression="zstd")
-    write_bytes(repo, branch, path, buffer.getvalue(), metadata, content_type="application/vnd.apache.parquet")
+    return buffer.getvalue()
 
 
 def read_parquet(repo: lakefs.Repository, ref: str, path: str) -> pd.DataFrame:
@@ -229,6 +235,29 @@ def read_parquet(repo: lakefs.Repository, ref: str, path: str) -> pd.DataFrame:
 def object_exists(repo: lakefs.Repository, ref: str, path: str) -> bool:
     with _translated(f"{path!r} at {ref!r} in {repo.id!r}"):
         return repo.ref(ref).object(path).exists()
+
+
+def object_metadata(repo: lakefs.Repository, ref: str, path: str) -> dict[str, str]:
+    """The user metadata of the object at `path` (empty when there is no such object)."""
+    try:
+        with _translated(f"{path!r} at {ref!r} in {repo.id!r}"):
+            return dict(repo.ref(ref).object(path).stat().metadata or {})
+    except RefNotFound:
+        return {}
+
+
+def reset_uncommitted(repo: lakefs.Repository, branch: str, path: str) -> None:
+    """Drop the uncommitted change of one object on `branch`, back to its committed state (or absence)."""
+    with _translated(f"reset of {path!r} on branch {branch!r} of {repo.id!r}"):
+        repo.branch(branch).reset_changes(path_type="object", path=path)
+
+
+def reset_uncommitted_outside(repo: lakefs.Repository, branch: str, prefixes: tuple[str, ...]) -> list[str]:
+    """Reset every uncommitted change on `branch` whose path starts with none of `prefixes`; return their paths."""
+    stray = [c.path for c in uncommitted(repo, branch) if not c.path.startswith(prefixes)]
+    for path in stray:
+        reset_uncommitted(repo, branch, path)
+    return stray
 
 
 def list_objects(repo: lakefs.Repository, ref: str, prefix: str = "") -> list[ObjectEntry]:
@@ -265,11 +294,28 @@ def diff(
         return [_change(c) for c in repo.ref(left_ref).diff(right_ref, prefix=prefix or None, type=kind)]
 
 
-def commit(repo: lakefs.Repository, branch: str, message: str, metadata: Mapping[str, str] | None = None) -> CommitInfo:
-    """Commit the branch's staged changes. No changes raises `NothingToCommit`: callers decide what that means."""
+def commit(
+    repo: lakefs.Repository,
+    branch: str,
+    message: str,
+    metadata: Mapping[str, str] | None = None,
+    allow_empty: bool = False,
+) -> CommitInfo:
+    """Commit the branch's staged changes. With none, `NothingToCommit` is raised (callers decide what that
+    means), unless `allow_empty`, which makes a commit without changes."""
     with _translated(f"commit on branch {branch!r} of {repo.id!r}"):
-        ref = repo.branch(branch).commit(message=message, metadata=_stringify(metadata))
+        ref = repo.branch(branch).commit(message=message, metadata=_stringify(metadata), allow_empty=allow_empty)
         return _commit_info(ref.get_commit())
+
+
+def find_commit(
+    repo: lakefs.Repository, ref: str, metadata: Mapping[str, str], max_amount: int = 200
+) -> CommitInfo | None:
+    """The newest of the last `max_amount` commits reachable from `ref` whose metadata has all of `metadata`."""
+    for candidate in log(repo, ref, max_amount=max_amount):
+        if all(candidate.metadata.get(k) == v for k, v in metadata.items()):
+            return candidate
+    return None
 
 
 def merge(

@@ -62,10 +62,13 @@ class LakeFSCreateBranchOperator(_LakeFSOperator):
 class LakeFSCommitOperator(_LakeFSOperator):
     """Commit the staged changes of `branch` with `message`, `metadata` and the Airflow run's stamp.
 
-    Returns the commit id. With nothing staged: when the branch's head is this run's and this task's own
-    commit (an earlier attempt committed, then died), that commit is returned; otherwise the task fails
-    saying so, unless `allow_empty` is set, in which case the head is returned and the log says nothing was
-    committed.
+    Returns the commit id. With nothing staged: when this task made a commit on the branch in this run
+    already (an earlier try committed, then died), that commit is returned; otherwise the task fails saying
+    so, unless `allow_empty` is set, in which case an empty commit is made, so that the task always hands on a
+    commit of its own (and never a later commit of the branch).
+
+    `paths` (prefixes) limits the commit to what this step is about: staged changes elsewhere, such as the
+    half-done work of a later task killed in an earlier try of the run, are reset first (and logged).
     """
 
     template_fields: Sequence[str] = ("repository", "branch", "message", "metadata")
@@ -78,6 +81,7 @@ class LakeFSCommitOperator(_LakeFSOperator):
         message: str,
         metadata: Mapping[str, Any] | None = None,
         allow_empty: bool = False,
+        paths: Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,30 +89,36 @@ class LakeFSCommitOperator(_LakeFSOperator):
         self.message = message
         self.metadata = metadata
         self.allow_empty = allow_empty
+        self.paths = tuple(paths) if paths else None
 
     def execute(self, context: Context) -> str:
         from include.mlops import versioning
 
         hook, repo = self._open()
+        if self.paths:
+            stray = versioning.reset_uncommitted_outside(repo, self.branch, self.paths)
+            if stray:
+                self.log.warning(
+                    "lakeFS %s: reset %d staged change(s) outside %s: %s", repo.id, len(stray), self.paths, stray
+                )
         stamp = airflow_run_metadata(context)
+        metadata = {**(self.metadata or {}), **stamp}
         try:
-            commit = versioning.commit(repo, self.branch, self.message, {**(self.metadata or {}), **stamp})
-            commit_id = commit.id
+            commit_id = versioning.commit(repo, self.branch, self.message, metadata).id
             self.log.info("lakeFS %s: committed branch %r as %s", repo.id, self.branch, commit_id)
         except versioning.NothingToCommit:
-            head = versioning.get_commit(repo, self.branch)
-            if _made_by_this_task(head.metadata, stamp):
-                commit_id = head.id
-                self.log.info("lakeFS %s: nothing staged; an earlier try of this task committed %s", repo.id, head.id)
+            own = {key: stamp[key] for key in ("airflow_dag_id", "airflow_run_id", "airflow_task_id")}
+            earlier = versioning.find_commit(repo, self.branch, own)
+            if earlier is not None:
+                commit_id = earlier.id
+                self.log.info("lakeFS %s: nothing staged; an earlier try of this task committed %s", repo.id, commit_id)
             elif self.allow_empty:
-                commit_id = head.id
-                self.log.warning(
-                    "lakeFS %s: nothing to commit on branch %r; its head is %s", repo.id, self.branch, head.id
-                )
+                commit_id = versioning.commit(repo, self.branch, self.message, metadata, allow_empty=True).id
+                self.log.info("lakeFS %s: nothing new on branch %r; empty commit %s", repo.id, self.branch, commit_id)
             else:
                 raise versioning.NothingToCommit(
-                    f"lakeFS {repo.id}: nothing to commit on branch {self.branch!r} (head {head.id}); "
-                    "the task before this one staged no changes"
+                    f"lakeFS {repo.id}: nothing to commit on branch {self.branch!r}; "
+                    "the tasks before this one staged no changes"
                 ) from None
         self._show_commit(context, hook, repo.id, commit_id)
         return commit_id
@@ -185,7 +195,3 @@ class LakeFSDeleteBranchOperator(_LakeFSOperator):
         deleted = versioning.delete_branch(repo, self.branch, missing_ok=True)
         self.log.info("lakeFS %s: branch %r %s", repo.id, self.branch, "deleted" if deleted else "did not exist")
         return deleted
-
-
-def _made_by_this_task(metadata: Mapping[str, str], stamp: Mapping[str, str]) -> bool:
-    return all(metadata.get(key) == stamp[key] for key in ("airflow_dag_id", "airflow_run_id", "airflow_task_id"))

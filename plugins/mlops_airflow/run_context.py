@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +18,13 @@ def airflow_run_url(dag_id: str, run_id: str) -> str:
 
     base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
     return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def run_interval_end(context: Context) -> dt.datetime:
+    """Where the run's data interval ends: the scheduled interval's end, or, for a run triggered without a
+    logical date (Airflow 3's manual runs), the time it was triggered for."""
+    end = context.get("data_interval_end") or context["dag_run"].run_after
+    return end.astimezone(dt.UTC)
 
 
 def airflow_run_metadata(context: Context) -> dict[str, str]:

@@ -1,0 +1,56 @@
+"""Benchmark results: one JSON file per benchmark under benchmarks/results/, and a markdown table on stdout."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def process_peak_rss_bytes(pid: int) -> int:
+    """Another process's peak resident memory, from /proc (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def publish(name: str, rows: list[dict[str, Any]], notes: dict[str, Any]) -> Path:
+    """Write `rows` (one dict per table row) and `notes` as JSON, and print them as a markdown table."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    machine = {"cpus": _cpus(), "python": platform.python_version(), "machine": platform.machine()}
+    path.write_text(json.dumps({"benchmark": name, "machine": machine, "notes": notes, "rows": rows}, indent=2))
+    columns = list(rows[0])
+    print(f"\n### {name}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
+    for key, value in notes.items():
+        print(f"\n{key}: {_cell(value)}")
+    print(f"\n(results in {path})")
+    return path
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))

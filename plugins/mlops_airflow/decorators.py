@@ -1,0 +1,35 @@
+"""`@lakefs_task`: Airflow's `@task` with the "lakeFS" button, for Python tasks that commit to or read from lakeFS.
+
+Inside such a task, call `show_lakefs_commit(repository, commit_id)` to point the button at a commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
+from airflow.sdk import get_current_context
+from airflow.sdk.bases.decorator import task_decorator_factory
+
+from mlops_airflow.lakefs_hook import LakeFSHook
+from mlops_airflow.links import LakeFSCommitLink
+
+
+class _LakeFSPythonOperator(_PythonDecoratedOperator):
+    custom_operator_name = "@lakefs_task"
+    operator_extra_links = (LakeFSCommitLink(),)
+
+
+def lakefs_task(python_callable: Callable | None = None, multiple_outputs: bool | None = None, **kwargs):
+    return task_decorator_factory(
+        python_callable=python_callable,
+        multiple_outputs=multiple_outputs,
+        decorated_operator_class=_LakeFSPythonOperator,
+        **kwargs,
+    )
+
+
+def show_lakefs_commit(repository: str, commit_id: str, hook: LakeFSHook | None = None) -> None:
+    """Point the running task's "lakeFS" button at `commit_id`."""
+    url = (hook or LakeFSHook()).commit_url(repository, commit_id)
+    get_current_context()["ti"].xcom_push(key=LakeFSCommitLink.source_key, value=url)

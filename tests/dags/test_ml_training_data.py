@@ -1,0 +1,200 @@
+"""ml_training's data half in real DAG runs: simulator database -> lakeFS run branch -> main -> snapshot."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from include.devstack import simulator
+from include.mlops import versioning
+from include.mlops.naming import run_branch_name
+from mlops_airflow.lakefs_hook import LakeFSHook
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection")
+
+# The run for 2026-03-10 collects the day two days earlier (the demo's label lag) and before.
+INTERVAL_END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
+ROWS_PER_DAY = 1500
+
+
+@pytest.fixture
+def transactions_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The simulator's database behind the demo config's `transactions_db` connection."""
+    url = f"sqlite:///{tmp_path / 'transactions.db'}"
+    simulator.write_days(url, dt.date(2026, 3, 1), 9, ROWS_PER_DAY, seed=11)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TRANSACTIONS_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "transactions.db")})
+    )
+    monkeypatch.setenv("MLOPS_CONFIG", "fraud_demo.yaml")
+    return url
+
+
+def ml_training():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO_ROOT / "dags" / "ml_training.py")).dags["ml_training"]
+
+
+def run(history_days: int, when: dt.datetime = INTERVAL_END):
+    """A manual run of ml_training whose data interval ends at `when`."""
+    return ml_training().test(logical_date=when, run_conf={"history_days": history_days})
+
+
+def _tree(repo, ref: str, prefix: str) -> dict[str, str]:
+    return {o.path: o.checksum for o in versioning.list_objects(repo, ref, prefix)}
+
+
+def test_the_data_half_lands_validated_days_on_main_and_a_snapshot_on_the_run_branch(transactions_db):
+    dag_run = run(history_days=3)
+    assert dag_run.state == "success"
+
+    repo = LakeFSHook().get_repository()
+    raw = _tree(repo, "main", "raw/")
+    assert sorted(raw) == [f"raw/transactions/date=2026-03-0{d}/part-0000.parquet" for d in (5, 6, 7)]
+    assert _tree(repo, "main", "quarantine/") == {} and _tree(repo, "main", "incoming/") == {}
+    day = versioning.read_parquet(repo, "main", "raw/transactions/date=2026-03-07/part-0000.parquet")
+    assert len(day) == ROWS_PER_DAY and day["transaction_id"].is_unique
+    assert day["event_time"].min() >= dt.datetime(2026, 3, 7, tzinfo=dt.UTC)
+
+    branch = run_branch_name(dag_run.run_id)
+    snapshot_commit = dag_run.get_task_instance("commit_snapshot").xcom_pull(task_ids="commit_snapshot")
+    manifest = json.loads(
+        versioning.read_bytes(
+            repo, snapshot_commit, f"datasets/fraud_detector/{branch.removeprefix('run-')}/manifest.json"
+        )
+    )
+    assert manifest["source_commit"] == versioning.head_commit(repo, "main")
+    assert sum(manifest["rows"].values()) + manifest["unlabelled_rows"] == 3 * ROWS_PER_DAY
+    assert 0 < sum(manifest["positives"].values()) < 0.05 * 3 * ROWS_PER_DAY
+    train = versioning.read_parquet(repo, snapshot_commit, manifest["paths"]["train"])
+    assert abs(len(train) / sum(manifest["rows"].values()) - 0.7) < 0.03
+    assert "datasets/" not in str(_tree(repo, "main", ""))  # the snapshot reaches main only at promotion
+
+
+def _tree_with_rows(repo) -> dict[str, tuple[str, int]]:
+    return {
+        path: (checksum, len(versioning.read_parquet(repo, "main", path)))
+        for path, checksum in _tree(repo, "main", "raw/").items()
+    }
+
+
+def test_three_runs_of_the_same_interval_leave_the_same_main(transactions_db):
+    repo = LakeFSHook().get_repository()
+    trees = []
+    for _ in range(3):
+        assert run(history_days=2).state == "success"
+        trees.append(_tree_with_rows(repo))
+    assert trees[0] == trees[1] == trees[2]
+    assert sorted(trees[0]) == [f"raw/transactions/date=2026-03-0{d}/part-0000.parquet" for d in (6, 7)]
+    assert all(rows == ROWS_PER_DAY for _, rows in trees[0].values())
+
+
+def test_a_rejected_batch_fails_the_run_is_kept_in_quarantine_and_main_is_untouched(transactions_db):
+    repo = LakeFSHook().get_repository()
+    assert run(history_days=1, when=INTERVAL_END - dt.timedelta(days=1)).state == "success"
+    main_before = versioning.head_commit(repo, "main")
+    # 5 % of the day's transactions in a merchant category the config does not know: over the 1 % limit.
+    simulator.write_days(
+        transactions_db,
+        dt.date(2026, 3, 7),
+        1,
+        ROWS_PER_DAY,
+        seed=11,
+        drift=simulator.Drift(new_categories=("crypto",), new_category_share=0.05),
+    )
+    dag_run = run(history_days=1)
+
+    assert dag_run.state == "failed"
+    validate = dag_run.get_task_instance("validate")
+    assert validate.state == "failed" and validate.try_number == 1  # a data error is not retried
+    assert dag_run.get_task_instance("merge_raw").state == "upstream_failed"
+    assert versioning.head_commit(repo, "main") == main_before
+    branch = run_branch_name(dag_run.run_id)
+    report = json.loads(versioning.read_bytes(repo, branch, "quarantine/transactions/date=2026-03-07/report.json"))
+    checks = {(f["check"], f["column"]): f["rows"] for f in report["failures"]}
+    crypto_rows = checks[("category", "merchant_category")]
+    assert report["status"] == "failed" and 0.03 * ROWS_PER_DAY < crypto_rows < 0.07 * ROWS_PER_DAY
+    assert checks[("invalid_share", None)] == crypto_rows
+    rows = versioning.read_parquet(repo, branch, "quarantine/transactions/date=2026-03-07/rows.parquet")
+    assert len(rows) == ROWS_PER_DAY  # the whole rejected batch, kept for inspection
+    assert versioning.get_commit(repo, branch).metadata["validation_status"] == "failed"
+
+
+def test_a_few_bad_rows_are_quarantined_and_the_rest_reaches_main(transactions_db):
+    simulator.write_days(
+        transactions_db,
+        dt.date(2026, 3, 7),
+        1,
+        ROWS_PER_DAY,
+        seed=11,
+        drift=simulator.Drift(new_categories=("crypto",), new_category_share=0.004),
+    )
+    dag_run = run(history_days=1)
+    assert dag_run.state == "success"
+
+    repo = LakeFSHook().get_repository()
+    outcome = dag_run.get_task_instance("validate").xcom_pull(task_ids="validate")
+    quarantined = outcome["rows_quarantined"]
+    assert 0 < quarantined <= 0.01 * ROWS_PER_DAY
+    day = versioning.read_parquet(repo, "main", "raw/transactions/date=2026-03-07/part-0000.parquet")
+    assert len(day) == ROWS_PER_DAY - quarantined and "crypto" not in set(day["merchant_category"])
+    assert _tree(repo, "main", "quarantine/") == {}
+    kept = versioning.read_parquet(
+        repo, outcome["quarantine_commit"], "quarantine/transactions/date=2026-03-07/rows.parquet"
+    )
+    assert set(kept["merchant_category"]) == {"crypto"} and len(kept) == quarantined
+
+
+# Kill the process running a task, `delay` seconds after the task started; the run is then retried.
+KILL_POINTS = [
+    ("create_run_branch", 0.0),
+    ("collect", 0.0),
+    ("collect", 0.4),
+    ("validate", 0.0),
+    ("validate", 0.5),
+    ("commit_raw", 0.0),
+    ("merge_raw", 0.05),
+    ("build_training_snapshot", 0.3),
+    ("commit_snapshot", 0.0),
+]
+_KILLED_RUN = """
+import datetime as dt, os, signal, sys, threading
+from airflow.dag_processing.dagbag import DagBag
+
+target, delay, when = sys.argv[1], float(sys.argv[2]), dt.datetime.fromisoformat(sys.argv[3])
+dag = DagBag(dag_folder=sys.argv[4]).dags["ml_training"]
+dag.get_task(target).on_execute_callback = [
+    lambda context: threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+]
+dag.test(logical_date=when, run_after=when, run_conf={"history_days": 2})
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task_id", "delay"), KILL_POINTS, ids=[f"{t}+{d}s" for t, d in KILL_POINTS])
+def test_sigkill_during_a_task_then_retry_leaves_main_valid(transactions_db, task_id: str, delay: float):
+    repo = LakeFSHook().get_repository()
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, task_id, str(delay), INTERVAL_END.isoformat(), str(REPO_ROOT / "dags")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    # Whatever the kill left behind, main holds validated data only (or nothing yet).
+    for path in _tree(repo, "main", ""):
+        assert path.startswith("raw/transactions/date="), path
+
+    retried = ml_training().test(logical_date=INTERVAL_END, run_after=INTERVAL_END, run_conf={"history_days": 2})
+    assert retried.state == "success"
+    tree = _tree_with_rows(repo)
+    assert sorted(tree) == [f"raw/transactions/date=2026-03-0{d}/part-0000.parquet" for d in (6, 7)]
+    assert all(rows == ROWS_PER_DAY for _, rows in tree.values())
+    assert set(_tree(repo, "main", "")) == set(tree)
