@@ -31,6 +31,12 @@ test: lint
 run: $(INSTALLED)
 	$(PY) -m include.devstack $(ARGS)
 
+# Speed and memory figures, printed as tables and kept as JSON in benchmarks/results/.
+BENCHMARKS := data_pipeline
+
+bench: $(INSTALLED)
+	for benchmark in $(BENCHMARKS); do $(PY) -m benchmarks.$$benchmark || exit 1; done
+
 lock: | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) pip compile --python-version 3.11 requirements.in -o requirements.txt

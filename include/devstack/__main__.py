@@ -9,6 +9,7 @@ under `.local/` so that a second run finds the data of the first.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import secrets
@@ -23,6 +24,10 @@ from include.devstack import airflow_settings, services
 from include.devstack.processes import ManagedProcess, StartupError, free_port
 
 DEFAULT_PORTS = {"LAKEFS_PORT": 8000, "MLFLOW_PORT": 5000, "AIRFLOW_PORT": 8080}
+# Enough history for the demo config's 30-day training window, ending today.
+DEMO_HISTORY_DAYS = 35
+DEMO_ROWS_PER_DAY = 2000
+DEMO_SEED = 42
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         started.append(services.start_mlflow(state / "mlflow", ports["MLFLOW_PORT"], logs))
         _say(f"MLflow      {started[-1].url}")
 
+        source_db = state / "source" / "transactions.db"
+        _say(f"Source      simulating {DEMO_HISTORY_DAYS} days of card transactions into {source_db} ...")
+        _seed_transactions(source_db)
+
         settings_env = {
             **os.environ,
+            "TRANSACTIONS_DB_PATH": str(source_db),
             "LAKEFS_HOST": lakefs["host"],
             "LAKEFS_PORT": str(lakefs["port"]),
             "LAKEFS_ACCESS_KEY_ID": lakefs["access_key_id"],
@@ -133,6 +143,15 @@ def _lakefs(
         "access_key_id": keys.access_key_id,
         "secret_access_key": keys.secret_access_key,
     }
+
+
+def _seed_transactions(path: Path) -> None:
+    """The demo source: the simulator's transactions up to today (rewriting a day gives the same rows)."""
+    from include.devstack import simulator
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DEMO_HISTORY_DAYS - 1)
+    simulator.write_days(f"sqlite:///{path}", first_day, DEMO_HISTORY_DAYS, DEMO_ROWS_PER_DAY, DEMO_SEED)
 
 
 def _local_credentials(path: Path) -> dict[str, str]:

@@ -12,7 +12,12 @@ import pytest
 from include.devstack import airflow_settings, services
 from tests.conftest import REPO_ROOT
 
-ENV = {"LAKEFS_ACCESS_KEY_ID": "AKIATEST", "LAKEFS_SECRET_ACCESS_KEY": "s3cret", "LAKEFS_PORT": "18000"}
+ENV = {
+    "LAKEFS_ACCESS_KEY_ID": "AKIATEST",
+    "LAKEFS_SECRET_ACCESS_KEY": "s3cret",
+    "LAKEFS_PORT": "18000",
+    "TRANSACTIONS_DB_PATH": "/data/transactions.db",
+}
 
 
 def test_the_project_file_loads_with_values_from_the_environment():
@@ -21,11 +26,14 @@ def test_the_project_file_loads_with_values_from_the_environment():
     assert (lakefs.login, lakefs.password, lakefs.port, lakefs.host) == ("AKIATEST", "s3cret", 18000, "127.0.0.1")
     assert lakefs.extra == {"repository": "mlops", "storage_namespace": "local://mlops"}
     assert settings.connection("mlflow_default").port == 5000
+    assert settings.connection("transactions_db").host == "/data/transactions.db"
 
 
 def test_a_missing_variable_is_named(tmp_path: Path):
     with pytest.raises(airflow_settings.SettingsError, match="LAKEFS_SECRET_ACCESS_KEY is not set"):
-        airflow_settings.load(REPO_ROOT / "airflow_settings.yaml", {"LAKEFS_ACCESS_KEY_ID": "x"})
+        airflow_settings.load(
+            REPO_ROOT / "airflow_settings.yaml", {"LAKEFS_ACCESS_KEY_ID": "x", "TRANSACTIONS_DB_PATH": "y"}
+        )
 
 
 @pytest.mark.parametrize(

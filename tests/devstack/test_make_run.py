@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -50,6 +51,28 @@ def _airflow_token(base_url: str, password: str) -> str:
         return json.loads(response.read())["access_token"]
 
 
+def _post(url: str, token: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _wait_for_run(base_url: str, token: str, dag_id: str, run_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = _get(f"{base_url}/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}", token)["state"]
+        if state in ("success", "failed"):
+            return state
+        time.sleep(3)
+    return f"still {state} after {timeout:.0f} s"
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -59,10 +82,10 @@ def _group_alive(pgid: int) -> bool:
 
 
 def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
-    state = tmp_path / "state"
+    state_dir = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     stack = subprocess.Popen(
-        [sys.executable, "-m", "include.devstack", "--state-dir", str(state), "--free-ports"],
+        [sys.executable, "-m", "include.devstack", "--state-dir", str(state_dir), "--free-ports"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -81,10 +104,10 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
             if "Ready; Ctrl-C stops everything" in line:
                 break
         output = "\n".join(lines)
-        assert "Ready" in output, f"the stack did not come up:\n{output}\n{_logs(state)}"
+        assert "Ready" in output, f"the stack did not come up:\n{output}\n{_logs(state_dir)}"
 
         urls = dict(re.findall(r"\[make run\] (lakeFS|MLflow|Airflow)\s+(http://127\.0\.0\.1:\d+)", output))
-        credentials = json.loads((state / "credentials.json").read_text())
+        credentials = json.loads((state_dir / "credentials.json").read_text())
         assert re.search(r"login: admin / \S+", output)
 
         keys = (credentials["lakefs_access_key_id"], credentials["lakefs_secret_access_key"])
@@ -104,6 +127,17 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
         assert "mlops" in plugins
         connection = _get(f"{urls['Airflow']}/api/v2/connections/lakefs_default", token)
         assert (connection["login"], f"http://127.0.0.1:{connection['port']}") == (keys[0], urls["lakeFS"])
+
+        # The data half of ml_training runs on the real scheduler against the simulator's source.
+        run = _post(
+            f"{urls['Airflow']}/api/v2/dags/ml_training/dagRuns",
+            token,
+            {"logical_date": None, "conf": {"history_days": 3, "reason": "manual"}},
+        )
+        state = _wait_for_run(urls["Airflow"], token, "ml_training", run["dag_run_id"], timeout=420)
+        assert state == "success", _logs(state_dir)
+        lakefs_objects = _get(f"{urls['lakeFS']}/api/v1/repositories/mlops/refs/main/objects/ls?prefix=raw/", auth=keys)
+        assert len(lakefs_objects["results"]) == 3
     finally:
         stack.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
