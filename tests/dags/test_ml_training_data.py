@@ -96,19 +96,18 @@ def test_three_runs_of_the_same_interval_leave_the_same_main(transactions_db):
     assert all(rows == ROWS_PER_DAY for _, rows in trees[0].values())
 
 
+def _unknown_category_on_march_7(url: str, share: float) -> None:
+    """Rewrite 2026-03-07 with `share` of its transactions in "crypto", a category the config does not allow."""
+    drift = simulator.Drift(new_categories=("crypto",), new_category_share=share)
+    simulator.write_days(url, dt.date(2026, 3, 7), 1, ROWS_PER_DAY, seed=11, drift=drift)
+
+
 def test_a_rejected_batch_fails_the_run_is_kept_in_quarantine_and_main_is_untouched(transactions_db):
     repo = LakeFSHook().get_repository()
     assert run(history_days=1, when=INTERVAL_END - dt.timedelta(days=1)).state == "success"
     main_before = versioning.head_commit(repo, "main")
     # 5 % of the day's transactions in a merchant category the config does not know: over the 1 % limit.
-    simulator.write_days(
-        transactions_db,
-        dt.date(2026, 3, 7),
-        1,
-        ROWS_PER_DAY,
-        seed=11,
-        drift=simulator.Drift(new_categories=("crypto",), new_category_share=0.05),
-    )
+    _unknown_category_on_march_7(transactions_db, share=0.05)
     dag_run = run(history_days=1)
 
     assert dag_run.state == "failed"
@@ -128,14 +127,7 @@ def test_a_rejected_batch_fails_the_run_is_kept_in_quarantine_and_main_is_untouc
 
 
 def test_a_few_bad_rows_are_quarantined_and_the_rest_reaches_main(transactions_db):
-    simulator.write_days(
-        transactions_db,
-        dt.date(2026, 3, 7),
-        1,
-        ROWS_PER_DAY,
-        seed=11,
-        drift=simulator.Drift(new_categories=("crypto",), new_category_share=0.004),
-    )
+    _unknown_category_on_march_7(transactions_db, share=0.004)
     dag_run = run(history_days=1)
     assert dag_run.state == "success"
 
