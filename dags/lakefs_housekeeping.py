@@ -2,8 +2,9 @@
 ### lakefs_housekeeping
 
 Deletes the lakeFS branches of old `ml_training` runs (`run-*`) once their last commit is older than
-`retention_days`. A promoted run's data is on `main` by then, and a rejected run's branch has served its time as
-evidence (its gate decision is in its commit metadata and in MLflow). `main` is never touched.
+`retention_days` (param, or the config's `branches.retention_days`). A promoted run's data is on `main` by
+then, and a rejected run's branch has served its time as evidence (its gate decision is in its commit
+metadata and in MLflow). `main` is never touched.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from mlops_airflow.lakefs_operators import LakeFSDeleteBranchOperator
     default_args={"owner": "mlops", "retries": 2},
     params={
         "retention_days": Param(
-            14, type="integer", minimum=0, description="Keep run branches this many days (0: delete them all now)."
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Keep run branches this many days (0: delete them all now); empty: the config's "
+            "branches.retention_days.",
         ),
     },
 )
@@ -34,9 +39,13 @@ def lakefs_housekeeping():
     @task
     def find_expired_run_branches(params: dict) -> list[str]:
         from include.mlops import versioning
+        from include.mlops.config import load_config
 
+        days = params["retention_days"]
+        if days is None:
+            days = load_config().branches.retention_days
         repo = LakeFSHook().get_repository()
-        return versioning.expired_branches(repo, RUN_BRANCH_PREFIX, params["retention_days"], time.time())
+        return versioning.expired_branches(repo, RUN_BRANCH_PREFIX, days, time.time())
 
     LakeFSDeleteBranchOperator.partial(task_id="delete_run_branch").expand(branch=find_expired_run_branches())
 

@@ -1,20 +1,27 @@
 """
 ### ml_training
 
-The nightly training pipeline, run on a lakeFS branch of its own (`run-<run id>`):
+The nightly training pipeline, run on a lakeFS branch of its own (`run-<run id>`).
 
-1. **create_run_branch** from `main`;
+**Data half**
+1. **create_run_branch** from `main`; **choose_training_data**: a recorded snapshot (`data_commit`) skips to 6;
 2. **collect** the run's days from the configured source (`MLOPS_CONFIG`), staged on the branch as collected;
 3. **validate** them: rejected rows go to `quarantine/` on the branch with a report, and a rejected batch fails
    the run with `main` untouched;
 4. **commit_raw** and **merge_raw** the validated partitions (`raw/<dataset>/date=YYYY-MM-DD/`) into `main`;
-5. **build_training_snapshot**: the training window, read at the merged commit, split into train/valid/test
-   under `datasets/<model>/<run>/` on the branch, and **commit_snapshot**, whose commit id is what training
-   reads.
+5. **build_training_snapshot** reads the training window at the merged commit and splits it into
+   train/valid/test under `datasets/<model>/<run>/`; **commit_snapshot** commits it on the branch.
 
-Every task that commits or reads lakeFS has a **lakeFS** button to that commit. Params: `reason` (why the run
-was started), `history_days` (how many days to collect, ending at the run's interval; use the training window
-for a first run).
+**Model half**
+6. **resolve_training_data** (the snapshot's commit id) and **start_training_run** (the MLflow run of this
+   DAG run, tagged with the lakeFS commit, the Airflow run and the code version);
+7. **train_candidate**, one mapped task per candidate of the config, each a child MLflow run;
+8. **gate**: the best candidate on valid, registered as a new version with alias `challenger`, against the
+   `champion` on this run's test split;
+9. **promote_champion** and **merge_snapshot** into `main` when the gate passes (and param `promote` is on),
+   or **record_rejection** on the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
+
+Buttons: **lakeFS** on tasks that commit or read lakeFS, **MLflow run** on the training tasks and the gate.
 """
 
 from __future__ import annotations
@@ -26,8 +33,19 @@ from airflow.sdk import Param, dag
 from include.mlops.naming import run_branch_name
 from mlops_airflow.lakefs_operators import LakeFSCommitOperator, LakeFSCreateBranchOperator, LakeFSMergeOperator
 from mlops_airflow.training_data import build_training_snapshot, collect, validate
+from mlops_airflow.training_model import (
+    choose_outcome,
+    choose_training_data,
+    gate,
+    plan_candidates,
+    promote_champion,
+    resolve_training_data,
+    start_training_run,
+    train_candidate,
+)
 
 RUN_BRANCH = "{{ run_id | run_branch }}"
+DECISION = "ti.xcom_pull(task_ids='gate')"
 
 
 @dag(
@@ -36,7 +54,7 @@ RUN_BRANCH = "{{ run_id | run_branch }}"
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["ml", "training", "lakefs"],
+    tags=["ml", "training", "lakefs", "mlflow"],
     default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
     user_defined_filters={"run_branch": run_branch_name},
     params={
@@ -46,10 +64,20 @@ RUN_BRANCH = "{{ run_id | run_branch }}"
         "history_days": Param(
             1, type="integer", minimum=1, maximum=366, description="Days to collect, ending at the run's interval."
         ),
+        "data_commit": Param(
+            None,
+            type=["null", "string"],
+            description="Retrain on a recorded snapshot: the lakefs_commit tag of an earlier training run.",
+        ),
+        "promote": Param(
+            True, type="boolean", description="Move the champion alias when the gate passes (off: register only)."
+        ),
     },
 )
 def ml_training():
     create_run_branch = LakeFSCreateBranchOperator(task_id="create_run_branch", branch=RUN_BRANCH)
+    data_source = choose_training_data()
+
     staged = collect()
     validated = validate(staged)
     commit_raw = LakeFSCommitOperator(
@@ -73,13 +101,43 @@ def ml_training():
         task_id="commit_snapshot",
         branch=RUN_BRANCH,
         message="Training snapshot of {{ params.reason }} run",
-        metadata={"rows": "{{ ti.xcom_pull(task_ids='build_training_snapshot')['rows'] }}"},
+        metadata={
+            "rows": "{{ ti.xcom_pull(task_ids='build_training_snapshot')['rows'] }}",
+            "manifest": "{{ ti.xcom_pull(task_ids='build_training_snapshot')['manifest_path'] }}",
+        },
         paths=["datasets/"],
     )
 
-    create_run_branch >> staged
+    data = resolve_training_data()
+    training_run = start_training_run(data)
+    results = train_candidate.partial(data=data, training_run=training_run).expand(candidate=plan_candidates())
+    decision = gate(results)
+    outcome = choose_outcome(decision)
+    merge_snapshot = LakeFSMergeOperator(
+        task_id="merge_snapshot",
+        source_ref="{{ ti.xcom_pull(task_ids='resolve_training_data')['commit'] }}",
+        destination_branch="main",
+        message="Promote {{ " + DECISION + "['challenger'] }} (model version {{ " + DECISION + "['version'] }})",
+    )
+    record_rejection = LakeFSCommitOperator(
+        task_id="record_rejection",
+        branch=RUN_BRANCH,
+        message="Not promoted: {{ " + DECISION + "['reason'] if not " + DECISION + "['promote'] "
+        "else 'gate passed, promotion is off (param promote)' }}",
+        metadata={
+            "gate_decision": "{{ 'promote' if " + DECISION + "['promote'] else 'reject' }}",
+            "gate_reason": "{{ " + DECISION + "['reason'] }}",
+            "model_version": "{{ " + DECISION + "['version'] }}",
+        },
+        allow_empty=True,
+    )
+
+    create_run_branch >> data_source >> [staged, data]
     validated >> commit_raw >> merge_raw
-    snapshot >> commit_snapshot
+    snapshot >> commit_snapshot >> data
+    promote = promote_champion(decision)
+    outcome >> [promote, record_rejection]
+    promote >> merge_snapshot
 
 
 ml_training()

@@ -192,8 +192,99 @@ class Split(_Strict):
         return self
 
 
+# Estimators that skl2onnx converts, by the name a config uses, for each task.
+ESTIMATORS = {
+    "classification": {
+        "LogisticRegression": "sklearn.linear_model.LogisticRegression",
+        "RandomForest": "sklearn.ensemble.RandomForestClassifier",
+        "ExtraTrees": "sklearn.ensemble.ExtraTreesClassifier",
+        "GradientBoosting": "sklearn.ensemble.GradientBoostingClassifier",
+    },
+    "regression": {
+        "Ridge": "sklearn.linear_model.Ridge",
+        "RandomForest": "sklearn.ensemble.RandomForestRegressor",
+        "ExtraTrees": "sklearn.ensemble.ExtraTreesRegressor",
+        "GradientBoosting": "sklearn.ensemble.GradientBoostingRegressor",
+    },
+}
+REFUSED_ESTIMATORS = {
+    "HistGradientBoosting": "the pinned skl2onnx cannot convert HistGradientBoosting models to ONNX "
+    "(Expected an int, got a boolean); use GradientBoosting",
+}
+# Primary metrics, and whether higher is better.
+METRICS = {
+    "classification": {"average_precision": True, "roc_auc": True, "f1": True, "log_loss": False},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+MAX_GRID = 12
+
+
+class Candidate(_Strict):
+    """One estimator to try, with fixed `params` and/or a small `grid` of values to try each of."""
+
+    name: str
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _a_plain_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r} must be letters, digits and underscores")
+        return value
+
+    @field_validator("estimator")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value in REFUSED_ESTIMATORS:
+            raise ValueError(f"{value} is refused: {REFUSED_ESTIMATORS[value]}")
+        known = sorted({name for names in ESTIMATORS.values() for name in names})
+        if value not in known:
+            raise ValueError(f"{value!r} is not one of the estimators that convert to ONNX: {known}")
+        return value
+
+    @model_validator(mode="after")
+    def _small_grid(self) -> Candidate:
+        combinations = 1
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid value list for {key!r} is empty")
+            if key in self.params:
+                raise ValueError(f"{key!r} is in both params and grid")
+            combinations *= len(values)
+        if combinations > MAX_GRID:
+            raise ValueError(f"the grid has {combinations} combinations; at most {MAX_GRID} are trained")
+        return self
+
+
 class Model(_Strict):
     registered_name: str
+    candidates: list[Candidate] = Field(min_length=1)
+    primary_metric: str
+    # `balanced` weighs each class by the inverse of its frequency (fraud is ~2 % of rows).
+    class_weight: Literal["none", "balanced"] = "none"
+    random_seed: int = 42
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> Model:
+        names = [c.name for c in self.candidates]
+        if duplicates := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"candidate names used more than once: {duplicates}")
+        return self
+
+
+class Gate(_Strict):
+    """When a challenger may replace the champion: better on the same test split by `min_improvement` (in the
+    primary metric's units, whichever way is better), and no worse than each floor."""
+
+    min_improvement: float = Field(default=0.0, ge=0)
+    floors: dict[str, float] = Field(default_factory=dict)
+
+
+class Branches(_Strict):
+    # Run branches of rejected models are evidence for this long; lakefs_housekeeping deletes them after.
+    retention_days: int = Field(default=14, ge=0)
 
 
 class PipelineConfig(_Strict):
@@ -204,7 +295,27 @@ class PipelineConfig(_Strict):
     training: Training = Field(default_factory=Training)
     split: Split = Field(default_factory=Split)
     model: Model
+    gate: Gate = Field(default_factory=Gate)
+    branches: Branches = Field(default_factory=Branches)
     path: str = ""
+
+    @model_validator(mode="after")
+    def _model_fits_the_task(self) -> PipelineConfig:
+        task = self.dataset.task
+        metrics = METRICS[task]
+        if self.model.primary_metric not in metrics:
+            raise ValueError(f"model.primary_metric for {task} must be one of {sorted(metrics)}")
+        if unknown := sorted(set(self.gate.floors) - set(metrics)):
+            raise ValueError(f"gate.floors names metrics that {task} does not have: {unknown}")
+        for candidate in self.model.candidates:
+            if candidate.estimator not in ESTIMATORS[task]:
+                raise ValueError(
+                    f"model.candidates {candidate.name!r}: {candidate.estimator} is not a {task} estimator "
+                    f"(one of {sorted(ESTIMATORS[task])})"
+                )
+        if task == "regression" and self.model.class_weight != "none":
+            raise ValueError("model.class_weight applies to classification only")
+        return self
 
 
 def config_path(name_or_path: str | None = None) -> Path:

@@ -49,6 +49,10 @@ def snapshot_prefix(model: str, run: str) -> str:
     return f"datasets/{model}/{run}/"
 
 
+def manifest_path(model: str, run: str) -> str:
+    return snapshot_prefix(model, run) + "manifest.json"
+
+
 def window_partitions(
     repo: lakefs.Repository, ref: str, dataset: str, window_start: dt.date, window_end: dt.date
 ) -> list[str]:
@@ -129,7 +133,8 @@ def build_snapshot(
         split_method=config.split.method,
     )
     manifest_bytes = json.dumps(manifest.to_dict(), indent=2).encode()
-    versioning.write_bytes(repo, branch, f"{prefix}manifest.json", manifest_bytes, content_type="application/json")
+    path = manifest_path(config.model.registered_name, run)
+    versioning.write_bytes(repo, branch, path, manifest_bytes, content_type="application/json")
     return manifest
 
 

@@ -1,6 +1,6 @@
-"""`@lakefs_task`: Airflow's `@task` with the "lakeFS" button, for Python tasks that commit to or read from lakeFS.
+"""TaskFlow decorators with buttons: `@lakefs_task` ("lakeFS") and `@mlflow_task` ("MLflow run").
 
-Inside such a task, call `show_lakefs_commit(repository, commit_id)` to point the button at a commit.
+Inside such a task, `show_lakefs_commit(...)` or `show_mlflow_run(...)` points the button at what the task made.
 """
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from airflow.sdk import get_current_context
 from airflow.sdk.bases.decorator import task_decorator_factory
 
 from mlops_airflow.lakefs_hook import LakeFSHook
-from mlops_airflow.links import LakeFSCommitLink
+from mlops_airflow.links import LakeFSCommitLink, MLflowRunLink
 
 
 class _LakeFSPythonOperator(_PythonDecoratedOperator):
     custom_operator_name = "@lakefs_task"
     operator_extra_links = (LakeFSCommitLink(),)
+
+
+class _MLflowPythonOperator(_PythonDecoratedOperator):
+    custom_operator_name = "@mlflow_task"
+    operator_extra_links = (MLflowRunLink(), LakeFSCommitLink())
 
 
 def lakefs_task(python_callable: Callable | None = None, multiple_outputs: bool | None = None, **kwargs):
@@ -29,7 +34,21 @@ def lakefs_task(python_callable: Callable | None = None, multiple_outputs: bool 
     )
 
 
+def mlflow_task(python_callable: Callable | None = None, multiple_outputs: bool | None = None, **kwargs):
+    return task_decorator_factory(
+        python_callable=python_callable,
+        multiple_outputs=multiple_outputs,
+        decorated_operator_class=_MLflowPythonOperator,
+        **kwargs,
+    )
+
+
 def show_lakefs_commit(repository: str, commit_id: str, hook: LakeFSHook | None = None) -> None:
     """Point the running task's "lakeFS" button at `commit_id`."""
     url = (hook or LakeFSHook()).commit_url(repository, commit_id)
     get_current_context()["ti"].xcom_push(key=LakeFSCommitLink.source_key, value=url)
+
+
+def show_mlflow_run(url: str) -> None:
+    """Point the running task's "MLflow run" button at `url`."""
+    get_current_context()["ti"].xcom_push(key=MLflowRunLink.source_key, value=url)

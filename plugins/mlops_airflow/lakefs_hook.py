@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 DEFAULT_REPOSITORY = "mlops"
 

@@ -27,3 +27,10 @@ class LakeFSCommitLink(_StoredUrlLink):
 
     name = "lakeFS"
     source_key = "lakefs_commit_url"
+
+
+class MLflowRunLink(_StoredUrlLink):
+    """Opens the MLflow run the task logged to."""
+
+    name = "MLflow run"
+    source_key = "mlflow_run_url"

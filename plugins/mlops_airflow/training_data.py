@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
 
 from include.mlops.naming import run_branch_name
 from mlops_airflow.decorators import lakefs_task, show_lakefs_commit
@@ -87,4 +87,4 @@ def build_training_snapshot(validated: dict, merged_commit: str, **context: Cont
     manifest = datasets.build_snapshot(repo, merged_commit, branch, config, branch.removeprefix("run-"), window_end)
     show_lakefs_commit(repo.id, merged_commit)
     print(f"snapshot of {manifest.rows} rows ({manifest.positives} positive) from commit {merged_commit}")
-    return manifest.to_dict()
+    return {**manifest.to_dict(), "manifest_path": datasets.manifest_path(manifest.model, manifest.run)}

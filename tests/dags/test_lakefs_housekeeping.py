@@ -64,3 +64,12 @@ def test_the_dag_runs_on_a_postgres_metadata_db(postgres_url, tmp_path):
         result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
         assert result.returncode == 0, f"{command[1:3]}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert [b for b in versioning.list_branches(repo) if b.startswith("run-")] == []
+
+
+def test_the_retention_comes_from_the_config_by_default(airflow_db, write_config):
+    repo = LakeFSHook().get_repository()
+    versioning.create_branch(repo, "run-fresh", "main")
+    config = write_config()
+    assert config.branches.retention_days == 14
+    assert _housekeeping_dag().test().state == "success"
+    assert versioning.branch_exists(repo, "run-fresh")

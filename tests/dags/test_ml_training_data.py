@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,42 +15,30 @@ from include.mlops import versioning
 from include.mlops.naming import run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.conftest import REPO_ROOT
+from tests.dags.conftest import ROWS_PER_DAY, load_dag
 
-pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection")
+pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "mlflow_connection", "pipeline_config")
 
 # The run for 2026-03-10 collects the day two days earlier (the demo's label lag) and before.
 INTERVAL_END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
-ROWS_PER_DAY = 1500
-
-
-@pytest.fixture
-def transactions_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The simulator's database behind the demo config's `transactions_db` connection."""
-    url = f"sqlite:///{tmp_path / 'transactions.db'}"
-    simulator.write_days(url, dt.date(2026, 3, 1), 9, ROWS_PER_DAY, seed=11)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_TRANSACTIONS_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "transactions.db")})
-    )
-    monkeypatch.setenv("MLOPS_CONFIG", "fraud_demo.yaml")
-    return url
+# These tests are about the data: the gate's promotion (and its merge of the snapshot) is switched off.
+DATA_ONLY = {"promote": False}
 
 
 def ml_training():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO_ROOT / "dags" / "ml_training.py")).dags["ml_training"]
+    return load_dag("ml_training")
 
 
 def run(history_days: int, when: dt.datetime = INTERVAL_END):
     """A manual run of ml_training whose data interval ends at `when`."""
-    return ml_training().test(logical_date=when, run_conf={"history_days": history_days})
+    return ml_training().test(logical_date=when, run_conf={"history_days": history_days, **DATA_ONLY})
 
 
 def _tree(repo, ref: str, prefix: str) -> dict[str, str]:
     return {o.path: o.checksum for o in versioning.list_objects(repo, ref, prefix)}
 
 
-def test_the_data_half_lands_validated_days_on_main_and_a_snapshot_on_the_run_branch(transactions_db):
+def test_the_data_half_lands_validated_days_on_main_and_a_snapshot_on_the_run_branch(transactions_db, pipeline_config):
     dag_run = run(history_days=3)
     assert dag_run.state == "success"
 
@@ -67,7 +54,9 @@ def test_the_data_half_lands_validated_days_on_main_and_a_snapshot_on_the_run_br
     snapshot_commit = dag_run.get_task_instance("commit_snapshot").xcom_pull(task_ids="commit_snapshot")
     manifest = json.loads(
         versioning.read_bytes(
-            repo, snapshot_commit, f"datasets/fraud_detector/{branch.removeprefix('run-')}/manifest.json"
+            repo,
+            snapshot_commit,
+            f"datasets/{pipeline_config.model.registered_name}/{branch.removeprefix('run-')}/manifest.json",
         )
     )
     assert manifest["source_commit"] == versioning.head_commit(repo, "main")
@@ -165,7 +154,7 @@ dag = DagBag(dag_folder=sys.argv[4]).dags["ml_training"]
 dag.get_task(target).on_execute_callback = [
     lambda context: threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
 ]
-dag.test(logical_date=when, run_after=when, run_conf={"history_days": 2})
+dag.test(logical_date=when, run_after=when, run_conf={"history_days": 2, "promote": False})
 """
 
 
@@ -184,7 +173,9 @@ def test_sigkill_during_a_task_then_retry_leaves_main_valid(transactions_db, tas
     for path in _tree(repo, "main", ""):
         assert path.startswith("raw/transactions/date="), path
 
-    retried = ml_training().test(logical_date=INTERVAL_END, run_after=INTERVAL_END, run_conf={"history_days": 2})
+    retried = ml_training().test(
+        logical_date=INTERVAL_END, run_after=INTERVAL_END, run_conf={"history_days": 2, **DATA_ONLY}
+    )
     assert retried.state == "success"
     tree = _tree_with_rows(repo)
     assert sorted(tree) == [f"raw/transactions/date=2026-03-0{d}/part-0000.parquet" for d in (6, 7)]

@@ -1,0 +1,218 @@
+"""Training runs in MLflow: one parent run per DAG run, one child run per candidate, with full lineage.
+
+Each child run logs its parameters and metrics in batches, the fitted pipeline with its signature and an input
+example, the train/valid/test splits as dataset inputs whose source is the lakeFS commit they were read at, and
+the lineage tags (lakeFS repository/branch/commit, Airflow dag_id/run_id, code version). Runs are found again
+by their tags, so a retried task continues the run its first try made instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from include.mlops import training
+from include.mlops.config import PipelineConfig
+from include.mlops.lineage import LakeFSDatasetSource, code_version
+
+ROLE_TAG = "mlops.role"
+CANDIDATE_TAG = "mlops.candidate"
+PARENT_TAG = "mlflow.parentRunId"
+MODEL_NAME = "model"
+
+
+class MLflowUnavailable(RuntimeError):
+    """The tracking server cannot be reached."""
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    candidate: str
+    estimator: str
+    run_id: str
+    # MLflow 3 keeps a logged model apart from its run's artifacts: `models:/<model id>`.
+    model_uri: str
+    valid: dict[str, float]
+    test: dict[str, float]
+    fit_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_reachable(tracking_uri: str, timeout: float = 10) -> None:
+    """Fail with one sentence when the tracking server does not answer its health check."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise MLflowUnavailable(f"MLflow at {tracking_uri} cannot be reached ({reason}); nothing was logged or changed")
+
+
+def lineage_tags(
+    repository: str, branch: str, commit: str, source_commit: str, airflow: Mapping[str, str]
+) -> dict[str, str]:
+    return {
+        "lakefs_repository": repository,
+        "lakefs_branch": branch,
+        "lakefs_commit": commit,
+        "lakefs_source_commit": source_commit,
+        "code_version": code_version(),
+        **{k: v for k, v in airflow.items() if k.startswith("airflow_")},
+    }
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def parent_run(client: MlflowClient, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """The training run of this DAG run (made on first call, found again on later ones)."""
+    existing = _runs_tagged(client, experiment, {ROLE_TAG: "training", "airflow_run_id": tags["airflow_run_id"]})
+    if existing:
+        return existing[0].info.run_id
+    run = client.create_run(experiment, run_name=run_name, tags={**tags, ROLE_TAG: "training"})
+    return run.info.run_id
+
+
+def train_candidate(
+    client: MlflowClient,
+    config: PipelineConfig,
+    spec: training.CandidateSpec,
+    splits: Mapping[str, pd.DataFrame],
+    split_uris: Mapping[str, str],
+    parent_run_id: str,
+    tags: Mapping[str, str],
+) -> CandidateResult:
+    """Fit `spec` on the train split, score it on valid and test, and log it all as a child run."""
+    parent = client.get_run(parent_run_id)
+    experiment = parent.info.experiment_id
+    finished = _runs_tagged(client, experiment, {PARENT_TAG: parent_run_id, CANDIDATE_TAG: spec.name}, "FINISHED")
+    if finished:  # an earlier try logged everything; its result stands
+        return _result_of(finished[0], spec)
+
+    run = client.create_run(
+        experiment,
+        run_name=spec.name,
+        tags={**tags, PARENT_TAG: parent_run_id, ROLE_TAG: "candidate", CANDIDATE_TAG: spec.name},
+    )
+    run_id = run.info.run_id
+    try:
+        pipeline = training.build_pipeline(config, spec)
+        began = time.perf_counter()
+        training.fit(pipeline, config, splits["train"])
+        fit_seconds = time.perf_counter() - began
+        valid = training.evaluate(pipeline, config, splits["valid"])
+        test = training.evaluate(pipeline, config, splits["test"])
+        params = {"estimator": spec.estimator, **spec.params, **_effective_params(pipeline)}
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"valid_{k}", v, now, 0) for k, v in valid.items()]
+        metrics += [Metric(f"test_{k}", v, now, 0) for k, v in test.items()]
+        metrics.append(Metric("fit_seconds", fit_seconds, now, 0))
+        client.log_batch(
+            run_id,
+            metrics=metrics,
+            params=[Param(k, _param_value(v)) for k, v in sorted(params.items())],
+            tags=[RunTag("primary_metric", config.model.primary_metric)],
+        )
+        model_uri = _log_model_and_data(run_id, config, pipeline, splits, split_uris)
+        client.log_dict(run_id, {"candidate": spec.to_dict(), "valid": valid, "test": test}, "metrics.json")
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return CandidateResult(spec.name, spec.estimator, run_id, model_uri, valid, test, fit_seconds)
+
+
+def run_url(tracking_uri: str, experiment: str, run_id: str) -> str:
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def _log_model_and_data(
+    run_id: str,
+    config: PipelineConfig,
+    pipeline,
+    splits: Mapping[str, pd.DataFrame],
+    split_uris: Mapping[str, str],
+) -> str:
+    import skops.io
+    from mlflow.models import infer_signature
+
+    dataset = config.dataset
+    example = training.features_of(splits["valid"].head(5), dataset)
+    signature = infer_signature(example, training.scores(pipeline, config, splits["valid"].head(5)))
+    # skops, not pickle: loading the model runs no arbitrary code; the types it may build are listed here.
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    with mlflow.start_run(run_id=run_id):
+        model = mlflow.sklearn.log_model(
+            pipeline,
+            name=MODEL_NAME,
+            signature=signature,
+            input_example=example,
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            pip_requirements=_model_requirements(),
+        )
+        for name, frame in splits.items():
+            source = LakeFSDatasetSource(split_uris[name])
+            logged = mlflow.data.from_pandas(
+                frame, source=source, name=f"{dataset.name}_{name}", targets=dataset.target
+            )
+            mlflow.log_input(logged, context="training" if name == "train" else name)
+    return model.model_uri
+
+
+def _model_requirements() -> list[str]:
+    """What loading the pipeline needs, pinned as installed. Given explicitly because MLflow's own inference
+    of requirements reloads the model in a subprocess: 4 s per model, against 0.05 s."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas")]
+
+
+def _effective_params(pipeline) -> dict[str, object]:
+    """The estimator's own settings that matter for repeating the fit (seed, class weights)."""
+    params = pipeline.named_steps["model"].get_params()
+    return {f"model_{k}": params[k] for k in ("random_state", "class_weight") if k in params}
+
+
+def _param_value(value: object) -> str:
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def _runs_tagged(client: MlflowClient, experiment: str, tags: Mapping[str, str], status: str | None = None):
+    clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+    if status:
+        clauses.append(f"attributes.status = '{status}'")
+    return client.search_runs([experiment], " and ".join(clauses), order_by=["attributes.start_time DESC"])
+
+
+def _result_of(run, spec: training.CandidateSpec) -> CandidateResult:
+    metrics = run.data.metrics
+    return CandidateResult(
+        spec.name,
+        spec.estimator,
+        run.info.run_id,
+        f"models:/{run.outputs.model_outputs[0].model_id}",
+        {k.removeprefix("valid_"): v for k, v in metrics.items() if k.startswith("valid_")},
+        {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")},
+        metrics.get("fit_seconds", 0.0),
+    )

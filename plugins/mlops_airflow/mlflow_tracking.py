@@ -1,0 +1,41 @@
+"""Where MLflow is: connection `mlflow_default` (host, port, schema = http/https), or MLFLOW_TRACKING_URI."""
+
+from __future__ import annotations
+
+import os
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+CONNECTION_ID = "mlflow_default"
+
+
+def tracking_uri(conn_id: str = CONNECTION_ID) -> str:
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+            return uri
+        raise ValueError(
+            f"MLflow is not configured: define Airflow connection {conn_id!r} (host, port) or set MLFLOW_TRACKING_URI"
+        ) from None
+    host = (connection.host or "").rstrip("/")
+    if not host:
+        raise ValueError(f"Airflow connection {conn_id!r} has no host (the MLflow server)")
+    if "://" not in host:
+        host = f"{connection.schema or 'http'}://{host}"
+    return f"{host}:{connection.port}" if connection.port else host
+
+
+def client(conn_id: str = CONNECTION_ID):
+    """An MlflowClient for the tracking server, checked to answer, with the fluent API pointed at it too."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from include.mlops.tracking import check_reachable
+
+    uri = tracking_uri(conn_id)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, registry_uri=uri)

@@ -1,0 +1,170 @@
+"""The tasks of `ml_training`'s model half: training data, MLflow runs, candidates, the gate, promotion.
+
+Each is a thin call into include/mlops. They pass references (commit ids, run ids, versions) through XCom.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from airflow.sdk import Context, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from include.mlops.naming import run_branch_name
+from mlops_airflow import mlflow_tracking
+from mlops_airflow.decorators import lakefs_task, mlflow_task, show_lakefs_commit, show_mlflow_run
+from mlops_airflow.lakefs_hook import LakeFSHook
+from mlops_airflow.run_context import airflow_run_metadata
+
+
+@task.branch
+def choose_training_data(params: dict) -> list[str]:
+    """A recorded snapshot (param `data_commit`) skips collection; otherwise the data half runs first.
+
+    `resolve_training_data` is followed either way (a branch skips the downstream tasks it does not name);
+    its trigger rule waits for the snapshot when the data half runs.
+    """
+    return ["resolve_training_data"] if params.get("data_commit") else ["collect", "resolve_training_data"]
+
+
+@lakefs_task(trigger_rule="none_failed_min_one_success")
+def resolve_training_data(params: dict, **context: Context) -> dict:
+    """The snapshot to train on: `data_commit`, or the one this run just committed."""
+    from include.mlops import versioning
+
+    repo = LakeFSHook().get_repository()
+    requested = params.get("data_commit") or context["ti"].xcom_pull(task_ids="commit_snapshot")
+    if not requested:
+        raise AirflowFailException("no training snapshot: neither param data_commit nor commit_snapshot gave one")
+    try:
+        commit = versioning.get_commit(repo, requested)
+    except versioning.RefNotFound as missing:
+        raise AirflowFailException(f"data_commit {requested!r}: {missing}") from None
+    manifest_path = commit.metadata.get("manifest")
+    if not manifest_path:
+        raise AirflowFailException(
+            f"commit {commit.id} of {repo.id!r} is not a training snapshot (its metadata has no 'manifest'); "
+            "use the lakefs_commit tag of an earlier MLflow training run"
+        )
+    manifest = json.loads(versioning.read_bytes(repo, commit.id, manifest_path))
+    show_lakefs_commit(repo.id, commit.id)
+    print(f"training on snapshot {manifest_path} at commit {commit.id}: {manifest['rows']} rows")
+    return {
+        "repository": repo.id,
+        "commit": commit.id,
+        "manifest_path": manifest_path,
+        "paths": manifest["paths"],
+        "source_commit": manifest["source_commit"],
+        "rows": manifest["rows"],
+    }
+
+
+@mlflow_task
+def start_training_run(data: dict, params: dict, **context: Context) -> dict:
+    """The MLflow run of this DAG run, tagged with where its data and code come from."""
+    from include.mlops import tracking
+    from include.mlops.config import load_config
+
+    config = load_config()
+    client = mlflow_tracking.client()
+    experiment = tracking.experiment_id(client, config.model.registered_name)
+    branch = run_branch_name(context["run_id"])
+    tags = tracking.lineage_tags(
+        data["repository"], branch, data["commit"], data["source_commit"], airflow_run_metadata(context)
+    )
+    tags["reason"] = str(params.get("reason", ""))
+    run_id = tracking.parent_run(client, experiment, context["run_id"], tags)
+    client.log_dict(run_id, config.model_dump(mode="json"), "pipeline_config.json")
+    show_mlflow_run(tracking.run_url(mlflow_tracking.tracking_uri(), experiment, run_id))
+    show_lakefs_commit(data["repository"], data["commit"])
+    return {"run_id": run_id, "experiment_id": experiment, "tags": tags}
+
+
+@task
+def plan_candidates() -> list[dict]:
+    """One entry per candidate to train (grids expanded); each becomes a mapped `train_candidate`."""
+    from include.mlops import training
+    from include.mlops.config import load_config
+
+    return [spec.to_dict() for spec in training.expand_candidates(load_config())]
+
+
+@mlflow_task(map_index_template="{{ task.op_kwargs['candidate']['name'] }}")
+def train_candidate(candidate: dict, data: dict, training_run: dict) -> dict:
+    """Fit one candidate on the snapshot and log it as a child run. A candidate that cannot be fitted fails
+    only its own mapped task (without retries: the same data would fail the same way)."""
+    from include.mlops import tracking, training, versioning
+    from include.mlops.config import load_config
+    from include.mlops.lineage import lakefs_uri
+
+    config = load_config()
+    client = mlflow_tracking.client()
+    spec = training.CandidateSpec(**candidate)
+    repo = LakeFSHook().get_repository(data["repository"])
+    splits = {name: versioning.read_parquet(repo, data["commit"], path) for name, path in data["paths"].items()}
+    uris = {name: lakefs_uri(repo.id, data["commit"], path) for name, path in data["paths"].items()}
+    try:
+        result = tracking.train_candidate(
+            client, config, spec, splits, uris, training_run["run_id"], training_run["tags"]
+        )
+    except (ValueError, TypeError) as fit_error:
+        raise AirflowFailException(f"candidate {spec.name} ({spec.estimator}) failed to fit: {fit_error}") from None
+    show_mlflow_run(tracking.run_url(mlflow_tracking.tracking_uri(), training_run["experiment_id"], result.run_id))
+    primary = config.model.primary_metric
+    print(f"{spec.name}: valid {primary}={result.valid[primary]:.4f}, test {primary}={result.test[primary]:.4f}")
+    return result.to_dict()
+
+
+@mlflow_task(trigger_rule="all_done_min_one_success")
+def gate(results: list[dict | None]) -> dict:
+    """The best candidate on valid against the champion on this run's test split; registers the challenger.
+
+    Its only upstream is the candidates, so it runs once all of them are done and at least one succeeded;
+    it names the ones that failed.
+    """
+    from include.mlops import registry, tracking, versioning
+    from include.mlops.config import load_config
+
+    ti = get_current_context()["ti"]
+    data = ti.xcom_pull(task_ids="resolve_training_data")
+    training_run = ti.xcom_pull(task_ids="start_training_run")
+    planned = ti.xcom_pull(task_ids="plan_candidates")
+    config = load_config()
+    client = mlflow_tracking.client()
+    trained = [tracking.CandidateResult(**r) for r in results if r]
+    failed = [c["name"] for c in planned if c["name"] not in {r.candidate for r in trained}]
+    challenger = registry.best_candidate(config, trained)
+    repo = LakeFSHook().get_repository(data["repository"])
+    test = versioning.read_parquet(repo, data["commit"], data["paths"]["test"])
+    champion_version, champion_test = registry.champion_test_metrics(client, config, test)
+    decision = registry.decide(config, challenger, champion_version, champion_test, failed)
+    version = registry.register_challenger(client, config, decision, training_run["tags"])
+    decision = replace(decision, version=version)
+
+    parent = training_run["run_id"]
+    client.log_dict(parent, decision.to_dict(), "gate_decision.json")
+    for key, value in {**decision.as_tags(), "challenger_version": version}.items():
+        client.set_tag(parent, key, value)
+    show_mlflow_run(tracking.run_url(mlflow_tracking.tracking_uri(), training_run["experiment_id"], parent))
+    print(f"Gate: {decision.summary()} (registered as {config.model.registered_name} v{version}, alias challenger)")
+    return decision.to_dict()
+
+
+@task.branch
+def choose_outcome(decision: dict, params: dict) -> str:
+    if decision["promote"] and params.get("promote", True):
+        return "promote_champion"
+    return "record_rejection"
+
+
+@mlflow_task
+def promote_champion(decision: dict) -> dict:
+    """Move `champion` to the challenger's version (the old one keeps `previous-champion`)."""
+    from include.mlops import registry
+    from include.mlops.config import load_config
+
+    name = load_config().model.registered_name
+    previous = registry.promote(mlflow_tracking.client(), name, decision["version"])
+    print(f"{name}: champion is now v{decision['version']}" + (f" (was v{previous})" if previous else ""))
+    return {"version": decision["version"], "previous_version": previous}

@@ -1,0 +1,153 @@
+"""ml_training's model half in real DAG runs: MLflow runs with lineage, the gate, promotion, branch policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from include.devstack.processes import free_port
+from include.mlops import registry, versioning
+from include.mlops.naming import run_branch_name
+from mlops_airflow.lakefs_hook import LakeFSHook
+from tests.dags.conftest import load_dag
+
+pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "transactions_db")
+
+INTERVAL_END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
+
+
+def run(**conf):
+    """A manual run of ml_training (a first run collects three days; later runs only re-collect one).
+
+    Runs share a logical date, and `dag.test()` clears the task instances (and XComs) of earlier runs with that
+    date: read what a run handed on before starting the next one.
+    """
+    return load_dag("ml_training").test(logical_date=INTERVAL_END, run_conf={"history_days": 3, **conf})
+
+
+def _xcom(dag_run, task_id: str, key: str = "return_value"):
+    return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id, key=key)
+
+
+def _client(url: str) -> MlflowClient:
+    mlflow.set_tracking_uri(url)
+    return MlflowClient(url)
+
+
+def test_a_first_run_trains_gates_promotes_and_merges_its_snapshot(mlflow_connection, pipeline_config):
+    dag_run = run()
+    assert dag_run.state == "success"
+
+    client, name = _client(mlflow_connection), pipeline_config.model.registered_name
+    decision = _xcom(dag_run, "gate")
+    assert decision["promote"] and decision["reason"].startswith("first model")
+    champion = client.get_model_version_by_alias(name, registry.CHAMPION)
+    assert champion.version == decision["version"] == client.get_model_version_by_alias(name, "challenger").version
+
+    data = _xcom(dag_run, "resolve_training_data")
+    assert champion.tags["lakefs_commit"] == data["commit"] and champion.tags["gate_decision"] == "promote"
+    assert champion.tags["airflow_run_id"] == dag_run.run_id
+
+    parent = client.get_run(_xcom(dag_run, "start_training_run")["run_id"])
+    assert parent.data.tags["lakefs_branch"] == run_branch_name(dag_run.run_id)
+    assert parent.data.tags["gate_decision"] == "promote"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["mlops.candidate"] for c in children) == ["gradient_boosting", "logistic_regression"]
+    assert client.download_artifacts(parent.info.run_id, "gate_decision.json")
+
+    repo = LakeFSHook().get_repository()
+    on_main = {o.path for o in versioning.list_objects(repo, "main", "datasets/")}
+    assert {p for p in data["paths"].values()} <= on_main  # the promoted snapshot reached main
+
+    for task_id in ("gate", "start_training_run"):
+        assert "/#/experiments/" in _xcom(dag_run, task_id, "_link_MLflowRunLink")
+    assert "/commits/" in _xcom(dag_run, "resolve_training_data", "_link_LakeFSCommitLink")
+
+
+def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_says_so(
+    mlflow_connection, pipeline_config
+):
+    first = run()
+    assert first.state == "success"
+    champion_version = _xcom(first, "gate")["version"]
+    second = run(history_days=1)
+    assert second.state == "success"
+
+    client, name = _client(mlflow_connection), pipeline_config.model.registered_name
+    decision = _xcom(second, "gate")
+    assert not decision["promote"], decision
+    assert decision["champion_version"] == champion_version
+    assert client.get_model_version_by_alias(name, registry.CHAMPION).version == decision["champion_version"]
+    assert client.get_model_version_by_alias(name, registry.CHALLENGER).version == decision["version"]
+    assert second.get_task_instance("promote_champion").state == "skipped"
+
+    repo = LakeFSHook().get_repository()
+    branch = run_branch_name(second.run_id)
+    recorded = versioning.get_commit(repo, branch)
+    assert recorded.metadata["gate_decision"] == "reject" and recorded.message.startswith("Not promoted: ")
+    snapshot = _xcom(second, "resolve_training_data")["paths"]["train"]
+    assert not versioning.object_exists(repo, "main", snapshot)  # a rejected snapshot stays on its branch
+
+
+def test_retraining_from_a_recorded_commit_gives_the_same_metrics(mlflow_connection, pipeline_config):
+    def metrics(dag_run) -> dict[str, dict]:
+        # A mapped task's values, as its downstream (the gate) sees them: one per candidate.
+        results = dag_run.get_task_instance("gate").xcom_pull(task_ids="train_candidate")
+        return {r["candidate"]: {"valid": r["valid"], "test": r["test"]} for r in results}
+
+    first = run()
+    first_metrics = metrics(first)
+    client = _client(mlflow_connection)
+    recorded = client.get_run(_xcom(first, "start_training_run")["run_id"]).data.tags["lakefs_commit"]
+
+    again = run(data_commit=recorded, promote=False)
+    assert again.state == "success"
+    assert again.get_task_instance("collect").state == "skipped"
+    assert metrics(again) == first_metrics
+    assert _xcom(again, "resolve_training_data")["commit"] == recorded
+
+
+def test_a_commit_that_is_not_a_snapshot_is_refused(mlflow_connection, pipeline_config):
+    repo = LakeFSHook().get_repository()
+    dag_run = run(data_commit=versioning.head_commit(repo, "main"))
+    assert dag_run.state == "failed"
+    assert dag_run.get_task_instance("resolve_training_data").state == "failed"
+
+
+def test_a_candidate_that_fails_to_fit_fails_only_its_task(mlflow_connection, write_config):
+    write_config(
+        candidates=[
+            {"name": "good", "estimator": "LogisticRegression", "params": {"max_iter": 500}},
+            {"name": "broken", "estimator": "LogisticRegression", "params": {"C": -1.0}},
+        ]
+    )
+    dag_run = run()
+    assert dag_run.state == "success"
+    states = {ti.map_index: ti.state for ti in dag_run.get_task_instances() if ti.task_id == "train_candidate"}
+    assert sorted(states.values()) == ["failed", "success"]
+    decision = _xcom(dag_run, "gate")
+    assert decision["failed_candidates"] == ["broken"] and decision["challenger"] == "good"
+
+
+def test_mlflow_unreachable_fails_with_a_clear_message_and_leaves_the_champion(
+    mlflow_connection, pipeline_config, monkeypatch, capfd
+):
+    assert run().state == "success"
+    client, name = _client(mlflow_connection), pipeline_config.model.registered_name
+    champion = client.get_model_version_by_alias(name, registry.CHAMPION).version
+
+    dead = {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "schema": "http"}
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(dead))
+    dag = load_dag("ml_training")
+    dag.get_task("start_training_run").retry_delay = dt.timedelta(0)
+    dag_run = dag.test(logical_date=INTERVAL_END, run_conf={"history_days": 1})
+
+    start = dag_run.get_task_instance("start_training_run")
+    assert dag_run.state == "failed" and start.state == "failed" and start.try_number == 3
+    address = f"http://127.0.0.1:{dead['port']}"
+    assert f"MLflow at {address} cannot be reached" in capfd.readouterr().out
+    assert client.get_model_version_by_alias(name, registry.CHAMPION).version == champion

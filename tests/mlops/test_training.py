@@ -1,0 +1,136 @@
+"""Candidates and the pipeline built from the config: grids, the allow-list, imbalance handling, both tasks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from include.mlops import training
+from include.mlops.config import CONFIG_DIR, ConfigError, load_config
+
+
+def test_grids_expand_into_named_candidates(config):
+    specs = training.expand_candidates(config)
+    assert [s.name for s in specs] == [
+        "logistic_regression",
+        "random_forest",
+        "gradient_boosting__learning_rate=0.05",
+        "gradient_boosting__learning_rate=0.1",
+    ]
+    assert specs[3].params == {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.1}
+
+
+def _with_model(**model) -> dict:
+    raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    raw["model"].update(model)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            {"candidates": [{"name": "hgb", "estimator": "HistGradientBoosting"}]},
+            "HistGradientBoosting is refused: the pinned skl2onnx cannot convert",
+        ),
+        ({"candidates": [{"name": "svm", "estimator": "SVC"}]}, "'SVC' is not one of the estimators that convert"),
+        ({"candidates": [{"name": "r", "estimator": "Ridge"}]}, "Ridge is not a classification estimator"),
+        ({"primary_metric": "rmse"}, "primary_metric for classification must be one of"),
+        (
+            {"candidates": [{"name": "g", "estimator": "GradientBoosting", "grid": {"max_depth": list(range(13))}}]},
+            "13 combinations; at most 12",
+        ),
+        (
+            {"candidates": [{"name": "a", "estimator": "RandomForest"}, {"name": "a", "estimator": "ExtraTrees"}]},
+            "candidate names used more than once",
+        ),
+    ],
+)
+def test_the_allow_list_and_its_messages(tmp_path, model, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_with_model(**model)))
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))
+
+
+def test_the_pipeline_learns_the_demo_and_is_one_sklearn_pipeline(config, splits):
+    spec = next(s for s in training.expand_candidates(config) if s.estimator == "GradientBoosting")
+    pipeline = training.fit(training.build_pipeline(config, spec), config, splits["train"])
+    assert [name for name, _ in pipeline.steps] == ["features", "model"]
+    metrics = training.evaluate(pipeline, config, splits["test"])
+    assert metrics["roc_auc"] > 0.8 and metrics["average_precision"] > 0.2
+    one_hot = pipeline.named_steps["features"].named_transformers_["categorical"].named_steps["one_hot"]
+    assert one_hot.handle_unknown == "ignore"
+
+
+def test_unknown_categories_and_missing_values_are_handled_at_prediction(config, splits):
+    spec = training.expand_candidates(config)[0]
+    pipeline = training.fit(training.build_pipeline(config, spec), config, splits["train"])
+    odd = splits["test"].head(3).copy()
+    odd["merchant_category"] = ["crypto", None, "grocery"]
+    odd["distance_from_home_km"] = [np.nan, 1.0, 2.0]
+    assert np.isfinite(training.scores(pipeline, config, odd)).all()
+
+
+def test_balanced_weights_raise_recall_of_the_rare_class(config, splits):
+    unweighted = config.model_copy(update={"model": config.model.model_copy(update={"class_weight": "none"})})
+    spec = training.CandidateSpec("lr", "LogisticRegression", {"max_iter": 2000})
+    recall = {}
+    for name, variant in (("balanced", config), ("none", unweighted)):
+        pipeline = training.fit(training.build_pipeline(variant, spec), variant, splits["train"])
+        recall[name] = training.evaluate(pipeline, variant, splits["test"])["recall"]
+    assert recall["balanced"] > recall["none"]
+
+
+def test_gradient_boosting_gets_sample_weights_since_it_has_no_class_weight(config, splits):
+    spec = training.CandidateSpec("gb", "GradientBoosting", {"n_estimators": 20})
+    pipeline = training.build_pipeline(config, spec)
+    assert "class_weight" not in pipeline.named_steps["model"].get_params()
+    fitted = training.fit(pipeline, config, splits["train"])
+    assert training.evaluate(fitted, config, splits["test"])["recall"] > 0.3
+
+
+def test_an_unknown_parameter_names_the_candidate(config):
+    with pytest.raises(ValueError, match="candidate 'lr': LogisticRegression has no parameter"):
+        training.build_pipeline(config, training.CandidateSpec("lr", "LogisticRegression", {"depth": 3}))
+
+
+def test_fitting_does_not_depend_on_row_order(config, splits):
+    spec = training.CandidateSpec("rf", "RandomForest", {"n_estimators": 30})
+    first = training.fit(training.build_pipeline(config, spec), config, splits["train"])
+    shuffled = splits["train"].sample(frac=1.0, random_state=7)
+    second = training.fit(training.build_pipeline(config, spec), config, shuffled)
+    np.testing.assert_array_equal(
+        training.scores(first, config, splits["test"]), training.scores(second, config, splits["test"])
+    )
+
+
+def test_regression_works_too(tmp_path, splits):
+    """Distance from home as the target: far mostly means abroad, which the features say."""
+    raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    raw["dataset"].update(task="regression", target="distance_from_home_km", target_classes=[])
+    raw["dataset"]["features"] = [f for f in raw["dataset"]["features"] if f["name"] != "distance_from_home_km"]
+    raw["model"].update(
+        primary_metric="rmse",
+        class_weight="none",
+        candidates=[
+            {"name": "ridge", "estimator": "Ridge"},
+            {"name": "trees", "estimator": "ExtraTrees", "params": {"n_estimators": 30, "min_samples_leaf": 20}},
+        ],
+    )
+    raw["gate"]["floors"] = {"r2": 0.0}
+    path = tmp_path / "regression.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(str(path))
+    labelled = {name: frame.dropna(subset=["distance_from_home_km"]) for name, frame in splits.items()}
+    results = {}
+    for spec in training.expand_candidates(config):
+        pipeline = training.fit(training.build_pipeline(config, spec), config, labelled["train"])
+        results[spec.name] = training.evaluate(pipeline, config, labelled["test"])
+        predicted = training.scores(pipeline, config, labelled["test"])
+        truth = labelled["test"]["distance_from_home_km"].to_numpy()
+        assert results[spec.name]["rmse"] == pytest.approx(np.sqrt(np.mean((predicted - truth) ** 2)))
+    assert set(results["ridge"]) == {"rmse", "mae", "r2"}
+    assert results["trees"]["r2"] > 0.1, results
+    assert not training.higher_is_better(config, "rmse")
