@@ -4,6 +4,9 @@ Each child run logs its parameters and metrics in batches, the fitted pipeline w
 example, the train/valid/test splits as dataset inputs whose source is the lakeFS commit they were read at, and
 the lineage tags (lakeFS repository/branch/commit, Airflow dag_id/run_id, code version). Runs are found again
 by their tags, so a retried task continues the run its first try made instead of starting a second one.
+
+Models are logged (and the champion loaded) through MLflow's fluent API: the caller points `mlflow`'s tracking
+and registry URIs at the same server as the client it passes (plugins' `mlflow_tracking.client()` does).
 """
 
 from __future__ import annotations

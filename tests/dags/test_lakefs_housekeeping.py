@@ -46,14 +46,14 @@ def test_fresh_run_branches_are_kept(airflow_db):
 
 
 @pytest.mark.postgres
-def test_the_dag_runs_on_a_postgres_metadata_db(postgres_url, tmp_path):
+def test_the_dag_runs_on_a_postgres_metadata_db(empty_postgres_url, tmp_path):
     """`airflow db migrate` and `airflow dags test` on Postgres (psycopg2 and asyncpg both in use)."""
     repo = LakeFSHook().get_repository()
     _branches_to_clean(repo)
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_url,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": empty_postgres_url,
         "PYTHONPATH": str(REPO_ROOT),
     }
     airflow = services.venv_bin("airflow")

@@ -35,7 +35,8 @@ def _xcom(dag_run, task_id: str, key: str = "return_value"):
 
 def _client(url: str) -> MlflowClient:
     mlflow.set_tracking_uri(url)
-    return MlflowClient(url)
+    mlflow.set_registry_uri(url)
+    return MlflowClient(url, registry_uri=url)
 
 
 def test_a_first_run_trains_gates_promotes_and_merges_its_snapshot(mlflow_connection, pipeline_config):

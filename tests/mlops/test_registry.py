@@ -18,10 +18,16 @@ GOOD = training.CandidateSpec("gradient_boosting", "GradientBoosting", {"n_estim
 WEAK = training.CandidateSpec("logistic_regression", "LogisticRegression", {"max_iter": 500})
 
 
+def _connect(url: str) -> MlflowClient:
+    """A client for the server at `url`, with MLflow's fluent API (model logging) pointed at it too."""
+    mlflow.set_tracking_uri(url)
+    mlflow.set_registry_uri(url)
+    return MlflowClient(url, registry_uri=url)
+
+
 @pytest.fixture
 def client(mlflow_server) -> MlflowClient:
-    mlflow.set_tracking_uri(mlflow_server.url)
-    return MlflowClient(mlflow_server.url)
+    return _connect(mlflow_server.url)
 
 
 @pytest.fixture
@@ -164,3 +170,39 @@ def test_an_unreachable_tracking_server_is_named():
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(tracking.MLflowUnavailable, match=f"MLflow at {uri} cannot be reached"):
         tracking.check_reachable(uri, timeout=2)
+
+
+def test_the_gate_reads_lower_is_better_metrics_the_right_way(config):
+    regression = config.model_copy(
+        update={
+            "dataset": config.dataset.model_copy(update={"task": "regression", "target_classes": []}),
+            "model": config.model.model_copy(update={"primary_metric": "rmse", "class_weight": "none"}),
+            "gate": config.gate.model_copy(update={"min_improvement": 0.5, "floors": {"r2": 0.2}}),
+        }
+    )
+
+    def result(rmse: float, r2: float) -> tracking.CandidateResult:
+        scores = {"rmse": rmse, "mae": rmse, "r2": r2}
+        return tracking.CandidateResult("c", "Ridge", "run", "models:/m", scores, scores, 1.0)
+
+    better = registry.decide(regression, result(rmse=9.0, r2=0.5), "1", {"rmse": 10.0}, [])
+    assert better.promote and better.margin == pytest.approx(1.0)
+    worse = registry.decide(regression, result(rmse=9.8, r2=0.5), "1", {"rmse": 10.0}, [])
+    assert not worse.promote and worse.margin == pytest.approx(0.2)
+    poor = registry.decide(regression, result(rmse=5.0, r2=0.1), "1", {"rmse": 10.0}, [])
+    assert not poor.promote and poor.floors_failed == {"r2": 0.2}
+
+
+@pytest.mark.postgres
+def test_the_gate_on_a_postgres_backed_server(empty_postgres_url, tmp_path, model_config, splits):
+    from include.devstack import services
+
+    server = services.start_mlflow(tmp_path / "mlflow", free_port(), tmp_path, backend_store_uri=empty_postgres_url)
+    try:
+        client = _connect(server.url)
+        decision = _gate(client, model_config, _train(client, model_config, GOOD, splits), splits)
+        registry.promote(client, model_config.model.registered_name, decision.version)
+        champion = client.get_model_version_by_alias(model_config.model.registered_name, registry.CHAMPION)
+        assert decision.promote and champion.version == decision.version
+    finally:
+        server.stop()
