@@ -1,7 +1,7 @@
 """Candidates, the sklearn pipeline built from the config's feature types, fitting and metrics.
 
-Every candidate is one sklearn `Pipeline`: a `ColumnTransformer` (numeric and boolean columns imputed and
-scaled, categorical columns imputed and one-hot encoded with unknown categories ignored) followed by the
+Every candidate is one sklearn `Pipeline`: a `ColumnTransformer` (numeric and boolean columns imputed, and
+scaled for linear models; categorical columns one-hot encoded with unknown categories ignored) followed by the
 estimator, so that the whole thing converts to ONNX in one piece. Seeds come from the config, and rows are
 sorted by id before fitting, so that the same snapshot always gives the same model.
 """
@@ -26,6 +26,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from include.mlops.config import ESTIMATORS, METRICS, Dataset, PipelineConfig
 
 MISSING_CATEGORY = "__missing__"
+SCALE_SENSITIVE = {"LogisticRegression", "Ridge"}
 
 
 @dataclass(frozen=True)
@@ -59,28 +60,29 @@ def build_pipeline(config: PipelineConfig, spec: CandidateSpec) -> Pipeline:
     transformers = []
     # A transformer whose column list is empty makes the ONNX conversion fail: leave it out.
     if numeric:
-        numbers = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-        transformers.append(("numeric", numbers, numeric))
+        steps = [("impute", SimpleImputer(strategy="median"))]
+        # Scaling helps linear models only. Before trees it would cost exactness: sklearn scales in float64 and
+        # ONNX in float32, and a value that lands on the other side of a split threshold changes a prediction.
+        if spec.estimator in SCALE_SENSITIVE:
+            steps.append(("scale", StandardScaler()))
+        transformers.append(("numeric", Pipeline(steps), numeric))
     if categorical:
-        categories = Pipeline(
-            [
-                ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
-                ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-            ]
-        )
+        # Missing categories arrive as MISSING_CATEGORY (see features_of), not NaN: skl2onnx converts a string
+        # imputer only for string missing values, and ONNX string tensors have no NaN.
+        categories = Pipeline([("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))])
         transformers.append(("categorical", categories, categorical))
     features = ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
     return Pipeline([("features", features), ("model", _estimator(config, spec))])
 
 
 def features_of(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
-    """The model's input columns, in config order, as the pipeline (and later ONNX) expects them:
-    numbers and booleans as float64 (NaN when missing), categories as text (NaN when missing)."""
+    """The model's input columns, in config order, as the pipeline (and its ONNX form) expects them:
+    numbers and booleans as float64 (NaN when missing), categories as text (MISSING_CATEGORY when missing)."""
     columns = {}
     for feature in dataset.features:
         values = frame[feature.name]
         if feature.type == "categorical":
-            columns[feature.name] = values.astype(object).where(values.notna(), np.nan)
+            columns[feature.name] = values.astype(object).where(values.notna(), MISSING_CATEGORY).astype(str)
         else:
             columns[feature.name] = pd.to_numeric(values.astype("Float64"), errors="coerce").astype("float64")
     return pd.DataFrame(columns, index=frame.index)

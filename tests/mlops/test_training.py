@@ -134,3 +134,15 @@ def test_regression_works_too(tmp_path, splits):
     assert set(results["ridge"]) == {"rmse", "mae", "r2"}
     assert results["trees"]["r2"] > 0.1, results
     assert not training.higher_is_better(config, "rmse")
+
+
+def test_only_linear_models_scale_their_inputs(config):
+    """Trees gain nothing from scaling, and it would cost their ONNX form its exactness (float32 vs float64)."""
+
+    def numeric_steps(estimator: str) -> list[str]:
+        pipeline = training.build_pipeline(config, training.CandidateSpec("c", estimator, {}))
+        numeric = dict((name, steps) for name, steps, _ in pipeline.named_steps["features"].transformers)["numeric"]
+        return [name for name, _ in numeric.steps]
+
+    assert numeric_steps("LogisticRegression") == ["impute", "scale"]
+    assert numeric_steps("RandomForest") == numeric_steps("GradientBoosting") == ["impute"]
