@@ -1,0 +1,211 @@
+"""The ONNX form of a trained pipeline, and the parity gate that proves it predicts like the sklearn model.
+
+The whole pipeline, preprocessing included, converts with skl2onnx: one typed input per feature column
+(float32 `[N, 1]` for numbers and booleans, strings for categories), `zipmap` off so probabilities come back
+as one tensor, and a pinned opset. `onnx_feeds` turns rows into those inputs the same way for the parity check
+and for the served model, so that what is checked is what is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from include.mlops import training
+from include.mlops.config import Dataset, PipelineConfig
+
+# The opsets the pinned onnx/onnxruntime/skl2onnx agree on; a new model must not depend on what they add later.
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+LABEL_OUTPUT = "label"
+PROBABILITIES_OUTPUT = "probabilities"
+VALUE_OUTPUT = "variable"
+
+# The parity gate (issue 5): labels equal on at least this share of rows, probabilities within this distance,
+# regression values within this relative error.
+MIN_LABEL_AGREEMENT = 0.999
+MAX_PROBABILITY_DIFFERENCE = 1e-4
+MAX_RELATIVE_ERROR = 1e-5
+_LISTED_DIFFERENCES = 1000
+
+
+class ParityFailed(RuntimeError):
+    """The ONNX model does not predict like the sklearn model on the test split."""
+
+    def __init__(self, report: ParityReport):
+        self.report = report
+        super().__init__(report.summary())
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    rows: int
+    task: str
+    label_agreement: float | None
+    max_probability_difference: float | None
+    max_relative_error: float | None
+    differing_rows: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        if self.task == "regression":
+            return self.max_relative_error is not None and self.max_relative_error <= MAX_RELATIVE_ERROR
+        return (
+            self.label_agreement is not None
+            and self.label_agreement >= MIN_LABEL_AGREEMENT
+            and self.max_probability_difference is not None
+            and self.max_probability_difference <= MAX_PROBABILITY_DIFFERENCE
+        )
+
+    def summary(self) -> str:
+        verdict = "parity passed" if self.passed else "parity FAILED"
+        if self.task == "regression":
+            figures = f"max relative error {self.max_relative_error:.3g} (limit {MAX_RELATIVE_ERROR:g})"
+        else:
+            figures = (
+                f"labels equal on {self.label_agreement:.4%} of rows (at least {MIN_LABEL_AGREEMENT:.1%}), "
+                f"max |probability difference| {self.max_probability_difference:.3g} "
+                f"(limit {MAX_PROBABILITY_DIFFERENCE:g})"
+            )
+        listed = f"; {len(self.differing_rows)} differing row(s) listed in the report" if self.differing_rows else ""
+        return f"{verdict} on {self.rows} test rows: {figures}{listed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+    def as_tags(self) -> dict[str, str]:
+        tags = {"onnx_parity": "passed" if self.passed else "failed", "onnx_parity_rows": str(self.rows)}
+        if self.label_agreement is not None:
+            tags["onnx_label_agreement"] = f"{self.label_agreement:.6f}"
+            tags["onnx_max_probability_difference"] = f"{self.max_probability_difference:.3g}"
+        if self.max_relative_error is not None:
+            tags["onnx_max_relative_error"] = f"{self.max_relative_error:.3g}"
+        return tags
+
+
+def input_types(dataset: Dataset) -> list[tuple[str, Any]]:
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    return [
+        (f.name, StringTensorType([None, 1]) if f.type == "categorical" else FloatTensorType([None, 1]))
+        for f in dataset.features
+    ]
+
+
+def to_onnx(pipeline, config: PipelineConfig) -> bytes:
+    """The fitted pipeline as a serialized ONNX model with named outputs (label/probabilities, or variable)."""
+    from skl2onnx import convert_sklearn
+
+    estimator = pipeline.named_steps["model"]
+    options = {id(estimator): {"zipmap": False}} if config.dataset.task == "classification" else None
+    model = convert_sklearn(
+        pipeline,
+        name=config.model.registered_name,
+        initial_types=input_types(config.dataset),
+        options=options,
+        target_opset=TARGET_OPSET,
+    )
+    _name_outputs(model, config.dataset.task)
+    model.doc_string = f"{config.model.registered_name}: {config.dataset.task} on {config.dataset.name}"
+    return model.SerializeToString()
+
+
+def onnx_feeds(features: pd.DataFrame, dataset: Dataset) -> dict[str, np.ndarray]:
+    """Rows prepared by `training.features_of` as the ONNX model's inputs, one `[N, 1]` array per column."""
+    feeds = {}
+    for feature in dataset.features:
+        column = features[feature.name]
+        if feature.type == "categorical":
+            feeds[feature.name] = column.to_numpy(dtype=object).reshape(-1, 1)
+        else:
+            feeds[feature.name] = column.to_numpy(dtype=np.float32).reshape(-1, 1)
+    return feeds
+
+
+def session(onnx_bytes: bytes):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def check_parity(pipeline, onnx_bytes: bytes, config: PipelineConfig, frame: pd.DataFrame) -> ParityReport:
+    """Compare the sklearn pipeline and its ONNX form on every row of `frame` (the whole test split)."""
+    dataset = config.dataset
+    features = training.features_of(frame, dataset)
+    runtime = session(onnx_bytes)
+    names = [output.name for output in runtime.get_outputs()]
+    outputs = dict(zip(names, runtime.run(None, onnx_feeds(features, dataset)), strict=True))
+    ids = frame[dataset.id_column].astype(str).to_numpy()
+    if dataset.task == "regression":
+        expected = pipeline.predict(features)
+        actual = outputs[VALUE_OUTPUT].reshape(-1).astype(np.float64)
+        relative = np.abs(actual - expected) / np.maximum(np.abs(expected), 1e-12)
+        worst = np.argsort(-relative)[:_LISTED_DIFFERENCES]
+        listed = [
+            {
+                "id": ids[i],
+                "sklearn": float(expected[i]),
+                "onnx": float(actual[i]),
+                "relative_error": float(relative[i]),
+            }
+            for i in worst
+            if relative[i] > MAX_RELATIVE_ERROR
+        ]
+        return ParityReport(
+            len(frame),
+            "regression",
+            None,
+            None,
+            float(relative.max(initial=0.0)),
+            listed,
+            {"max_relative_error": MAX_RELATIVE_ERROR},
+        )
+
+    expected_labels = pipeline.predict(features)
+    expected_probabilities = pipeline.predict_proba(features)
+    labels = outputs[LABEL_OUTPUT].reshape(-1)
+    probabilities = outputs[PROBABILITIES_OUTPUT]
+    differences = np.abs(probabilities - expected_probabilities).max(axis=1)
+    disagree = np.flatnonzero(labels != expected_labels)
+    listed = [
+        {
+            "id": ids[i],
+            "sklearn_label": _plain(expected_labels[i]),
+            "onnx_label": _plain(labels[i]),
+            "sklearn_probabilities": expected_probabilities[i].round(8).tolist(),
+            "onnx_probabilities": probabilities[i].round(8).tolist(),
+        }
+        for i in disagree[:_LISTED_DIFFERENCES]
+    ]
+    return ParityReport(
+        rows=len(frame),
+        task="classification",
+        label_agreement=float(1 - len(disagree) / max(len(frame), 1)),
+        max_probability_difference=float(differences.max(initial=0.0)),
+        max_relative_error=None,
+        differing_rows=listed,
+        thresholds={
+            "min_label_agreement": MIN_LABEL_AGREEMENT,
+            "max_probability_difference": MAX_PROBABILITY_DIFFERENCE,
+        },
+    )
+
+
+def _name_outputs(model, task: str) -> None:
+    """skl2onnx names outputs after the estimator (output_label, output_probability); give them our names."""
+    names = [LABEL_OUTPUT, PROBABILITIES_OUTPUT] if task == "classification" else [VALUE_OUTPUT]
+    renames = {}
+    for output, name in zip(model.graph.output, names, strict=False):
+        renames[output.name] = name
+        output.name = name
+    for node in model.graph.node:
+        node.output[:] = [renames.get(o, o) for o in node.output]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
