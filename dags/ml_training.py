@@ -16,12 +16,15 @@ The nightly training pipeline, run on a lakeFS branch of its own (`run-<run id>`
 6. **resolve_training_data** (the snapshot's commit id) and **start_training_run** (the MLflow run of this
    DAG run, tagged with the lakeFS commit, the Airflow run and the code version);
 7. **train_candidate**, one mapped task per candidate of the config, each a child MLflow run;
-8. **gate**: the best candidate on valid, registered as a new version with alias `challenger`, against the
-   `champion` on this run's test split;
+8. **gate**: the best candidate on valid against the `champion` on this run's test split; **package_onnx**
+   converts it to ONNX and fails the run unless it predicts like the sklearn model on the whole test split;
+   **register_challenger** registers it as a new version with alias `challenger`, the decision and the parity
+   figures as tags;
 9. **promote_champion** and **merge_snapshot** into `main` when the gate passes (and param `promote` is on),
    or **record_rejection** on the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
 
-Buttons: **lakeFS** on tasks that commit or read lakeFS, **MLflow run** on the training tasks and the gate.
+Buttons: **lakeFS** on tasks that commit or read lakeFS, **MLflow run** on the training tasks, the gate and
+the ONNX packaging.
 """
 
 from __future__ import annotations
@@ -37,15 +40,17 @@ from mlops_airflow.training_model import (
     choose_outcome,
     choose_training_data,
     gate,
+    package_onnx,
     plan_candidates,
     promote_champion,
+    register_challenger,
     resolve_training_data,
     start_training_run,
     train_candidate,
 )
 
 RUN_BRANCH = "{{ run_id | run_branch }}"
-DECISION = "ti.xcom_pull(task_ids='gate')"
+DECISION = "ti.xcom_pull(task_ids='register_challenger')"
 
 
 @dag(
@@ -111,7 +116,8 @@ def ml_training():
     data = resolve_training_data()
     training_run = start_training_run(data)
     results = train_candidate.partial(data=data, training_run=training_run).expand(candidate=plan_candidates())
-    decision = gate(results)
+    decided = gate(results)
+    decision = register_challenger(decided, package_onnx(decided))
     outcome = choose_outcome(decision)
     merge_snapshot = LakeFSMergeOperator(
         task_id="merge_snapshot",

@@ -6,7 +6,6 @@ Each is a thin call into include/mlops. They pass references (commit ids, run id
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 from airflow.sdk import Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -118,10 +117,11 @@ def train_candidate(candidate: dict, data: dict, training_run: dict) -> dict:
 
 @mlflow_task(trigger_rule="all_done_min_one_success")
 def gate(results: list[dict | None]) -> dict:
-    """The best candidate on valid against the champion on this run's test split; registers the challenger.
+    """The best candidate on valid against the champion on this run's test split.
 
     Its only upstream is the candidates, so it runs once all of them are done and at least one succeeded;
-    it names the ones that failed.
+    it names the ones that failed. It decides; `register_challenger` records the decision once the ONNX form
+    has passed its parity check.
     """
     from include.mlops import registry, tracking, versioning
     from include.mlops.config import load_config
@@ -139,16 +139,62 @@ def gate(results: list[dict | None]) -> dict:
     test = versioning.read_parquet(repo, data["commit"], data["paths"]["test"])
     champion_version, champion_test = registry.champion_test_metrics(client, config, test)
     decision = registry.decide(config, challenger, champion_version, champion_test, failed)
-    version = registry.register_challenger(client, config, decision, training_run["tags"])
-    decision = replace(decision, version=version)
-
     parent = training_run["run_id"]
     client.log_dict(parent, decision.to_dict(), "gate_decision.json")
-    for key, value in {**decision.as_tags(), "challenger_version": version}.items():
+    for key, value in decision.as_tags().items():
         client.set_tag(parent, key, value)
     show_mlflow_run(tracking.run_url(mlflow_tracking.tracking_uri(), training_run["experiment_id"], parent))
-    print(f"Gate: {decision.summary()} (registered as {config.model.registered_name} v{version}, alias challenger)")
+    print(f"Gate: {decision.summary()}")
     return decision.to_dict()
+
+
+@mlflow_task(retries=0)
+def package_onnx(decision: dict) -> dict:
+    """Convert the challenger, preprocessing included, to ONNX and prove on the whole test split that it
+    predicts like the sklearn model. A failed parity fails the run here: nothing is registered or deployed.
+    The ONNX model and the parity report are logged to the challenger's run either way."""
+    import mlflow.sklearn
+
+    from include.mlops import packaging, tracking, versioning
+    from include.mlops.config import load_config
+
+    ti = get_current_context()["ti"]
+    data = ti.xcom_pull(task_ids="resolve_training_data")
+    training_run = ti.xcom_pull(task_ids="start_training_run")
+    config = load_config()
+    mlflow_tracking.client()
+    pipeline = mlflow.sklearn.load_model(decision["challenger_model_uri"])
+    repo = LakeFSHook().get_repository(data["repository"])
+    test = versioning.read_parquet(repo, data["commit"], data["paths"]["test"])
+    onnx_bytes = packaging.to_onnx(pipeline, config)
+    report = packaging.check_parity(pipeline, onnx_bytes, config, test)
+    onnx_uri = tracking.log_onnx(decision["challenger_run_id"], onnx_bytes, report.to_dict())
+    run_url = tracking.run_url(
+        mlflow_tracking.tracking_uri(), training_run["experiment_id"], decision["challenger_run_id"]
+    )
+    show_mlflow_run(run_url)
+    print(f"ONNX: {report.summary()}")
+    if not report.passed:
+        raise AirflowFailException(f"{report.summary()}; see parity_report.json in {run_url}")
+    return {"onnx_model_uri": onnx_uri, "parity_tags": report.as_tags(), "onnx_bytes": len(onnx_bytes)}
+
+
+@mlflow_task
+def register_challenger(decision: dict, package: dict) -> dict:
+    """Register the challenger as a new version with alias `challenger`, carrying the gate decision, its
+    lineage and the parity figures as tags (once per run: a retry finds the version)."""
+    from include.mlops import registry
+    from include.mlops.config import load_config
+
+    ti = get_current_context()["ti"]
+    training_run = ti.xcom_pull(task_ids="start_training_run")
+    config = load_config()
+    client = mlflow_tracking.client()
+    tags = {**training_run["tags"], **package["parity_tags"], "onnx_model_uri": package["onnx_model_uri"]}
+    version = registry.register_challenger(client, config, registry.GateDecision(**decision), tags)
+    client.set_tag(training_run["run_id"], "challenger_version", version)
+    print(f"{config.model.registered_name} v{version} registered with alias challenger")
+    return {**decision, "version": version, "onnx_model_uri": package["onnx_model_uri"]}
 
 
 @task.branch

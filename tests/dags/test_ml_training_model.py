@@ -44,13 +44,16 @@ def test_a_first_run_trains_gates_promotes_and_merges_its_snapshot(mlflow_connec
     assert dag_run.state == "success"
 
     client, name = _client(mlflow_connection), pipeline_config.model.registered_name
-    decision = _xcom(dag_run, "gate")
+    decision = _xcom(dag_run, "register_challenger")
     assert decision["promote"] and decision["reason"].startswith("first model")
     champion = client.get_model_version_by_alias(name, registry.CHAMPION)
     assert champion.version == decision["version"] == client.get_model_version_by_alias(name, "challenger").version
 
     data = _xcom(dag_run, "resolve_training_data")
     assert champion.tags["lakefs_commit"] == data["commit"] and champion.tags["gate_decision"] == "promote"
+    assert champion.tags["onnx_parity"] == "passed" and float(champion.tags["onnx_max_probability_difference"]) < 1e-4
+    parity = client.download_artifacts(decision["challenger_run_id"], "parity_report.json")
+    assert json.loads(open(parity).read())["passed"] is True
     assert champion.tags["airflow_run_id"] == dag_run.run_id
 
     parent = client.get_run(_xcom(dag_run, "start_training_run")["run_id"])
@@ -64,7 +67,7 @@ def test_a_first_run_trains_gates_promotes_and_merges_its_snapshot(mlflow_connec
     on_main = {o.path for o in versioning.list_objects(repo, "main", "datasets/")}
     assert {p for p in data["paths"].values()} <= on_main  # the promoted snapshot reached main
 
-    for task_id in ("gate", "start_training_run"):
+    for task_id in ("gate", "start_training_run", "package_onnx"):
         assert "/#/experiments/" in _xcom(dag_run, task_id, "_link_MLflowRunLink")
     assert "/commits/" in _xcom(dag_run, "resolve_training_data", "_link_LakeFSCommitLink")
 
@@ -74,12 +77,12 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
 ):
     first = run()
     assert first.state == "success"
-    champion_version = _xcom(first, "gate")["version"]
+    champion_version = _xcom(first, "register_challenger")["version"]
     second = run(history_days=1)
     assert second.state == "success"
 
     client, name = _client(mlflow_connection), pipeline_config.model.registered_name
-    decision = _xcom(second, "gate")
+    decision = _xcom(second, "register_challenger")
     assert not decision["promote"], decision
     assert decision["champion_version"] == champion_version
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == decision["champion_version"]
@@ -130,7 +133,7 @@ def test_a_candidate_that_fails_to_fit_fails_only_its_task(mlflow_connection, wr
     assert dag_run.state == "success"
     states = {ti.map_index: ti.state for ti in dag_run.get_task_instances() if ti.task_id == "train_candidate"}
     assert sorted(states.values()) == ["failed", "success"]
-    decision = _xcom(dag_run, "gate")
+    decision = _xcom(dag_run, "register_challenger")
     assert decision["failed_candidates"] == ["broken"] and decision["challenger"] == "good"
 
 
@@ -152,3 +155,10 @@ def test_mlflow_unreachable_fails_with_a_clear_message_and_leaves_the_champion(
     address = f"http://127.0.0.1:{dead['port']}"
     assert f"MLflow at {address} cannot be reached" in capfd.readouterr().out
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == champion
+
+
+def test_nothing_is_registered_before_the_onnx_form_passes_parity():
+    dag = load_dag("ml_training")
+    assert "package_onnx" in dag.get_task("register_challenger").upstream_task_ids
+    assert dag.get_task("package_onnx").retries == 0  # a parity failure does not get better by retrying
+    assert {"register_challenger"} == dag.get_task("choose_outcome").upstream_task_ids
