@@ -23,7 +23,7 @@ from pathlib import Path
 from include.devstack import airflow_settings, services
 from include.devstack.processes import ManagedProcess, StartupError, free_port
 
-DEFAULT_PORTS = {"LAKEFS_PORT": 8000, "MLFLOW_PORT": 5000, "AIRFLOW_PORT": 8080}
+DEFAULT_PORTS = {"LAKEFS_PORT": 8000, "MLFLOW_PORT": 5000, "AIRFLOW_PORT": 8080, "SERVING_PORT": 3000}
 # Enough history for the demo config's 30-day training window, ending today.
 DEMO_HISTORY_DAYS = 35
 DEMO_ROWS_PER_DAY = 2000
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             "LAKEFS_ACCESS_KEY_ID": lakefs["access_key_id"],
             "LAKEFS_SECRET_ACCESS_KEY": lakefs["secret_access_key"],
             "MLFLOW_PORT": str(ports["MLFLOW_PORT"]),
+            "SERVING_PORT": str(ports["SERVING_PORT"]),
+            "MLOPS_ADMIN_TOKEN": credentials["serving_admin_token"],
         }
         settings = airflow_settings.load(services.REPO_ROOT / "airflow_settings.yaml", settings_env)
         _check_port_free("AIRFLOW_PORT", ports["AIRFLOW_PORT"])
@@ -155,16 +157,20 @@ def _seed_transactions(path: Path) -> None:
 
 
 def _local_credentials(path: Path) -> dict[str, str]:
-    """Random credentials for this machine's stack, made on the first run and kept (never committed)."""
-    if path.exists():
-        return json.loads(path.read_text())
-    credentials = {
-        "lakefs_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
-        "lakefs_secret_access_key": secrets.token_hex(20),  # hex: a leading "-" would read as an option
-        "airflow_admin_password": secrets.token_urlsafe(12),
+    """Random credentials for this machine's stack, made on first use and kept (never committed); a key added
+    by a later version of the stack is made then."""
+    makers = {
+        "lakefs_access_key_id": lambda: "AKIA" + secrets.token_hex(8).upper(),
+        "lakefs_secret_access_key": lambda: secrets.token_hex(20),  # hex: a leading "-" would read as an option
+        "airflow_admin_password": lambda: secrets.token_urlsafe(12),
+        "serving_admin_token": lambda: secrets.token_urlsafe(24),
     }
-    path.write_text(json.dumps(credentials, indent=2))
-    path.chmod(0o600)
+    credentials = json.loads(path.read_text()) if path.exists() else {}
+    missing = {key: make() for key, make in makers.items() if key not in credentials}
+    if missing:
+        credentials.update(missing)
+        path.write_text(json.dumps(credentials, indent=2))
+        path.chmod(0o600)
     return credentials
 
 

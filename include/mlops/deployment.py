@@ -66,3 +66,106 @@ def save_to_model_store(onnx_bytes: bytes, config: PipelineConfig, version: str,
 def _label(value: object) -> str:
     """BentoML labels are short strings; lineage values (ids, URIs) fit, anything else is made to."""
     return str(value)[:250]
+
+
+class ServingEndpoint:
+    """The running model service: its URL and the token of its admin API."""
+
+    def __init__(self, url: str, admin_token: str, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {admin_token}"}
+        self.timeout = timeout
+
+    def current_model(self) -> dict[str, Any] | None:
+        """What the service serves (`tag`, `model_version`, lineage), or None when it serves nothing yet."""
+        response = self._request("GET", "/admin/model")
+        if response.status_code == 404:
+            return None
+        return self._json(response, "asking the service which model it serves")
+
+    def switch_to(self, tag: str) -> dict[str, Any]:
+        """Ask the service to load `tag` and swap to it; it refuses a model it cannot load or run."""
+        response = self._request("POST", "/admin/model", json={"tag": tag})
+        return self._json(response, f"switching the service to {tag}")
+
+    def ready(self) -> bool:
+        try:
+            return self._request("GET", "/readyz").status_code == 200
+        except DeploymentError:
+            return False
+
+    def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._json(self._request("POST", "/predict", json={"records": records}), "predicting")
+
+    def _request(self, method: str, path: str, **kwargs):
+        import httpx
+
+        try:
+            return httpx.request(method, self.url + path, headers=self._headers, timeout=self.timeout, **kwargs)
+        except httpx.HTTPError as exc:
+            raise DeploymentError(f"the model service at {self.url} cannot be reached ({exc})") from exc
+
+    def _json(self, response, doing: str) -> dict[str, Any]:
+        if response.status_code >= 400:
+            raise DeploymentError(
+                f"{doing}: the service at {self.url} answered {response.status_code}: {response.text[:500]}"
+            )
+        return response.json()
+
+
+def smoke_test(
+    endpoint: ServingEndpoint, tag: str, records: list[dict[str, Any]], expected: list[dict[str, Any]]
+) -> None:
+    """The live service is ready, serves `tag`, and answers `records` exactly as the offline model does."""
+    if not endpoint.ready():
+        raise DeploymentError(f"smoke test: {endpoint.url}/readyz does not answer 200")
+    answer = endpoint.predict(records)
+    version = tag.rpartition(":v")[2]
+    if str(answer.get("model_version")) not in (version, f"v{version}"):
+        raise DeploymentError(f"smoke test: the service answered with model {answer.get('model_version')}, not {tag}")
+    for index, (got, want) in enumerate(zip(answer["predictions"], expected, strict=True)):
+        if not _same_prediction(got, want):
+            raise DeploymentError(f"smoke test: record {index} got {got} from the service, {want} offline")
+
+
+def offline_predictions(onnx_bytes: bytes, config: PipelineConfig, frame) -> list[dict[str, Any]]:
+    """What the service must answer for the rows of `frame`, computed here with onnxruntime."""
+    from include.mlops import packaging, training
+
+    runtime = packaging.session(onnx_bytes)
+    names = [output.name for output in runtime.get_outputs()]
+    outputs = dict(
+        zip(
+            names,
+            runtime.run(None, packaging.onnx_feeds(training.features_of(frame, config.dataset), config.dataset)),
+            strict=True,
+        )
+    )
+    if config.dataset.task == "regression":
+        return [{"value": float(v)} for v in outputs[packaging.VALUE_OUTPUT].reshape(-1)]
+    classes = [str(c) for c in _classes(config, outputs[packaging.PROBABILITIES_OUTPUT].shape[1])]
+    return [
+        {"label": _plain(label), "probabilities": dict(zip(classes, map(float, row), strict=True))}
+        for label, row in zip(
+            outputs[packaging.LABEL_OUTPUT].reshape(-1), outputs[packaging.PROBABILITIES_OUTPUT], strict=True
+        )
+    ]
+
+
+def _classes(config: PipelineConfig, count: int) -> list:
+    return list(config.dataset.target_classes) if len(config.dataset.target_classes) == count else list(range(count))
+
+
+def _same_prediction(got: dict[str, Any], want: dict[str, Any], tolerance: float = 1e-6) -> bool:
+    if "value" in want:
+        return abs(float(got.get("value", float("nan"))) - want["value"]) <= tolerance * max(1.0, abs(want["value"]))
+    if str(got.get("label")) != str(want["label"]):
+        return False
+    probabilities = got.get("probabilities") or {}
+    return all(
+        abs(float(probabilities.get(k, float("nan"))) - v) <= tolerance for k, v in want["probabilities"].items()
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
