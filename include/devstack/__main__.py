@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from include.devstack import airflow_settings, services
-from include.devstack.processes import ManagedProcess, StartupError, free_port
+from include.devstack.processes import StartupError, free_port
+from include.devstack.supervisor import ServerFailed, Supervisor
 
 DEFAULT_PORTS = {"LAKEFS_PORT": 8000, "MLFLOW_PORT": 5000, "AIRFLOW_PORT": 8080, "SERVING_PORT": 3000}
 # Enough history for the demo config's 30-day training window, ending today.
@@ -50,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C raises KeyboardInterrupt; SIGTERM (e.g. from a test or a supervisor) does the same.
     signal.signal(signal.SIGTERM, _interrupt)
 
-    started: list[ManagedProcess] = []
+    supervisor = Supervisor(say=_say)
     try:
-        lakefs = _lakefs(state, ports["LAKEFS_PORT"], credentials, logs, started)
+        lakefs = _lakefs(state, ports["LAKEFS_PORT"], credentials, logs, supervisor)
         _say(f"lakeFS      {lakefs['url']}")
         _check_port_free("MLFLOW_PORT", ports["MLFLOW_PORT"])
-        started.append(services.start_mlflow(state / "mlflow", ports["MLFLOW_PORT"], logs))
-        _say(f"MLflow      {started[-1].url}")
+        mlflow = supervisor.start("mlflow", lambda: services.start_mlflow(state / "mlflow", ports["MLFLOW_PORT"], logs))
+        _say(f"MLflow      {mlflow.url}")
 
         source_db = state / "source" / "transactions.db"
         _say(f"Source      simulating {DEMO_HISTORY_DAYS} days of card transactions into {source_db} ...")
@@ -82,24 +83,25 @@ def main(argv: list[str] | None = None) -> int:
         _run_airflow(["db", "migrate"], env, logs / "airflow-setup.log")
         airflow_settings.import_into_airflow(settings, services.venv_bin("airflow"), env)
         _say("Airflow     starting (takes 15-45 s) ...")
-        started.append(services.start_airflow_standalone(env, logs))
-        _say(f"Airflow     {started[-1].url}  (login: admin / {credentials['airflow_admin_password']})")
+        airflow = supervisor.start("airflow", lambda: services.start_airflow_standalone(env, logs))
+        _say(f"Airflow     {airflow.url}  (login: admin / {credentials['airflow_admin_password']})")
         _say(f"Logs and state in {state}. Ready; Ctrl-C stops everything.")
-        while all(process.is_running() for process in started):
+        while True:
             time.sleep(1.0)
-        for process in started:
-            if not process.is_running():
-                _say(f"{process.name} exited (code {process.popen.returncode}); see {process.log_path}")
-        return 1
+            supervisor.check()
     except KeyboardInterrupt:
         return 0
-    except (StartupError, airflow_settings.SettingsError, PortInUse, subprocess.CalledProcessError) as exc:
+    except (
+        StartupError,
+        ServerFailed,
+        airflow_settings.SettingsError,
+        PortInUse,
+        subprocess.CalledProcessError,
+    ) as exc:
         _say(f"make run failed: {exc}")
         return 1
     finally:
-        for process in reversed(started):
-            _say(f"stopping {process.name} (pid {process.pid}) ...")
-            process.stop()
+        supervisor.stop_all()
         _say("stopped.")
 
 
@@ -121,9 +123,7 @@ def _check_port_free(name: str, port: int) -> None:
             ) from None
 
 
-def _lakefs(
-    state: Path, port: int, credentials: dict[str, str], logs: Path, started: list[ManagedProcess]
-) -> dict[str, str]:
+def _lakefs(state: Path, port: int, credentials: dict[str, str], logs: Path, supervisor: Supervisor) -> dict[str, str]:
     """A real lakeFS when LAKEFS_ENDPOINT is set, the project's compatible server otherwise."""
     if endpoint := os.environ.get("LAKEFS_ENDPOINT"):
         host_port = endpoint.split("://", 1)[-1].rstrip("/").removesuffix("/api/v1")
@@ -137,9 +137,9 @@ def _lakefs(
         }
     _check_port_free("LAKEFS_PORT", port)
     keys = services.LakeFSCredentials(credentials["lakefs_access_key_id"], credentials["lakefs_secret_access_key"])
-    started.append(services.start_lakefs_server(state / "lakefs", port, keys, logs))
+    server = supervisor.start("lakefs", lambda: services.start_lakefs_server(state / "lakefs", port, keys, logs))
     return {
-        "url": started[-1].url,
+        "url": server.url,
         "host": "127.0.0.1",
         "port": str(port),
         "access_key_id": keys.access_key_id,

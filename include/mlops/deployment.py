@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from include.mlops.config import PipelineConfig
@@ -169,3 +170,46 @@ def _same_prediction(got: dict[str, Any], want: dict[str, Any], tolerance: float
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+def records_of(frame, config: PipelineConfig) -> list[dict[str, Any]]:
+    """Rows of a validated split as the service's request records: the config's features, JSON types,
+    missing values as null."""
+    import pandas as pd
+
+    records = []
+    for row in frame[[f.name for f in config.dataset.features]].itertuples(index=False):
+        record = {}
+        for feature, value in zip(config.dataset.features, row, strict=True):
+            if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+                record[feature.name] = None
+            elif feature.type == "numeric":
+                record[feature.name] = float(value)
+            elif feature.type == "boolean":
+                record[feature.name] = bool(value)
+            else:
+                record[feature.name] = str(value)
+        records.append(record)
+    return records
+
+
+def build_bento(model_tag: str, bentofile: Path, build_ctx: Path, labels: Mapping[str, str]) -> str:
+    """`bentoml build` of the service in `bentofile` with the model `model_tag` in it, offline; returns the tag.
+
+    The options come from the bentofile (one source for them); the model is added here because it changes with
+    every rollout.
+    """
+    import bentoml
+    import yaml
+
+    options = yaml.safe_load(bentofile.read_text())
+    service = options.pop("service")
+    models = [*options.pop("models", []), model_tag]
+    bento = bentoml.bentos.build(
+        service,
+        models=models,
+        labels={**options.pop("labels", {}), **{k: _label(v) for k, v in labels.items()}},
+        build_ctx=str(build_ctx),
+        **options,
+    )
+    return str(bento.tag)
