@@ -148,7 +148,7 @@ def gate(results: list[dict | None]) -> dict:
     return decision.to_dict()
 
 
-@mlflow_task(retries=0)
+@mlflow_task()
 def package_onnx(decision: dict) -> dict:
     """Convert the challenger, preprocessing included, to ONNX and prove on the whole test split that it
     predicts like the sklearn model. A failed parity fails the run here: nothing is registered or deployed.

