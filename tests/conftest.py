@@ -23,9 +23,18 @@ os.environ.update(
         "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
         "AIRFLOW__API__BASE_URL": "http://airflow.test",
+        # One BentoML model store for the session: the deploy task saves into it, test services load from it.
+        # BentoML fixes its store on first use in a process, so it is chosen here, before anything imports it.
+        "BENTOML_HOME": str(AIRFLOW_HOME / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
     }
 )
 # Airflow puts the plugins folder on sys.path in its own processes; DAGs import `mlops_airflow` from there.
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.lakefs", "tests.fixtures.airflow"]
+pytest_plugins = [
+    "tests.fixtures.services",
+    "tests.fixtures.lakefs",
+    "tests.fixtures.airflow",
+    "tests.fixtures.serving",
+]

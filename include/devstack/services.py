@@ -155,3 +155,31 @@ def _wait_or_stop(process: ManagedProcess, health_url: str, timeout: float) -> N
     except BaseException:
         process.stop()
         raise
+
+
+def start_serving(
+    port: int, log_dir: Path, env: dict[str, str], expect_model: bool = True, timeout: float = 120
+) -> ManagedProcess:
+    """The model service (`bentoml serve include.serving.service:ModelService`) on `port`.
+
+    `env` adds the service's settings (BENTOML_HOME, MLOPS_MODEL_TAG, MLOPS_ADMIN_TOKEN, ...; see
+    include/serving/service.py) to this process's environment. Waits for /readyz when a model is expected to
+    load at start, otherwise only for /livez (the service then answers, but is not ready).
+    """
+    url = f"http://127.0.0.1:{port}"
+    full_env = os.environ.copy()
+    # BentoML reports usage to its makers unless told not to; nothing of the stack leaves the machine.
+    full_env["BENTOML_DO_NOT_TRACK"] = "True"
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH", "")]))
+    full_env.update(env)
+    command = [venv_bin("bentoml"), "serve", "include.serving.service:ModelService"]
+    process = start_process(
+        "serving",
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        log_dir / "serving.log",
+        env=full_env,
+        cwd=REPO_ROOT,
+        url=url,
+    )
+    _wait_or_stop(process, f"{url}/readyz" if expect_model else f"{url}/livez", timeout)
+    return process

@@ -1,0 +1,1 @@
+"""The BentoML service that serves the pipeline's ONNX model: include/serving/service.py."""

@@ -1,0 +1,164 @@
+"""The model being served: loaded from the BentoML model store, checked against the config, then run.
+
+A model is only ever served after `load_model` has built its onnxruntime session, checked that its inputs and
+outputs are the ones the config's features and task call for, and run a sample record through it. A model that
+fails any of this raises `ModelRejected` naming why, and the caller keeps serving what it served before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from include.mlops.config import PipelineConfig
+from include.mlops.deployment import MODEL_FILE
+from include.mlops.packaging import LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT
+from include.serving import schema
+
+_STORE_VERSION = re.compile(r"^v(\d+)$")
+# skl2onnx's classifiers keep their classes in one of these attributes (TreeEnsembleClassifier, LinearClassifier, SVM).
+_CLASS_ATTRIBUTES = ("classlabels_int64s", "classlabels_ints", "classlabels_strings")
+
+
+class ModelNotFound(LookupError):
+    """The tag is not in the BentoML model store."""
+
+
+class ModelRejected(ValueError):
+    """The model is in the store but cannot be served: it does not load, does not fit the config, or fails."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded model; immutable, so that a request holding it finishes on it while another is swapped in."""
+
+    tag: str
+    name: str
+    version: str
+    task: str
+    labels: Mapping[str, str]
+    session: Any = field(repr=False)
+    # The probabilities' columns, as the keys of the answer's `probabilities` (classification only).
+    class_keys: tuple[str, ...] = ()
+    loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def predict(self, feeds: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+        """One prediction per row: `{"label", "probabilities"}` or `{"value"}`."""
+        if self.task == "regression":
+            (values,) = self.session.run([VALUE_OUTPUT], dict(feeds))
+            return [{"value": value} for value in values.reshape(-1).tolist()]
+        labels, probabilities = self.session.run([LABEL_OUTPUT, PROBABILITIES_OUTPUT], dict(feeds))
+        return [
+            {"label": label, "probabilities": dict(zip(self.class_keys, row, strict=True))}
+            for label, row in zip(labels.reshape(-1).tolist(), probabilities.tolist(), strict=True)
+        ]
+
+
+def version_of(tag: str) -> str:
+    """The MLflow version a store tag was saved under (`fraud_detector:v3` -> `3`), or the tag's version."""
+    version = tag.partition(":")[2]
+    match = _STORE_VERSION.match(version)
+    return match.group(1) if match else version
+
+
+def load_model(tag: str, config: PipelineConfig, record: type[BaseModel]) -> ServedModel:
+    """The model `tag` from the store (BENTOML_HOME), ready to serve: raises ModelNotFound or ModelRejected."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        stored = bentoml.models.get(tag)
+    except NotFound as exc:
+        raise ModelNotFound(f"{tag} is not in the BentoML model store") from exc
+    except ValueError as exc:  # not a valid tag
+        raise ModelRejected(str(exc)) from exc
+    resolved = str(stored.tag)
+    try:
+        onnx_bytes = Path(stored.path_of(MODEL_FILE)).read_bytes()
+    except OSError as exc:
+        raise ModelRejected(f"{resolved}: {MODEL_FILE} cannot be read ({exc.strerror})") from exc
+    try:
+        session = new_session(onnx_bytes)
+    except Exception as exc:  # onnxruntime raises its own exception types for a broken model
+        raise ModelRejected(f"{resolved}: onnxruntime cannot load {MODEL_FILE}: {_first_line(exc)}") from exc
+    _check_signature(session, config, resolved)
+    served = ServedModel(
+        tag=resolved,
+        name=stored.tag.name,
+        version=version_of(resolved),
+        task=config.dataset.task,
+        labels=dict(stored.info.labels),
+        session=session,
+        class_keys=_class_keys(onnx_bytes, resolved) if config.dataset.task == "classification" else (),
+    )
+    _check_sample(served, config, record)
+    return served
+
+
+def new_session(onnx_bytes: bytes):
+    """An onnxruntime session on one thread.
+
+    One intra-op thread makes each row's prediction independent of the batch it is run in (with more threads,
+    tree ensembles sum in a batch-size dependent order and batches of 100+ rows differ in the last bit), so
+    adaptive batching never changes an answer; a server scales with workers instead.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _check_signature(session, config: PipelineConfig, tag: str) -> None:
+    features = config.dataset.features
+    expected = {f.name: "tensor(string)" if f.type == "categorical" else "tensor(float)" for f in features}
+    actual = {i.name: i.type for i in session.get_inputs()}
+    if actual != expected:
+        missing = sorted(set(expected) - set(actual))
+        unknown = sorted(set(actual) - set(expected))
+        mistyped = sorted(n for n in set(expected) & set(actual) if expected[n] != actual[n])
+        raise ModelRejected(
+            f"{tag}: its inputs do not match the config's features "
+            f"(missing {missing}, not features {unknown}, wrong type {mistyped})"
+        )
+    wanted = {VALUE_OUTPUT} if config.dataset.task == "regression" else {LABEL_OUTPUT, PROBABILITIES_OUTPUT}
+    outputs = {o.name for o in session.get_outputs()}
+    if not wanted <= outputs:
+        raise ModelRejected(
+            f"{tag}: a {config.dataset.task} model must have outputs {sorted(wanted)}, this one has {sorted(outputs)}"
+        )
+
+
+def _class_keys(onnx_bytes: bytes, tag: str) -> tuple[str, ...]:
+    import onnx
+
+    for node in onnx.load_model_from_string(onnx_bytes).graph.node:
+        for attribute in node.attribute:
+            if attribute.name in _CLASS_ATTRIBUTES:
+                values = attribute.ints or [s.decode() for s in attribute.strings]
+                return tuple(str(v) for v in values)
+    raise ModelRejected(f"{tag}: the classifier's class labels are not in the ONNX graph")
+
+
+def _check_sample(served: ServedModel, config: PipelineConfig, record: type[BaseModel]) -> None:
+    sample: Sequence[BaseModel] = [schema.sample_record(record, config.dataset)]
+    try:
+        (prediction,) = served.predict(schema.feeds(sample, config.dataset))
+    except Exception as exc:  # whatever onnxruntime or a malformed output raises, the model cannot serve
+        raise ModelRejected(f"{served.tag}: a sample record fails: {_first_line(exc)}") from exc
+    numbers = [prediction["value"]] if "value" in prediction else list(prediction["probabilities"].values())
+    if not all(np.isfinite(numbers)):
+        raise ModelRejected(f"{served.tag}: a sample record gives a non-finite prediction {prediction}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -1,0 +1,104 @@
+"""The inference log: rows match what was answered (SQLite, Postgres); an unavailable database costs rows, not
+answers, and writing resumes when it is back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from include.devstack.processes import free_port
+from tests.fixtures.serving import Service
+from tests.serving.conftest import logged_rows, records_of, wait_for
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _dropped(service: Service) -> float:
+    return service.metrics().get(("mlops_inference_log_dropped_total", ()), 0.0)
+
+
+def _assert_logged_as_answered(url: str, records: list[dict[str, Any]], answer: dict[str, Any]) -> None:
+    rows = wait_for(lambda: logged_rows(url, answer["request_id"]), what="the inference log rows")
+    assert len(rows) == len(records)
+    for index, (row, record, prediction) in enumerate(zip(rows, records, answer["predictions"], strict=True)):
+        assert row["record_index"] == index
+        assert row["record_id"] == record["transaction_id"]
+        assert (row["model_name"], row["model_version"]) == ("fraud_detector", answer["model_version"])
+        assert _json(row["inputs"]) == {k: v for k, v in record.items() if k != "transaction_id"}
+        assert row["label"] == str(prediction["label"])
+        assert _json(row["probabilities"]) == prediction["probabilities"]
+        assert row["value"] is None
+        predicted_at = row["predicted_at"]
+        if isinstance(predicted_at, str):  # SQLite keeps UTC as text
+            predicted_at = dt.datetime.fromisoformat(predicted_at).replace(tzinfo=dt.UTC)
+        assert abs(predicted_at - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+
+
+def test_every_prediction_is_logged_as_answered(service, config, splits):
+    records = records_of(splits["test"].iloc[:50], config.dataset)
+    records[3]["distance_from_home_km"] = None
+    response = service.predict(records)
+    assert response.status_code == 200
+    _assert_logged_as_answered(service.env["MLOPS_INFERENCE_LOG_URL"], records, response.json())
+
+
+def test_batched_predictions_are_logged_one_request_each(service, config, splits):
+    (record,) = records_of(splits["test"].iloc[:1], config.dataset)
+    response = service.predict([record])
+    (answer,) = httpx.post(f"{service.url}/predict_batched", json={"records": [record]}, timeout=30).json()
+    rows = wait_for(lambda: logged_rows(service.env["MLOPS_INFERENCE_LOG_URL"], answer["request_id"]))
+    assert [(r["record_index"], r["record_id"], r["label"]) for r in rows] == [
+        (0, record["transaction_id"], str(response.json()["predictions"][0]["label"]))
+    ]
+
+
+@pytest.mark.postgres
+def test_the_log_on_postgres(start_service, empty_postgres_url, config, splits):
+    service = start_service(MLOPS_MODEL_TAG="fraud_detector:v1", MLOPS_INFERENCE_LOG_URL=empty_postgres_url)
+    records = records_of(splits["test"].iloc[:20], config.dataset)
+    answer = service.predict(records).json()
+    _assert_logged_as_answered(empty_postgres_url, records, answer)
+    engine = sa.create_engine(empty_postgres_url)
+    with engine.connect() as connection:
+        columns = {c["name"]: str(c["type"]) for c in sa.inspect(connection).get_columns("inference_log")}
+        indexes = {i["name"] for i in sa.inspect(connection).get_indexes("inference_log")}
+    engine.dispose()
+    assert (columns["predicted_at"], columns["inputs"], columns["value"]) == ("TIMESTAMP", "JSONB", "DOUBLE PRECISION")
+    assert "ix_inference_log_predicted_at" in indexes
+    assert _dropped(service) == 0
+
+
+def test_an_unavailable_database_costs_log_rows_not_answers(start_service, tmp_path, config, splits):
+    # The database's folder is a file for now (a read-only folder would not stop root): SQLite cannot open it.
+    folder = tmp_path / "log"
+    folder.write_text("not a folder")
+    url = f"sqlite:///{folder / 'log.db'}"
+    service = start_service(MLOPS_MODEL_TAG="fraud_detector:v1", MLOPS_INFERENCE_LOG_URL=url)
+    records = records_of(splits["test"].iloc[:10], config.dataset)
+
+    for _ in range(3):
+        assert service.predict(records).status_code == 200
+    wait_for(lambda: _dropped(service) >= 30, what="30 dropped rows")
+    assert "inference log unavailable, dropping rows until it is back" in service.log()
+
+    folder.unlink()
+    folder.mkdir()
+    answer = service.predict(records).json()
+    _assert_logged_as_answered(url, records, answer)
+    assert "inference log is writable again" in service.log()
+    assert "Traceback" not in service.log()
+
+
+def test_an_unreachable_postgres_costs_log_rows_not_answers(start_service, config, splits):
+    url = f"postgresql+psycopg2://nobody@127.0.0.1:{free_port()}/nothing"
+    service = start_service(MLOPS_MODEL_TAG="fraud_detector:v1", MLOPS_INFERENCE_LOG_URL=url)
+    records = records_of(splits["test"].iloc[:5], config.dataset)
+    assert service.predict(records).status_code == 200
+    wait_for(lambda: _dropped(service) >= 5, what="5 dropped rows")
