@@ -20,11 +20,14 @@ The nightly training pipeline, run on a lakeFS branch of its own (`run-<run id>`
    converts it to ONNX and fails the run unless it predicts like the sklearn model on the whole test split;
    **register_challenger** registers it as a new version with alias `challenger`, the decision and the parity
    figures as tags;
-9. **promote_champion** and **merge_snapshot** into `main` when the gate passes (and param `promote` is on),
-   or **record_rejection** on the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
+9. when the gate passes (and param `promote` is on): **deploy_model** puts the ONNX model into the BentoML
+   model store, builds a Bento, switches the running service to it without downtime and smoke-tests it
+   (the previous model is put back on failure); then **promote_champion** moves `champion` and
+   **merge_snapshot** merges the training snapshot into `main`. Otherwise **record_rejection** commits the
+   decision on the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
 
 Buttons: **lakeFS** on tasks that commit or read lakeFS, **MLflow run** on the training tasks, the gate and
-the ONNX packaging.
+the ONNX packaging, **Service API docs** on the deployment.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from mlops_airflow.training_data import build_training_snapshot, collect, valida
 from mlops_airflow.training_model import (
     choose_outcome,
     choose_training_data,
+    deploy_model,
     gate,
     package_onnx,
     plan_candidates,
@@ -75,7 +79,9 @@ DECISION = "ti.xcom_pull(task_ids='register_challenger')"
             description="Retrain on a recorded snapshot: the lakefs_commit tag of an earlier training run.",
         ),
         "promote": Param(
-            True, type="boolean", description="Move the champion alias when the gate passes (off: register only)."
+            True,
+            type="boolean",
+            description="Deploy and promote the challenger when the gate passes (off: register it only).",
         ),
     },
 )
@@ -141,9 +147,9 @@ def ml_training():
     create_run_branch >> data_source >> [staged, data]
     validated >> commit_raw >> merge_raw
     snapshot >> commit_snapshot >> data
-    promote = promote_champion(decision)
-    outcome >> [promote, record_rejection]
-    promote >> merge_snapshot
+    deployed = deploy_model(decision)
+    outcome >> [deployed, record_rejection]
+    promote_champion(decision, deployed) >> merge_snapshot
 
 
 ml_training()

@@ -2,9 +2,9 @@
 
 from airflow.plugins_manager import AirflowPlugin
 
-from mlops_airflow.links import LakeFSCommitLink, MLflowRunLink
+from mlops_airflow.links import LakeFSCommitLink, MLflowRunLink, ServiceDocsLink
 
 
 class MLOpsPlugin(AirflowPlugin):
     name = "mlops"
-    operator_extra_links = [LakeFSCommitLink(), MLflowRunLink()]
+    operator_extra_links = [LakeFSCommitLink(), MLflowRunLink(), ServiceDocsLink()]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from include.mlops.config import PipelineConfig
+from include.mlops.config import Dataset, PipelineConfig
 
 MODEL_FILE = "model.onnx"
 SHA256_LABEL = "onnx_sha256"
@@ -21,6 +21,10 @@ SHA256_LABEL = "onnx_sha256"
 
 class DeploymentError(RuntimeError):
     """A rollout did not complete; the message says what was put back."""
+
+
+class ServiceUnreachable(DeploymentError):
+    """The model service does not answer at all (worth retrying later, unlike a refused model)."""
 
 
 def model_store_tag(config: PipelineConfig, version: str) -> str:
@@ -104,7 +108,7 @@ class ServingEndpoint:
         try:
             return httpx.request(method, self.url + path, headers=self._headers, timeout=self.timeout, **kwargs)
         except httpx.HTTPError as exc:
-            raise DeploymentError(f"the model service at {self.url} cannot be reached ({exc})") from exc
+            raise ServiceUnreachable(f"the model service at {self.url} cannot be reached ({exc})") from exc
 
     def _json(self, response, doing: str) -> dict[str, Any]:
         if response.status_code >= 400:
@@ -127,6 +131,32 @@ def smoke_test(
     for index, (got, want) in enumerate(zip(answer["predictions"], expected, strict=True)):
         if not _same_prediction(got, want):
             raise DeploymentError(f"smoke test: record {index} got {got} from the service, {want} offline")
+
+
+def roll_out(
+    endpoint: ServingEndpoint, tag: str, records: list[dict[str, Any]], expected: list[dict[str, Any]]
+) -> str | None:
+    """Switch the service to `tag` and smoke-test it; returns the tag it served before (None: nothing).
+
+    On any failure after the switch was asked for, the service is switched back to what it served before, and
+    DeploymentError says what failed and what serves now. ServiceUnreachable before that changes nothing.
+    """
+    previous = endpoint.current_model()
+    previous_tag = previous["tag"] if previous else None
+    try:
+        endpoint.switch_to(tag)
+        smoke_test(endpoint, tag, records, expected)
+    except DeploymentError as failure:
+        if previous_tag is None:
+            raise DeploymentError(f"rollout of {tag} failed: {failure}; no earlier model to put back") from None
+        try:
+            endpoint.switch_to(previous_tag)
+        except DeploymentError as restore_failure:
+            raise DeploymentError(
+                f"rollout of {tag} failed: {failure}; putting {previous_tag} back failed too: {restore_failure}"
+            ) from None
+        raise DeploymentError(f"rollout of {tag} failed: {failure}; the service serves {previous_tag} again") from None
+    return previous_tag
 
 
 def offline_predictions(onnx_bytes: bytes, config: PipelineConfig, frame) -> list[dict[str, Any]]:
@@ -172,23 +202,20 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def records_of(frame, config: PipelineConfig) -> list[dict[str, Any]]:
-    """Rows of a validated split as the service's request records: the config's features, JSON types,
-    missing values as null."""
+def records_of(frame, dataset: Dataset, with_id: bool = False) -> list[dict[str, Any]]:
+    """Rows of a validated split as the service's request records: the dataset's features (and its id column
+    when `with_id`), JSON types with numbers as their exact doubles, missing values as null."""
     import pandas as pd
 
+    columns = [f.name for f in dataset.features] + ([dataset.id_column] if with_id else [])
+    kinds = {f.name: f.type for f in dataset.features} | {dataset.id_column: "categorical"}
+    convert = {"numeric": float, "boolean": bool, "categorical": str}
     records = []
-    for row in frame[[f.name for f in config.dataset.features]].itertuples(index=False):
+    for row in frame[columns].itertuples(index=False):
         record = {}
-        for feature, value in zip(config.dataset.features, row, strict=True):
-            if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-                record[feature.name] = None
-            elif feature.type == "numeric":
-                record[feature.name] = float(value)
-            elif feature.type == "boolean":
-                record[feature.name] = bool(value)
-            else:
-                record[feature.name] = str(value)
+        for column, value in zip(columns, row, strict=True):
+            missing = value is None or value is pd.NA or (isinstance(value, float) and value != value)
+            record[column] = None if missing else convert[kinds[column]](value)
         records.append(record)
     return records
 

@@ -12,7 +12,7 @@ from airflow.sdk import get_current_context
 from airflow.sdk.bases.decorator import task_decorator_factory
 
 from mlops_airflow.lakefs_hook import LakeFSHook
-from mlops_airflow.links import LakeFSCommitLink, MLflowRunLink
+from mlops_airflow.links import LakeFSCommitLink, MLflowRunLink, ServiceDocsLink
 
 
 class _LakeFSPythonOperator(_PythonDecoratedOperator):
@@ -22,7 +22,7 @@ class _LakeFSPythonOperator(_PythonDecoratedOperator):
 
 class _MLflowPythonOperator(_PythonDecoratedOperator):
     custom_operator_name = "@mlflow_task"
-    operator_extra_links = (MLflowRunLink(), LakeFSCommitLink())
+    operator_extra_links = (MLflowRunLink(), LakeFSCommitLink(), ServiceDocsLink())
 
 
 def lakefs_task(python_callable: Callable | None = None, multiple_outputs: bool | None = None, **kwargs):
@@ -52,3 +52,8 @@ def show_lakefs_commit(repository: str, commit_id: str, hook: LakeFSHook | None 
 def show_mlflow_run(url: str) -> None:
     """Point the running task's "MLflow run" button at `url`."""
     get_current_context()["ti"].xcom_push(key=MLflowRunLink.source_key, value=url)
+
+
+def show_service_docs(url: str) -> None:
+    """Point the running task's "Service API docs" button at `url`."""
+    get_current_context()["ti"].xcom_push(key=ServiceDocsLink.source_key, value=url)

@@ -34,3 +34,10 @@ class MLflowRunLink(_StoredUrlLink):
 
     name = "MLflow run"
     source_key = "mlflow_run_url"
+
+
+class ServiceDocsLink(_StoredUrlLink):
+    """Opens the API docs of the model service the task deployed to."""
+
+    name = "Service API docs"
+    source_key = "service_docs_url"

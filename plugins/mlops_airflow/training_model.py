@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from include.mlops.naming import run_branch_name
 from mlops_airflow import mlflow_tracking
-from mlops_airflow.decorators import lakefs_task, mlflow_task, show_lakefs_commit, show_mlflow_run
+from mlops_airflow.decorators import lakefs_task, mlflow_task, show_lakefs_commit, show_mlflow_run, show_service_docs
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import airflow_run_metadata
 
@@ -200,17 +200,69 @@ def register_challenger(decision: dict, package: dict) -> dict:
 @task.branch
 def choose_outcome(decision: dict, params: dict) -> str:
     if decision["promote"] and params.get("promote", True):
-        return "promote_champion"
+        return "deploy_model"
     return "record_rejection"
 
 
+SMOKE_TEST_ROWS = 200
+
+
 @mlflow_task
-def promote_champion(decision: dict) -> dict:
-    """Move `champion` to the challenger's version (the old one keeps `previous-champion`)."""
+def deploy_model(decision: dict) -> dict:
+    """Roll the challenger out to the running service: into the BentoML model store with its lineage, built
+    into a Bento (tag recorded on the model version), switched to without downtime, and smoke-tested (ready,
+    then predictions on test rows equal to the offline ONNX ones). On any failure the previous model is put
+    back and the task fails; `champion` moves only after this task succeeds."""
+    from include.mlops import deployment, tracking, versioning
+    from include.mlops.config import load_config
+    from include.mlops.lineage import PROJECT_ROOT
+    from mlops_airflow import serving
+
+    ti = get_current_context()["ti"]
+    data = ti.xcom_pull(task_ids="resolve_training_data")
+    config = load_config()
+    client = mlflow_tracking.client()
+    name, version = config.model.registered_name, decision["version"]
+    onnx_bytes = tracking.load_onnx(decision["onnx_model_uri"])
+    lineage = {
+        "mlflow_model_name": name,
+        "mlflow_model_version": version,
+        "mlflow_run_id": decision["challenger_run_id"],
+        "lakefs_repository": data["repository"],
+        "lakefs_commit": data["commit"],
+        "airflow_run_id": ti.run_id,
+    }
+    tag = deployment.save_to_model_store(onnx_bytes, config, version, lineage)
+    bento = deployment.build_bento(tag, PROJECT_ROOT / "include" / "serving" / "bentofile.yaml", PROJECT_ROOT, lineage)
+    client.set_model_version_tag(name, version, "bentoml_model_tag", tag)
+    client.set_model_version_tag(name, version, "bento_tag", bento)
+    print(f"{tag} is in the BentoML model store; Bento {bento}")
+
+    repo = LakeFSHook().get_repository(data["repository"])
+    rows = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(SMOKE_TEST_ROWS)
+    expected = deployment.offline_predictions(onnx_bytes, config, rows)
+    service = serving.endpoint()
+    try:
+        previous = deployment.roll_out(service, tag, deployment.records_of(rows, config.dataset), expected)
+    except deployment.ServiceUnreachable:
+        raise  # nothing was changed: the task's retries may find the service up again
+    except deployment.DeploymentError as failure:
+        raise AirflowFailException(str(failure)) from None
+    show_service_docs(serving.docs_url())
+    print(f"{tag} serves at {service.url}; smoke test passed on {len(rows)} rows")
+    return {"bentoml_model_tag": tag, "bento_tag": bento, "previous_tag": previous}
+
+
+@mlflow_task
+def promote_champion(decision: dict, deployed: dict) -> dict:
+    """Move `champion` to the deployed version (the old one keeps `previous-champion`)."""
     from include.mlops import registry
     from include.mlops.config import load_config
 
     name = load_config().model.registered_name
     previous = registry.promote(mlflow_tracking.client(), name, decision["version"])
-    print(f"{name}: champion is now v{decision['version']}" + (f" (was v{previous})" if previous else ""))
+    print(
+        f"{name}: champion is now v{decision['version']} ({deployed['bentoml_model_tag']})"
+        + (f", was v{previous}" if previous else "")
+    )
     return {"version": decision["version"], "previous_version": previous}

@@ -1,5 +1,5 @@
 """Fixtures for runs of the project's DAGs: the demo source database, a pipeline config of the test's own
-(its own registered model, cheap candidates), and the MLflow connection."""
+(its own registered model, cheap candidates), and the MLflow and model service connections."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import yaml
 from include.devstack import simulator
 from include.mlops.config import CONFIG_DIR, PipelineConfig, load_config
 from tests.conftest import REPO_ROOT
+from tests.fixtures.serving import ADMIN_TOKEN, Service, StartService
 
 ROWS_PER_DAY = 1500
 # Two quick candidates: enough for the gate to choose, cheap enough for many DAG runs.
@@ -63,6 +64,17 @@ def mlflow_connection(mlflow_server, monkeypatch: pytest.MonkeyPatch) -> str:
     conn = {"conn_type": "http", "host": address.hostname, "port": address.port, "schema": "http"}
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(conn))
     return mlflow_server.url
+
+
+@pytest.fixture
+def model_service(start_model_service: StartService, monkeypatch: pytest.MonkeyPatch) -> Service:
+    """The model service, serving nothing yet, behind connection `serving_default`: where deploy_model rolls
+    models out to."""
+    service = start_model_service(expect_model=False)
+    address = urlparse(service.url)
+    conn = {"conn_type": "http", "host": address.hostname, "port": address.port, "password": ADMIN_TOKEN}
+    monkeypatch.setenv("AIRFLOW_CONN_SERVING_DEFAULT", json.dumps({**conn, "schema": "http"}))
+    return service
 
 
 def load_dag(dag_id: str):

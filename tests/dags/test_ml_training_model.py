@@ -10,12 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from include.devstack.processes import free_port
-from include.mlops import registry, versioning
+from include.mlops import deployment, registry, versioning
 from include.mlops.naming import run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import load_dag
 
-pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "transactions_db")
+pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "transactions_db", "model_service")
 
 INTERVAL_END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 
@@ -39,7 +39,9 @@ def _client(url: str) -> MlflowClient:
     return MlflowClient(url, registry_uri=url)
 
 
-def test_a_first_run_trains_gates_promotes_and_merges_its_snapshot(mlflow_connection, pipeline_config):
+def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
+    mlflow_connection, pipeline_config, model_service
+):
     dag_run = run()
     assert dag_run.state == "success"
 
@@ -70,6 +72,42 @@ def test_a_first_run_trains_gates_promotes_and_merges_its_snapshot(mlflow_connec
     for task_id in ("gate", "start_training_run", "package_onnx"):
         assert "/#/experiments/" in _xcom(dag_run, task_id, "_link_MLflowRunLink")
     assert "/commits/" in _xcom(dag_run, "resolve_training_data", "_link_LakeFSCommitLink")
+    assert _xcom(dag_run, "deploy_model", "_link_ServiceDocsLink") == model_service.url + "/"
+
+    # The champion serves over HTTP, and leads back to the exact data commit and training run.
+    deployed = _xcom(dag_run, "deploy_model")
+    assert deployed["bentoml_model_tag"] == champion.tags["bentoml_model_tag"] == f"{name}:v{champion.version}"
+    assert champion.tags["bento_tag"] == deployed["bento_tag"] and deployed["previous_tag"] is None
+    rows = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(20)
+    answer = model_service.predict(deployment.records_of(rows, pipeline_config.dataset)).json()
+    assert answer["model_name"] == name and answer["model_version"] == champion.version
+    assert len(answer["predictions"]) == 20 and {"label", "probabilities"} <= set(answer["predictions"][0])
+    served = model_service.admin("GET").json()
+    assert served["tag"] == deployed["bentoml_model_tag"]
+    assert served["labels"]["lakefs_commit"] == data["commit"]
+    assert served["labels"]["mlflow_run_id"] == decision["challenger_run_id"]
+    assert served["labels"]["airflow_run_id"] == dag_run.run_id
+
+
+def test_a_service_that_does_not_answer_fails_the_deploy_and_nothing_is_promoted(
+    mlflow_connection, pipeline_config, monkeypatch
+):
+    dead = {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "password": "x", "schema": "http"}
+    monkeypatch.setenv("AIRFLOW_CONN_SERVING_DEFAULT", json.dumps(dead))
+    dag = load_dag("ml_training")
+    dag.get_task("deploy_model").retry_delay = dt.timedelta(0)
+    dag_run = dag.test(logical_date=INTERVAL_END, run_conf={"history_days": 3})
+
+    deploy = dag_run.get_task_instance("deploy_model")
+    assert dag_run.state == "failed" and deploy.state == "failed" and deploy.try_number == 3
+    assert dag_run.get_task_instance("promote_champion").state == "upstream_failed"
+    client, name = _client(mlflow_connection), pipeline_config.model.registered_name
+    decision = _xcom(dag_run, "register_challenger")
+    assert client.get_model_version_by_alias(name, registry.CHALLENGER).version == decision["version"]
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias(name, registry.CHAMPION)
+    snapshot = _xcom(dag_run, "resolve_training_data")["paths"]["train"]
+    assert not versioning.object_exists(LakeFSHook().get_repository(), "main", snapshot)
 
 
 def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_says_so(
