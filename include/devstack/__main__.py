@@ -1,7 +1,8 @@
 """`make run`: the whole stack on this machine, without Docker, until Ctrl-C.
 
-Starts lakeFS (the project's compatible server, or the real one at LAKEFS_ENDPOINT), `mlflow server` and
-`airflow standalone` with this project's DAGs, plugins and airflow_settings.yaml, all on 127.0.0.1; prints
+Starts lakeFS (the project's compatible server, or the real one at LAKEFS_ENDPOINT), `mlflow server`, the
+BentoML model service and `airflow standalone` with this project's DAGs, plugins and airflow_settings.yaml,
+all on 127.0.0.1; prints
 where everything is; and on Ctrl-C (or SIGTERM) stops every process group it started. State and logs live
 under `.local/` so that a second run finds the data of the first.
 """
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, default=services.REPO_ROOT / ".local", help="default: .local/")
     parser.add_argument(
-        "--free-ports", action="store_true", help="pick free ports instead of 8000/5000/8080 (and env overrides)"
+        "--free-ports", action="store_true", help="pick free ports instead of 8000/5000/8080/3000 (and env overrides)"
     )
     args = parser.parse_args(argv)
 
@@ -59,6 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         mlflow = supervisor.start("mlflow", lambda: services.start_mlflow(state / "mlflow", ports["MLFLOW_PORT"], logs))
         _say(f"MLflow      {mlflow.url}")
 
+        # The deploy task (in Airflow) saves models into this store and the service loads them from it.
+        bentoml_home = {"BENTOML_HOME": str(state / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+        serving_env = {
+            **bentoml_home,
+            "MLOPS_ADMIN_TOKEN": credentials["serving_admin_token"],
+            "MLOPS_SERVING_STATE_DIR": str(state / "serving"),
+            "MLOPS_INFERENCE_LOG_URL": f"sqlite:///{state / 'serving' / 'inference_log.db'}",
+            "MLFLOW_TRACKING_URI": mlflow.url,
+        }
+        _check_port_free("SERVING_PORT", ports["SERVING_PORT"])
+        (state / "serving").mkdir(exist_ok=True)
+        # Restarted when it exits: it comes back serving the model its pointer file names.
+        serving = supervisor.start(
+            "serving",
+            lambda: services.start_serving(ports["SERVING_PORT"], logs, serving_env, expect_model=False),
+            restart=True,
+        )
+        _say(f"Serving     {serving.url}  (API docs at /; no model until ml_training deploys one)")
+
         source_db = state / "source" / "transactions.db"
         _say(f"Source      simulating {DEMO_HISTORY_DAYS} days of card transactions into {source_db} ...")
         _seed_transactions(source_db)
@@ -77,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = airflow_settings.load(services.REPO_ROOT / "airflow_settings.yaml", settings_env)
         _check_port_free("AIRFLOW_PORT", ports["AIRFLOW_PORT"])
         airflow_home = state / "airflow"
-        env = services.airflow_env(airflow_home, ports["AIRFLOW_PORT"])
+        env = services.airflow_env(airflow_home, ports["AIRFLOW_PORT"], bentoml_home)
         services.write_airflow_password(airflow_home, "admin", credentials["airflow_admin_password"])
         _say("Airflow     migrating the metadata database and loading airflow_settings.yaml ...")
         _run_airflow(["db", "migrate"], env, logs / "airflow-setup.log")

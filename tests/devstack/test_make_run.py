@@ -106,7 +106,7 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
         output = "\n".join(lines)
         assert "Ready" in output, f"the stack did not come up:\n{output}\n{_logs(state_dir)}"
 
-        urls = dict(re.findall(r"\[make run\] (lakeFS|MLflow|Airflow)\s+(http://127\.0\.0\.1:\d+)", output))
+        urls = dict(re.findall(r"\[make run\] (lakeFS|MLflow|Serving|Airflow)\s+(http://127\.0\.0\.1:\d+)", output))
         credentials = json.loads((state_dir / "credentials.json").read_text())
         assert re.search(r"login: admin / \S+", output)
 
@@ -128,7 +128,7 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
         connection = _get(f"{urls['Airflow']}/api/v2/connections/lakefs_default", token)
         assert (connection["login"], f"http://127.0.0.1:{connection['port']}") == (keys[0], urls["lakeFS"])
 
-        # The data half of ml_training runs on the real scheduler against the simulator's source.
+        # ml_training runs on the real scheduler against the simulator's source, and deploys its model.
         run = _post(
             f"{urls['Airflow']}/api/v2/dags/ml_training/dagRuns",
             token,
@@ -138,6 +138,7 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
         assert state == "success", _logs(state_dir)
         lakefs_objects = _get(f"{urls['lakeFS']}/api/v1/repositories/mlops/refs/main/objects/ls?prefix=raw/", auth=keys)
         assert len(lakefs_objects["results"]) == 3
+        _the_champion_serves_and_comes_back_when_killed(stack.pid, urls["Serving"], state_dir)
     finally:
         stack.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
@@ -150,9 +151,50 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
     output = "\n".join(lines)
     assert stack.returncode == 0, output
     stopped = [int(pid) for pid in re.findall(r"stopping \w+ \(pid (\d+)\)", output)]
-    assert len(stopped) == 3, output
+    assert len(stopped) == 4, output
     time.sleep(1)
     assert [pid for pid in stopped if _group_alive(pid)] == [], "process groups left running"
+
+
+def _the_champion_serves_and_comes_back_when_killed(stack_pid: int, serving_url: str, state_dir: Path) -> None:
+    import httpx
+    import pandas as pd
+    import psutil
+
+    from include.mlops import deployment
+    from include.mlops.config import load_config
+
+    config = load_config()
+    rows = pd.read_sql_table("transactions", f"sqlite:///{state_dir / 'source' / 'transactions.db'}").head(5)
+    records = deployment.records_of(rows, config.dataset)
+    answer = httpx.post(f"{serving_url}/predict", json={"records": records}, timeout=30).json()
+    assert answer["model_name"] == config.model.registered_name and len(answer["predictions"]) == 5
+    served = answer["model_version"]
+
+    def serving_process() -> psutil.Process:
+        # BentoML's process renames itself (circusd); it is the stack's child that listens on the port.
+        port = urllib.parse.urlparse(serving_url).port
+        (process,) = [
+            child
+            for child in psutil.Process(stack_pid).children()
+            if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in child.net_connections("tcp"))
+        ]
+        return process
+
+    serving = serving_process()
+    os.killpg(serving.pid, signal.SIGKILL)
+    serving.wait(timeout=30)  # gone once the stack has reaped it; until then it may still answer
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{serving_url}/readyz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    assert serving_process().pid != serving.pid
+    again = httpx.post(f"{serving_url}/predict", json={"records": records}, timeout=30).json()
+    assert again["model_version"] == served and again["predictions"] == answer["predictions"]
 
 
 def _logs(state: Path) -> str:

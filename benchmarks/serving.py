@@ -1,0 +1,512 @@
+"""Serving speed: in-process onnxruntime against sklearn, and the BentoML service against `mlflow models serve`
+and a bare FastAPI + onnxruntime server, with and without the inference log.
+
+Side by side in one run, on the same GradientBoosting pipeline (the demo config's candidate) fitted on
+simulated demo data:
+
+1. In process: sklearn `predict_proba` and onnxruntime (one thread, as the service runs it) on one row and on
+   a 1,000-row batch. Targets: onnxruntime >= 10x faster on one row, >= 1x on the batch.
+2. Over HTTP, one record per request at concurrency 1, 8 and 32: the BentoML service (/predict, and the
+   adaptive batching path /predict_batched), `mlflow models serve` of the sklearn model (logged to a temporary
+   MLflow file store, `--env-manager local`), and FastAPI + onnxruntime on uvicorn with no validation, metrics
+   or logging (the floor). Targets: BentoML >= 2x mlflow serve, >= 0.7x the bare server, p99 <= 20 ms at
+   concurrency 8.
+3. The inference log's cost: BentoML with MLOPS_INFERENCE_LOG_URL set (SQLite) against unset. Target: at most
+   10 % less throughput.
+
+Each server runs with one worker. When the machine allows it, the servers are pinned to one core and the load
+generator (aiohttp, in this process) to another, and the generator's own CPU use is reported: a figure is
+only the server's if the generator had CPU to spare.
+
+    .venv/bin/python -m benchmarks.serving [--rows N] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.report import publish
+from benchmarks.training_overhead import demo_splits
+
+CONCURRENCY = (1, 8, 32)
+COLUMNS = (
+    "benchmark",
+    "server",
+    "concurrency",
+    "req/s",
+    "p50 (ms)",
+    "p99 (ms)",
+    "vs reference",
+    "client CPU (%)",
+    "errors",
+)
+DISTINCT_BODIES = 1000
+ADMIN_TOKEN = "benchmark"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000, help="simulated rows to fit on")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per server and concurrency")
+    args = parser.parse_args()
+    os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+
+    from include.mlops import packaging, training
+    from include.mlops.config import load_config
+
+    config = load_config("fraud_demo.yaml")
+    print(f"simulating {args.rows:,} rows and fitting the gradient boosting candidate ...", flush=True)
+    splits = demo_splits(config, args.rows)
+    spec = next(s for s in training.expand_candidates(config) if s.estimator == "GradientBoosting")
+    pipeline = training.fit(training.build_pipeline(config, spec), config, splits["train"])
+    onnx_bytes = packaging.to_onnx(pipeline, config)
+    test = splits["test"]
+
+    server_core, client_core = _cores()
+    if client_core is not None:
+        os.sched_setaffinity(0, {client_core})
+
+    rows = in_process_rows(pipeline, onnx_bytes, config, test)
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        writer_cpu = inference_log_cpu_per_row(Path(tmp), config, test)
+        rows += http_rows(Path(tmp), pipeline, onnx_bytes, config, test, args.seconds, args.rounds, server_core)
+    publish(
+        "serving",
+        rows,
+        {
+            "model": f"{spec.name} on {len(splits['train']):,} rows, {len(config.dataset.features)} features",
+            "cores": f"servers on core {server_core}, load generator on core {client_core}"
+            if client_core is not None
+            else "not pinned (fewer than 2 cores allowed)",
+            "load generator": "aiohttp, one record per request, distinct records, keep-alive connections",
+            "inference log CPU per row (SQLite, submit and write)": f"{writer_cpu * 1e6:.1f} us",
+            "targets": "onnxruntime >= 10x sklearn on one row, >= 1x on 1,000 rows; BentoML >= 2x mlflow serve, "
+            ">= 0.7x the bare server, p99 <= 20 ms at concurrency 8; inference log costs <= 10 % throughput",
+            **verdicts(rows),
+        },
+    )
+
+
+# --- 1. in process ---------------------------------------------------------------------------------------------
+
+
+def in_process_rows(pipeline, onnx_bytes: bytes, config, frame) -> list[dict[str, Any]]:
+    from include.mlops import packaging, training
+    from include.serving import schema
+    from include.serving.models import new_session
+
+    dataset = config.dataset
+    features = training.features_of(frame, dataset)
+    session = new_session(onnx_bytes)
+    record_model = schema.record_model(dataset)
+    records = [record_model.model_validate(r) for r in _records(frame, dataset)]
+    batch = features.iloc[:1000]
+    batch_feeds = packaging.onnx_feeds(batch, dataset)
+    one_row = [features.iloc[[i]] for i in range(300)]
+    one_feeds = [packaging.onnx_feeds(row, dataset) for row in one_row]
+
+    def single(run: Callable[[int], Any]) -> float:
+        return _median_seconds(lambda i: run(i % 300), 300)
+
+    timings = {
+        ("1 row", "sklearn predict_proba"): single(lambda i: pipeline.predict_proba(one_row[i])),
+        ("1 row", "onnxruntime"): single(lambda i: session.run(None, one_feeds[i])),
+        ("1 row", "onnxruntime + records to inputs"): single(
+            lambda i: session.run(None, schema.feeds(records[i : i + 1], dataset))
+        ),
+        ("1,000 rows", "sklearn predict_proba"): _median_seconds(lambda _: pipeline.predict_proba(batch), 15),
+        ("1,000 rows", "onnxruntime"): _median_seconds(lambda _: session.run(None, batch_feeds), 15),
+        ("1,000 rows", "onnxruntime + records to inputs"): _median_seconds(
+            lambda _: session.run(None, schema.feeds(records[:1000], dataset)), 15
+        ),
+    }
+    rows = []
+    for (size, how), seconds in timings.items():
+        baseline = timings[(size, "sklearn predict_proba")]
+        rows.append(
+            {
+                "benchmark": f"in process, {size}",
+                "server": how,
+                "concurrency": "",
+                "req/s": "",
+                "p50 (ms)": seconds * 1000,
+                "p99 (ms)": "",
+                "vs reference": f"{baseline / seconds:.1f}x sklearn",
+                "client CPU (%)": "",
+                "errors": "",
+            }
+        )
+    return rows
+
+
+def inference_log_cpu_per_row(tmp: Path, config, frame, requests: int = 10_000) -> float:
+    """CPU seconds the inference log spends per one-record request, the request's share and the writer's."""
+    import datetime as dt
+
+    from include.serving import schema
+    from include.serving.inference_log import InferenceLog, LoggedRequest
+
+    record_model = schema.record_model(config.dataset)
+    records = [record_model.model_validate(r) for r in _records(frame.iloc[:100], config.dataset)]
+    prediction = {"label": 0, "probabilities": {"0": 0.98, "1": 0.02}}
+    log = InferenceLog(f"sqlite:///{tmp / 'writer.db'}", config.dataset.id_column, lambda dropped: None)
+    log.start()
+    began = time.process_time()
+    for i in range(requests):
+        now = dt.datetime.now(dt.UTC)
+        log.submit(LoggedRequest(f"{i:032x}", "fraud_detector", "1", now, [records[i % 100]], [prediction]))
+    log.stop(timeout=60)
+    return (time.process_time() - began) / requests
+
+
+def _median_seconds(call: Callable[[int], Any], repeat: int) -> float:
+    for i in range(min(repeat, 20)):  # warm caches and lazy initialisation
+        call(i)
+    times = []
+    for i in range(repeat):
+        began = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+# --- 2. and 3. over HTTP ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    bodies: list[bytes]
+
+
+@dataclass(frozen=True)
+class Run:
+    latencies: list[float]
+    errors: int
+    client_cpu_seconds: float
+    seconds: float
+
+
+def http_rows(
+    tmp: Path, pipeline, onnx_bytes: bytes, config, frame, seconds: float, rounds: int, core: int | None
+) -> list[dict]:
+    records = _records(frame.iloc[:DISTINCT_BODIES], config.dataset)
+    ours = [json.dumps({"records": [r]}).encode() for r in records]
+    model_path = tmp / "model.onnx"
+    model_path.write_bytes(onnx_bytes)
+    runs: dict[tuple[str, int], list[Run]] = {}
+
+    def measure(targets: list[Target]) -> None:
+        # Rounds alternate between the targets, so that a slow moment of the machine does not fall on one only.
+        for concurrency in CONCURRENCY:
+            for _ in range(rounds):
+                for target in targets:
+                    print(f"  {target.name}, concurrency {concurrency} ...", flush=True)
+                    run = asyncio.run(_load(target.url, target.bodies, concurrency, seconds))
+                    runs.setdefault((target.name, concurrency), []).append(run)
+
+    settings = _bentoml_store(tmp, onnx_bytes, config)
+    log_url = f"sqlite:///{tmp / 'inference_log.db'}"
+    with _started_on(core):
+        without_log = _start_bentoml(tmp / "bento-log-off", settings)
+        with_log = _start_bentoml(tmp / "bento-log-on", {**settings, "MLOPS_INFERENCE_LOG_URL": log_url})
+    try:
+        measure(
+            [
+                Target("BentoML /predict (log off)", f"{without_log.url}/predict", ours),
+                Target("BentoML /predict (log on)", f"{with_log.url}/predict", ours),
+            ]
+        )
+        measure([Target("BentoML /predict_batched (log off)", f"{without_log.url}/predict_batched", ours)])
+    finally:
+        without_log.stop()
+        with_log.stop()
+    with _started_on(core):
+        server = _start_baseline(tmp, model_path)
+    try:
+        measure([Target("FastAPI + onnxruntime", f"{server.url}/predict", ours)])
+    finally:
+        server.stop()
+    with _started_on(core):
+        server = _start_mlflow_serve(tmp, pipeline, config, frame)
+    try:
+        mlflow_bodies = [json.dumps({"dataframe_records": [r]}).encode() for r in _feature_records(frame, config)]
+        measure([Target("mlflow models serve", f"{server.url}/invocations", mlflow_bodies)])
+    finally:
+        server.stop()
+
+    figures = {key: _summary(measured) for key, measured in runs.items()}
+    rows = []
+    for (name, concurrency), summary in figures.items():
+        reference = figures[("mlflow models serve", concurrency)]["req/s"]
+        rows.append(
+            {
+                "benchmark": "HTTP, 1 record per request",
+                "server": name,
+                "concurrency": concurrency,
+                **summary,
+                "vs reference": f"{summary['req/s'] / reference:.1f}x mlflow serve",
+            }
+        )
+    return [{column: row[column] for column in COLUMNS} for row in rows]
+
+
+def _summary(runs: list[Run]) -> dict[str, float]:
+    latencies = [latency for run in runs for latency in run.latencies]
+    seconds = sum(run.seconds for run in runs)
+    return {
+        "req/s": len(latencies) / seconds,
+        "p50 (ms)": float(np.percentile(latencies, 50) * 1000),
+        "p99 (ms)": float(np.percentile(latencies, 99) * 1000),
+        "client CPU (%)": 100 * sum(run.client_cpu_seconds for run in runs) / seconds,
+        "errors": sum(run.errors for run in runs),
+    }
+
+
+async def _load(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> Run:
+    """Requests back to back from `concurrency` clients: one second of warm-up, then `seconds` measured."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def client(index: int, until: float, latencies: list[float], errors: list[int]) -> None:
+            sent = index
+            while time.perf_counter() < until:
+                body = bodies[sent % len(bodies)]
+                sent += concurrency
+                began = time.perf_counter()
+                async with session.post(url, data=body) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors.append(response.status)
+                latencies.append(time.perf_counter() - began)
+
+        async def run(duration: float) -> Run:
+            latencies: list[float] = []
+            errors: list[int] = []
+            until = time.perf_counter() + duration
+            cpu, wall = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(client(i, until, latencies, errors) for i in range(concurrency)))
+            return Run(latencies, len(errors), time.process_time() - cpu, time.perf_counter() - wall)
+
+        await run(1.0)
+        return await run(seconds)
+
+
+def _bentoml_store(tmp: Path, onnx_bytes: bytes, config) -> dict[str, str]:
+    """A model store holding the model as fraud_detector:v1, and the service's settings for it."""
+    from include.mlops import deployment
+
+    # BentoML fixes its model store (BENTOML_HOME) when first imported in a process.
+    assert "bentoml" not in sys.modules, "bentoml was imported before the benchmark chose its BENTOML_HOME"
+    home = tmp / "bentoml"
+    os.environ["BENTOML_HOME"] = str(home)
+    os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+    tag = deployment.save_to_model_store(onnx_bytes, config, "1", {"source": "benchmark"})
+    return {"MLOPS_MODEL_TAG": tag, "MLOPS_ADMIN_TOKEN": ADMIN_TOKEN, "_MODELS": str(home / "models")}
+
+
+def _start_bentoml(home: Path, settings: dict[str, str]):
+    from include.devstack import services
+    from include.devstack.processes import free_port
+
+    # A home per server (its Prometheus folder is emptied at start) around the one model store.
+    home.mkdir()
+    (home / "models").symlink_to(settings["_MODELS"])
+    env = {k: v for k, v in settings.items() if not k.startswith("_")}
+    env.update({"BENTOML_HOME": str(home), "MLOPS_SERVING_STATE_DIR": str(home / "state")})
+    return services.start_serving(free_port(), home / "logs", env)
+
+
+def _start_baseline(tmp: Path, model_path: Path):
+    from include.devstack.processes import free_port, start_process, wait_until_healthy
+    from include.devstack.services import REPO_ROOT
+
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.serving:baseline_app", "--factory", "--workers", "1"]
+    process = start_process(
+        "baseline",
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        tmp / "logs" / "baseline.log",
+        env={**os.environ, "BENCH_MODEL": str(model_path)},
+        cwd=REPO_ROOT,
+        url=f"http://127.0.0.1:{port}",
+    )
+    wait_until_healthy(process, f"{process.url}/livez", timeout=60)
+    return process
+
+
+def baseline_app():
+    """FastAPI + onnxruntime and nothing else (no validation, metrics or log): the floor for this model."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    from include.mlops.config import load_config
+    from include.mlops.training import MISSING_CATEGORY
+    from include.serving.models import new_session
+
+    dataset = load_config("fraud_demo.yaml").dataset
+    session = new_session(Path(os.environ["BENCH_MODEL"]).read_bytes())
+    app = FastAPI()
+
+    @app.get("/livez")
+    async def livez() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.post("/predict")
+    async def predict(body: dict) -> JSONResponse:
+        records = body["records"]
+        feeds = {}
+        for feature in dataset.features:
+            values = [r.get(feature.name) for r in records]
+            if feature.type == "categorical":
+                column = np.array([MISSING_CATEGORY if v is None else v for v in values], dtype=object)
+            else:
+                column = np.array([np.nan if v is None else v for v in values], dtype=np.float64).astype(np.float32)
+            feeds[feature.name] = column.reshape(-1, 1)
+        labels, probabilities = session.run(None, feeds)
+        return JSONResponse(
+            {
+                "predictions": [
+                    {"label": label, "probabilities": {"0": row[0], "1": row[1]}}
+                    for label, row in zip(labels.tolist(), probabilities.tolist(), strict=True)
+                ]
+            }
+        )
+
+    return app
+
+
+def _start_mlflow_serve(tmp: Path, pipeline, config, frame):
+    """The same sklearn pipeline logged to a temporary MLflow store and served by `mlflow models serve`."""
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    from include.devstack.processes import free_port, start_process, wait_until_healthy
+    from include.devstack.services import venv_bin
+    from include.mlops import training
+
+    # MLflow 3 refuses its file store (maintenance mode); SQLite is the local store it supports.
+    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.create_experiment("serving-benchmark", artifact_location=(tmp / "artifacts").as_uri())
+    example = training.features_of(frame.head(5), config.dataset)
+    with mlflow.start_run(experiment_id=experiment):
+        logged = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=infer_signature(example, pipeline.predict_proba(example)),
+            serialization_format="skops",
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
+            pip_requirements=["scikit-learn", "skops", "pandas"],
+        )
+    port = free_port()
+    # It starts `uvicorn` from PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
+    process = start_process(
+        "mlflow-serve",
+        [venv_bin("mlflow"), "models", "serve", "-m", logged.model_uri, "--env-manager", "local"]
+        + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        tmp / "logs" / "mlflow-serve.log",
+        env=env,
+        url=f"http://127.0.0.1:{port}",
+    )
+    try:
+        wait_until_healthy(process, f"{process.url}/ping", timeout=180)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+def _records(frame, dataset) -> list[dict[str, Any]]:
+    """Rows as a client of the service sends them (features only, null where missing)."""
+    columns = [f.name for f in dataset.features]
+    values = frame[columns].astype(object).where(frame[columns].notna(), None)
+    return [{k: v.item() if isinstance(v, np.generic) else v for k, v in r.items()} for r in values.to_dict("records")]
+
+
+def _feature_records(frame, config) -> list[dict[str, Any]]:
+    """Rows as the sklearn pipeline's MLflow signature takes them (training.features_of: numbers as floats)."""
+    from include.mlops import training
+
+    features = training.features_of(frame.iloc[:DISTINCT_BODIES], config.dataset)
+    return json.loads(features.to_json(orient="records"))
+
+
+def _cores() -> tuple[int | None, int | None]:
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else (None, None)
+
+
+@contextmanager
+def _started_on(core: int | None) -> Generator[None]:
+    """Processes started inside run on `core`: a child inherits its parent's CPU affinity, threads included."""
+    if core is None:
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+
+
+def verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Each target, met or not, with the figures it was decided on."""
+
+    def http(server: str, concurrency: int) -> dict[str, Any]:
+        return next(r for r in rows if r["server"] == server and r["concurrency"] == concurrency)
+
+    def in_process(size: str, how: str) -> float:
+        return next(r["p50 (ms)"] for r in rows if r["benchmark"] == f"in process, {size}" and r["server"] == how)
+
+    def verdict(ok: bool, text: str) -> str:
+        return ("met: " if ok else "NOT met: ") + text
+
+    result = {}
+    for size, target in (("1 row", 10), ("1,000 rows", 1)):
+        speedup = in_process(size, "sklearn predict_proba") / in_process(size, "onnxruntime")
+        result[f"onnxruntime vs sklearn, {size}"] = verdict(speedup >= target, f"{speedup:.1f}x (target {target}x)")
+    for concurrency in CONCURRENCY:
+        ours = http("BentoML /predict (log on)", concurrency)["req/s"]
+        mlflow = http("mlflow models serve", concurrency)["req/s"]
+        bare = http("FastAPI + onnxruntime", concurrency)["req/s"]
+        result[f"BentoML (log on) vs mlflow serve, concurrency {concurrency}"] = verdict(
+            ours >= 2 * mlflow, f"{ours / mlflow:.1f}x (target 2x)"
+        )
+        result[f"BentoML (log on) vs bare server, concurrency {concurrency}"] = verdict(
+            ours >= 0.7 * bare, f"{ours / bare:.2f}x (target 0.7x)"
+        )
+        off = http("BentoML /predict (log off)", concurrency)["req/s"]
+        result[f"inference log cost, concurrency {concurrency}"] = verdict(
+            ours >= 0.9 * off, f"{100 * (1 - ours / off):.1f} % less throughput (target <= 10 %)"
+        )
+    p99 = http("BentoML /predict (log on)", 8)["p99 (ms)"]
+    result["BentoML p99 at concurrency 8"] = verdict(p99 <= 20, f"{p99:.1f} ms (target <= 20 ms)")
+    return result
+
+
+if __name__ == "__main__":
+    main()
