@@ -441,9 +441,9 @@ def _start_mlflow_serve(tmp: Path, pipeline, config, frame):
 
 def _records(frame, dataset) -> list[dict[str, Any]]:
     """Rows as a client of the service sends them (features only, null where missing)."""
-    columns = [f.name for f in dataset.features]
-    values = frame[columns].astype(object).where(frame[columns].notna(), None)
-    return [{k: v.item() if isinstance(v, np.generic) else v for k, v in r.items()} for r in values.to_dict("records")]
+    from include.mlops import deployment
+
+    return deployment.records_of(frame, dataset)
 
 
 def _feature_records(frame, config) -> list[dict[str, Any]]:
