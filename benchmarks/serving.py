@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import statistics
@@ -198,7 +199,7 @@ class Target:
 @dataclass(frozen=True)
 class Run:
     latencies: list[float]
-    errors: int
+    errors: list[int]  # the HTTP status of each failed request
     client_cpu_seconds: float
     seconds: float
 
@@ -275,8 +276,15 @@ def _summary(runs: list[Run]) -> dict[str, float]:
         "p50 (ms)": float(np.percentile(latencies, 50) * 1000),
         "p99 (ms)": float(np.percentile(latencies, 99) * 1000),
         "client CPU (%)": 100 * sum(run.client_cpu_seconds for run in runs) / seconds,
-        "errors": sum(run.errors for run in runs),
+        "errors": _by_status([status for run in runs for status in run.errors]),
     }
+
+
+def _by_status(statuses: list[int]) -> str | int:
+    """0, or how many requests failed with each status (e.g. "503: 10")."""
+    if not statuses:
+        return 0
+    return ", ".join(f"{status}: {count}" for status, count in sorted(collections.Counter(statuses).items()))
 
 
 async def _load(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> Run:
@@ -305,7 +313,7 @@ async def _load(url: str, bodies: list[bytes], concurrency: int, seconds: float)
             until = time.perf_counter() + duration
             cpu, wall = time.process_time(), time.perf_counter()
             await asyncio.gather(*(client(i, until, latencies, errors) for i in range(concurrency)))
-            return Run(latencies, len(errors), time.process_time() - cpu, time.perf_counter() - wall)
+            return Run(latencies, errors, time.process_time() - cpu, time.perf_counter() - wall)
 
         await run(1.0)
         return await run(seconds)

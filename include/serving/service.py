@@ -30,7 +30,8 @@ Endpoints (the OpenAPI document, generated from the config, is at /docs.json and
                               (regression: [{"value": 1.23}, ...]), one per record, in order.
     POST /predict_batched  {"records": [<one record>]} -> 200 [{"model_name", "model_version", "request_id",
                            "label", "probabilities"}] (or "value"). For clients that send one record per call:
-                           BentoML's adaptive batching merges concurrent calls into one onnxruntime run.
+                           BentoML's adaptive batching merges concurrent calls into one onnxruntime run;
+                           a call it expects to wait over 1 s is shed with 503 (retry it).
     Bad input to either: 400 {"error": "records[3].amount: value is not a finite number", "problems": [...]}
     naming every problem by record index and field (at most 20), 413 beyond the body limit, 415 for non-JSON,
     503 while no model is loaded; logged as one line, never with a traceback (include/serving/gate.py).
@@ -238,7 +239,9 @@ class ModelService:
         input_spec=BatchedRequest,
         batchable=True,
         max_batch_size=64,
-        max_latency_ms=200,
+        # BentoML's dispatcher answers 503 for a call it expects to wait longer than this (load shedding); at
+        # 200 ms a one-core server shed ~0.3 % of calls at concurrency 8-32 (benchmarks/serving.py).
+        max_latency_ms=1000,
     )
     async def predict_batched(self, records: list[BaseModel]) -> list[BatchedPrediction]:
         """Predict one record per call; concurrent calls are merged into one model run (adaptive batching)."""
