@@ -282,6 +282,22 @@ class Gate(_Strict):
     floors: dict[str, float] = Field(default_factory=dict)
 
 
+class Drift(_Strict):
+    """When live traffic says the champion should be retrained (drift_monitor)."""
+
+    # A verdict needs this many logged predictions in the window; fewer gives no verdict.
+    min_rows: int = Field(default=500, gt=0)
+    window_hours: int = Field(default=1, gt=0)
+    # Share of features drifted (Evidently's dataset drift share) at which retraining is asked for.
+    threshold: float = Field(default=0.3, gt=0, le=1)
+    # Drop of the primary metric on labelled live rows against the champion's test score (in its units).
+    max_performance_drop: float = Field(default=0.05, gt=0)
+    # After a drift-triggered training run, none again for this long.
+    cooldown_hours: float = Field(default=24, ge=0)
+    # Rows of the champion's training data kept as the reference, so a check never rescans the snapshot.
+    reference_rows: int = Field(default=5000, gt=0)
+
+
 class Branches(_Strict):
     # Run branches of rejected models are evidence for this long; lakefs_housekeeping deletes them after.
     retention_days: int = Field(default=14, ge=0)
@@ -296,6 +312,7 @@ class PipelineConfig(_Strict):
     split: Split = Field(default_factory=Split)
     model: Model
     gate: Gate = Field(default_factory=Gate)
+    drift: Drift = Field(default_factory=Drift)
     branches: Branches = Field(default_factory=Branches)
     path: str = ""
 

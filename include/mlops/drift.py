@@ -1,0 +1,85 @@
+"""Whether live traffic calls for retraining: the decision drift_monitor takes after each check.
+
+The decision is a pure function of the check's figures and of what the scheduler knows (the last drift-triggered
+training run, whether `ml_training` is running or queued), so that every reason it can give is tested without
+traffic: too few rows, no drift, cool-down, training already active, and the two reasons to retrain (data
+drift, performance drop).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+from include.mlops import training
+from include.mlops.config import PipelineConfig
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """What one check measured on the window's live traffic."""
+
+    rows: int
+    drift_share: float | None  # share of features Evidently finds drifted; None without a verdict
+    drifted_columns: tuple[str, ...] = ()
+    # The primary metric on the window's labelled rows, and the champion's test score to compare with.
+    live_score: float | None = None
+    champion_score: float | None = None
+
+
+@dataclass(frozen=True)
+class RetrainingDecision:
+    retrain: bool
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def performance_drop(config: PipelineConfig, check: DriftCheck) -> float | None:
+    """How much worse the live score is than the champion's, in the primary metric's units (positive: worse)."""
+    if check.live_score is None or check.champion_score is None:
+        return None
+    difference = check.champion_score - check.live_score
+    return difference if training.higher_is_better(config, config.model.primary_metric) else -difference
+
+
+def decide(
+    config: PipelineConfig,
+    check: DriftCheck,
+    now: dt.datetime,
+    last_drift_run: dt.datetime | None,
+    training_active: bool,
+) -> RetrainingDecision:
+    """Retrain when the drift share reaches `drift.threshold` or the primary metric dropped by
+    `drift.max_performance_drop`, on at least `drift.min_rows` rows, outside the cool-down after the last
+    drift-triggered run, and while no `ml_training` run is running or queued."""
+    drift = config.drift
+    metric = config.model.primary_metric
+    if check.rows < drift.min_rows:
+        return RetrainingDecision(False, f"too few rows: {check.rows} in the window, {drift.min_rows} needed")
+
+    causes = []
+    if check.drift_share is not None and check.drift_share >= drift.threshold:
+        columns = ", ".join(check.drifted_columns) or "none named"
+        share = f"{check.drift_share:.0%} of features drifted (threshold {drift.threshold:.0%})"
+        causes.append(f"data drift: {share}: {columns}")
+    drop = performance_drop(config, check)
+    if drop is not None and drop >= drift.max_performance_drop:
+        causes.append(
+            f"performance drop: {metric} {check.live_score:.4f} live vs {check.champion_score:.4f} for the champion "
+            f"({drop:.4f} worse, limit {drift.max_performance_drop})"
+        )
+    if not causes:
+        share = "no verdict" if check.drift_share is None else f"{check.drift_share:.0%} of features drifted"
+        live = "" if drop is None else f", {metric} {drop:+.4f} against the champion"
+        return RetrainingDecision(False, f"no drift: {share}{live}")
+
+    why = "; ".join(causes)
+    if last_drift_run is not None:
+        resumes = last_drift_run + dt.timedelta(hours=drift.cooldown_hours)
+        if now < resumes:
+            return RetrainingDecision(False, f"cool-down until {resumes:%Y-%m-%d %H:%M} UTC; would retrain for {why}")
+    if training_active:
+        return RetrainingDecision(False, f"training already active; would retrain for {why}")
+    return RetrainingDecision(True, why)

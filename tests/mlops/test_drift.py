@@ -1,0 +1,84 @@
+"""The retraining decision: every reason it gives, on the demo config (average precision, higher is better)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import yaml
+
+from include.mlops import drift
+from include.mlops.config import CONFIG_DIR, ConfigError, load_config
+
+NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
+DRIFTED = drift.DriftCheck(rows=800, drift_share=0.5, drifted_columns=("amount", "country"))
+
+
+def decide(config, check, last_drift_run=None, training_active=False):
+    return drift.decide(config, check, NOW, last_drift_run, training_active)
+
+
+def test_the_demo_config_sets_the_drift_section(config):
+    assert (config.drift.min_rows, config.drift.threshold, config.drift.cooldown_hours) == (500, 0.3, 24)
+
+
+def test_data_drift_at_the_threshold_retrains_and_names_the_columns(config):
+    decision = decide(config, drift.DriftCheck(rows=500, drift_share=0.3, drifted_columns=("amount",)))
+    assert decision.retrain and decision.reason.startswith("data drift: 30% of features drifted")
+    assert decision.reason.endswith(": amount")
+
+
+def test_below_the_threshold_is_no_drift(config):
+    decision = decide(config, drift.DriftCheck(rows=5000, drift_share=0.2))
+    assert not decision.retrain and decision.reason == "no drift: 20% of features drifted"
+
+
+def test_too_few_rows_gives_no_verdict_whatever_the_figures(config):
+    decision = decide(config, drift.DriftCheck(rows=499, drift_share=1.0))
+    assert not decision.retrain and decision.reason == "too few rows: 499 in the window, 500 needed"
+
+
+def test_a_performance_drop_retrains_with_stable_features(config):
+    check = drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.30, champion_score=0.40)
+    decision = decide(config, check)
+    assert decision.retrain and decision.reason.startswith("performance drop: average_precision 0.3000 live")
+    small = drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.37, champion_score=0.40)
+    assert not decide(config, small).retrain
+    better = drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.45, champion_score=0.40)
+    assert drift.performance_drop(config, better) == pytest.approx(-0.05)
+
+
+def test_a_lower_is_better_metric_drops_when_it_rises(tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    raw["model"]["primary_metric"] = "log_loss"
+    raw["gate"]["floors"] = {}
+    path = tmp_path / "log_loss.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(str(path))
+    worse = drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.30, champion_score=0.20)
+    assert drift.performance_drop(config, worse) == pytest.approx(0.10) and decide(config, worse).retrain
+    assert not decide(config, drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.10, champion_score=0.20)).retrain
+
+
+def test_the_cool_down_holds_back_a_second_drift_run(config):
+    inside = decide(config, DRIFTED, last_drift_run=NOW - dt.timedelta(hours=23))
+    assert not inside.retrain and inside.reason.startswith("cool-down until 2026-03-10 13:00 UTC; would retrain for")
+    assert decide(config, DRIFTED, last_drift_run=NOW - dt.timedelta(hours=24)).retrain
+
+
+def test_an_active_training_run_holds_back_a_trigger(config):
+    decision = decide(config, DRIFTED, training_active=True)
+    assert not decision.retrain and decision.reason.startswith("training already active; would retrain for data drift")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("threshold", 0), ("threshold", 1.5), ("min_rows", 0), ("cooldown_hours", -1), ("max_performance_drop", 0)],
+)
+def test_bad_drift_settings_are_refused_naming_the_key(tmp_path, key, value):
+    raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    raw["drift"][key] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=rf"drift\.{key}"):
+        load_config(str(path))
