@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 import yaml
 
+from include.devstack import simulator
 from include.mlops import drift
 from include.mlops.config import CONFIG_DIR, ConfigError, load_config
 
@@ -82,3 +84,46 @@ def test_bad_drift_settings_are_refused_naming_the_key(tmp_path, key, value):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=rf"drift\.{key}"):
         load_config(str(path))
+
+
+def _traffic(days: range, rows: int, world: simulator.Drift = simulator.NO_DRIFT) -> pd.DataFrame:
+    frames = [simulator.generate_day(dt.date(2026, 3, 1) + dt.timedelta(d), rows, 7, world).transactions for d in days]
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return _traffic(range(0, 5), 1000)
+
+
+def test_traffic_like_the_reference_does_not_drift(config, reference):
+    report = drift.measure_drift(reference, _traffic(range(10, 11), 800), config.dataset)
+    assert report.drift_share < config.drift.threshold, report.features
+    assert [c.column for c in report.features] == [f.name for f in config.dataset.features]
+    assert report.prediction is None and "<html" in report.html.lower()
+    check = drift.DriftCheck(rows=800, drift_share=report.drift_share, drifted_columns=report.drifted_columns)
+    assert not decide(config, check).retrain
+
+
+def test_injected_data_drift_is_measured_and_retrains(config, reference):
+    world = simulator.Drift(amount_scale=3.0, shift_share=0.6, new_categories=("crypto",), new_category_share=0.2)
+    report = drift.measure_drift(reference, _traffic(range(10, 11), 800, world), config.dataset)
+    assert {"amount", "merchant_category"} <= set(report.drifted_columns), report.features
+    assert report.drift_share >= config.drift.threshold
+    check = drift.DriftCheck(rows=800, drift_share=report.drift_share, drifted_columns=report.drifted_columns)
+    assert decide(config, check).retrain
+
+
+def test_concept_drift_leaves_the_features_alone(config, reference):
+    current = _traffic(range(10, 11), 800, simulator.Drift(concept_drift=True))
+    report = drift.measure_drift(reference, current, config.dataset)
+    assert report.drift_share < config.drift.threshold, report.features
+
+
+def test_prediction_drift_is_reported_apart_from_the_features(config, reference):
+    current = _traffic(range(10, 11), 800)
+    labelled_reference = reference.assign(prediction=(reference.index % 50 == 0).astype(int).astype(str))
+    labelled_current = current.assign(prediction=(current.index % 3 == 0).astype(int).astype(str))
+    report = drift.measure_drift(labelled_reference, labelled_current, config.dataset)
+    assert report.prediction is not None and report.prediction.drifted
+    assert report.drift_share < config.drift.threshold
