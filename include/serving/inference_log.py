@@ -1,6 +1,7 @@
 """The inference log: every served prediction, written to a SQL database off the request path.
 
-The drift monitor reads this table. Its schema (created when missing; SQLite locally, Postgres in compose):
+The drift monitor reads this table (include/mlops/monitoring.py defines it and reads it). Its schema (created
+when missing; SQLite locally, Postgres in compose):
 
     inference_log
       id             BIGINT PRIMARY KEY (autoincrement; INTEGER on SQLite)
@@ -36,29 +37,10 @@ from typing import Any
 import pydantic_core
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.dialects import postgresql
+
+from include.mlops.monitoring import create_inference_log, inference_log
 
 logger = logging.getLogger(__name__)
-
-# none_as_null: a regression row has SQL NULL probabilities, not the JSON text "null".
-_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
-metadata = sa.MetaData()
-inference_log = sa.Table(
-    "inference_log",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(32), nullable=False),
-    sa.Column("record_index", sa.Integer, nullable=False),
-    sa.Column("record_id", sa.Text, nullable=True),
-    sa.Column("model_name", sa.Text, nullable=False),
-    sa.Column("model_version", sa.Text, nullable=False),
-    sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("inputs", _JSON, nullable=False),
-    sa.Column("label", sa.Text, nullable=True),
-    sa.Column("probabilities", _JSON, nullable=True),
-    sa.Column("value", sa.Double, nullable=True),
-    sa.Index("ix_inference_log_predicted_at", "predicted_at"),
-)
 
 BATCH_ROWS = 500
 FLUSH_SECONDS = 0.5
@@ -134,7 +116,7 @@ class InferenceLog:
         try:
             with self._engine.begin() as connection:
                 if not self._table_ready:
-                    create(connection)
+                    create_inference_log(connection)
                     self._table_ready = True
                 connection.execute(inference_log.insert(), [row for r in batch for row in self._rows(r)])
         except Exception as exc:  # any database error: the service must keep answering
@@ -168,13 +150,6 @@ class InferenceLog:
                 }
             )
         return rows
-
-
-def create(connection: sa.Connection) -> None:
-    """The table and its index, when missing; safe when several workers start at once."""
-    connection.execute(sa.schema.CreateTable(inference_log, if_not_exists=True))
-    for index in inference_log.indexes:
-        connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))
 
 
 def _engine(url: str) -> sa.Engine:

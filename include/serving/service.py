@@ -15,7 +15,7 @@ Environment (read when the module is imported, i.e. in every worker):
                              serves what it served before (default $BENTOML_HOME/serving).
     MLOPS_ADMIN_TOKEN        the bearer token of the admin API; without it every admin call is refused (401).
     MLOPS_INFERENCE_LOG_URL  SQLAlchemy URL of the inference log database (SQLite locally, Postgres in compose);
-                             unset, predictions are not logged. Table schema: include/serving/inference_log.py.
+                             unset, predictions are not logged. Table: include/mlops/monitoring.py.
     MLOPS_MAX_RECORDS        most records per /predict request (default 1000).
     MLOPS_SERVING_WORKERS    worker processes (default 1; each runs onnxruntime on one thread).
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from include.devstack.processes import free_port
+from include.mlops import monitoring
 from tests.fixtures.serving import Service
 from tests.serving.conftest import logged_rows, records_of, wait_for
 
@@ -47,6 +48,7 @@ def test_every_prediction_is_logged_as_answered(service, config, splits):
     response = service.predict(records)
     assert response.status_code == 200
     _assert_logged_as_answered(service.env["MLOPS_INFERENCE_LOG_URL"], records, response.json())
+    _assert_read_back_for_drift(service.env["MLOPS_INFERENCE_LOG_URL"], records, response.json(), config)
 
 
 def test_batched_predictions_are_logged_one_request_each(service, config, splits):
@@ -73,6 +75,19 @@ def test_the_log_on_postgres(start_service, empty_postgres_url, config, splits):
     assert (columns["predicted_at"], columns["inputs"], columns["value"]) == ("TIMESTAMP", "JSONB", "DOUBLE PRECISION")
     assert "ix_inference_log_predicted_at" in indexes
     assert _dropped(service) == 0
+    _assert_read_back_for_drift(empty_postgres_url, records, answer, config)
+
+
+def _assert_read_back_for_drift(url: str, records, answer, config) -> None:
+    """What drift_monitor reads of the window is what was sent and answered."""
+    engine = sa.create_engine(url)
+    now = dt.datetime.now(dt.UTC)
+    window = monitoring.read_live_window(engine, now - dt.timedelta(minutes=5), now, config.dataset)
+    engine.dispose()
+    mine = window.frame[window.frame["record_id"].isin([r["transaction_id"] for r in records])]
+    assert window.malformed == 0 and len(mine) == len(records)
+    assert mine["prediction"].tolist() == [str(p["label"]) for p in answer["predictions"]]
+    assert mine["amount"].tolist() == [r["amount"] for r in records]
 
 
 def test_an_unavailable_database_costs_log_rows_not_answers(start_service, tmp_path, config, splits):

@@ -1,5 +1,10 @@
 """Drift of live traffic against the champion's training data, and whether it calls for retraining.
 
+The live traffic is the inference log, a table the model service writes (include/serving/inference_log.py)
+and defined here, where it is read: `read_live_window` returns one window's predictions as rows of features
+and the prediction; a row that does not fit the config (a JSON that is not a record, a missing feature, a
+value of the wrong type) is counted and left out, so that one bad row never fails a check.
+
 `measure_drift` compares a window of live features (and predictions) with the reference sample using
 Evidently's DataDriftPreset: per column, the method Evidently picks for its type and size (a p-value test below
 1,000 reference rows, a distance above), its score and verdict, and the report as HTML.
@@ -13,14 +18,100 @@ retrain (data drift, performance drop).
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from include.mlops import training
 from include.mlops.config import Dataset, PipelineConfig
 
 PREDICTION_COLUMN = "prediction"
+# Reasons kept per window for the task log: enough to see what is wrong, not one per bad row.
+MAX_LISTED_PROBLEMS = 5
+
+# none_as_null: a regression row has SQL NULL probabilities, not the JSON text "null".
+_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+metadata = sa.MetaData()
+inference_log = sa.Table(
+    "inference_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(32), nullable=False),
+    sa.Column("record_index", sa.Integer, nullable=False),
+    sa.Column("record_id", sa.Text, nullable=True),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("inputs", _JSON, nullable=False),
+    sa.Column("label", sa.Text, nullable=True),
+    sa.Column("probabilities", _JSON, nullable=True),
+    sa.Column("value", sa.Double, nullable=True),
+    sa.Index("ix_inference_log_predicted_at", "predicted_at"),
+)
+
+
+def create_inference_log(connection: sa.Connection) -> None:
+    """The table and its index, when missing; safe when several workers start at once."""
+    connection.execute(sa.schema.CreateTable(inference_log, if_not_exists=True))
+    for index in inference_log.indexes:
+        connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+
+
+@dataclass(frozen=True)
+class LiveWindow:
+    """The predictions logged in [start, end): features, `prediction`, `record_id`, `model_version`."""
+
+    frame: pd.DataFrame
+    malformed: int
+    problems: tuple[str, ...]
+
+
+def read_live_window(engine: sa.Engine, start: dt.datetime, end: dt.datetime, dataset: Dataset) -> LiveWindow:
+    """The window's logged predictions; malformed rows are counted (with the first reasons) and left out."""
+    columns = [inference_log.c[name] for name in ("id", "record_id", "model_version", "inputs", "label", "value")]
+    query = sa.select(*columns).where(inference_log.c.predicted_at >= start, inference_log.c.predicted_at < end)
+    rows, problems, malformed = [], [], 0
+    with engine.connect() as connection:
+        for row in connection.execute(query.order_by(inference_log.c.id)):
+            try:
+                rows.append(_live_row(row, dataset))
+            except ValueError as problem:
+                malformed += 1
+                if len(problems) < MAX_LISTED_PROBLEMS:
+                    problems.append(f"inference_log id {row.id}: {problem}")
+    names = [f.name for f in dataset.features] + [PREDICTION_COLUMN, "record_id", "model_version"]
+    return LiveWindow(pd.DataFrame(rows, columns=names), malformed, tuple(problems))
+
+
+def _live_row(row: Any, dataset: Dataset) -> dict[str, Any]:
+    inputs = json.loads(row.inputs) if isinstance(row.inputs, str) else row.inputs
+    if not isinstance(inputs, dict):
+        raise ValueError(f"inputs is {type(inputs).__name__}, not a record")
+    record = {}
+    for feature in dataset.features:
+        if feature.name not in inputs:
+            raise ValueError(f"{feature.name} is missing")
+        value = inputs[feature.name]
+        if value is None:
+            if not feature.nullable:
+                raise ValueError(f"{feature.name} is null")
+        elif feature.type == "numeric":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{feature.name} is {value!r}, not a finite number")
+        elif feature.type == "boolean" and not isinstance(value, bool):
+            raise ValueError(f"{feature.name} is {value!r}, not true or false")
+        elif feature.type == "categorical" and not isinstance(value, str):
+            raise ValueError(f"{feature.name} is {value!r}, not a string")
+        record[feature.name] = value
+    prediction = row.value if dataset.task == "regression" else row.label
+    if prediction is None:
+        raise ValueError("it has no prediction")
+    return {**record, PREDICTION_COLUMN: prediction, "record_id": row.record_id, "model_version": row.model_version}
 
 
 @dataclass(frozen=True)

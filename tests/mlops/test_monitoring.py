@@ -6,18 +6,19 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from include.devstack import simulator
-from include.mlops import drift
+from include.mlops import deployment, monitoring
 from include.mlops.config import CONFIG_DIR, ConfigError, load_config
 
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
-DRIFTED = drift.DriftCheck(rows=800, drift_share=0.5, drifted_columns=("amount", "country"))
+DRIFTED = monitoring.DriftCheck(rows=800, drift_share=0.5, drifted_columns=("amount", "country"))
 
 
 def decide(config, check, last_drift_run=None, training_active=False):
-    return drift.decide(config, check, NOW, last_drift_run, training_active)
+    return monitoring.decide(config, check, NOW, last_drift_run, training_active)
 
 
 def test_the_demo_config_sets_the_drift_section(config):
@@ -25,29 +26,29 @@ def test_the_demo_config_sets_the_drift_section(config):
 
 
 def test_data_drift_at_the_threshold_retrains_and_names_the_columns(config):
-    decision = decide(config, drift.DriftCheck(rows=500, drift_share=0.3, drifted_columns=("amount",)))
+    decision = decide(config, monitoring.DriftCheck(rows=500, drift_share=0.3, drifted_columns=("amount",)))
     assert decision.retrain and decision.reason.startswith("data drift: 30% of features drifted")
     assert decision.reason.endswith(": amount")
 
 
 def test_below_the_threshold_is_no_drift(config):
-    decision = decide(config, drift.DriftCheck(rows=5000, drift_share=0.2))
+    decision = decide(config, monitoring.DriftCheck(rows=5000, drift_share=0.2))
     assert not decision.retrain and decision.reason == "no drift: 20% of features drifted"
 
 
 def test_too_few_rows_gives_no_verdict_whatever_the_figures(config):
-    decision = decide(config, drift.DriftCheck(rows=499, drift_share=1.0))
+    decision = decide(config, monitoring.DriftCheck(rows=499, drift_share=1.0))
     assert not decision.retrain and decision.reason == "too few rows: 499 in the window, 500 needed"
 
 
 def test_a_performance_drop_retrains_with_stable_features(config):
-    check = drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.30, champion_score=0.40)
+    check = monitoring.DriftCheck(rows=800, drift_share=0.0, live_score=0.30, champion_score=0.40)
     decision = decide(config, check)
     assert decision.retrain and decision.reason.startswith("performance drop: average_precision 0.3000 live")
-    small = drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.37, champion_score=0.40)
+    small = monitoring.DriftCheck(rows=800, drift_share=0.0, live_score=0.37, champion_score=0.40)
     assert not decide(config, small).retrain
-    better = drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.45, champion_score=0.40)
-    assert drift.performance_drop(config, better) == pytest.approx(-0.05)
+    better = monitoring.DriftCheck(rows=800, drift_share=0.0, live_score=0.45, champion_score=0.40)
+    assert monitoring.performance_drop(config, better) == pytest.approx(-0.05)
 
 
 def test_a_lower_is_better_metric_drops_when_it_rises(tmp_path):
@@ -57,9 +58,10 @@ def test_a_lower_is_better_metric_drops_when_it_rises(tmp_path):
     path = tmp_path / "log_loss.yaml"
     path.write_text(yaml.safe_dump(raw))
     config = load_config(str(path))
-    worse = drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.30, champion_score=0.20)
-    assert drift.performance_drop(config, worse) == pytest.approx(0.10) and decide(config, worse).retrain
-    assert not decide(config, drift.DriftCheck(rows=800, drift_share=0.0, live_score=0.10, champion_score=0.20)).retrain
+    worse = monitoring.DriftCheck(rows=800, drift_share=0.0, live_score=0.30, champion_score=0.20)
+    assert monitoring.performance_drop(config, worse) == pytest.approx(0.10) and decide(config, worse).retrain
+    better = monitoring.DriftCheck(rows=800, drift_share=0.0, live_score=0.10, champion_score=0.20)
+    assert not decide(config, better).retrain
 
 
 def test_the_cool_down_holds_back_a_second_drift_run(config):
@@ -97,26 +99,26 @@ def reference() -> pd.DataFrame:
 
 
 def test_traffic_like_the_reference_does_not_drift(config, reference):
-    report = drift.measure_drift(reference, _traffic(range(10, 11), 800), config.dataset)
+    report = monitoring.measure_drift(reference, _traffic(range(10, 11), 800), config.dataset)
     assert report.drift_share < config.drift.threshold, report.features
     assert [c.column for c in report.features] == [f.name for f in config.dataset.features]
     assert report.prediction is None and "<html" in report.html.lower()
-    check = drift.DriftCheck(rows=800, drift_share=report.drift_share, drifted_columns=report.drifted_columns)
+    check = monitoring.DriftCheck(rows=800, drift_share=report.drift_share, drifted_columns=report.drifted_columns)
     assert not decide(config, check).retrain
 
 
 def test_injected_data_drift_is_measured_and_retrains(config, reference):
     world = simulator.Drift(amount_scale=3.0, shift_share=0.6, new_categories=("crypto",), new_category_share=0.2)
-    report = drift.measure_drift(reference, _traffic(range(10, 11), 800, world), config.dataset)
+    report = monitoring.measure_drift(reference, _traffic(range(10, 11), 800, world), config.dataset)
     assert {"amount", "merchant_category"} <= set(report.drifted_columns), report.features
     assert report.drift_share >= config.drift.threshold
-    check = drift.DriftCheck(rows=800, drift_share=report.drift_share, drifted_columns=report.drifted_columns)
+    check = monitoring.DriftCheck(rows=800, drift_share=report.drift_share, drifted_columns=report.drifted_columns)
     assert decide(config, check).retrain
 
 
 def test_concept_drift_leaves_the_features_alone(config, reference):
     current = _traffic(range(10, 11), 800, simulator.Drift(concept_drift=True))
-    report = drift.measure_drift(reference, current, config.dataset)
+    report = monitoring.measure_drift(reference, current, config.dataset)
     assert report.drift_share < config.drift.threshold, report.features
 
 
@@ -124,6 +126,51 @@ def test_prediction_drift_is_reported_apart_from_the_features(config, reference)
     current = _traffic(range(10, 11), 800)
     labelled_reference = reference.assign(prediction=(reference.index % 50 == 0).astype(int).astype(str))
     labelled_current = current.assign(prediction=(current.index % 3 == 0).astype(int).astype(str))
-    report = drift.measure_drift(labelled_reference, labelled_current, config.dataset)
+    report = monitoring.measure_drift(labelled_reference, labelled_current, config.dataset)
     assert report.prediction is not None and report.prediction.drifted
     assert report.drift_share < config.drift.threshold
+
+
+def _logged(record_id: str, inputs, label: str | None = "0", at: dt.datetime = NOW) -> dict:
+    return {
+        "request_id": "r" * 32,
+        "record_index": 0,
+        "record_id": record_id,
+        "model_name": "fraud_detector",
+        "model_version": "3",
+        "predicted_at": at,
+        "inputs": inputs,
+        "label": label,
+        "probabilities": None if label is None else {"0": 0.9, "1": 0.1},
+        "value": None,
+    }
+
+
+def test_the_live_window_leaves_out_and_counts_malformed_rows(config, tmp_path):
+    good = deployment.records_of(_traffic(range(10, 11), 3), config.dataset)
+    rows = [
+        _logged("a", good[0]),
+        _logged("b", good[1], at=NOW - dt.timedelta(hours=2)),  # before the window
+        _logged("c", good[2], at=NOW + dt.timedelta(hours=1)),  # the window's end is open
+        _logged("d", {**good[0], "amount": "12.5"}),
+        _logged("e", {k: v for k, v in good[0].items() if k != "country"}),
+        _logged("f", ["not", "a", "record"]),
+        _logged("g", good[0], label=None),
+        _logged("h", {**good[0], "is_international": 1}),
+    ]
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    with engine.begin() as connection:
+        monitoring.create_inference_log(connection)
+        connection.execute(monitoring.inference_log.insert(), rows)
+
+    start, end = NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)
+    window = monitoring.read_live_window(engine, start, end, config.dataset)
+    assert window.frame["record_id"].tolist() == ["a"] and window.malformed == 5
+    assert window.frame.loc[0, "amount"] == good[0]["amount"] and window.frame.loc[0, "prediction"] == "0"
+    assert window.problems == (
+        "inference_log id 4: amount is '12.5', not a finite number",
+        "inference_log id 5: country is missing",
+        "inference_log id 6: inputs is list, not a record",
+        "inference_log id 7: it has no prediction",
+        "inference_log id 8: is_international is 1, not true or false",
+    )
