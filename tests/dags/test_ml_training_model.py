@@ -89,17 +89,25 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     assert served["labels"]["airflow_run_id"] == dag_run.run_id
 
 
-def test_a_service_that_does_not_answer_fails_the_deploy_and_nothing_is_promoted(
-    mlflow_connection, pipeline_config, monkeypatch
-):
-    dead = {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "password": "x", "schema": "http"}
-    monkeypatch.setenv("AIRFLOW_CONN_SERVING_DEFAULT", json.dumps(dead))
+def _run_with_a_dead_server(monkeypatch, connection_id: str, task_id: str, **conf):
+    """A run whose connection `connection_id` points at a port nobody listens on; `task_id` fails after its
+    retries (without waiting between them). Returns the run and the dead server's address."""
+    port = free_port()
+    dead = {"conn_type": "http", "host": "127.0.0.1", "port": port, "password": "x", "schema": "http"}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{connection_id.upper()}", json.dumps(dead))
     dag = load_dag("ml_training")
-    dag.get_task("deploy_model").retry_delay = dt.timedelta(0)
-    dag_run = dag.test(logical_date=INTERVAL_END, run_conf={"history_days": 3})
+    dag.get_task(task_id).retry_delay = dt.timedelta(0)
+    dag_run = dag.test(logical_date=INTERVAL_END, run_conf={"history_days": 3, **conf})
+    failed = dag_run.get_task_instance(task_id)
+    assert dag_run.state == "failed" and failed.state == "failed" and failed.try_number == 3
+    return dag_run, f"http://127.0.0.1:{port}"
 
-    deploy = dag_run.get_task_instance("deploy_model")
-    assert dag_run.state == "failed" and deploy.state == "failed" and deploy.try_number == 3
+
+def test_a_service_that_does_not_answer_fails_the_deploy_and_nothing_is_promoted(
+    mlflow_connection, pipeline_config, monkeypatch, capfd
+):
+    dag_run, address = _run_with_a_dead_server(monkeypatch, "serving_default", "deploy_model")
+    assert f"the model service at {address} cannot be reached" in capfd.readouterr().out
     assert dag_run.get_task_instance("promote_champion").state == "upstream_failed"
     client, name = _client(mlflow_connection), pipeline_config.model.registered_name
     decision = _xcom(dag_run, "register_challenger")
@@ -182,15 +190,7 @@ def test_mlflow_unreachable_fails_with_a_clear_message_and_leaves_the_champion(
     client, name = _client(mlflow_connection), pipeline_config.model.registered_name
     champion = client.get_model_version_by_alias(name, registry.CHAMPION).version
 
-    dead = {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "schema": "http"}
-    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(dead))
-    dag = load_dag("ml_training")
-    dag.get_task("start_training_run").retry_delay = dt.timedelta(0)
-    dag_run = dag.test(logical_date=INTERVAL_END, run_conf={"history_days": 1})
-
-    start = dag_run.get_task_instance("start_training_run")
-    assert dag_run.state == "failed" and start.state == "failed" and start.try_number == 3
-    address = f"http://127.0.0.1:{dead['port']}"
+    _, address = _run_with_a_dead_server(monkeypatch, "mlflow_default", "start_training_run", history_days=1)
     assert f"MLflow at {address} cannot be reached" in capfd.readouterr().out
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == champion
 
