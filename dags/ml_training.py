@@ -22,8 +22,10 @@ The nightly training pipeline, run on a lakeFS branch of its own (`run-<run id>`
    figures as tags;
 9. when the gate passes (and param `promote` is on): **deploy_model** puts the ONNX model into the BentoML
    model store, builds a Bento, switches the running service to it without downtime and smoke-tests it
-   (the previous model is put back on failure); then **promote_champion** moves `champion` and
-   **merge_snapshot** merges the training snapshot into `main`. Otherwise **record_rejection** commits the
+   (the previous model is put back on failure); **store_reference** keeps a sample of the training split
+   with the model's predictions on it under `reference/<model>/<run>/` for `drift_monitor`; then
+   **promote_champion** moves `champion`, and **merge_snapshot** and **merge_reference** merge the training
+   snapshot and the reference into `main`. Otherwise **record_rejection** commits the
    decision on the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
 
 Buttons: **lakeFS** on tasks that commit or read lakeFS, **MLflow run** on the training tasks, the gate and
@@ -50,6 +52,7 @@ from mlops_airflow.training_model import (
     register_challenger,
     resolve_training_data,
     start_training_run,
+    store_reference,
     train_candidate,
 )
 
@@ -143,13 +146,19 @@ def ml_training():
         },
         allow_empty=True,
     )
+    merge_reference = LakeFSMergeOperator(
+        task_id="merge_reference",
+        source_ref="{{ ti.xcom_pull(task_ids='store_reference')['commit'] }}",
+        destination_branch="main",
+        message="Drift reference of model version {{ " + DECISION + "['version'] }}",
+    )
 
     create_run_branch >> data_source >> [staged, data]
     validated >> commit_raw >> merge_raw
     snapshot >> commit_snapshot >> data
     deployed = deploy_model(decision)
     outcome >> [deployed, record_rejection]
-    promote_champion(decision, deployed) >> merge_snapshot
+    store_reference(decision, deployed) >> promote_champion(decision, deployed) >> merge_snapshot >> merge_reference
 
 
 ml_training()

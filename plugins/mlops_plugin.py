@@ -2,9 +2,9 @@
 
 from airflow.plugins_manager import AirflowPlugin
 
-from mlops_airflow.links import LakeFSCommitLink, MLflowRunLink, ServiceDocsLink
+from mlops_airflow.links import DriftReportLink, LakeFSCommitLink, MLflowRunLink, ServiceDocsLink
 
 
 class MLOpsPlugin(AirflowPlugin):
     name = "mlops"
-    operator_extra_links = [LakeFSCommitLink(), MLflowRunLink(), ServiceDocsLink()]
+    operator_extra_links = [LakeFSCommitLink(), MLflowRunLink(), ServiceDocsLink(), DriftReportLink()]

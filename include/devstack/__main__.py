@@ -62,11 +62,13 @@ def main(argv: list[str] | None = None) -> int:
 
         # The deploy task (in Airflow) saves models into this store and the service loads them from it.
         bentoml_home = {"BENTOML_HOME": str(state / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+        # The service writes its predictions here; drift_monitor reads them and keeps its drift history beside.
+        inference_log_db = state / "serving" / "inference_log.db"
         serving_env = {
             **bentoml_home,
             "MLOPS_ADMIN_TOKEN": credentials["serving_admin_token"],
             "MLOPS_SERVING_STATE_DIR": str(state / "serving"),
-            "MLOPS_INFERENCE_LOG_URL": f"sqlite:///{state / 'serving' / 'inference_log.db'}",
+            "MLOPS_INFERENCE_LOG_URL": f"sqlite:///{inference_log_db}",
             "MLFLOW_TRACKING_URI": mlflow.url,
         }
         _check_port_free("SERVING_PORT", ports["SERVING_PORT"])
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         settings_env = {
             **os.environ,
             "TRANSACTIONS_DB_PATH": str(source_db),
+            "INFERENCE_LOG_DB_PATH": str(inference_log_db),
             "LAKEFS_HOST": lakefs["host"],
             "LAKEFS_PORT": str(lakefs["port"]),
             "LAKEFS_ACCESS_KEY_ID": lakefs["access_key_id"],

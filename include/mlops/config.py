@@ -296,6 +296,10 @@ class Drift(_Strict):
     cooldown_hours: float = Field(default=24, ge=0)
     # Rows of the champion's training data kept as the reference, so a check never rescans the snapshot.
     reference_rows: int = Field(default=5000, gt=0)
+    # Labels are looked up in the source for events of this many hours before the window's end (labels arrive
+    # late); the live score needs this many labelled rows.
+    label_lookback_hours: int = Field(default=72, gt=0)
+    min_labelled_rows: int = Field(default=200, gt=0)
 
 
 class Branches(_Strict):

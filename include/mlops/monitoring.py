@@ -23,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -55,16 +56,59 @@ inference_log = sa.Table(
 )
 
 
+# One row per check of drift_monitor: what it measured and what it decided, and why. The cool-down counts from
+# the last row that decided to retrain.
+drift_history = sa.Table(
+    "drift_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("airflow_run_id", sa.Text, nullable=False),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("malformed_rows", sa.Integer, nullable=False),
+    sa.Column("drift_share", sa.Double, nullable=True),
+    sa.Column("drifted_columns", _JSON, nullable=True),
+    sa.Column("prediction_drift_score", sa.Double, nullable=True),
+    sa.Column("labelled_rows", sa.Integer, nullable=False),
+    sa.Column("live_score", sa.Double, nullable=True),
+    sa.Column("champion_score", sa.Double, nullable=True),
+    sa.Column("retrain", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("report_uri", sa.Text, nullable=True),
+    sa.Index("ix_drift_history_model_window", "model_name", "window_end"),
+)
+
+
 def create_inference_log(connection: sa.Connection) -> None:
     """The table and its index, when missing; safe when several workers start at once."""
-    connection.execute(sa.schema.CreateTable(inference_log, if_not_exists=True))
-    for index in inference_log.indexes:
+    _create(connection, inference_log)
+
+
+def create_drift_history(connection: sa.Connection) -> None:
+    _create(connection, drift_history)
+
+
+def _create(connection: sa.Connection, table: sa.Table) -> None:
+    connection.execute(sa.schema.CreateTable(table, if_not_exists=True))
+    for index in table.indexes:
         connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+
+
+def count_logged(engine: sa.Engine, start: dt.datetime, end: dt.datetime) -> int:
+    """How many predictions were logged in [start, end) (malformed ones included); 0 before the first."""
+    query = sa.select(sa.func.count()).where(inference_log.c.predicted_at >= start, inference_log.c.predicted_at < end)
+    with engine.begin() as connection:
+        create_inference_log(connection)
+        return connection.execute(query).scalar_one()
 
 
 @dataclass(frozen=True)
 class LiveWindow:
-    """The predictions logged in [start, end): features, `prediction`, `record_id`, `model_version`."""
+    """The predictions logged in [start, end): features, `prediction` (the label, or the value of a regression),
+    `probabilities` (classification: {class: probability}), `record_id`, `model_version`."""
 
     frame: pd.DataFrame
     malformed: int
@@ -73,7 +117,8 @@ class LiveWindow:
 
 def read_live_window(engine: sa.Engine, start: dt.datetime, end: dt.datetime, dataset: Dataset) -> LiveWindow:
     """The window's logged predictions; malformed rows are counted (with the first reasons) and left out."""
-    columns = [inference_log.c[name] for name in ("id", "record_id", "model_version", "inputs", "label", "value")]
+    names = ("id", "record_id", "model_version", "inputs", "label", "probabilities", "value")
+    columns = [inference_log.c[name] for name in names]
     query = sa.select(*columns).where(inference_log.c.predicted_at >= start, inference_log.c.predicted_at < end)
     rows, problems, malformed = [], [], 0
     with engine.connect() as connection:
@@ -84,7 +129,7 @@ def read_live_window(engine: sa.Engine, start: dt.datetime, end: dt.datetime, da
                 malformed += 1
                 if len(problems) < MAX_LISTED_PROBLEMS:
                     problems.append(f"inference_log id {row.id}: {problem}")
-    names = [f.name for f in dataset.features] + [PREDICTION_COLUMN, "record_id", "model_version"]
+    names = [f.name for f in dataset.features] + [PREDICTION_COLUMN, "probabilities", "record_id", "model_version"]
     return LiveWindow(pd.DataFrame(rows, columns=names), malformed, tuple(problems))
 
 
@@ -111,7 +156,16 @@ def _live_row(row: Any, dataset: Dataset) -> dict[str, Any]:
     prediction = row.value if dataset.task == "regression" else row.label
     if prediction is None:
         raise ValueError("it has no prediction")
-    return {**record, PREDICTION_COLUMN: prediction, "record_id": row.record_id, "model_version": row.model_version}
+    probabilities = json.loads(row.probabilities) if isinstance(row.probabilities, str) else row.probabilities
+    if dataset.task == "classification" and not isinstance(probabilities, dict):
+        raise ValueError("it has no class probabilities")
+    return {
+        **record,
+        PREDICTION_COLUMN: prediction,
+        "probabilities": probabilities,
+        "record_id": row.record_id,
+        "model_version": row.model_version,
+    }
 
 
 @dataclass(frozen=True)
@@ -241,3 +295,89 @@ def decide(
     if training_active:
         return RetrainingDecision(False, f"training already active; would retrain for {why}")
     return RetrainingDecision(True, why)
+
+
+def sample_reference(frame: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
+    """At most `drift.reference_rows` rows of a training split, the same ones for the same split."""
+    rows = training.ordered(frame, config.dataset)
+    if len(rows) <= config.drift.reference_rows:
+        return rows
+    sample = rows.sample(n=config.drift.reference_rows, random_state=config.model.random_seed)
+    return sample.sort_index().reset_index(drop=True)
+
+
+def with_predictions(frame: pd.DataFrame, predictions: list[dict[str, Any]], dataset: Dataset) -> pd.DataFrame:
+    """`frame` with the column `prediction` as the inference log holds it: the label as text, or the value."""
+    if dataset.task == "regression":
+        values = [float(p["value"]) for p in predictions]
+    else:
+        values = [str(p["label"]) for p in predictions]
+    return frame.assign(**{PREDICTION_COLUMN: values})
+
+
+@dataclass(frozen=True)
+class LivePerformance:
+    """The primary metric on the live rows whose labels have arrived; no score (and why) when too few have."""
+
+    labelled_rows: int
+    score: float | None
+    note: str
+
+
+def live_performance(config: PipelineConfig, live: pd.DataFrame, source: pd.DataFrame) -> LivePerformance:
+    """Join live predictions (`read_live_window`'s frame) with the source's rows by id, and score the model's
+    predictions on those with a label, as training scores the test split."""
+    dataset, metric = config.dataset, config.model.primary_metric
+    needed = config.drift.min_labelled_rows
+    labels = source[[dataset.id_column, dataset.target]].dropna(subset=[dataset.target])
+    labels = labels.assign(record_id=labels[dataset.id_column].astype(str)).drop_duplicates("record_id", keep="last")
+    joined = live.dropna(subset=["record_id"]).merge(labels[["record_id", dataset.target]], on="record_id")
+    if len(joined) < needed:
+        return LivePerformance(len(joined), None, f"{len(joined)} live rows have labels, {needed} needed")
+    y = training.target_of(joined, dataset)
+    if dataset.task == "regression":
+        predicted = joined[PREDICTION_COLUMN].astype("float64").to_numpy()
+        return LivePerformance(len(joined), training.metrics_of(config, y, predicted)[metric], "")
+    if len(np.unique(y)) < 2:
+        return LivePerformance(len(joined), None, f"the {len(joined)} labelled live rows are all of one class")
+    classes = list(dataset.target_classes) or sorted(joined["probabilities"].iloc[0], key=str)
+    by_text = {str(c): c for c in classes}
+    matrix = np.array([[p.get(str(c), np.nan) for c in classes] for p in joined["probabilities"]], dtype="float64")
+    predicted = matrix[:, -1] if len(classes) == 2 else matrix
+    labels = np.array([by_text.get(str(label), label) for label in joined[PREDICTION_COLUMN]])
+    score = training.metrics_of(config, y, predicted, labels, np.array(classes)).get(metric)
+    return LivePerformance(len(joined), score, "")
+
+
+def record_check(engine: sa.Engine, row: dict[str, Any]) -> None:
+    """Write one check's row of the drift history; a retried check replaces the row of its first try."""
+    with engine.begin() as connection:
+        create_drift_history(connection)
+        connection.execute(
+            sa.delete(drift_history).where(
+                drift_history.c.airflow_run_id == row["airflow_run_id"],
+                drift_history.c.model_name == row["model_name"],
+            )
+        )
+        connection.execute(drift_history.insert(), [row])
+
+
+def last_retraining(engine: sa.Engine, model_name: str) -> dt.datetime | None:
+    """The window end of the last check that asked to retrain `model_name`."""
+    query = sa.select(sa.func.max(drift_history.c.window_end)).where(
+        drift_history.c.model_name == model_name, drift_history.c.retrain.is_(True)
+    )
+    with engine.begin() as connection:
+        create_drift_history(connection)
+        last = connection.execute(query).scalar_one()
+    if isinstance(last, str):  # SQLite's func.max gives the stored text
+        last = dt.datetime.fromisoformat(last)
+    return None if last is None else (last if last.tzinfo else last.replace(tzinfo=dt.UTC))
+
+
+def history(engine: sa.Engine, model_name: str) -> list[dict[str, Any]]:
+    """The drift history of `model_name`, oldest check first."""
+    query = sa.select(drift_history).where(drift_history.c.model_name == model_name)
+    with engine.begin() as connection:
+        create_drift_history(connection)
+        return [dict(r._mapping) for r in connection.execute(query.order_by(drift_history.c.window_end))]

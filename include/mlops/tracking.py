@@ -164,6 +164,31 @@ def log_onnx(run_id: str, onnx_bytes: bytes, parity_report: Mapping) -> str:
     return model.model_uri
 
 
+def monitoring_run(client: MlflowClient, experiment: str, model_name: str, version: str) -> str:
+    """The monitoring run of one model version (made on the first check, found again on later ones)."""
+    tags = {ROLE_TAG: "monitoring", "model_name": model_name, "model_version": version}
+    existing = _runs_tagged(client, experiment, tags)
+    if existing:
+        return existing[0].info.run_id
+    return client.create_run(experiment, run_name=f"monitoring-{model_name}-v{version}", tags=tags).info.run_id
+
+
+def log_drift_check(
+    client: MlflowClient,
+    run_id: str,
+    step: int,
+    figures: Mapping[str, float],
+    report_html: str | None = None,
+    report_path: str | None = None,
+) -> None:
+    """One check as step `step` of the monitoring run (all figures in one call), and its HTML report as the
+    artifact `report_path` when there is one."""
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in figures.items()])
+    if report_html is not None and report_path is not None:
+        client.log_text(run_id, report_html, report_path)
+
+
 def load_onnx(model_uri: str) -> bytes:
     import mlflow.onnx
 

@@ -126,29 +126,39 @@ def scores(pipeline: Pipeline, config: PipelineConfig, frame: pd.DataFrame) -> n
 
 def evaluate(pipeline: Pipeline, config: PipelineConfig, frame: pd.DataFrame) -> dict[str, float]:
     """The task's metrics of `pipeline` on `frame` (every metric in config.METRICS, plus a few to read)."""
+    X = features_of(frame, config.dataset)
+    labels = None if config.dataset.task == "regression" else pipeline.predict(X)
+    classes = None if labels is None else pipeline.classes_
+    return metrics_of(config, target_of(frame, config.dataset), scores(pipeline, config, frame), labels, classes)
+
+
+def metrics_of(
+    config: PipelineConfig,
+    y: np.ndarray,
+    predicted: np.ndarray,
+    labels: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+) -> dict[str, float]:
+    """The task's metrics from true values `y` and what a model gave: `predicted` as `scores` returns it, and
+    for classification the predicted `labels` and the model's `classes` (in its probability order)."""
     from sklearn import metrics
 
-    y = target_of(frame, config.dataset)
-    predicted = scores(pipeline, config, frame)
     if config.dataset.task == "regression":
         return {
             "rmse": float(math.sqrt(metrics.mean_squared_error(y, predicted))),
             "mae": float(metrics.mean_absolute_error(y, predicted)),
             "r2": float(metrics.r2_score(y, predicted)),
         }
-    labels = pipeline.predict(features_of(frame, config.dataset))
     binary = predicted.ndim == 1
-    classes = np.unique(y)
+    average = "binary" if binary else "macro"
     result = {
-        "f1": float(metrics.f1_score(y, labels, average="binary" if binary else "macro", zero_division=0)),
-        "precision": float(
-            metrics.precision_score(y, labels, average="binary" if binary else "macro", zero_division=0)
-        ),
-        "recall": float(metrics.recall_score(y, labels, average="binary" if binary else "macro", zero_division=0)),
-        "log_loss": float(metrics.log_loss(y, predicted, labels=pipeline.classes_)),
-        "predicted_positive_rate": float(np.mean(labels == pipeline.classes_[-1])),
+        "f1": float(metrics.f1_score(y, labels, average=average, zero_division=0)),
+        "precision": float(metrics.precision_score(y, labels, average=average, zero_division=0)),
+        "recall": float(metrics.recall_score(y, labels, average=average, zero_division=0)),
+        "log_loss": float(metrics.log_loss(y, predicted, labels=classes)),
+        "predicted_positive_rate": float(np.mean(labels == classes[-1])),
     }
-    if len(classes) > 1:
+    if len(np.unique(y)) > 1:
         result["roc_auc"] = float(metrics.roc_auc_score(y, predicted, multi_class="ovr" if not binary else "raise"))
         result["average_precision"] = float(
             metrics.average_precision_score(y, predicted)

@@ -1,4 +1,5 @@
-"""TaskFlow decorators with buttons: `@lakefs_task` ("lakeFS") and `@mlflow_task` ("MLflow run").
+"""TaskFlow decorators with buttons: `@lakefs_task` ("lakeFS") and `@mlflow_task` ("MLflow run", and "lakeFS",
+"Service API docs" and "Drift report" where the task points them somewhere).
 
 Inside such a task, `show_lakefs_commit(...)` or `show_mlflow_run(...)` points the button at what the task made.
 """
@@ -12,7 +13,7 @@ from airflow.sdk import get_current_context
 from airflow.sdk.bases.decorator import task_decorator_factory
 
 from mlops_airflow.lakefs_hook import LakeFSHook
-from mlops_airflow.links import LakeFSCommitLink, MLflowRunLink, ServiceDocsLink
+from mlops_airflow.links import DriftReportLink, LakeFSCommitLink, MLflowRunLink, ServiceDocsLink
 
 
 class _LakeFSPythonOperator(_PythonDecoratedOperator):
@@ -22,7 +23,7 @@ class _LakeFSPythonOperator(_PythonDecoratedOperator):
 
 class _MLflowPythonOperator(_PythonDecoratedOperator):
     custom_operator_name = "@mlflow_task"
-    operator_extra_links = (MLflowRunLink(), LakeFSCommitLink(), ServiceDocsLink())
+    operator_extra_links = (MLflowRunLink(), LakeFSCommitLink(), ServiceDocsLink(), DriftReportLink())
 
 
 def lakefs_task(python_callable: Callable | None = None, multiple_outputs: bool | None = None, **kwargs):
@@ -57,3 +58,8 @@ def show_mlflow_run(url: str) -> None:
 def show_service_docs(url: str) -> None:
     """Point the running task's "Service API docs" button at `url`."""
     get_current_context()["ti"].xcom_push(key=ServiceDocsLink.source_key, value=url)
+
+
+def show_drift_report(url: str) -> None:
+    """Point the running task's "Drift report" button at `url`."""
+    get_current_context()["ti"].xcom_push(key=DriftReportLink.source_key, value=url)

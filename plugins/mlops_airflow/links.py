@@ -41,3 +41,10 @@ class ServiceDocsLink(_StoredUrlLink):
 
     name = "Service API docs"
     source_key = "service_docs_url"
+
+
+class DriftReportLink(_StoredUrlLink):
+    """Opens the drift report (Evidently's HTML) the check produced."""
+
+    name = "Drift report"
+    source_key = "drift_report_url"

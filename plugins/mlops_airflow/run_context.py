@@ -24,7 +24,8 @@ def run_interval_end(context: Context) -> dt.datetime:
     """Where the run's data interval ends: the scheduled interval's end, or, for a run triggered without a
     logical date (Airflow 3's manual runs), the time it was triggered for."""
     end = context.get("data_interval_end") or context["dag_run"].run_after
-    return end.astimezone(dt.UTC)
+    # A plain datetime: pendulum's, shifted by a timedelta, no longer compares with aware datetimes.
+    return dt.datetime.fromtimestamp(end.timestamp(), tz=dt.UTC)
 
 
 def airflow_run_metadata(context: Context) -> dict[str, str]:

@@ -73,6 +73,11 @@ def start_training_run(data: dict, params: dict, **context: Context) -> dict:
         data["repository"], branch, data["commit"], data["source_commit"], airflow_run_metadata(context)
     )
     tags["reason"] = str(params.get("reason", ""))
+    # A drift-triggered run names the check that asked for it (drift_monitor's conf).
+    conf = context["dag_run"].conf or {}
+    drift_tags = {"drift_share": "drift_share", "drifted_columns": "drifted_columns"}
+    drift_tags |= {"report_uri": "drift_report_uri", "model_version": "drift_model_version"}
+    tags |= {tag: str(conf[key]) for key, tag in drift_tags.items() if key in conf}
     run_id = tracking.parent_run(client, experiment, context["run_id"], tags)
     client.log_dict(run_id, config.model_dump(mode="json"), "pipeline_config.json")
     show_mlflow_run(tracking.run_url(mlflow_tracking.tracking_uri(), experiment, run_id))
@@ -251,6 +256,44 @@ def deploy_model(decision: dict) -> dict:
     show_service_docs(serving.docs_url())
     print(f"{tag} serves at {service.url}; smoke test passed on {len(rows)} rows")
     return {"bentoml_model_tag": tag, "bento_tag": bento, "previous_tag": previous}
+
+
+@lakefs_task
+def store_reference(decision: dict, deployed: dict, **context: Context) -> dict:
+    """Keep what drift_monitor compares live traffic with: a sample of the training split (`drift.reference_rows`
+    rows) and the deployed model's predictions on it, committed on the run branch as
+    `reference/<model>/<run>/reference.parquet` (merged into `main` with the snapshot) and named on the model
+    version (tag `drift_reference`), so that an hourly check never rescans the training data."""
+    from include.mlops import deployment, monitoring, tracking, versioning
+    from include.mlops.config import load_config
+    from include.mlops.lineage import lakefs_uri
+
+    ti = context["ti"]
+    data = ti.xcom_pull(task_ids="resolve_training_data")
+    config = load_config()
+    name, version = config.model.registered_name, decision["version"]
+    repo = LakeFSHook().get_repository(data["repository"])
+    sample = monitoring.sample_reference(versioning.read_parquet(repo, data["commit"], data["paths"]["train"]), config)
+    predictions = deployment.offline_predictions(tracking.load_onnx(decision["onnx_model_uri"]), config, sample)
+    reference = monitoring.with_predictions(sample, predictions, config.dataset)
+
+    branch = run_branch_name(ti.run_id)
+    path = f"reference/{name}/{branch}/reference.parquet"
+    stamp = airflow_run_metadata(context)
+    versioning.write_parquet(repo, branch, path, reference)
+    metadata = {**stamp, "model_version": version, "rows": len(reference), "training_snapshot": data["commit"]}
+    try:
+        commit = versioning.commit(repo, branch, f"Drift reference of {name} v{version}", metadata)
+    except versioning.NothingToCommit:  # a retry: the first try committed these very bytes
+        own = {key: stamp[key] for key in ("airflow_dag_id", "airflow_run_id", "airflow_task_id")}
+        commit = versioning.find_commit(repo, branch, own)
+        if commit is None:
+            raise
+    uri = lakefs_uri(repo.id, commit.id, path)
+    mlflow_tracking.client().set_model_version_tag(name, version, "drift_reference", uri)
+    show_lakefs_commit(repo.id, commit.id)
+    print(f"drift reference of v{version} ({deployed['bentoml_model_tag']}): {len(reference)} rows at {uri}")
+    return {"commit": commit.id, "path": path, "uri": uri, "rows": len(reference)}
 
 
 @mlflow_task

@@ -17,6 +17,7 @@ ENV = {
     "LAKEFS_SECRET_ACCESS_KEY": "s3cret",
     "LAKEFS_PORT": "18000",
     "TRANSACTIONS_DB_PATH": "/data/transactions.db",
+    "INFERENCE_LOG_DB_PATH": "/data/inference_log.db",
     "MLOPS_ADMIN_TOKEN": "admin-token",
 }
 
@@ -28,6 +29,7 @@ def test_the_project_file_loads_with_values_from_the_environment():
     assert lakefs.extra == {"repository": "mlops", "storage_namespace": "local://mlops"}
     assert settings.connection("mlflow_default").port == 5000
     assert settings.connection("transactions_db").host == "/data/transactions.db"
+    assert settings.connection("inference_log_db").host == "/data/inference_log.db"
     assert (settings.connection("serving_default").port, settings.connection("serving_default").password) == (
         3000,
         "admin-token",
@@ -38,7 +40,7 @@ def test_a_missing_variable_is_named(tmp_path: Path):
     with pytest.raises(airflow_settings.SettingsError, match="LAKEFS_SECRET_ACCESS_KEY is not set"):
         airflow_settings.load(
             REPO_ROOT / "airflow_settings.yaml",
-            {"LAKEFS_ACCESS_KEY_ID": "x", "TRANSACTIONS_DB_PATH": "y", "MLOPS_ADMIN_TOKEN": "z"},
+            {k: "x" for k in ENV if k not in {"LAKEFS_SECRET_ACCESS_KEY", "LAKEFS_PORT"}},
         )
 
 
