@@ -370,9 +370,15 @@ def last_retraining(engine: sa.Engine, model_name: str) -> dt.datetime | None:
     with engine.begin() as connection:
         create_drift_history(connection)
         last = connection.execute(query).scalar_one()
-    if isinstance(last, str):  # SQLite's func.max gives the stored text
-        last = dt.datetime.fromisoformat(last)
-    return None if last is None else (last if last.tzinfo else last.replace(tzinfo=dt.UTC))
+    return None if last is None else as_utc(last)
+
+
+def as_utc(moment: dt.datetime | str) -> dt.datetime:
+    """A time read back from the database as an aware UTC datetime: SQLite gives naive datetimes (or, from an
+    aggregate such as max(), the stored text)."""
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def history(engine: sa.Engine, model_name: str) -> list[dict[str, Any]]:

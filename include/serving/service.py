@@ -16,6 +16,7 @@ Environment (read when the module is imported, i.e. in every worker):
     MLOPS_ADMIN_TOKEN        the bearer token of the admin API; without it every admin call is refused (401).
     MLOPS_INFERENCE_LOG_URL  SQLAlchemy URL of the inference log database (SQLite locally, Postgres in compose);
                              unset, predictions are not logged. Table: include/mlops/monitoring.py.
+    MLOPS_DRIFT_METRICS_SECONDS  how often the drift gauges are read from the drift history (default 30).
     MLOPS_MAX_RECORDS        most records per /predict request (default 1000).
     MLOPS_SERVING_WORKERS    worker processes (default 1; each runs onnxruntime on one thread).
 
@@ -38,7 +39,10 @@ Endpoints (the OpenAPI document, generated from the config, is at /docs.json and
     GET  /readyz /livez /healthz   readiness (200 once a model is loaded), liveness (always 200)
     GET  /metrics          BentoML's metrics, and mlops_predictions_total{model_version, predicted_class}
                            (regression: predicted_class="value"), mlops_inference_log_dropped_total,
-                           mlops_model_switches_total{outcome} (switched, followed, not_found, rejected).
+                           mlops_model_switches_total{outcome} (switched, followed, not_found, rejected);
+                           from drift_monitor's last check of each model version (with an inference log):
+                           mlops_drift_share, mlops_drift_live_score{metric}, mlops_drift_retraining_requested,
+                           mlops_drift_last_check_timestamp_seconds, all by model_version.
     GET  /admin/model      (Authorization: Bearer $MLOPS_ADMIN_TOKEN) -> {"tag", "model_name", "model_version",
                            "labels" (the lineage labels of the model store entry), "loaded_at"}
     POST /admin/model      {"tag": "fraud_detector:v4"} -> {"tag", "model_version", "previous_tag"}; 401 without
@@ -55,6 +59,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import hmac
 import logging
 import os
@@ -76,6 +81,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from include.mlops.config import load_config
 from include.mlops.deployment import model_store_tag
 from include.serving import gate, schema
+from include.serving.drift_metrics import DriftMetrics
 from include.serving.inference_log import InferenceLog, LoggedRequest
 from include.serving.models import ModelNotFound, ModelRejected, ServedModel, load_model
 from include.serving.rollout import ModelPointer, champion_version
@@ -99,6 +105,7 @@ class Settings:
     tracking_uri: str | None
     admin_token: str | None
     inference_log_url: str | None
+    drift_metrics_seconds: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -111,6 +118,7 @@ class Settings:
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             admin_token=env.get("MLOPS_ADMIN_TOKEN") or None,
             inference_log_url=env.get("MLOPS_INFERENCE_LOG_URL") or None,
+            drift_metrics_seconds=float(env.get("MLOPS_DRIFT_METRICS_SECONDS") or 30),
         )
 
 
@@ -218,6 +226,10 @@ class ModelService:
         if self.log:
             self.log.start()
         self._stopping = threading.Event()
+        if SETTINGS.inference_log_url:
+            drift = DriftMetrics(SETTINGS.inference_log_url, CONFIG.model.registered_name, CONFIG.model.primary_metric)
+            follow = functools.partial(drift.follow, self._stopping, SETTINGS.drift_metrics_seconds)
+            threading.Thread(target=follow, name="drift-metrics", daemon=True).start()
         threading.Thread(target=self._follow_pointer, name="model-pointer", daemon=True).start()
 
     async def __is_ready__(self) -> bool:

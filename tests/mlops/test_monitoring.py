@@ -174,3 +174,93 @@ def test_the_live_window_leaves_out_and_counts_malformed_rows(config, tmp_path):
         "inference_log id 7: it has no prediction",
         "inference_log id 8: is_international is 1, not true or false",
     )
+
+
+def test_a_row_of_a_classifier_without_probabilities_is_malformed(config, tmp_path):
+    [record] = deployment.records_of(_traffic(range(10, 11), 1), config.dataset)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    with engine.begin() as connection:
+        monitoring.create_inference_log(connection)
+        connection.execute(monitoring.inference_log.insert(), [{**_logged("a", record), "probabilities": None}])
+    start, end = NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)
+    window = monitoring.read_live_window(engine, start, end, config.dataset)
+    assert window.frame.empty and window.problems == ("inference_log id 1: it has no class probabilities",)
+    assert monitoring.count_logged(engine, start, end) == 1
+
+
+def test_the_reference_sample_is_bounded_and_the_same_for_the_same_split(config):
+    split = _traffic(range(0, 8), 1000).sample(frac=1, random_state=3)  # row order must not matter
+    sample = monitoring.sample_reference(split, config)
+    assert len(sample) == config.drift.reference_rows
+    again = monitoring.sample_reference(split.sample(frac=1, random_state=4), config)
+    assert sample[config.dataset.id_column].tolist() == again[config.dataset.id_column].tolist()
+    small = split.head(100)
+    assert len(monitoring.sample_reference(small, config)) == 100
+
+
+def _live(frame: pd.DataFrame, fraud_probability) -> pd.DataFrame:
+    probabilities = [{"0": 1 - p, "1": p} for p in fraud_probability]
+    return pd.DataFrame(
+        {
+            "record_id": frame["transaction_id"].astype(str),
+            monitoring.PREDICTION_COLUMN: [str(int(p >= 0.5)) for p in fraud_probability],
+            "probabilities": probabilities,
+        }
+    )
+
+
+def test_live_performance_scores_the_rows_whose_labels_arrived(config):
+    day = simulator.generate_day(dt.date(2026, 3, 10), 2000, 7)
+    labels = day.transactions[["transaction_id"]].merge(day.labels, on="transaction_id", how="left")
+    truth = labels["is_fraud"]
+    perfect = _live(day.transactions, truth.fillna(0).to_numpy(dtype=float))
+    performance = monitoring.live_performance(config, perfect, labels)
+    assert performance.labelled_rows == truth.notna().sum() and performance.score == pytest.approx(1.0)
+
+    inverted = _live(day.transactions, 1 - truth.fillna(0).to_numpy(dtype=float))
+    assert monitoring.live_performance(config, inverted, labels).score < 0.1
+
+    no_labels = labels.assign(is_fraud=None)
+    nothing = monitoring.live_performance(config, perfect, no_labels)
+    assert nothing.score is None and nothing.note == f"0 live rows have labels, {config.drift.min_labelled_rows} needed"
+
+    all_legit = labels.assign(is_fraud=0)
+    assert monitoring.live_performance(config, perfect, all_legit).note.endswith("are all of one class")
+
+
+def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
+    assert monitoring.last_retraining(engine, "fraud") is None
+
+    def row(run_id: str, hours: int, retrain: bool) -> dict:
+        end = NOW + dt.timedelta(hours=hours)
+        return {
+            "airflow_run_id": run_id,
+            "model_name": "fraud",
+            "model_version": "2",
+            "window_start": end - dt.timedelta(hours=1),
+            "window_end": end,
+            "rows": 800,
+            "malformed_rows": 0,
+            "drifted_columns": ["amount"],
+            "labelled_rows": 0,
+            "retrain": retrain,
+            "reason": "data drift" if retrain else "no drift",
+        }
+
+    monitoring.record_check(engine, row("a", 0, True))
+    monitoring.record_check(engine, row("b", 1, False))
+    monitoring.record_check(engine, row("b", 1, False))  # a retried check replaces its row
+    assert [r["airflow_run_id"] for r in monitoring.history(engine, "fraud")] == ["a", "b"]
+    assert monitoring.last_retraining(engine, "fraud") == NOW
+    assert monitoring.last_retraining(engine, "another_model") is None
+
+
+def test_a_day_of_drifted_hours_retrains_once_and_again_after_the_cool_down(config):
+    last, retrained = None, []
+    for hour in range(25):
+        now = NOW + dt.timedelta(hours=hour)
+        if monitoring.decide(config, DRIFTED, now, last, training_active=False).retrain:
+            last = now
+            retrained.append(hour)
+    assert retrained == [0, 24]

@@ -72,10 +72,15 @@ def start_service(stored_models: StoredModels, start_model_service: StartService
 
 @pytest.fixture(scope="session")
 def service(stored_models: StoredModels, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """One service for the tests that do not switch models: v1, inference log on SQLite."""
+    """One service for the tests that do not switch models: v1, inference log on SQLite (drift gauges read every
+    second)."""
     database = tmp_path_factory.mktemp("inference-log") / "log.db"
     with service_launcher(tmp_path_factory) as start:
-        yield start(MLOPS_MODEL_TAG="fraud_detector:v1", MLOPS_INFERENCE_LOG_URL=f"sqlite:///{database}")
+        yield start(
+            MLOPS_MODEL_TAG="fraud_detector:v1",
+            MLOPS_INFERENCE_LOG_URL=f"sqlite:///{database}",
+            MLOPS_DRIFT_METRICS_SECONDS="1",
+        )
 
 
 def records_of(frame: pd.DataFrame, dataset, with_id: bool = True) -> list[dict[str, Any]]:

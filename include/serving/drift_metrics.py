@@ -1,0 +1,79 @@
+"""The last drift check of each model version on the service's /metrics, for Prometheus and Grafana.
+
+drift_monitor writes one row per check to its drift history, in the inference log's database
+(include/mlops/monitoring.py); every worker reads the latest row per model version every few seconds and sets
+gauges that Prometheus scrapes with the service's other metrics. In BentoML's multiprocess mode the gauges use
+`mostrecent`, so /metrics shows one value per model version however many workers there are.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import sqlalchemy as sa
+
+from include.mlops.monitoring import as_utc, drift_history
+
+logger = logging.getLogger(__name__)
+
+
+class DriftMetrics:
+    def __init__(self, url: str, model_name: str, metric: str):
+        # Made in the worker, where BentoML has set PROMETHEUS_MULTIPROC_DIR (see service.Metrics).
+        from prometheus_client import Gauge
+
+        self._engine = sa.create_engine(url, pool_pre_ping=True)
+        self._model_name, self._metric = model_name, metric
+
+        def gauge(name: str, description: str, *labels: str) -> Gauge:
+            return Gauge(name, description, ["model_version", *labels], multiprocess_mode="mostrecent")
+
+        self.drift_share = gauge("mlops_drift_share", "Share of features drifted in the last drift check")
+        self.live_score = gauge("mlops_drift_live_score", "Primary metric on labelled live rows, last check", "metric")
+        self.retraining = gauge("mlops_drift_retraining_requested", "1 when the last drift check asked to retrain")
+        self.checked = gauge("mlops_drift_last_check_timestamp_seconds", "End of the window of the last drift check")
+        self._failing = False
+
+    def refresh(self) -> None:
+        """Set the gauges from the latest check of each version (none before drift_monitor's first check); the
+        live score from the latest check that had labelled rows enough to give one."""
+        with self._engine.connect() as connection:
+            if not sa.inspect(connection).has_table(drift_history.name):
+                return
+            checks = self._latest(connection)
+            scored = self._latest(connection, drift_history.c.live_score.is_not(None))
+        for row in checks:
+            version = row.model_version
+            if row.drift_share is not None:
+                self.drift_share.labels(version).set(row.drift_share)
+            self.retraining.labels(version).set(1 if row.retrain else 0)
+            self.checked.labels(version).set(as_utc(row.window_end).timestamp())
+        for row in scored:
+            self.live_score.labels(row.model_version, self._metric).set(row.live_score)
+
+    def _latest(self, connection: sa.Connection, *conditions) -> list:
+        """The latest row per model version of this model (of those meeting `conditions`)."""
+        history = drift_history.c
+        latest = (
+            sa.select(sa.func.max(history.id).label("id"))
+            .where(history.model_name == self._model_name, history.model_version.is_not(None), *conditions)
+            .group_by(history.model_version)
+            .subquery()
+        )
+        return connection.execute(sa.select(drift_history).join(latest, history.id == latest.c.id)).all()
+
+    def follow(self, stopping: threading.Event, seconds: float) -> None:
+        """Refresh every `seconds` until `stopping` is set; a database that is away only pauses the gauges."""
+        while True:
+            try:
+                self.refresh()
+                if self._failing:
+                    logger.warning("drift history is readable again")
+                self._failing = False
+            except sa.exc.SQLAlchemyError as exc:
+                if not self._failing:
+                    logger.warning("cannot read the drift history; drift gauges keep their values: %s", exc)
+                self._failing = True
+            if stopping.wait(seconds):
+                return

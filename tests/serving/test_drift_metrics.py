@@ -1,0 +1,53 @@
+"""drift_monitor's last check of each model version, on the service's /metrics (read from the drift history)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from include.mlops import monitoring
+from tests.serving.conftest import wait_for
+
+WINDOW_END = dt.datetime(2026, 3, 10, 13, tzinfo=dt.UTC)
+
+
+def _check(run_id: str, version: str | None, hours: int, **figures) -> dict:
+    end = WINDOW_END + dt.timedelta(hours=hours)
+    return {
+        "airflow_run_id": run_id,
+        "model_name": "fraud_detector",
+        "model_version": version,
+        "window_start": end - dt.timedelta(hours=1),
+        "window_end": end,
+        "rows": 800,
+        "malformed_rows": 0,
+        "labelled_rows": 0,
+        "retrain": False,
+        "reason": "no drift",
+        **figures,
+    }
+
+
+def test_the_last_check_of_each_version_is_on_metrics(service):
+    engine = sa.create_engine(service.env["MLOPS_INFERENCE_LOG_URL"])
+    monitoring.record_check(engine, _check("a", "1", 0, drift_share=0.1, live_score=0.61, labelled_rows=300))
+    monitoring.record_check(engine, _check("b", "1", 1, drift_share=0.4, retrain=True, reason="data drift: ..."))
+    monitoring.record_check(engine, _check("c", "2", 1, drift_share=0.0))
+    monitoring.record_check(engine, _check("d", None, 2, rows=3, reason="too few rows: 3 in the window"))
+    monitoring.record_check(engine, {**_check("e", "1", 3, drift_share=0.9), "model_name": "another_model"})
+
+    def gauges():
+        metrics = service.metrics()
+        share = metrics.get(("mlops_drift_share", (("model_version", "2"),)))
+        return metrics if share is not None else None
+
+    metrics = wait_for(gauges, what="the drift gauges")
+    assert metrics[("mlops_drift_share", (("model_version", "1"),))] == 0.4  # the latest check of v1
+    assert metrics[("mlops_drift_share", (("model_version", "2"),))] == 0.0
+    assert metrics[("mlops_drift_retraining_requested", (("model_version", "1"),))] == 1.0
+    assert metrics[("mlops_drift_retraining_requested", (("model_version", "2"),))] == 0.0
+    last = metrics[("mlops_drift_last_check_timestamp_seconds", (("model_version", "1"),))]
+    assert last == (WINDOW_END + dt.timedelta(hours=1)).timestamp()
+    # v1's latest check had no live score: the gauge shows the latest one measured.
+    assert metrics[("mlops_drift_live_score", (("metric", "average_precision"), ("model_version", "1")))] == 0.61
