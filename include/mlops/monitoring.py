@@ -24,16 +24,19 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from include.mlops import training
-from include.mlops.config import Dataset, PipelineConfig
+from include.mlops.config import Dataset, Feature, PipelineConfig
 
 PREDICTION_COLUMN = "prediction"
 # Reasons kept per window for the task log: enough to see what is wrong, not one per bad row.
 MAX_LISTED_PROBLEMS = 5
+# Logged rows read and checked at a time: bounds the memory a million-row window takes on its way in.
+CHUNK_ROWS = 100_000
 
 # none_as_null: a regression row has SQL NULL probabilities, not the JSON text "null".
 _JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
@@ -108,7 +111,8 @@ def count_logged(engine: sa.Engine, start: dt.datetime, end: dt.datetime) -> int
 @dataclass(frozen=True)
 class LiveWindow:
     """The predictions logged in [start, end): features, `prediction` (the label, or the value of a regression),
-    `probabilities` (classification: {class: probability}), `record_id`, `model_version`."""
+    `probabilities` (classification: {class: probability}, as a dict or its JSON text), `record_id`,
+    `model_version`."""
 
     frame: pd.DataFrame
     malformed: int
@@ -117,20 +121,79 @@ class LiveWindow:
 
 def read_live_window(engine: sa.Engine, start: dt.datetime, end: dt.datetime, dataset: Dataset) -> LiveWindow:
     """The window's logged predictions; malformed rows are counted (with the first reasons) and left out."""
+    # `inputs` and `probabilities` come as the database keeps them (text on SQLite; psycopg2 parses JSONB) and
+    # are parsed here with orjson: SQLAlchemy's JSON type parses with the standard library, ten times slower.
     names = ("id", "record_id", "model_version", "inputs", "label", "probabilities", "value")
-    columns = [inference_log.c[name] for name in names]
+    raw = {"inputs", "probabilities"}
+    columns = (sa.type_coerce(inference_log.c[n], sa.Text) if n in raw else inference_log.c[n] for n in names)
     query = sa.select(*columns).where(inference_log.c.predicted_at >= start, inference_log.c.predicted_at < end)
-    rows, problems, malformed = [], [], 0
+    kept, rescued, problems, malformed = [], [], [], 0
     with engine.connect() as connection:
-        for row in connection.execute(query.order_by(inference_log.c.id)):
-            try:
-                rows.append(_live_row(row, dataset))
-            except ValueError as problem:
-                malformed += 1
-                if len(problems) < MAX_LISTED_PROBLEMS:
-                    problems.append(f"inference_log id {row.id}: {problem}")
-    names = [f.name for f in dataset.features] + [PREDICTION_COLUMN, "probabilities", "record_id", "model_version"]
-    return LiveWindow(pd.DataFrame(rows, columns=names), malformed, tuple(problems))
+        result = connection.execution_options(yield_per=CHUNK_ROWS).execute(query.order_by(inference_log.c.id))
+        for chunk in result.partitions():
+            clean, suspects = _plain_rows(pd.DataFrame(chunk, columns=list(names)), dataset)
+            kept.append(clean)
+            for row in suspects.itertuples(index=False):
+                try:
+                    rescued.append({**_live_row(row, dataset), "id": row.id})
+                except ValueError as problem:
+                    malformed += 1
+                    if len(problems) < MAX_LISTED_PROBLEMS:
+                        problems.append(f"inference_log id {row.id}: {problem}")
+    columns = [*(f.name for f in dataset.features), PREDICTION_COLUMN, "probabilities", "record_id", "model_version"]
+    frames = [f for f in (*kept, pd.DataFrame(rescued, columns=[*columns, "id"])) if not f.empty]
+    frame = pd.concat(frames) if frames else pd.DataFrame(columns=[*columns, "id"])
+    frame = frame.sort_values("id", kind="stable")[columns].reset_index(drop=True)
+    return LiveWindow(frame, malformed, tuple(problems))
+
+
+def _plain_rows(table: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of `table` that are certainly well-formed, checked column by column (a million rows in seconds),
+    as the window's frame; and the others, which `_live_row` keeps or rejects one by one, saying why: the same
+    result as checking every row by itself."""
+    features = [f.name for f in dataset.features]
+    needed = set(features)
+    table["inputs"] = [_parsed(inputs) for inputs in table["inputs"]]
+    plain = table["inputs"].map(lambda inputs: isinstance(inputs, dict) and needed <= inputs.keys()).astype(bool)
+    if dataset.task == "regression":
+        plain &= table["value"].notna()
+    else:
+        plain &= table["label"].notna() & pd.Series([isinstance(_parsed(p), dict) for p in table["probabilities"]])
+    candidates = plain[plain].index
+    values = pd.DataFrame(table["inputs"][candidates].tolist(), columns=features, index=candidates)
+    valid = pd.Series(True, index=candidates)
+    for feature in dataset.features:
+        ok = _plainly_valid(values[feature.name], feature)
+        if feature.nullable:  # a null (the frame shows it as NaN, as it would a NaN number) is valid here
+            ok |= pd.Series([i[feature.name] is None for i in table["inputs"][candidates]], index=candidates)
+        valid &= ok
+    plain[candidates] = valid
+    rows = valid[valid].index
+    prediction = table["value" if dataset.task == "regression" else "label"][rows]
+    passed_on = {column: table[column][rows] for column in ("probabilities", "record_id", "model_version", "id")}
+    return values.loc[rows].assign(**{PREDICTION_COLUMN: prediction}, **passed_on), table[~plain]
+
+
+def _parsed(value: Any) -> Any:
+    """JSON text parsed (text that is not JSON is left as it is, for `_live_row` to report); anything else as is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+
+
+def _plainly_valid(values: pd.Series, feature: Feature) -> pd.Series:
+    """True where a value is certainly valid for `feature` (a null, a NaN or an odd type is left to `_live_row`)."""
+    if feature.type == "numeric":
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            return pd.Series(np.isfinite(values.to_numpy(dtype="float64")), index=values.index)
+        kinds = values.map(type)
+        numbers = kinds.eq(int) | kinds.eq(float)
+        as_float = pd.to_numeric(values.where(numbers), errors="coerce").to_numpy(dtype="float64")
+        return numbers & np.isfinite(as_float)
+    return values.map(type).eq(bool if feature.type == "boolean" else str)
 
 
 def _live_row(row: Any, dataset: Dataset) -> dict[str, Any]:
@@ -156,7 +219,7 @@ def _live_row(row: Any, dataset: Dataset) -> dict[str, Any]:
     prediction = row.value if dataset.task == "regression" else row.label
     if prediction is None:
         raise ValueError("it has no prediction")
-    probabilities = json.loads(row.probabilities) if isinstance(row.probabilities, str) else row.probabilities
+    probabilities = _parsed(row.probabilities)
     if dataset.task == "classification" and not isinstance(probabilities, dict):
         raise ValueError("it has no class probabilities")
     return {
@@ -208,9 +271,14 @@ def measure_drift(reference: pd.DataFrame, current: pd.DataFrame, dataset: Datas
         categorical.append(PREDICTION_COLUMN)
     columns = numeric + categorical
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    # Text columns as pandas categoricals: Evidently's counting then takes half the time (6 s instead of 12 s
+    # on a million rows), with the same scores.
+    as_categories = {c: "category" for c in categorical if not pd.api.types.is_bool_dtype(current[c])}
     snapshot = Report([DataDriftPreset(columns=columns)]).run(
-        current_data=EvidentlyDataset.from_pandas(current[columns], data_definition=definition),
-        reference_data=EvidentlyDataset.from_pandas(reference[columns], data_definition=definition),
+        current_data=EvidentlyDataset.from_pandas(current[columns].astype(as_categories), data_definition=definition),
+        reference_data=EvidentlyDataset.from_pandas(
+            reference[columns].astype(as_categories), data_definition=definition
+        ),
     )
     verdicts = {}
     for metric in snapshot.dict()["metrics"]:
@@ -340,9 +408,10 @@ def live_performance(config: PipelineConfig, live: pd.DataFrame, source: pd.Data
         return LivePerformance(len(joined), training.metrics_of(config, y, predicted)[metric], "")
     if len(np.unique(y)) < 2:
         return LivePerformance(len(joined), None, f"the {len(joined)} labelled live rows are all of one class")
-    classes = list(dataset.target_classes) or sorted(joined["probabilities"].iloc[0], key=str)
+    probabilities = [_parsed(p) for p in joined["probabilities"]]
+    classes = list(dataset.target_classes) or sorted(probabilities[0], key=str)
     by_text = {str(c): c for c in classes}
-    matrix = np.array([[p.get(str(c), np.nan) for c in classes] for p in joined["probabilities"]], dtype="float64")
+    matrix = np.array([[p.get(str(c), np.nan) for c in classes] for p in probabilities], dtype="float64")
     predicted = matrix[:, -1] if len(classes) == 2 else matrix
     labels = np.array([by_text.get(str(label), label) for label in joined[PREDICTION_COLUMN]])
     score = training.metrics_of(config, y, predicted, labels, np.array(classes)).get(metric)

@@ -23,8 +23,3 @@ def endpoint(conn_id: str = CONNECTION_ID):
     host = connection.host if "://" in connection.host else f"{connection.schema or 'http'}://{connection.host}"
     url = f"{host}:{connection.port}" if connection.port else host
     return ServingEndpoint(url, connection.password)
-
-
-def docs_url(conn_id: str = CONNECTION_ID) -> str:
-    """The service's API docs (BentoML's own page at its root)."""
-    return endpoint(conn_id).url + "/"

@@ -253,7 +253,7 @@ def deploy_model(decision: dict) -> dict:
         raise  # nothing was changed: the task's retries may find the service up again
     except deployment.DeploymentError as failure:
         raise AirflowFailException(str(failure)) from None
-    show_service_docs(serving.docs_url())
+    show_service_docs(service.url + "/")  # BentoML's API docs are at the service's root
     print(f"{tag} serves at {service.url}; smoke test passed on {len(rows)} rows")
     return {"bentoml_model_tag": tag, "bento_tag": bento, "previous_tag": previous}
 

@@ -264,3 +264,33 @@ def test_a_day_of_drifted_hours_retrains_once_and_again_after_the_cool_down(conf
             last = now
             retrained.append(hour)
     assert retrained == [0, 24]
+
+
+def test_the_window_is_read_as_row_by_row_checks_would_read_it(config, tmp_path):
+    """The column-wise read keeps exactly the rows (and values) the one-row check keeps."""
+    records = deployment.records_of(_traffic(range(10, 11), 300), config.dataset)
+    assert any(r["distance_from_home_km"] is None for r in records)  # nulls of a nullable feature
+    records[5]["amount"] = 12  # an integer is a number
+    records[6]["amount"] = True  # a boolean is not
+    records[7]["hour"] = float("nan")
+    records[8]["channel"] = None  # not nullable
+    rows = [_logged(str(i), record) for i, record in enumerate(records)]
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    with engine.begin() as connection:
+        monitoring.create_inference_log(connection)
+        connection.execute(monitoring.inference_log.insert(), rows)
+
+    start, end = NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)
+    window = monitoring.read_live_window(engine, start, end, config.dataset)
+
+    assert window.malformed == 3 and [p.split(": ", 1)[1] for p in window.problems] == [
+        "amount is True, not a finite number",
+        "hour is nan, not a finite number",
+        "channel is null",
+    ]
+    kept = [r for i, r in enumerate(records) if i not in (6, 7, 8)]
+    assert window.frame["record_id"].tolist() == [str(i) for i in range(300) if i not in (6, 7, 8)]
+    for feature in config.dataset.features:
+        expected = pd.Series([r[feature.name] for r in kept], name=feature.name, dtype=object)
+        got = window.frame[feature.name].astype(object).where(window.frame[feature.name].notna(), None)
+        assert got.tolist() == expected.where(expected.notna(), None).tolist(), feature.name
