@@ -146,6 +146,15 @@ def _logged(record_id: str, inputs, label: str | None = "0", at: dt.datetime = N
     }
 
 
+def _read_back(tmp_path, rows: list[dict], config) -> monitoring.LiveWindow:
+    """`rows` written to an inference log on SQLite, read back as the window around NOW."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    with engine.begin() as connection:
+        monitoring.create_inference_log(connection)
+        connection.execute(monitoring.inference_log.insert(), rows)
+    return monitoring.read_live_window(engine, NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1), config.dataset)
+
+
 def test_the_live_window_leaves_out_and_counts_malformed_rows(config, tmp_path):
     good = deployment.records_of(_traffic(range(10, 11), 3), config.dataset)
     rows = [
@@ -158,13 +167,7 @@ def test_the_live_window_leaves_out_and_counts_malformed_rows(config, tmp_path):
         _logged("g", good[0], label=None),
         _logged("h", {**good[0], "is_international": 1}),
     ]
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
-    with engine.begin() as connection:
-        monitoring.create_inference_log(connection)
-        connection.execute(monitoring.inference_log.insert(), rows)
-
-    start, end = NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)
-    window = monitoring.read_live_window(engine, start, end, config.dataset)
+    window = _read_back(tmp_path, rows, config)
     assert window.frame["record_id"].tolist() == ["a"] and window.malformed == 5
     assert window.frame.loc[0, "amount"] == good[0]["amount"] and window.frame.loc[0, "prediction"] == "0"
     assert window.problems == (
@@ -178,14 +181,10 @@ def test_the_live_window_leaves_out_and_counts_malformed_rows(config, tmp_path):
 
 def test_a_row_of_a_classifier_without_probabilities_is_malformed(config, tmp_path):
     [record] = deployment.records_of(_traffic(range(10, 11), 1), config.dataset)
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
-    with engine.begin() as connection:
-        monitoring.create_inference_log(connection)
-        connection.execute(monitoring.inference_log.insert(), [{**_logged("a", record), "probabilities": None}])
-    start, end = NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)
-    window = monitoring.read_live_window(engine, start, end, config.dataset)
+    window = _read_back(tmp_path, [{**_logged("a", record), "probabilities": None}], config)
     assert window.frame.empty and window.problems == ("inference_log id 1: it has no class probabilities",)
-    assert monitoring.count_logged(engine, start, end) == 1
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    assert monitoring.count_logged(engine, NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)) == 1
 
 
 def test_the_reference_sample_is_bounded_and_the_same_for_the_same_split(config):
@@ -275,13 +274,7 @@ def test_the_window_is_read_as_row_by_row_checks_would_read_it(config, tmp_path)
     records[7]["hour"] = float("nan")
     records[8]["channel"] = None  # not nullable
     rows = [_logged(str(i), record) for i, record in enumerate(records)]
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
-    with engine.begin() as connection:
-        monitoring.create_inference_log(connection)
-        connection.execute(monitoring.inference_log.insert(), rows)
-
-    start, end = NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)
-    window = monitoring.read_live_window(engine, start, end, config.dataset)
+    window = _read_back(tmp_path, rows, config)
 
     assert window.malformed == 3 and [p.split(": ", 1)[1] for p in window.problems] == [
         "amount is True, not a finite number",
