@@ -271,6 +271,8 @@ def store_reference(decision: dict, deployed: dict, **context: Context) -> dict:
     ti = context["ti"]
     data = ti.xcom_pull(task_ids="resolve_training_data")
     config = load_config()
+    # Points MLflow's fluent API (which load_onnx uses) at the server: in a worker, nothing else has.
+    client = mlflow_tracking.client()
     name, version = config.model.registered_name, decision["version"]
     repo = LakeFSHook().get_repository(data["repository"])
     sample = monitoring.sample_reference(versioning.read_parquet(repo, data["commit"], data["paths"]["train"]), config)
@@ -290,7 +292,7 @@ def store_reference(decision: dict, deployed: dict, **context: Context) -> dict:
         if commit is None:
             raise
     uri = lakefs_uri(repo.id, commit.id, path)
-    mlflow_tracking.client().set_model_version_tag(name, version, "drift_reference", uri)
+    client.set_model_version_tag(name, version, "drift_reference", uri)
     show_lakefs_commit(repo.id, commit.id)
     print(f"drift reference of v{version} ({deployed['bentoml_model_tag']}): {len(reference)} rows at {uri}")
     return {"commit": commit.id, "path": path, "uri": uri, "rows": len(reference)}
