@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, port in DEFAULT_PORTS.items()
     }
 
-    # Ctrl-C raises KeyboardInterrupt; SIGTERM (e.g. from a test or a supervisor) does the same.
+    # Ctrl-C (SIGINT) and SIGTERM (from a test or a supervisor) both stop the stack. SIGINT is set explicitly:
+    # a process started in the background by a shell (`nohup ... &`) inherits SIGINT ignored, and Python then
+    # leaves it ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
 
     supervisor = Supervisor(say=_say)
