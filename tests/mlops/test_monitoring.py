@@ -227,8 +227,15 @@ def test_live_performance_scores_the_rows_whose_labels_arrived(config):
     assert monitoring.live_performance(config, perfect, all_legit).note.endswith("are all of one class")
 
 
-def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def history_engine(request, tmp_path) -> sa.Engine:
+    if request.param == "sqlite":
+        return sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
+    return sa.create_engine(request.getfixturevalue("empty_postgres_url"))
+
+
+def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(history_engine):
+    engine = history_engine
     assert monitoring.last_retraining(engine, "fraud") is None
 
     def row(run_id: str, hours: int, retrain: bool) -> dict:
@@ -250,7 +257,8 @@ def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(tmp_p
     monitoring.record_check(engine, row("a", 0, True))
     monitoring.record_check(engine, row("b", 1, False))
     monitoring.record_check(engine, row("b", 1, False))  # a retried check replaces its row
-    assert [r["airflow_run_id"] for r in monitoring.history(engine, "fraud")] == ["a", "b"]
+    rows = monitoring.history(engine, "fraud")
+    assert [r["airflow_run_id"] for r in rows] == ["a", "b"] and rows[0]["drifted_columns"] == ["amount"]
     assert monitoring.last_retraining(engine, "fraud") == NOW
     assert monitoring.last_retraining(engine, "another_model") is None
 
