@@ -418,6 +418,23 @@ def live_performance(config: PipelineConfig, live: pd.DataFrame, source: pd.Data
     return LivePerformance(len(joined), score, "")
 
 
+def check_figures(
+    config: PipelineConfig, rows: int, malformed: int, report: DriftReport | None, performance: LivePerformance
+) -> dict[str, float]:
+    """One check's figures, named as the monitoring run's metrics: the rows it judged and the malformed ones left
+    out; with a verdict, the drift share, the number of drifted features, each feature's score and the
+    prediction's; the labelled rows, and the live score when there is one."""
+    figures: dict[str, float] = {"rows": rows, "malformed_rows": malformed, "labelled_rows": performance.labelled_rows}
+    if report is not None:
+        figures |= {"drift_share": report.drift_share, "drifted_columns": len(report.drifted_columns)}
+        figures |= {f"drift_score.{c.column}": c.score for c in report.features}
+        if report.prediction is not None:
+            figures["prediction_drift_score"] = report.prediction.score
+    if performance.score is not None:
+        figures[f"live_{config.model.primary_metric}"] = performance.score
+    return figures
+
+
 def record_check(engine: sa.Engine, row: dict[str, Any]) -> None:
     """Write one check's row of the drift history; a retried check replaces the row of its first try."""
     with engine.begin() as connection:

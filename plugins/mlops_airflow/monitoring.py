@@ -70,19 +70,12 @@ def wait_for_traffic(**context: Context) -> PokeReturnValue:
     raise AirflowSkipException(decision.reason)
 
 
-@mlflow_task
-def check_drift(window: dict, **context: Context) -> dict:
-    """Compare the window's live traffic with the champion's reference: data drift per feature and the share of
-    drifted features, drift of the predictions, and (for rows whose labels have arrived in the source) the live
-    score against the champion's test score. The report goes to the champion's monitoring run in MLflow (one
-    step per check) behind the "Drift report" button."""
-    from include.mlops import monitoring, registry, tracking, versioning
-    from include.mlops.config import load_config
+def _champion_and_reference(client, config):
+    """The champion's model version and its reference sample (its `drift_reference` tag names it in lakeFS)."""
+    from include.mlops import registry, versioning
     from include.mlops.lineage import parse_lakefs_uri
 
-    config = load_config()
-    name, metric = config.model.registered_name, config.model.primary_metric
-    client = mlflow_tracking.client()
+    name = config.model.registered_name
     champion = registry.version_by_alias(client, name, registry.CHAMPION)
     if champion is None:
         raise AirflowSkipException(f"{name} has no champion yet: nothing is served, nothing to watch")
@@ -92,7 +85,22 @@ def check_drift(window: dict, **context: Context) -> dict:
             "retrain to promote a model with one"
         )
     repository, ref, path = parse_lakefs_uri(champion.tags["drift_reference"])
-    reference = versioning.read_parquet(LakeFSHook().get_repository(repository), ref, path)
+    return champion, versioning.read_parquet(LakeFSHook().get_repository(repository), ref, path)
+
+
+@mlflow_task
+def check_drift(window: dict, **context: Context) -> dict:
+    """Compare the window's live traffic with the champion's reference: data drift per feature and the share of
+    drifted features, drift of the predictions, and (for rows whose labels have arrived in the source) the live
+    score against the champion's test score. The report goes to the champion's monitoring run in MLflow (one
+    step per check) behind the "Drift report" button."""
+    from include.mlops import monitoring, tracking
+    from include.mlops.config import load_config
+
+    config = load_config()
+    name, metric = config.model.registered_name, config.model.primary_metric
+    client = mlflow_tracking.client()
+    champion, reference = _champion_and_reference(client, config)
 
     start, end = dt.datetime.fromisoformat(window["start"]), dt.datetime.fromisoformat(window["end"])
     live = monitoring.read_live_window(_engine(), start, end, config.dataset)
@@ -103,45 +111,35 @@ def check_drift(window: dict, **context: Context) -> dict:
     if len(current) < len(live.frame):
         print(f"{len(live.frame) - len(current)} predictions of other model versions than v{champion.version} left out")
 
-    figures: dict[str, float] = {"rows": len(current), "malformed_rows": live.malformed}
     report = None
     if len(current) >= config.drift.min_rows:
         report = monitoring.measure_drift(reference, current, config.dataset)
-        figures |= {"drift_share": report.drift_share, "drifted_columns": len(report.drifted_columns)}
-        figures |= {f"drift_score.{c.column}": c.score for c in report.features}
-        if report.prediction is not None:
-            figures["prediction_drift_score"] = report.prediction.score
         for column in (*report.features, report.prediction):
             if column is not None:
                 verdict = "DRIFTED" if column.drifted else "stable"
                 print(f"  {column.column}: {column.method} {column.score:.4f} (threshold {column.threshold}) {verdict}")
-
     lookback = dt.timedelta(hours=config.drift.label_lookback_hours)
-    source = fetcher(config, as_of=end)(end - lookback, end)
-    performance = monitoring.live_performance(config, current, source)
+    performance = monitoring.live_performance(config, current, fetcher(config, as_of=end)(end - lookback, end))
     # The champion's test score, as the gate measured it when it was promoted.
     tested = champion.tags.get("gate_metric") == metric
     champion_score = float(champion.tags["gate_challenger_score"]) if tested else None
-    figures["labelled_rows"] = performance.labelled_rows
-    if performance.score is not None:
-        figures[f"live_{metric}"] = performance.score
+    if performance.score is None:
+        print(f"no live {metric}: {performance.note}")
+    else:
         labelled = performance.labelled_rows
         print(f"live {metric} {performance.score:.4f} on {labelled} labelled rows; champion: {champion_score}")
-    else:
-        print(f"no live {metric}: {performance.note}")
 
     experiment = tracking.experiment_id(client, name)
     run_id = tracking.monitoring_run(client, experiment, name, champion.version)
+    run_url = tracking.run_url(mlflow_tracking.tracking_uri(), experiment, run_id)
+    figures = monitoring.check_figures(config, len(current), live.malformed, report, performance)
     # One step per hour of window end, so that a retried check lands on its own step.
     step = int(end.timestamp() // 3600)
     artifact = None if report is None else f"drift_reports/{end:%Y%m%dT%H%M}.html"
     tracking.log_drift_check(client, run_id, step, figures, None if report is None else report.html, artifact)
-    report_uri = None if artifact is None else f"runs:/{run_id}/{artifact}"
-    report_url = None
     if artifact is not None:
-        report_url = f"{tracking.run_url(mlflow_tracking.tracking_uri(), experiment, run_id)}/artifacts/{artifact}"
-        show_drift_report(report_url)
-    show_mlflow_run(tracking.run_url(mlflow_tracking.tracking_uri(), experiment, run_id))
+        show_drift_report(f"{run_url}/artifacts/{artifact}")
+    show_mlflow_run(run_url)
     return {
         **window,
         "model_version": champion.version,
@@ -153,8 +151,7 @@ def check_drift(window: dict, **context: Context) -> dict:
         "labelled_rows": performance.labelled_rows,
         "live_score": performance.score,
         "champion_score": champion_score,
-        "report_uri": report_uri,
-        "report_url": report_url,
+        "report_uri": None if artifact is None else f"runs:/{run_id}/{artifact}",
     }
 
 

@@ -295,3 +295,21 @@ def test_the_window_is_read_as_row_by_row_checks_would_read_it(config, tmp_path)
         expected = pd.Series([r[feature.name] for r in kept], name=feature.name, dtype=object)
         got = window.frame[feature.name].astype(object).where(window.frame[feature.name].notna(), None)
         assert got.tolist() == expected.where(expected.notna(), None).tolist(), feature.name
+
+
+def test_a_checks_figures_name_what_was_measured(config, reference):
+    report = monitoring.measure_drift(reference, _traffic(range(10, 11), 800), config.dataset)
+    performance = monitoring.LivePerformance(labelled_rows=250, score=0.42, note="")
+    figures = monitoring.check_figures(config, 800, 3, report, performance)
+    assert {k: figures[k] for k in ("rows", "malformed_rows", "labelled_rows", "live_average_precision")} == {
+        "rows": 800,
+        "malformed_rows": 3,
+        "labelled_rows": 250,
+        "live_average_precision": 0.42,
+    }
+    assert figures["drift_share"] == report.drift_share and figures["drifted_columns"] == len(report.drifted_columns)
+    assert {k.removeprefix("drift_score.") for k in figures if k.startswith("drift_score.")} == {
+        f.name for f in config.dataset.features
+    }
+    no_verdict = monitoring.check_figures(config, 12, 0, None, monitoring.LivePerformance(0, None, "none"))
+    assert no_verdict == {"rows": 12, "malformed_rows": 0, "labelled_rows": 0}
