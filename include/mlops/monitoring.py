@@ -197,6 +197,8 @@ def _plainly_valid(values: pd.Series, feature: Feature) -> pd.Series:
 
 
 def _live_row(row: Any, dataset: Dataset) -> dict[str, Any]:
+    # Text here is what orjson refused: the standard library also reads NaN and Infinity, which its json.dumps
+    # writes, so that the problem is named by feature (or the text is reported as not JSON).
     inputs = json.loads(row.inputs) if isinstance(row.inputs, str) else row.inputs
     if not isinstance(inputs, dict):
         raise ValueError(f"inputs is {type(inputs).__name__}, not a record")

@@ -308,6 +308,18 @@ def commit(
         return _commit_info(ref.get_commit())
 
 
+def commit_once(
+    repo: lakefs.Repository, branch: str, message: str, metadata: Mapping[str, str], marker: Mapping[str, str]
+) -> CommitInfo | None:
+    """Commit the branch's staged changes. With none staged, the commit on `branch` whose metadata has all of
+    `marker` (what an earlier try of the same step committed before it died), or None: a retry never commits
+    twice."""
+    try:
+        return commit(repo, branch, message, metadata)
+    except NothingToCommit:
+        return find_commit(repo, branch, marker)
+
+
 def find_commit(
     repo: lakefs.Repository, ref: str, metadata: Mapping[str, str], max_amount: int = 200
 ) -> CommitInfo | None:

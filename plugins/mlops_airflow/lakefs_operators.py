@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperator, Context
 
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.links import LakeFSCommitLink
-from mlops_airflow.run_context import airflow_run_metadata
+from mlops_airflow.run_context import airflow_run_metadata, retry_marker
 
 
 class _LakeFSOperator(BaseOperator):
@@ -103,23 +103,25 @@ class LakeFSCommitOperator(_LakeFSOperator):
                 )
         stamp = airflow_run_metadata(context)
         metadata = {**(self.metadata or {}), **stamp}
-        try:
-            commit_id = versioning.commit(repo, self.branch, self.message, metadata).id
-            self.log.info("lakeFS %s: committed branch %r as %s", repo.id, self.branch, commit_id)
-        except versioning.NothingToCommit:
-            own = {key: stamp[key] for key in ("airflow_dag_id", "airflow_run_id", "airflow_task_id")}
-            earlier = versioning.find_commit(repo, self.branch, own)
-            if earlier is not None:
-                commit_id = earlier.id
-                self.log.info("lakeFS %s: nothing staged; an earlier try of this task committed %s", repo.id, commit_id)
-            elif self.allow_empty:
-                commit_id = versioning.commit(repo, self.branch, self.message, metadata, allow_empty=True).id
-                self.log.info("lakeFS %s: nothing new on branch %r; empty commit %s", repo.id, self.branch, commit_id)
-            else:
-                raise versioning.NothingToCommit(
-                    f"lakeFS {repo.id}: nothing to commit on branch {self.branch!r}; "
-                    "the tasks before this one staged no changes"
-                ) from None
+        made = versioning.commit_once(repo, self.branch, self.message, metadata, retry_marker(stamp))
+        if made is not None:
+            commit_id = made.id
+            earlier = made.metadata.get("airflow_try_number") != stamp["airflow_try_number"]
+            self.log.info(
+                "lakeFS %s: branch %r at %s (%s)",
+                repo.id,
+                self.branch,
+                commit_id,
+                "nothing staged; an earlier try of this task committed it" if earlier else "committed",
+            )
+        elif self.allow_empty:
+            commit_id = versioning.commit(repo, self.branch, self.message, metadata, allow_empty=True).id
+            self.log.info("lakeFS %s: nothing new on branch %r; empty commit %s", repo.id, self.branch, commit_id)
+        else:
+            raise versioning.NothingToCommit(
+                f"lakeFS {repo.id}: nothing to commit on branch {self.branch!r}; "
+                "the tasks before this one staged no changes"
+            )
         self._show_commit(context, hook, repo.id, commit_id)
         return commit_id
 

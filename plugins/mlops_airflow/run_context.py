@@ -42,3 +42,8 @@ def airflow_run_metadata(context: Context) -> dict[str, str]:
         "airflow_run_url": airflow_run_url(ti.dag_id, ti.run_id),
         LAKEFS_UI_LINK_KEY: airflow_run_url(ti.dag_id, ti.run_id),
     }
+
+
+def retry_marker(stamp: dict[str, str]) -> dict[str, str]:
+    """The part of `airflow_run_metadata` that every try of one task in one run shares."""
+    return {key: stamp[key] for key in ("airflow_dag_id", "airflow_run_id", "airflow_task_id")}

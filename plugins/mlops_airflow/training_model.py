@@ -14,7 +14,7 @@ from include.mlops.naming import run_branch_name
 from mlops_airflow import mlflow_tracking
 from mlops_airflow.decorators import lakefs_task, mlflow_task, show_lakefs_commit, show_mlflow_run, show_service_docs
 from mlops_airflow.lakefs_hook import LakeFSHook
-from mlops_airflow.run_context import airflow_run_metadata
+from mlops_airflow.run_context import airflow_run_metadata, retry_marker
 
 
 @task.branch
@@ -284,13 +284,11 @@ def store_reference(decision: dict, deployed: dict, **context: Context) -> dict:
     stamp = airflow_run_metadata(context)
     versioning.write_parquet(repo, branch, path, reference)
     metadata = {**stamp, "model_version": version, "rows": len(reference), "training_snapshot": data["commit"]}
-    try:
-        commit = versioning.commit(repo, branch, f"Drift reference of {name} v{version}", metadata)
-    except versioning.NothingToCommit:  # a retry: the first try committed these very bytes
-        own = {key: stamp[key] for key in ("airflow_dag_id", "airflow_run_id", "airflow_task_id")}
-        commit = versioning.find_commit(repo, branch, own)
-        if commit is None:
-            raise
+    commit = versioning.commit_once(
+        repo, branch, f"Drift reference of {name} v{version}", metadata, retry_marker(stamp)
+    )
+    if commit is None:
+        raise AirflowFailException(f"lakeFS {repo.id}: {path} was not written on branch {branch!r}")
     uri = lakefs_uri(repo.id, commit.id, path)
     client.set_model_version_tag(name, version, "drift_reference", uri)
     show_lakefs_commit(repo.id, commit.id)
