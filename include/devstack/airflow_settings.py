@@ -3,14 +3,21 @@
 The file is the one source of connections, variables and pools. Values may be written `${NAME}` or
 `${NAME:-default}`: they are filled from the environment here, so that ports and credentials of a stack come
 from one place (`make run`'s choices, or compose's `.env`) and no secret has to be committed.
+
+    python -m include.devstack.airflow_settings [airflow_settings.yaml] [--airflow AIRFLOW]
+
+loads the file with the process environment and imports it into the metadata database that environment
+configures (compose's airflow-init runs it).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from include.devstack.services import venv_bin
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -172,3 +181,28 @@ def _connection(item: Mapping[str, Any], path: Path, index: int) -> ConnectionSe
         port=port_number,
         extra=dict(extra),
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m include.devstack.airflow_settings",
+        description="Import airflow_settings.yaml, ${...} filled from the environment, into Airflow's metadata DB.",
+    )
+    parser.add_argument("file", nargs="?", type=Path, default=Path("airflow_settings.yaml"))
+    parser.add_argument("--airflow", help="the airflow command (default: the one beside this Python, else PATH's)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load(args.file)
+        import_into_airflow(settings, args.airflow or venv_bin("airflow"), os.environ)
+    except SettingsError as exc:
+        print(f"airflow_settings: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"imported {len(settings.connections)} connections, {len(settings.variables)} variables and "
+        f"{len(settings.pools)} pools from {args.file}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

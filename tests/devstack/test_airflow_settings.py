@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ def test_the_project_file_loads_with_values_from_the_environment():
     settings = airflow_settings.load(REPO_ROOT / "airflow_settings.yaml", ENV)
     lakefs = settings.connection("lakefs_default")
     assert (lakefs.login, lakefs.password, lakefs.port, lakefs.host) == ("AKIATEST", "s3cret", 18000, "127.0.0.1")
-    assert lakefs.extra == {"repository": "mlops", "storage_namespace": "local://mlops"}
+    # ui_url empty: the hook then links to conn_host (compose sets where a browser finds lakeFS).
+    assert lakefs.extra == {"repository": "mlops", "storage_namespace": "local://mlops", "ui_url": ""}
     assert settings.connection("mlflow_default").port == 5000
     assert settings.connection("transactions_db").host == "/data/transactions.db"
     assert settings.connection("inference_log_db").host == "/data/inference_log.db"
@@ -104,3 +106,57 @@ def test_import_writes_connections_variables_and_pools_into_airflow(airflow_db, 
     assert airflow("variables", "get", "greeting").strip() == "hello world"
     pools = json.loads(airflow("pools", "get", "training", "-o", "json"))
     assert int(pools[0]["slots"]) == 2
+
+
+def test_the_sql_connections_are_sqlite_files_by_default_and_postgres_when_told(monkeypatch: pytest.MonkeyPatch):
+    """make run leaves *_DB_TYPE unset (SQLite files); compose sets postgres and the server's fields."""
+    from mlops_airflow.sources import sqlalchemy_url
+
+    settings = airflow_settings.load(REPO_ROOT / "airflow_settings.yaml", ENV)
+    assert settings.connection("transactions_db").as_airflow_json() == {
+        "conn_type": "sqlite",
+        "host": "/data/transactions.db",
+    }
+    postgres = {
+        "INFERENCE_LOG_DB_TYPE": "postgres",
+        "INFERENCE_LOG_DB_PATH": "db.internal",
+        "INFERENCE_LOG_DB_PORT": "5433",
+        "INFERENCE_LOG_DB_NAME": "inference_log",
+        "INFERENCE_LOG_DB_USER": "mlops",
+        "INFERENCE_LOG_DB_PASSWORD": "s3cret",
+    }
+    env = airflow_settings.load(REPO_ROOT / "airflow_settings.yaml", {**ENV, **postgres}).as_environment()
+    monkeypatch.setenv("AIRFLOW_CONN_INFERENCE_LOG_DB", env["AIRFLOW_CONN_INFERENCE_LOG_DB"])
+    assert sqlalchemy_url("inference_log_db").endswith("://mlops:s3cret@db.internal:5433/inference_log")
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "include.devstack.airflow_settings", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_command_imports_the_file_as_compose_airflow_init_runs_it(airflow_db):
+    env = {**os.environ, **ENV, "MLOPS_ADMIN_TOKEN": "token-from-the-environment"}
+    result = run_cli(str(REPO_ROOT / "airflow_settings.yaml"), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "imported 5 connections, 0 variables and 0 pools" in result.stdout
+    got = subprocess.run(
+        [services.venv_bin("airflow"), "connections", "get", "serving_default", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(got.stdout)[0]["password"] == "token-from-the-environment"
+
+
+def test_the_command_names_a_missing_variable_and_fails():
+    env = {k: v for k, v in {**os.environ, **ENV}.items() if k != "LAKEFS_SECRET_ACCESS_KEY"}
+    result = run_cli(str(REPO_ROOT / "airflow_settings.yaml"), env=env)
+    assert result.returncode == 1
+    assert "LAKEFS_SECRET_ACCESS_KEY is not set" in result.stderr
