@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 # The stamp records that the venv matches the pinned requirements, so a second `make test` installs nothing.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-fast lint run bench lock clean
+.PHONY: install test test-fast lint run bench lock clean env
 
 install: $(INSTALLED)
 
@@ -41,6 +41,11 @@ lock: | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) pip compile --python-version 3.11 requirements.in -o requirements.txt
 	$(UV) pip compile --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+
+# docker compose's .env with random secrets, from .env.example; an existing .env is left as it is. Standard
+# library only, so it needs no venv.
+env:
+	$(PYTHON) -m include.devstack.compose_env
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .ruff_cache
