@@ -1,0 +1,232 @@
+"""The files compose mounts from deploy/, checked by the tools that read them where those run here (promtool,
+psql, MLflow), and otherwise against what compose passes beside them (lakeFS, Grafana: no binary here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import yaml
+
+from include.devstack import services
+from include.devstack.processes import free_port
+from tests.compose import stack
+from tests.compose.tools import debian_binary
+from tests.conftest import REPO_ROOT
+from tests.fixtures.services import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
+
+DEPLOY = REPO_ROOT / "deploy"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return stack.load()
+
+
+def mount_target(service: dict, source: str) -> str:
+    """Where a service mounts `source` (a path relative to the repository)."""
+    for volume in service.get("volumes") or []:
+        host, target, *_ = str(volume).split(":")
+        if host == f"./{source}":
+            return target
+    raise AssertionError(f"{source} is not mounted")
+
+
+# --- Prometheus ---------------------------------------------------------------------------------------------
+
+
+def test_promtool_accepts_the_prometheus_config():
+    promtool = debian_binary("promtool", "prometheus")
+    result = subprocess.run(
+        [str(promtool), "check", "config", str(DEPLOY / "prometheus/prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_rejects_a_broken_config(tmp_path: Path):
+    broken = tmp_path / "prometheus.yml"
+    broken.write_text(
+        (DEPLOY / "prometheus/prometheus.yml").read_text().replace("scrape_interval: 15s", "scrape_interval: often")
+    )
+    result = subprocess.run(
+        [str(debian_binary("promtool", "prometheus")), "check", "config", str(broken)], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "often" in result.stdout + result.stderr
+
+
+def test_prometheus_scrapes_the_model_service_where_compose_runs_it(compose):
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "model-service"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    (target,) = [target for static in job["static_configs"] for target in static["targets"]]
+    host, port = target.split(":")
+    service = compose["services"][host]
+    assert int(port) in stack.container_ports(service)
+    assert f"--port={port}" in service["command"] or port == service["command"][service["command"].index("--port") + 1]
+    prometheus = compose["services"]["prometheus"]
+    assert mount_target(prometheus, "deploy/prometheus/prometheus.yml") == "/etc/prometheus/prometheus.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+# --- Grafana -------------------------------------------------------------------------------------------------
+
+
+def test_grafana_provisions_the_prometheus_datasource_and_the_dashboards(compose):
+    grafana = compose["services"]["grafana"]
+    assert mount_target(grafana, "deploy/grafana/provisioning") == "/etc/grafana/provisioning"
+    datasources = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+    (datasource,) = datasources["datasources"]
+    assert datasource["type"] == "prometheus"
+    url = urlsplit(datasource["url"])
+    assert url.hostname == "prometheus" and url.port == 9090
+    assert url.port in stack.container_ports(compose["services"][url.hostname])
+    providers = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/mlops.yaml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["options"]["path"] == mount_target(grafana, "deploy/grafana/dashboards")
+    dashboards = sorted((DEPLOY / "grafana/dashboards").glob("*.json"))
+    assert dashboards
+    for path in dashboards:
+        dashboard = json.loads(path.read_text())
+        assert dashboard["uid"] and dashboard["title"], path.name
+        for panel in dashboard["panels"]:
+            assert panel["datasource"] == {"type": "prometheus", "uid": datasource["uid"]}, panel["title"]
+            assert panel["targets"] and all(target["expr"] for target in panel["targets"]), panel["title"]
+
+
+# --- lakeFS ----------------------------------------------------------------------------------------------------
+
+
+def test_the_lakefs_config_keeps_metadata_in_postgres_and_objects_in_minio(compose):
+    lakefs = compose["services"]["lakefs"]
+    target = mount_target(lakefs, "deploy/lakefs/lakefs.yaml")
+    assert lakefs["command"] == ["run", "--config", target]
+    config = yaml.safe_load((DEPLOY / "lakefs/lakefs.yaml").read_text())
+    env = stack.environment(lakefs)
+    assert config["database"]["type"] == "postgres"
+    connection = urlsplit(stack.interpolate(env["LAKEFS_DATABASE_POSTGRES_CONNECTION_STRING"], stack.example_env()))
+    assert (connection.scheme, connection.hostname, connection.port) == ("postgres", "postgres", 5432)
+    assert connection.path.lstrip("/") in compose["services"]["postgres"]["environment"]["MLOPS_DATABASES"].split()
+    assert config["blockstore"]["type"] == "s3"
+    s3 = config["blockstore"]["s3"]
+    endpoint = urlsplit(s3["endpoint"])
+    assert endpoint.hostname in compose["services"] and endpoint.port == 9000
+    assert s3["force_path_style"] is True
+    # The secrets lakeFS needs come from compose (LAKEFS_<key path>), never from the file.
+    for key in (
+        "LAKEFS_AUTH_ENCRYPT_SECRET_KEY",
+        "LAKEFS_BLOCKSTORE_S3_CREDENTIALS_ACCESS_KEY_ID",
+        "LAKEFS_BLOCKSTORE_S3_CREDENTIALS_SECRET_ACCESS_KEY",
+        "LAKEFS_INSTALLATION_ACCESS_KEY_ID",
+        "LAKEFS_INSTALLATION_SECRET_ACCESS_KEY",
+    ):
+        assert env[key].startswith("${"), key
+    assert "secret" not in json.dumps(config).lower() and "credentials" not in s3
+    # The bucket of the repository's storage namespace is one minio-init creates, and the admin lakeFS sets up
+    # is the one Airflow's connection logs in as.
+    init_env = stack.environment(compose["services"]["airflow-init"])
+    assert init_env["LAKEFS_STORAGE_NAMESPACE"].startswith("s3://${LAKEFS_BUCKET}/")
+    assert "minio/${LAKEFS_BUCKET}" in compose["services"]["minio-init"]["command"]
+    dotenv = stack.generated_env()
+    for lakefs_key, airflow_key in (
+        ("LAKEFS_INSTALLATION_ACCESS_KEY_ID", "LAKEFS_ACCESS_KEY_ID"),
+        ("LAKEFS_INSTALLATION_SECRET_ACCESS_KEY", "LAKEFS_SECRET_ACCESS_KEY"),
+    ):
+        assert stack.interpolate(env[lakefs_key], dotenv) == stack.interpolate(init_env[airflow_key], dotenv)
+
+
+# --- Postgres ----------------------------------------------------------------------------------------------------
+
+
+def test_every_database_compose_connects_to_is_created(compose):
+    created = set(compose["services"]["postgres"]["environment"]["MLOPS_DATABASES"].split())
+    postgres = compose["services"]["postgres"]
+    assert mount_target(postgres, "deploy/postgres/init-databases.sh").startswith("/docker-entrypoint-initdb.d/")
+    assert os.access(DEPLOY / "postgres/init-databases.sh", os.X_OK), "the image runs only executable .sh files"
+    named = set()
+    for text in stack.strings(compose["services"]):
+        for url in text.split():
+            if "@postgres:5432/" in url:
+                named.add(urlsplit(url.strip("\"'")).path.lstrip("/").split("?")[0])
+    assert named == created, f"connected to {sorted(named)}, created {sorted(created)}"
+
+
+@pytest.mark.postgres
+def test_the_init_script_creates_the_databases_and_can_run_again():
+    if not shutil.which("psql"):
+        pytest.skip("psql (Debian's postgresql-client) is not installed")
+    names = [f"mlops_compose_{uuid.uuid4().hex[:8]}_{suffix}" for suffix in ("mlflow", "lakefs")]
+    env = {
+        **os.environ,
+        "POSTGRES_USER": POSTGRES_USER,
+        "PGHOST": POSTGRES_HOST,
+        "PGPORT": str(POSTGRES_PORT),
+        "MLOPS_DATABASES": " ".join(names),
+    }
+    script = str(DEPLOY / "postgres/init-databases.sh")
+    try:
+        first = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        assert all(f"created {name}" in first.stdout for name in names)
+        again = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0 and again.stdout == "", again.stderr
+        listed = subprocess.run(
+            [
+                "psql",
+                "--username",
+                POSTGRES_USER,
+                "--dbname",
+                "postgres",
+                "-tA",
+                "-c",
+                "SELECT datname FROM pg_database",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert set(names) <= set(listed)
+        bad = subprocess.run([script], env={**env, "MLOPS_DATABASES": "Robert'); DROP"}, capture_output=True, text=True)
+        assert bad.returncode == 1 and "is not a plain lower-case name" in bad.stderr
+    finally:
+        for name in names:
+            subprocess.run(
+                [
+                    "psql",
+                    "--username",
+                    POSTGRES_USER,
+                    "--dbname",
+                    "postgres",
+                    "-c",
+                    f'DROP DATABASE IF EXISTS "{name}"',
+                ],
+                env=env,
+                capture_output=True,
+            )
+
+
+# --- MLflow ------------------------------------------------------------------------------------------------------
+
+
+def test_mlflow_answers_airflow_by_its_service_name_and_refuses_other_hosts(compose, tmp_path: Path, monkeypatch):
+    """`mlflow server` with compose's MLFLOW_SERVER_ALLOWED_HOSTS: the Host header Airflow's workers send
+    (mlflow:5000) passes MLflow's DNS-rebinding guard; a foreign one does not."""
+    env = stack.environment(compose["services"]["mlflow"])
+    monkeypatch.setenv("MLFLOW_SERVER_ALLOWED_HOSTS", env["MLFLOW_SERVER_ALLOWED_HOSTS"])
+    port = free_port()
+    server = services.start_mlflow(tmp_path / "mlflow", port, tmp_path / "logs")
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert httpx.get(url, headers={"Host": "mlflow:5000"}, timeout=30).status_code == 200
+        assert httpx.get(url, headers={"Host": "attacker.example"}, timeout=30).status_code == 403
+    finally:
+        server.stop()

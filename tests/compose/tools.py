@@ -1,0 +1,52 @@
+"""Binaries from Debian's packages that the compose tests run (promtool and Prometheus, package `prometheus`).
+
+Found on PATH, or unpacked from the package into .local/tools/<package>/ on first use. Unpacked with
+`apt-get download` + `dpkg-deb -x` rather than installed with `apt-get install`: the package's install script
+starts a Prometheus daemon on 0.0.0.0:9090, which nothing here wants running; the binaries need nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+TOOLS = REPO_ROOT / ".local" / "tools"
+
+
+def debian_binary(name: str, package: str) -> Path:
+    """`name` from PATH, or from Debian's `package` unpacked under .local/tools; skipped only without apt."""
+    if found := shutil.which(name):
+        return Path(found)
+    binary = TOOLS / package / "usr" / "bin" / name
+    if binary.exists():
+        return binary
+    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
+        pytest.skip(f"{name} is not on PATH, and without apt-get and dpkg-deb Debian's {package} cannot be fetched")
+    with tempfile.TemporaryDirectory(prefix=f"{package}-") as download:
+        result = _run(["apt-get", "download", package], Path(download))
+        if result.returncode != 0 and os.geteuid() == 0:
+            # A machine whose package lists were never fetched knows no package yet.
+            _run(["apt-get", "update"], Path(download))
+            result = _run(["apt-get", "download", package], Path(download))
+        assert result.returncode == 0, f"apt-get download {package} failed:\n{result.stdout}\n{result.stderr}"
+        (deb,) = Path(download).glob(f"{package}_*.deb")
+        # Unpacked beside its final place and renamed, so that an interrupted unpack is never taken as done.
+        TOOLS.mkdir(parents=True, exist_ok=True)
+        unpacking = Path(tempfile.mkdtemp(prefix=f"{package}-", dir=TOOLS))
+        result = _run(["dpkg-deb", "-x", str(deb), str(unpacking)], Path(download))
+        assert result.returncode == 0, f"dpkg-deb -x {deb.name} failed:\n{result.stderr}"
+        shutil.rmtree(TOOLS / package, ignore_errors=True)
+        unpacking.rename(TOOLS / package)
+    assert binary.exists(), f"Debian's {package} has no usr/bin/{name}"
+    return binary
+
+
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
