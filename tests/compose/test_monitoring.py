@@ -1,0 +1,242 @@
+"""The monitoring configs compose mounts, run for real: a real model service (tests/fixtures/serving.py) with
+traffic, model switches and drift checks; a real Prometheus (Debian's) with deploy/prometheus/prometheus.yml,
+only its target moved to the service's loopback port; and every query of the Grafana dashboards asked of it.
+
+Grafana itself does not run here (no package of it is at hand): what is checked is that each panel's query
+returns data from what Prometheus scraped, not how Grafana draws it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from include.devstack.processes import ManagedProcess, free_port, start_process, wait_until_healthy
+from include.mlops import monitoring
+from tests.compose.tools import debian_binary
+from tests.conftest import REPO_ROOT
+from tests.fixtures.serving import Service, service_launcher
+from tests.serving.conftest import config, records_of, splits, stored_models  # noqa: F401 (fixtures)
+
+DASHBOARDS = sorted((REPO_ROOT / "deploy/grafana/dashboards").glob("*.json"))
+PROMETHEUS_CONFIG = REPO_ROOT / "deploy/prometheus/prometheus.yml"
+# Grafana's own variables, as Grafana would fill them on a dashboard showing the last few minutes.
+GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__range": "10m"}
+# What the panels must show (the dashboard's purpose): request latency, predictions by model version, drift.
+REQUIRED_METRICS = {"bentoml_service_request_duration_seconds_bucket", "mlops_predictions_total", "mlops_drift_share"}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+}
+
+
+@dataclass(frozen=True)
+class Panel:
+    dashboard: str
+    title: str
+    expr: str
+
+    def __str__(self) -> str:
+        return f"{self.dashboard}: {self.title}"
+
+
+def panels() -> list[Panel]:
+    found = []
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            found.extend(Panel(path.name, panel["title"], target["expr"]) for target in panel["targets"])
+    return found
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads: its identifiers that are not functions, keywords, label names
+    (in `{...}` and `by (...)`), durations or Grafana variables."""
+    expr = re.sub(r"\$\w+", "", expr)
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    names = re.findall(r"\b[A-Za-z_:][A-Za-z0-9_:]*\b(?!\s*\()", expr)
+    return set(names) - _PROMQL_WORDS
+
+
+@dataclass
+class Observed:
+    service: Service
+    prometheus: ManagedProcess
+    records: list[dict]
+
+    def traffic(self, seconds: float) -> None:
+        """Predictions on both routes, and a bad request, for `seconds` (so that rates span several scrapes)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.service.predict(self.records).status_code == 200
+            one = httpx.post(f"{self.service.url}/predict_batched", json={"records": self.records[:1]}, timeout=30)
+            assert one.status_code == 200
+            assert self.service.predict([{"amount": "not a number"}]).status_code == 400
+            time.sleep(0.1)
+
+    def query(self, expr: str) -> list[dict]:
+        response = httpx.get(f"{self.prometheus.url}/api/v1/query", params={"query": expr}, timeout=30)
+        assert response.status_code == 200, f"{expr}: {response.text}"
+        return response.json()["data"]["result"]
+
+
+def start_prometheus(target: str, folder: Path) -> ManagedProcess:
+    """Debian's Prometheus on the compose config, scraping `target` every second instead of model-service:3000."""
+    settings = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    settings["global"]["scrape_interval"] = "1s"
+    (job,) = [job for job in settings["scrape_configs"] if job["job_name"] == "model-service"]
+    job["static_configs"] = [{"targets": [target]}]
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(settings))
+    port = free_port()
+    process = start_process(
+        "prometheus",
+        [
+            str(debian_binary("prometheus", "prometheus")),
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        folder / "prometheus.log",
+        url=f"http://127.0.0.1:{port}",
+    )
+    try:
+        wait_until_healthy(process, f"{process.url}/-/ready", timeout=60)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+def record_drift_checks(url: str) -> None:
+    """drift_monitor's last check of v1 (with a live score) and of v2, as it writes them to its history."""
+    engine = sa.create_engine(url)
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for run_id, version, figures in (
+        ("check-v1", "1", {"drift_share": 0.4, "live_score": 0.62, "labelled_rows": 300, "retrain": True}),
+        ("check-v2", "2", {"drift_share": 0.1}),
+    ):
+        monitoring.record_check(
+            engine,
+            {
+                "airflow_run_id": run_id,
+                "model_name": "fraud_detector",
+                "model_version": version,
+                "window_start": end - dt.timedelta(hours=1),
+                "window_end": end,
+                "rows": 800,
+                "malformed_rows": 0,
+                "labelled_rows": 0,
+                "retrain": False,
+                "reason": "test",
+                **figures,
+            },
+        )
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def observed(stored_models, config, splits, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:  # noqa: F811
+    """A model service that served v1 then v2 (and refused v3), with drift checks of both, under Prometheus."""
+    log_url = f"sqlite:///{tmp_path_factory.mktemp('inference-log') / 'log.db'}"
+    with service_launcher(tmp_path_factory) as start:
+        service = start(
+            MLOPS_MODEL_TAG=stored_models.tag("1"), MLOPS_INFERENCE_LOG_URL=log_url, MLOPS_DRIFT_METRICS_SECONDS="1"
+        )
+        prometheus = start_prometheus(service.url.removeprefix("http://"), tmp_path_factory.mktemp("prometheus"))
+        try:
+            seen = Observed(service, prometheus, records_of(splits["test"].head(5), config.dataset))
+            seen.traffic(3)
+            assert service.admin("POST", {"tag": stored_models.tag("3")}).status_code == 422  # a rejected switch
+            assert service.admin("POST", {"tag": stored_models.tag("2")}).status_code == 200
+            seen.traffic(3)
+            record_drift_checks(log_url)
+            yield seen
+        finally:
+            prometheus.stop()
+
+
+def test_the_dashboards_show_latency_predictions_by_version_and_drift():
+    used = set().union(*(metric_names(panel.expr) for panel in panels()))
+    assert REQUIRED_METRICS <= used, f"no panel reads {REQUIRED_METRICS - used}"
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        ('histogram_quantile(0.95, sum by (le) (rate(a_bucket{endpoint=~"/p|/q"}[$__rate_interval])))', {"a_bucket"}),
+        (
+            "sum by (v, c) (increase(b_total[$__range])) / ignoring (c) group_left sum by (v) (increase(b_total[1h]))",
+            {"b_total"},
+        ),
+        ("gauge_a + on (x) gauge_b offset 5m", {"gauge_a", "gauge_b"}),
+    ],
+)
+def test_metric_names_are_read_from_promql(expr: str, names: set[str]):
+    assert metric_names(expr) == names
+
+
+def test_every_metric_a_dashboard_panel_reads_is_on_the_services_metrics(observed: Observed):
+    def missing() -> dict[str, set[str]]:
+        exposed = {name for name, _ in observed.service.metrics()}
+        return {
+            str(panel): metric_names(panel.expr) - exposed for panel in panels() if metric_names(panel.expr) - exposed
+        }
+
+    deadline = time.monotonic() + 15  # the drift gauges are read from the history every second
+    while (absent := missing()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not absent, f"panels read metrics the model service does not expose: {absent}"
+
+
+def test_every_dashboard_panel_gets_data_from_prometheus_scraping_the_service(observed: Observed):
+    targets = observed.query('up{job="model-service"}')
+    assert [float(t["value"][1]) for t in targets] == [1.0], f"Prometheus does not scrape the service: {targets}"
+
+    def unanswered() -> list[str]:
+        empty = []
+        for panel in panels():
+            expr = panel.expr
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            values = [float(series["value"][1]) for series in observed.query(expr)]
+            if not values or not all(math.isfinite(value) for value in values):
+                empty.append(f"{panel}: {expr} -> {values}")
+        return empty
+
+    deadline = time.monotonic() + 45
+    while (empty := unanswered()) and time.monotonic() < deadline:
+        observed.traffic(1)
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    versions = {
+        s["metric"]["model_version"] for s in observed.query("sum by (model_version) (mlops_predictions_total)")
+    }
+    assert versions == {"1", "2"}
+
+    def shares() -> dict[str, float]:
+        return {s["metric"]["model_version"]: float(s["value"][1]) for s in observed.query("mlops_drift_share")}
+
+    deadline = time.monotonic() + 15  # read from the history every second, scraped every second
+    while shares() != {"1": 0.4, "2": 0.1} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert shares() == {"1": 0.4, "2": 0.1}
