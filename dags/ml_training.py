@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, dag
+from airflow.sdk import CronTriggerTimetable, Param, dag
 
 from include.mlops.naming import run_branch_name
 from mlops_airflow.lakefs_operators import LakeFSCommitOperator, LakeFSCreateBranchOperator, LakeFSMergeOperator
@@ -61,8 +61,9 @@ DECISION = "ti.xcom_pull(task_ids='register_challenger')"
 
 
 @dag(
-    schedule="0 2 * * *",
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    # Nightly at 02:00 UTC. No start date, and run_immediately off: a newly deployed (or unpaused) DAG waits for
+    # the next 02:00 instead of training at once for last night, next to the run its user just started.
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=False),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
