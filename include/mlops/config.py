@@ -300,6 +300,9 @@ class Drift(_Strict):
     # late); the live score needs this many labelled rows.
     label_lookback_hours: int = Field(default=72, gt=0)
     min_labelled_rows: int = Field(default=200, gt=0)
+    # Days a drift-triggered run collects, ending at the collection lag; empty means the whole training window,
+    # so that the new model learns from every day since the world changed, not only the nightly run's one day.
+    retrain_history_days: int | None = Field(default=None, gt=0)
 
 
 class Branches(_Strict):

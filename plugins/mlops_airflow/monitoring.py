@@ -20,8 +20,9 @@ from mlops_airflow.sources import fetcher, sqlalchemy_url
 INFERENCE_LOG_CONNECTION = "inference_log_db"
 TRAINING_DAG = "ml_training"
 # The window has closed when its run starts; the service writes its log a few seconds behind. After this much
-# time past the window's end, too few rows is the verdict ("too few rows"), not a reason to wait.
-LATE_ROWS_GRACE = dt.timedelta(minutes=15)
+# time past the window's end, too few rows is the verdict ("too few rows"), not a reason to wait. Kept short:
+# drift_monitor runs one at a time, so a waiting sensor holds back the next check (a manual one too).
+LATE_ROWS_GRACE = dt.timedelta(minutes=1)
 
 
 def _engine():
@@ -45,7 +46,7 @@ def _history_row(context: Context, config, window: dict, **figures) -> dict:
     }
 
 
-@task.sensor(mode="reschedule", poke_interval=120, timeout=3600, soft_fail=True)
+@task.sensor(mode="reschedule", poke_interval=60, timeout=3600, soft_fail=True)
 def wait_for_traffic(**context: Context) -> PokeReturnValue:
     """Wait until the run's window (`drift.window_hours` up to the end of its interval) holds `drift.min_rows`
     logged predictions. Once the window is over (with a grace for late writes) and they are not there, the run
@@ -189,4 +190,5 @@ def decide_retraining(check: dict, **context: Context) -> dict | None:
         "drifted_columns": check["drifted_columns"],
         "report_uri": check["report_uri"],
         "model_version": check["model_version"],
+        "history_days": config.drift.retrain_history_days or config.training.window_days,
     }

@@ -262,6 +262,7 @@ def test_data_drift_triggers_one_training_run_and_then_the_cool_down_holds(fresh
         "drifted_columns": measured["drifted_columns"],
         "report_uri": measured["report_uri"],
         "model_version": fresh.champion.version,
+        "history_days": fresh.config.training.window_days,
     }
     assert measured["drift_share"] >= fresh.config.drift.threshold
     assert {"amount", "merchant_category"} <= set(measured["drifted_columns"])
