@@ -138,3 +138,18 @@ def wait_until_healthy(process: ManagedProcess, health_url: str, timeout: float 
         f"{process.name} was not healthy at {health_url} after {timeout:.0f} s ({last_error}); "
         f"log {process.log_path}:\n{process.log_tail()}"
     )
+
+
+def tree_pss_bytes(root_pid: int) -> int:
+    """Memory of a process and all its descendants, as PSS (shared pages split among their sharers), so that
+    forked workers are not counted once per worker."""
+    import psutil
+
+    root = psutil.Process(root_pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass  # exited between the listing and the reading
+    return total

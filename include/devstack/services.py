@@ -149,6 +149,31 @@ def start_airflow_standalone(env: dict[str, str], log_dir: Path, timeout: float 
     return process
 
 
+def airflow_components(executor: str) -> list[list[str]]:
+    """The `airflow` commands of a deployment with one process per component (compose's shape)."""
+    components = [["api-server"], ["scheduler"], ["dag-processor"], ["triggerer"]]
+    if executor == "CeleryExecutor":
+        # Only this stack's queue: other stacks may share the broker.
+        components.append(["celery", "worker", "--queues", "{AIRFLOW__OPERATORS__DEFAULT_QUEUE}"])
+    return components
+
+
+def start_airflow_component(
+    arguments: list[str], env: dict[str, str], log_dir: Path, timeout: float = 240
+) -> ManagedProcess:
+    """One Airflow component (`airflow api-server`, `airflow scheduler`, ...) in a process group of its own. The
+    api-server is waited for until healthy; the others report their health through it (/api/v2/monitor/health)."""
+    arguments = [a.format(**env) for a in arguments]
+    name = "-".join(arguments[:2]) if arguments[0] == "celery" else arguments[0]
+    url = env["AIRFLOW__API__BASE_URL"] if name == "api-server" else ""
+    process = start_process(
+        f"airflow-{name}", [venv_bin("airflow"), *arguments], log_dir / f"airflow-{name}.log", env=env, url=url
+    )
+    if url:
+        _wait_or_stop(process, f"{url}/api/v2/monitor/health", timeout)
+    return process
+
+
 def _wait_or_stop(process: ManagedProcess, health_url: str, timeout: float) -> None:
     try:
         wait_until_healthy(process, health_url, timeout)

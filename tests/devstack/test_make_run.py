@@ -6,6 +6,7 @@ and free ports, so it does not collide with a stack the developer has running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -53,28 +55,6 @@ def _airflow_token(base_url: str, password: str) -> str:
         return json.loads(response.read())["access_token"]
 
 
-def _post(url: str, token: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def _wait_for_run(base_url: str, token: str, dag_id: str, run_id: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < deadline:
-        state = _get(f"{base_url}/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}", token)["state"]
-        if state in ("success", "failed"):
-            return state
-        time.sleep(3)
-    return f"still {state} after {timeout:.0f} s"
-
-
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -94,7 +74,17 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
     config_path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"MLOPS_CONFIG": str(config_path)}
     stack = subprocess.Popen(
-        [sys.executable, "-m", "include.devstack", "--state-dir", str(state_dir), "--free-ports"],
+        [
+            sys.executable,
+            "-m",
+            "include.devstack",
+            "--state-dir",
+            str(state_dir),
+            "--free-ports",
+            # Three days (all this test trains on, to be quick) instead of the demo's thirty.
+            "--history-days",
+            "3",
+        ],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -103,8 +93,11 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
         start_new_session=True,
     )
     lines: list[str] = []
+    server_groups: list[int] = []
     try:
-        deadline = time.monotonic() + 420
+        # make run starts the servers, trains and deploys the first champion (ml_training on the real
+        # scheduler, started through the REST API), and prints where everything is.
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             line = stack.stdout.readline()
             if not line:
@@ -114,46 +107,49 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
                 break
         output = "\n".join(lines)
         assert "Ready" in output, f"the stack did not come up:\n{output}\n{_logs(state_dir)}"
+        server_groups = [child.pid for child in psutil.Process(stack.pid).children()]
 
-        urls = dict(re.findall(r"\[make run\] (lakeFS|MLflow|Serving|Airflow)\s+(http://127\.0\.0\.1:\d+)", output))
+        urls = dict(
+            re.findall(r"\[make run\] (lakeFS|MLflow UI|Model API|Airflow UI)\s+(http://127\.0\.0\.1:\d+)", output)
+        )
         credentials = json.loads((state_dir / "credentials.json").read_text())
-        assert re.search(r"login: admin / \S+", output)
+        assert f"(login: admin / {credentials['airflow_admin_password']})" in output
 
         keys = (credentials["lakefs_access_key_id"], credentials["lakefs_secret_access_key"])
         assert _get(f"{urls['lakeFS']}/api/v1/user", auth=keys)["user"]["id"]
-        assert _get(f"{urls['MLflow']}/health") == "OK"
+        assert _get(f"{urls['MLflow UI']}/health") == "OK"
 
-        token = _airflow_token(urls["Airflow"], credentials["airflow_admin_password"])
-        dag_ids = {d["dag_id"] for d in _get(f"{urls['Airflow']}/api/v2/dags", token)["dags"]}
+        token = _airflow_token(urls["Airflow UI"], credentials["airflow_admin_password"])
+        dags = {d["dag_id"]: d for d in _get(f"{urls['Airflow UI']}/api/v2/dags", token)["dags"]}
         dag_files = {p.stem for p in (REPO_ROOT / "dags").glob("*.py") if not p.name.startswith("_")}
-        deadline = time.monotonic() + 120  # the dag-processor parses the folder shortly after start
-        while not dag_files <= dag_ids and time.monotonic() < deadline:
-            time.sleep(2)
-            dag_ids = {d["dag_id"] for d in _get(f"{urls['Airflow']}/api/v2/dags", token)["dags"]}
-        assert dag_files <= dag_ids
-        assert _get(f"{urls['Airflow']}/api/v2/importErrors", token)["total_entries"] == 0
-        plugins = {p["name"] for p in _get(f"{urls['Airflow']}/api/v2/plugins", token)["plugins"]}
+        assert dag_files <= set(dags)
+        assert [d for d in dag_files if dags[d]["is_paused"]] == [], "make run unpauses every DAG"
+        assert _get(f"{urls['Airflow UI']}/api/v2/importErrors", token)["total_entries"] == 0
+        plugins = {p["name"] for p in _get(f"{urls['Airflow UI']}/api/v2/plugins", token)["plugins"]}
         assert "mlops" in plugins
-        connection = _get(f"{urls['Airflow']}/api/v2/connections/lakefs_default", token)
+        connection = _get(f"{urls['Airflow UI']}/api/v2/connections/lakefs_default", token)
         assert (connection["login"], f"http://127.0.0.1:{connection['port']}") == (keys[0], urls["lakeFS"])
 
-        # ml_training runs on the real scheduler against the simulator's source, and deploys its model.
-        run = _post(
-            f"{urls['Airflow']}/api/v2/dags/ml_training/dagRuns",
-            token,
-            {"logical_date": None, "conf": {"history_days": 3, "reason": "manual"}},
-        )
-        state = _wait_for_run(urls["Airflow"], token, "ml_training", run["dag_run_id"], timeout=420)
-        assert state == "success", _logs(state_dir)
+        # The first champion: ml_training ran with progress shown, collected three days and deployed its model.
+        [run] = _get(f"{urls['Airflow UI']}/api/v2/dags/ml_training/dagRuns", token)["dag_runs"]
+        assert run["state"] == "success" and run["conf"] == {"reason": "manual", "history_days": 3}
+        assert len(set(re.findall(r"ml_training: (\d+)/\d+ tasks done", output))) >= 3, "no progress shown"
         lakefs_objects = _get(f"{urls['lakeFS']}/api/v1/repositories/mlops/refs/main/objects/ls?prefix=raw/", auth=keys)
         assert len(lakefs_objects["results"]) == 3
-        _the_champion_serves_and_comes_back_when_killed(stack.pid, urls["Serving"], state_dir, config_path)
+        served = re.search(r"-> fraud_detector v(\d+): \{'label': [01], 'probabilities'", output)
+        assert served, output
+        lineage = r"trained on lakeFS commit [0-9a-f]{12}, MLflow run [0-9a-f]{32}, Airflow run (\S+)"
+        assert re.search(lineage, output).group(1) == run["dag_run_id"]
+        _the_champion_serves_and_comes_back_when_killed(stack.pid, urls["Model API"], state_dir, config_path)
     finally:
         stack.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
             rest, _ = stack.communicate(timeout=120)
         except subprocess.TimeoutExpired:
-            os.killpg(stack.pid, signal.SIGKILL)
+            # The servers run in sessions of their own: killing the stack's group alone would orphan them.
+            for group in [stack.pid, *server_groups]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
             rest, _ = stack.communicate()
         lines.extend(rest.splitlines())
 
@@ -170,7 +166,6 @@ def _the_champion_serves_and_comes_back_when_killed(
 ) -> None:
     import httpx
     import pandas as pd
-    import psutil
 
     from include.mlops import deployment
     from include.mlops.config import load_config

@@ -1,0 +1,91 @@
+"""The local stack's pieces that need no servers: the demo source's history, credentials, Airflow's settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import stat
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from cryptography.fernet import Fernet
+
+from include.devstack import simulator
+from include.devstack.airflow_api import TaskState, progress_line
+from include.devstack.stack import (
+    DEMO_SEED,
+    SourceHistory,
+    StackOptions,
+    _airflow_components_env,
+    local_credentials,
+    seed_transactions,
+)
+
+
+def test_the_source_holds_the_normal_world_until_the_change_and_the_changed_world_after(tmp_path: Path):
+    today = dt.datetime.now(dt.UTC).date()
+    path = tmp_path / "tx.db"
+    seed_transactions(path, SourceHistory(days=4, rows_per_day=300, drifted_since=today - dt.timedelta(days=1)))
+
+    written = pd.read_sql_table("transactions", f"sqlite:///{path}")
+    for back, world in [(3, simulator.NO_DRIFT), (2, simulator.NO_DRIFT), (1, simulator.DEMO_WORLD_CHANGE),
+                        (0, simulator.DEMO_WORLD_CHANGE)]:  # fmt: skip
+        day = today - dt.timedelta(days=back)
+        expected = simulator.generate_day(day, 300, DEMO_SEED, world).transactions
+        got = written[written["transaction_id"].str.contains(f"-{day:%Y%m%d}-")].sort_values("transaction_id")
+        assert got["merchant_category"].tolist() == expected["merchant_category"].tolist(), (day, world)
+    assert len(written) == 4 * 300
+
+
+def test_without_a_change_every_day_is_the_normal_world(tmp_path: Path):
+    today = dt.datetime.now(dt.UTC).date()
+    path = tmp_path / "tx.db"
+    seed_transactions(path, SourceHistory(days=2, rows_per_day=100))
+    written = pd.read_sql_table("transactions", f"sqlite:///{path}").sort_values("transaction_id")
+    expected = simulator.generate_day(today, 100, DEMO_SEED).transactions
+    assert written.tail(100)["amount"].tolist() == pytest.approx(expected["amount"].tolist())
+
+
+def test_credentials_are_made_once_kept_private_and_completed_when_a_key_is_new(tmp_path: Path):
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps({"airflow_admin_password": "chosen-before"}))
+
+    first = local_credentials(path)
+    assert first["airflow_admin_password"] == "chosen-before"
+    assert {"lakefs_access_key_id", "airflow_jwt_secret", "airflow_fernet_key", "serving_admin_token"} <= set(first)
+    Fernet(first["airflow_fernet_key"])  # a valid key, or this raises
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert local_credentials(path) == first
+
+
+def test_every_airflow_component_gets_the_same_secrets_and_celery_its_own_queue(tmp_path: Path):
+    credentials = local_credentials(tmp_path / "credentials.json")
+    ports = {"AIRFLOW_PORT": 8123}
+    options = StackOptions(
+        state=tmp_path,
+        ports=ports,
+        airflow_db_url="postgresql+psycopg2://postgres@127.0.0.1:5432/airflow",
+        executor="CeleryExecutor",
+        celery_broker_url="redis://127.0.0.1:6379/0",
+    )
+    env = _airflow_components_env(options, credentials)
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == credentials["airflow_jwt_secret"]
+    assert env["AIRFLOW__CORE__FERNET_KEY"] == credentials["airflow_fernet_key"]
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql://postgres@127.0.0.1:5432/airflow"
+    assert env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "mlops-8123"
+
+    with pytest.raises(ValueError, match="CeleryExecutor needs celery_broker_url"):
+        _airflow_components_env(StackOptions(state=tmp_path, ports=ports, executor="CeleryExecutor"), credentials)
+
+
+def test_progress_names_what_runs_and_what_failed():
+    tasks = [
+        TaskState("collect", -1, "success", 3.0),
+        TaskState("train_candidate", 0, "running", None),
+        TaskState("train_candidate", 1, "running", None),
+        TaskState("gate", -1, None, None),
+        TaskState("record_rejection", -1, "skipped", 0.0),
+        TaskState("validate", -1, "failed", 1.0),
+    ]
+    assert progress_line(tasks) == "2/6 tasks done, running: train_candidate, failed: validate"
