@@ -7,20 +7,23 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from include.devstack import services
-from include.devstack.processes import free_port
+from include.devstack.processes import free_port, start_process
 from tests.compose import stack
 from tests.compose.tools import debian_binary
 from tests.conftest import REPO_ROOT
-from tests.fixtures.services import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
+from tests.fixtures.services import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, postgres_database
 
 DEPLOY = REPO_ROOT / "deploy"
 
@@ -230,3 +233,38 @@ def test_mlflow_answers_airflow_by_its_service_name_and_refuses_other_hosts(comp
         assert httpx.get(url, headers={"Host": "attacker.example"}, timeout=30).status_code == 403
     finally:
         server.stop()
+
+
+# --- The demo's transactions simulator ------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_the_simulator_command_fills_the_transactions_database_and_turns_healthy(compose, tmp_path: Path):
+    """The demo service's own bash script and health check, run here against a test database (its hourly loop
+    is stopped once the first write is in)."""
+    simulator = compose["services"]["transactions-simulator"]
+    script = stack.interpolate(simulator["command"][2], {})
+    health = stack.interpolate(simulator["healthcheck"]["test"][1], {})
+    marker = Path("/tmp/simulated")
+    assert marker.as_posix() in script and not marker.exists(), "another run of the simulator is using /tmp/simulated"
+    with postgres_database() as url:
+        # `python` is the project's, as in the image.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        env = {**os.environ, "PATH": path, "PYTHONPATH": str(REPO_ROOT), "TRANSACTIONS_URL": url}
+        process = start_process("simulator", ["bash", "-c", script], tmp_path / "simulator.log", env=env, cwd=REPO_ROOT)
+        try:
+            deadline = time.monotonic() + 240
+            while not marker.exists() and process.is_running() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert process.is_running(), f"the simulator exited:\n{process.log_tail()}"
+            assert subprocess.run(["bash", "-c", health]).returncode == 0, "the health check fails after a write"
+        finally:
+            process.stop()
+            marker.unlink(missing_ok=True)
+        engine = sa.create_engine(url)
+        with engine.connect() as connection:
+            days = connection.execute(sa.text("SELECT count(DISTINCT CAST(event_time AS date)) FROM transactions"))
+            rows = connection.execute(sa.text("SELECT count(*) FROM transactions"))
+            assert (days.scalar(), rows.scalar()) == (35, 35 * 2000)
+        engine.dispose()
+    assert subprocess.run(["bash", "-c", health]).returncode != 0, "healthy without a write"
