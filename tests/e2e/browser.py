@@ -1,0 +1,55 @@
+"""A headless Chromium for the browser tests: Debian's package, driven by Playwright's Python client.
+
+Playwright's own browser builds (`playwright install`) come from a download site this project's machines cannot
+reach; the pip wheel ships only the driver, so the tests launch Debian's `chromium` instead, installed with
+apt-get when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+CHROMIUM = Path(os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium"))
+# fonts-liberation is only recommended, and without a font the screenshots show boxes for text.
+DEBIAN_PACKAGES = ["chromium", "fonts-liberation"]
+# Chromium phones home (updates, sync, safe browsing, QUIC probes) unless told not to; on a closed network
+# those connections are refused and slow every page down. Sandboxing needs user namespaces a root container
+# lacks.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def chromium_missing_reason(install: bool = True) -> str:
+    """Empty when Chromium can be launched (installing Debian's package first when `install` and it is
+    missing); otherwise why not, in one sentence a skip can show."""
+    if CHROMIUM.exists():
+        return ""
+    if not install:
+        return f"{CHROMIUM} is missing (install Debian's package: apt-get install chromium)"
+    apt_get = shutil.which("apt-get")
+    if apt_get is None:
+        return f"{CHROMIUM} is missing and there is no apt-get to install Debian's chromium package"
+    if os.geteuid() != 0:
+        return f"{CHROMIUM} is missing and apt-get needs root: run `sudo apt-get install chromium` once"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    steps = [[apt_get, "update"], [apt_get, "install", "-y", "--no-install-recommends", *DEBIAN_PACKAGES]]
+    for step in steps:
+        done = subprocess.run(step, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            return f"{CHROMIUM} is missing and `{' '.join(step[1:3])}` failed: {' / '.join(tail)}"
+    if not CHROMIUM.exists():
+        return f"apt-get installed {DEBIAN_PACKAGES} but {CHROMIUM} is still missing"
+    return ""
