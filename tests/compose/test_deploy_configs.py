@@ -268,3 +268,56 @@ def test_the_simulator_command_fills_the_transactions_database_and_turns_healthy
             assert (days.scalar(), rows.scalar()) == (35, 35 * 2000)
         engine.dispose()
     assert subprocess.run(["bash", "-c", health]).returncode != 0, "healthy without a write"
+
+
+# --- airflow-init -----------------------------------------------------------------------------------------------
+
+
+def test_airflow_init_migrates_sets_the_admin_password_and_imports_the_connections(compose, tmp_path: Path):
+    """airflow-init's own script and environment (with a .env as `make env` writes it), run here on a metadata
+    database of its own: SQLite in place of compose's Postgres, the rest as compose passes it."""
+    init = compose["services"]["airflow-init"]
+    dotenv = stack.generated_env()
+    env = {key: stack.interpolate(value, dotenv) for key, value in stack.environment(init).items()}
+    home = tmp_path / "airflow"
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(REPO_ROOT),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth" / "passwords.json"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        }
+    )
+    (tmp_path / "auth").mkdir()
+    script = stack.interpolate(init["command"][2], {}).replace("/opt/airflow/", f"{REPO_ROOT}/")
+    result = subprocess.run(["bash", "-c", script], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "imported 5 connections" in result.stdout
+    passwords = tmp_path / "auth" / "passwords.json"
+    assert json.loads(passwords.read_text()) == {dotenv["AIRFLOW_ADMIN_USER"]: dotenv["AIRFLOW_ADMIN_PASSWORD"]}
+    assert passwords.stat().st_mode & 0o077 == 0
+
+    def connection(conn_id: str) -> dict:
+        got = subprocess.run(
+            [services.venv_bin("airflow"), "connections", "get", conn_id, "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert got.returncode == 0, got.stderr[-2000:]
+        return json.loads(got.stdout)[0]
+
+    lakefs = connection("lakefs_default")
+    assert (lakefs["host"], int(lakefs["port"]), lakefs["login"]) == ("lakefs", 8000, dotenv["LAKEFS_ACCESS_KEY_ID"])
+    assert lakefs["extra_dejson"]["storage_namespace"] == f"s3://{dotenv['LAKEFS_BUCKET']}/mlops"
+    assert lakefs["is_encrypted"] == "True", "stored encrypted with the Fernet key from .env"
+    inference_log = connection("inference_log_db")
+    assert (inference_log["conn_type"], inference_log["host"], inference_log["schema"]) == (
+        "postgres",
+        "postgres",
+        "inference_log",
+    )
