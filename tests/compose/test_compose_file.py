@@ -125,6 +125,11 @@ def test_the_connections_reach_the_compose_services(compose, monkeypatch: pytest
 
         user, password = dotenv["POSTGRES_USER"], dotenv["POSTGRES_PASSWORD"]
         assert sqlalchemy_url(conn_id).endswith(f"://{user}:{password}@postgres:5432/{connection.schema}")
+    # A pipeline config that reads files from s3:// gets MinIO through the object store connection.
+    object_store = settings.connection("object_store_default")
+    assert (object_store.conn_type, object_store.extra["endpoint_url"]) == ("aws", "http://minio:9000")
+    assert 9000 in stack.container_ports(services_["minio"])
+    assert object_store.login == dotenv["MINIO_ROOT_USER"]
     # The service writes its inference log where drift_monitor reads it.
     serving_env = stack.environment(services_["model-service"])
     assert serving_env["MLOPS_INFERENCE_LOG_URL"].endswith("@postgres:5432/inference_log")
