@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +160,7 @@ def drift_loop(
     monitor_run = api.trigger(MONITOR_DAG, {})
     say(f"drift_monitor run {monitor_run} started")
     follow(api, MONITOR_DAG, monitor_run, say, timeout=600)
-    verdict = latest_verdict(inference_log_url)
+    verdict = verdict_of(inference_log_url, monitor_run)
     say(f"drift_monitor says: {verdict}")
     training_run = f"drift__{monitor_run}"
     if not any(r["dag_run_id"] == training_run for r in api.runs(TRAINING_DAG)):
@@ -184,8 +183,8 @@ def drift_loop(
     )
 
 
-def latest_verdict(inference_log_url: str) -> str:
-    """The last drift check's decision, from the drift history drift_monitor keeps beside the inference log."""
+def verdict_of(inference_log_url: str, monitor_run_id: str) -> str:
+    """A drift_monitor run's decision, from the drift history it keeps beside the inference log."""
     import sqlalchemy as sa
 
     from include.mlops import monitoring
@@ -195,15 +194,7 @@ def latest_verdict(inference_log_url: str) -> str:
         checks = monitoring.history(engine, load_config().model.registered_name)
     finally:
         engine.dispose()
-    if not checks:
-        return "no check recorded"
-    last = checks[-1]
-    return f"{'retrain' if last['retrain'] else 'no retraining'}: {last['reason']}"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout:.0f} s")
-        time.sleep(1)
+    mine = [c for c in checks if c["airflow_run_id"] == monitor_run_id]
+    if not mine:
+        return f"no check recorded for run {monitor_run_id}"
+    return f"{'retrain' if mine[-1]['retrain'] else 'no retraining'}: {mine[-1]['reason']}"

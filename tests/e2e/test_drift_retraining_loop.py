@@ -73,7 +73,7 @@ def test_drift_in_live_traffic_retrains_and_serves_a_new_champion(tmp_path: Path
         triggered = api.run("ml_training", outcome.training_run_id)
         assert triggered["conf"]["reason"] == "drift"
         assert triggered["conf"]["history_days"] == load_config().training.window_days
-        assert triggered["run_type"] == "manual"  # started by TriggerDagRunOperator, not by us: see its id
+        assert triggered["run_type"] == "operator_triggered"  # by drift_monitor's TriggerDagRunOperator, not us
 
         # 3. The retrained model learned the changed world and serves now, without the service restarting.
         assert outcome.champion_after != outcome.champion_before, transcript
