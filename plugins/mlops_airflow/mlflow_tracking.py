@@ -1,4 +1,5 @@
-"""Where MLflow is: connection `mlflow_default` (host, port, schema = http/https), or MLFLOW_TRACKING_URI."""
+"""Where MLflow is: connection `mlflow_default` (host, port, schema = http/https; extra `ui_url` where a browser
+finds its UI, when that is not the host the workers use, as in compose), or MLFLOW_TRACKING_URI."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def tracking_uri(conn_id: str = CONNECTION_ID) -> str:
     if "://" not in host:
         host = f"{connection.schema or 'http'}://{host}"
     return f"{host}:{connection.port}" if connection.port else host
+
+
+def ui_url(conn_id: str = CONNECTION_ID) -> str:
+    """The MLflow UI's address for links a user opens (the **MLflow run** button): the connection's `ui_url`,
+    else the tracking URI."""
+    try:
+        extra = BaseHook.get_connection(conn_id).extra_dejson
+    except AirflowNotFoundException:
+        extra = {}
+    return str(extra.get("ui_url") or tracking_uri(conn_id)).rstrip("/")
 
 
 def client(conn_id: str = CONNECTION_ID):

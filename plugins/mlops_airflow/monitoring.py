@@ -132,7 +132,7 @@ def check_drift(window: dict, **context: Context) -> dict:
 
     experiment = tracking.experiment_id(client, name)
     run_id = tracking.monitoring_run(client, experiment, name, champion.version)
-    run_url = tracking.run_url(mlflow_tracking.tracking_uri(), experiment, run_id)
+    run_url = tracking.run_url(mlflow_tracking.ui_url(), experiment, run_id)
     figures = monitoring.check_figures(config, len(current), live.malformed, report, performance)
     # One step per hour of window end, so that a retried check lands on its own step.
     step = int(end.timestamp() // 3600)

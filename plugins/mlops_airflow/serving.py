@@ -1,4 +1,5 @@
-"""Where the model service is: connection `serving_default` (host, port, schema; password = its admin token)."""
+"""Where the model service is: connection `serving_default` (host, port, schema; password = its admin token;
+extra `ui_url` where a browser finds it, when that is not the host the workers use, as in compose)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,9 @@ def endpoint(conn_id: str = CONNECTION_ID):
     host = connection.host if "://" in connection.host else f"{connection.schema or 'http'}://{connection.host}"
     url = f"{host}:{connection.port}" if connection.port else host
     return ServingEndpoint(url, connection.password)
+
+
+def docs_url(conn_id: str = CONNECTION_ID) -> str:
+    """The service's API docs (BentoML serves them at its root) for the **Service API docs** button."""
+    extra = BaseHook.get_connection(conn_id).extra_dejson
+    return str(extra.get("ui_url") or endpoint(conn_id).url).rstrip("/") + "/"

@@ -80,7 +80,7 @@ def start_training_run(data: dict, params: dict, **context: Context) -> dict:
     tags |= {tag: str(conf[key]) for key, tag in drift_tags.items() if key in conf}
     run_id = tracking.parent_run(client, experiment, context["run_id"], tags)
     client.log_dict(run_id, config.model_dump(mode="json"), "pipeline_config.json")
-    show_mlflow_run(tracking.run_url(mlflow_tracking.tracking_uri(), experiment, run_id))
+    show_mlflow_run(tracking.run_url(mlflow_tracking.ui_url(), experiment, run_id))
     show_lakefs_commit(data["repository"], data["commit"])
     return {"run_id": run_id, "experiment_id": experiment, "tags": tags}
 
@@ -114,7 +114,7 @@ def train_candidate(candidate: dict, data: dict, training_run: dict) -> dict:
         )
     except (ValueError, TypeError) as fit_error:
         raise AirflowFailException(f"candidate {spec.name} ({spec.estimator}) failed to fit: {fit_error}") from None
-    show_mlflow_run(tracking.run_url(mlflow_tracking.tracking_uri(), training_run["experiment_id"], result.run_id))
+    show_mlflow_run(tracking.run_url(mlflow_tracking.ui_url(), training_run["experiment_id"], result.run_id))
     primary = config.model.primary_metric
     print(f"{spec.name}: valid {primary}={result.valid[primary]:.4f}, test {primary}={result.test[primary]:.4f}")
     return result.to_dict()
@@ -148,7 +148,7 @@ def gate(results: list[dict | None]) -> dict:
     client.log_dict(parent, decision.to_dict(), "gate_decision.json")
     for key, value in decision.as_tags().items():
         client.set_tag(parent, key, value)
-    show_mlflow_run(tracking.run_url(mlflow_tracking.tracking_uri(), training_run["experiment_id"], parent))
+    show_mlflow_run(tracking.run_url(mlflow_tracking.ui_url(), training_run["experiment_id"], parent))
     print(f"Gate: {decision.summary()}")
     return decision.to_dict()
 
@@ -174,9 +174,7 @@ def package_onnx(decision: dict) -> dict:
     onnx_bytes = packaging.to_onnx(pipeline, config)
     report = packaging.check_parity(pipeline, onnx_bytes, config, test)
     onnx_uri = tracking.log_onnx(decision["challenger_run_id"], onnx_bytes, report.to_dict())
-    run_url = tracking.run_url(
-        mlflow_tracking.tracking_uri(), training_run["experiment_id"], decision["challenger_run_id"]
-    )
+    run_url = tracking.run_url(mlflow_tracking.ui_url(), training_run["experiment_id"], decision["challenger_run_id"])
     show_mlflow_run(run_url)
     print(f"ONNX: {report.summary()}")
     if not report.passed:
@@ -253,7 +251,7 @@ def deploy_model(decision: dict) -> dict:
         raise  # nothing was changed: the task's retries may find the service up again
     except deployment.DeploymentError as failure:
         raise AirflowFailException(str(failure)) from None
-    show_service_docs(service.url + "/")  # BentoML's API docs are at the service's root
+    show_service_docs(serving.docs_url())
     print(f"{tag} serves at {service.url}; smoke test passed on {len(rows)} rows")
     return {"bentoml_model_tag": tag, "bento_tag": bento, "previous_tag": previous}
 

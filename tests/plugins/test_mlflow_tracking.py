@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlops_airflow.mlflow_tracking import client, tracking_uri
+from mlops_airflow.mlflow_tracking import client, tracking_uri, ui_url
 
 
 def test_the_connection_comes_first(monkeypatch):
@@ -40,3 +40,18 @@ def test_the_client_talks_to_the_server(mlflow_server, monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     assert client().search_experiments()  # the Default experiment, from the real server
+
+
+def test_links_use_the_ui_url_when_the_workers_reach_mlflow_elsewhere(monkeypatch):
+    # In compose the workers talk to http://mlflow:5000, which a browser cannot open.
+    conn = {
+        "conn_type": "http",
+        "host": "mlflow",
+        "port": 5000,
+        "extra": json.dumps({"ui_url": "http://localhost:5000/"}),
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(conn))
+    assert (tracking_uri(), ui_url()) == ("http://mlflow:5000", "http://localhost:5000")
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(conn | {"extra": json.dumps({"ui_url": ""})}))
+    assert ui_url() == "http://mlflow:5000"
