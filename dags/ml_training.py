@@ -28,6 +28,8 @@ The nightly training pipeline, run on a lakeFS branch of its own (`run-<run id>`
    snapshot and the reference into `main`. Otherwise **record_rejection** commits the
    decision on the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
 
+Last, **finish_training_run** (a teardown) ends the MLflow run as FINISHED, or FAILED when a task failed.
+
 Buttons: **lakeFS** on tasks that commit or read lakeFS, **MLflow run** on the training tasks, the gate and
 the ONNX packaging, **Service API docs** on the deployment.
 """
@@ -45,6 +47,7 @@ from mlops_airflow.training_model import (
     choose_outcome,
     choose_training_data,
     deploy_model,
+    finish_training_run,
     gate,
     package_onnx,
     plan_candidates,
@@ -61,9 +64,10 @@ DECISION = "ti.xcom_pull(task_ids='register_challenger')"
 
 
 @dag(
-    # Nightly at 02:00 UTC. No start date, and run_immediately off: a newly deployed (or unpaused) DAG waits for
-    # the next 02:00 instead of training at once for last night, next to the run its user just started.
-    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=False),
+    # Nightly at 02:00 UTC. No start date, and run_immediately=timedelta(0): a newly deployed (or unpaused) DAG
+    # waits for the next 02:00 instead of training at once for last night, beside the run its user just started.
+    # (Airflow 3.3.2 treats run_immediately=False like None: last night's run if under 10 % of a day ago.)
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=dt.timedelta(0)),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -160,6 +164,7 @@ def ml_training():
     deployed = deploy_model(decision)
     outcome >> [deployed, record_rejection]
     store_reference(decision, deployed) >> promote_champion(decision, deployed) >> merge_snapshot >> merge_reference
+    [merge_reference, record_rejection] >> finish_training_run(training_run).as_teardown(setups=training_run)
 
 
 ml_training()

@@ -95,6 +95,22 @@ def target_of(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
     )
 
 
+def split_problem(config: PipelineConfig, splits: dict[str, pd.DataFrame]) -> str | None:
+    """Why these splits cannot train and evaluate a classifier, or None: each needs at least two classes (a
+    model cannot learn one, and average precision and ROC AUC are undefined on one)."""
+    if config.dataset.task != "classification":
+        return None
+    for name, frame in splits.items():
+        counts = frame[config.dataset.target].value_counts()
+        if len(counts) < 2:
+            found = ", ".join(f"{n} row(s) of class {c}" for c, n in counts.items()) or "no labelled rows"
+            return (
+                f"the {name} split has {found} and no other class: too little data to train and compare models; "
+                "collect more days (param history_days) or widen training.window_days"
+            )
+    return None
+
+
 def ordered(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
     """Rows sorted by id: fitting does not depend on the order files were read in."""
     return frame.sort_values(dataset.id_column, kind="stable").reset_index(drop=True)

@@ -6,6 +6,7 @@ Each is a thin call into include/mlops. They pass references (commit ids, run id
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from airflow.sdk import Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -86,6 +87,19 @@ def start_training_run(data: dict, params: dict, **context: Context) -> dict:
 
 
 @task
+def finish_training_run(training_run: dict, **context: Context) -> str:
+    """End this DAG run's MLflow run with its outcome: FAILED when a task of the run failed, FINISHED otherwise
+    (the candidates' runs end on their own), so that MLflow does not show it running forever. A teardown: it
+    runs when the rest is done, whatever happened, and does not change the Airflow run's state."""
+    ti: Any = context["ti"]
+    failed = ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=["failed", "upstream_failed"])
+    status = "FAILED" if failed else "FINISHED"
+    mlflow_tracking.client().set_terminated(training_run["run_id"], status)
+    print(f"MLflow run {training_run['run_id']}: {status}")
+    return status
+
+
+@task
 def plan_candidates() -> list[dict]:
     """One entry per candidate to train (grids expanded); each becomes a mapped `train_candidate`."""
     from include.mlops import training
@@ -108,6 +122,8 @@ def train_candidate(candidate: dict, data: dict, training_run: dict) -> dict:
     repo = LakeFSHook().get_repository(data["repository"])
     splits = {name: versioning.read_parquet(repo, data["commit"], path) for name, path in data["paths"].items()}
     uris = {name: lakefs_uri(repo.id, data["commit"], path) for name, path in data["paths"].items()}
+    if problem := training.split_problem(config, splits):
+        raise AirflowFailException(problem)  # no retry: the same snapshot gives the same splits
     try:
         result = tracking.train_candidate(
             client, config, spec, splits, uris, training_run["run_id"], training_run["tags"]

@@ -61,6 +61,7 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     parent = client.get_run(_xcom(dag_run, "start_training_run")["run_id"])
     assert parent.data.tags["lakefs_branch"] == run_branch_name(dag_run.run_id)
     assert parent.data.tags["gate_decision"] == "promote"
+    assert parent.info.status == "FINISHED" and parent.info.end_time  # not left RUNNING after the Airflow run
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(c.data.tags["mlops.candidate"] for c in children) == ["gradient_boosting", "logistic_regression"]
     assert client.download_artifacts(parent.info.run_id, "gate_decision.json")

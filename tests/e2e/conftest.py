@@ -63,7 +63,9 @@ def e2e_stack(folder: Path, executor: str, monkeypatch: pytest.MonkeyPatch) -> G
             source=devstack.SourceHistory(
                 days=TRAINING_DAYS + DAYS_SINCE_CHANGE + 3, rows_per_day=ROWS_PER_DAY, drifted_since=changed_since()
             ),
-            env={"MLOPS_CONFIG": str(config)},
+            # No scheduled runs: every run here is started by the test or by drift_monitor, so that a nightly or
+            # hourly run cannot hold back (max_active_runs=1) the one under test.
+            env={"MLOPS_CONFIG": str(config), "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
         )
         supervisor = Supervisor(say=lines.append)
         try:

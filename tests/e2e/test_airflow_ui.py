@@ -81,10 +81,6 @@ def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(
     def mark(step: str) -> None:
         print(f"{time.monotonic() - started:6.1f} s  {step}")
 
-    # Runs only when someone starts them: with catchup off, Airflow 3.3 starts the last nightly run as soon as
-    # the DAG is unpaused (whatever run_immediately says), and with max_active_runs=1 it would hold the UI's run
-    # back for minutes. The schedules are not what this test is about.
-    monkeypatch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
     with e2e_stack(tmp_path, "CeleryExecutor", monkeypatch) as stack, sync_playwright() as playwright:
         api = stack.airflow_api()
         mark("stack up")

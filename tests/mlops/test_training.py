@@ -146,3 +146,11 @@ def test_only_linear_models_scale_their_inputs(config):
 
     assert numeric_steps("LogisticRegression") == ["impute", "scale"]
     assert numeric_steps("RandomForest") == numeric_steps("GradientBoosting") == ["impute"]
+
+
+def test_a_split_with_one_class_is_named_with_its_counts(config, splits):
+    assert training.split_problem(config, splits) is None
+    one_class = {**splits, "valid": splits["valid"][splits["valid"]["is_fraud"] == 0]}
+    problem = training.split_problem(config, one_class)
+    assert problem.startswith(f"the valid split has {len(one_class['valid'])} row(s) of class 0 and no other class")
+    assert "history_days" in problem
