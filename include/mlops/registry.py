@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from include.mlops import training
 from include.mlops.config import PipelineConfig
-from include.mlops.tracking import CandidateResult
+from include.mlops.tracking import CandidateResult, load_sklearn_model
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -149,12 +149,10 @@ def champion_test_metrics(
     client: MlflowClient, config: PipelineConfig, test: pd.DataFrame
 ) -> tuple[str | None, dict[str, float] | None]:
     """The champion's version and its metrics on `test` (this run's split), or (None, None) without one."""
-    import mlflow.sklearn
-
     version = version_by_alias(client, config.model.registered_name, CHAMPION)
     if version is None:
         return None, None
-    model = mlflow.sklearn.load_model(f"models:/{config.model.registered_name}@{CHAMPION}")
+    model = load_sklearn_model(f"models:/{config.model.registered_name}@{CHAMPION}")
     return version.version, training.evaluate(model, config, test)
 
 

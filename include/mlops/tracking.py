@@ -15,7 +15,9 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+import warnings
+from collections.abc import Generator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import mlflow
@@ -50,6 +52,23 @@ class CandidateResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@contextmanager
+def quiet_skops() -> Generator[None]:
+    """skops looks up ~1,160 names in every loaded module on first use; Airflow's deprecated modules answer
+    each with a FutureWarning, which would flood the task log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def load_sklearn_model(model_uri: str):
+    """An sklearn model logged by `train_candidate` (skops format)."""
+    import mlflow.sklearn
+
+    with quiet_skops():
+        return mlflow.sklearn.load_model(model_uri)
 
 
 def check_reachable(tracking_uri: str, timeout: float = 10) -> None:
@@ -206,15 +225,16 @@ def _log_model_and_data(
     splits: Mapping[str, pd.DataFrame],
     split_uris: Mapping[str, str],
 ) -> str:
-    import skops.io
     from mlflow.models import infer_signature
 
     dataset = config.dataset
     example = training.features_of(splits["valid"].head(5), dataset)
     signature = infer_signature(example, training.scores(pipeline, config, splits["valid"].head(5)))
-    # skops, not pickle: loading the model runs no arbitrary code; the types it may build are listed here.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-    with mlflow.start_run(run_id=run_id):
+    with quiet_skops(), mlflow.start_run(run_id=run_id):
+        import skops.io
+
+        # skops, not pickle: loading the model runs no arbitrary code; the types it may build are listed here.
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
         model = mlflow.sklearn.log_model(
             pipeline,
             name=MODEL_NAME,

@@ -174,8 +174,6 @@ def package_onnx(decision: dict) -> dict:
     """Convert the challenger, preprocessing included, to ONNX and prove on the whole test split that it
     predicts like the sklearn model. A failed parity fails the run here: nothing is registered or deployed.
     The ONNX model and the parity report are logged to the challenger's run either way."""
-    import mlflow.sklearn
-
     from include.mlops import packaging, tracking, versioning
     from include.mlops.config import load_config
 
@@ -184,7 +182,7 @@ def package_onnx(decision: dict) -> dict:
     training_run = ti.xcom_pull(task_ids="start_training_run")
     config = load_config()
     mlflow_tracking.client()
-    pipeline = mlflow.sklearn.load_model(decision["challenger_model_uri"])
+    pipeline = tracking.load_sklearn_model(decision["challenger_model_uri"])
     repo = LakeFSHook().get_repository(data["repository"])
     test = versioning.read_parquet(repo, data["commit"], data["paths"]["test"])
     onnx_bytes = packaging.to_onnx(pipeline, config)
