@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from include.devstack.processes import ManagedProcess, start_process, wait_until_healthy
+from include.devstack.processes import ManagedProcess, StartupError, start_process, wait_until_healthy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +58,61 @@ def start_lakefs_server(
     )
     _wait_or_stop(process, f"{url}/api/v1/healthcheck", timeout)
     return process
+
+
+def real_lakefs_config(data_dir: Path, port: int, encrypt_secret: str) -> dict:
+    """A single-machine lakeFS: metadata in its local KV store, objects on the local disk, under `data_dir`."""
+    return {
+        "listen_address": f"127.0.0.1:{port}",
+        "database": {"type": "local", "local": {"path": str(data_dir / "metadata")}},
+        "blockstore": {"type": "local", "local": {"path": str(data_dir / "data")}},
+        "auth": {"encrypt": {"secret_key": encrypt_secret}},
+        "stats": {"enabled": False},  # lakeFS reports usage to its makers unless told not to
+    }
+
+
+def start_real_lakefs(
+    binary: str,
+    data_dir: Path,
+    port: int,
+    credentials: LakeFSCredentials,
+    encrypt_secret: str,
+    log_dir: Path,
+    timeout: float = 60,
+) -> ManagedProcess:
+    """A real lakeFS (`lakefs run`) on `port`, set up on first start with `credentials` as the admin's keys."""
+    import yaml
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "lakefs.yaml"
+    config.write_text(yaml.safe_dump(real_lakefs_config(data_dir, port, encrypt_secret)))
+    url = f"http://127.0.0.1:{port}"
+    process = start_process("lakefs", [binary, "run", "--config", str(config)], log_dir / "lakefs.log", url=url)
+    _wait_or_stop(process, f"{url}/api/v1/healthcheck", timeout)
+    try:
+        ensure_lakefs_setup(url, credentials)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+def ensure_lakefs_setup(url: str, credentials: LakeFSCredentials) -> None:
+    """Set up a new lakeFS installation with these admin keys, and check that they are the keys it knows."""
+    import httpx
+
+    api = f"{url}/api/v1"
+    if httpx.get(f"{api}/setup_lakefs", timeout=10).json().get("state") == "not_initialized":
+        key = {"access_key_id": credentials.access_key_id, "secret_access_key": credentials.secret_access_key}
+        response = httpx.post(f"{api}/setup_lakefs", json={"username": "admin", "key": key}, timeout=30)
+        if response.status_code >= 400:
+            raise StartupError(f"setting up lakeFS at {url} failed: HTTP {response.status_code} {response.text}")
+    auth = (credentials.access_key_id, credentials.secret_access_key)
+    if httpx.get(f"{api}/user", auth=auth, timeout=10).status_code != 200:
+        raise StartupError(
+            f"lakeFS at {url} does not accept the access key {credentials.access_key_id} from credentials.json: it "
+            "was set up with other keys. Put its keys in credentials.json, or start from an empty data folder."
+        )
 
 
 def mlflow_command(port: int, backend_store_uri: str, artifacts_dir: Path) -> list[str]:

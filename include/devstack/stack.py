@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from include.devstack import airflow_settings, services
 from include.devstack.airflow_api import AirflowAPI
+from include.devstack.processes import ManagedProcess
 from include.devstack.supervisor import Supervisor
 
 DEFAULT_PORTS = {"LAKEFS_PORT": 8000, "MLFLOW_PORT": 5000, "AIRFLOW_PORT": 8080, "SERVING_PORT": 3000}
@@ -190,7 +192,8 @@ def check_port_free(name: str, port: int) -> None:
 
 
 def _lakefs(state: Path, port: int, credentials: dict[str, str], logs: Path, supervisor: Supervisor) -> dict[str, str]:
-    """A real lakeFS when LAKEFS_ENDPOINT is set, the project's compatible server otherwise."""
+    """The lakeFS at LAKEFS_ENDPOINT when that is set; else a real lakeFS started here when a `lakefs` binary is
+    on PATH; else the project's lakeFS-compatible server."""
     if endpoint := os.environ.get("LAKEFS_ENDPOINT"):
         host_port = endpoint.split("://", 1)[-1].rstrip("/").removesuffix("/api/v1")
         host, _, endpoint_port = host_port.partition(":")
@@ -203,7 +206,15 @@ def _lakefs(state: Path, port: int, credentials: dict[str, str], logs: Path, sup
         }
     check_port_free("LAKEFS_PORT", port)
     keys = services.LakeFSCredentials(credentials["lakefs_access_key_id"], credentials["lakefs_secret_access_key"])
-    server = supervisor.start("lakefs", lambda: services.start_lakefs_server(state / "lakefs", port, keys, logs))
+    binary = shutil.which("lakefs")
+
+    def start_lakefs() -> ManagedProcess:
+        if binary:
+            secret = credentials["lakefs_encrypt_secret"]
+            return services.start_real_lakefs(binary, state / "lakefs-real", port, keys, secret, logs)
+        return services.start_lakefs_server(state / "lakefs", port, keys, logs)
+
+    server = supervisor.start("lakefs", start_lakefs)
     return {
         "url": server.url,
         "host": "127.0.0.1",
@@ -242,6 +253,7 @@ def local_credentials(path: Path) -> dict[str, str]:
         "serving_admin_token": lambda: secrets.token_urlsafe(24),
         "airflow_jwt_secret": lambda: secrets.token_urlsafe(32),
         "airflow_fernet_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "lakefs_encrypt_secret": lambda: secrets.token_hex(32),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     credentials = json.loads(path.read_text()) if path.exists() else {}

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from cryptography.fernet import Fernet
 
-from include.devstack import simulator
+from include.devstack import services, simulator
 from include.devstack.airflow_api import TaskState, progress_line
+from include.devstack.processes import StartupError
 from include.devstack.stack import (
     DEMO_SEED,
     SourceHistory,
@@ -89,3 +90,21 @@ def test_progress_names_what_runs_and_what_failed():
         TaskState("validate", -1, "failed", 1.0),
     ]
     assert progress_line(tasks) == "2/6 tasks done, running: train_candidate, failed: validate"
+
+
+def test_a_real_lakefs_keeps_its_metadata_and_objects_under_the_state_folder_on_loopback(tmp_path: Path):
+    config = services.real_lakefs_config(tmp_path / "lakefs-real", 8123, "s3cr3t")
+    assert config["listen_address"] == "127.0.0.1:8123"
+    assert config["database"] == {"type": "local", "local": {"path": str(tmp_path / "lakefs-real" / "metadata")}}
+    assert config["blockstore"] == {"type": "local", "local": {"path": str(tmp_path / "lakefs-real" / "data")}}
+    assert config["auth"]["encrypt"]["secret_key"] == "s3cr3t" and config["stats"]["enabled"] is False
+
+
+def test_a_lakefs_set_up_with_other_keys_is_named_before_anything_runs(lakefs_server):
+    # A lakeFS that was set up already (the compatible server is set up from its command line) is checked, not
+    # set up again: its own keys pass, others are refused with what to do.
+    keys = services.LakeFSCredentials(lakefs_server.access_key_id, lakefs_server.secret_access_key)
+    services.ensure_lakefs_setup(lakefs_server.url, keys)
+    wrong = services.LakeFSCredentials("AKIAWRONGWRONGWRONG", "not-the-secret")
+    with pytest.raises(StartupError, match="does not accept the access key AKIAWRONGWRONGWRONG from credentials.json"):
+        services.ensure_lakefs_setup(lakefs_server.url, wrong)
