@@ -34,6 +34,7 @@ from typing import Any
 import psutil
 
 from benchmarks.report import publish
+from include.devstack.processes import group_alive
 
 TARGET_BYTES = 4 * 2**30
 READY = "Ready; Ctrl-C stops everything"
@@ -125,16 +126,6 @@ class Output(threading.Thread):
             elif READY in line:
                 self._enter("ready, idling with traffic")
                 self.ready.set()
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main() -> None:

@@ -42,7 +42,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import uuid
 from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,12 +50,11 @@ from typing import Any
 import yaml
 
 from benchmarks.report import publish
+from include.devstack import postgres
 
 DAG_ID = "ml_training"
 WALL_TARGET_SECONDS = 300.0
 OVERHEAD_TARGET = 0.50
-POSTGRES = {"host": "127.0.0.1", "port": int(os.environ.get("MLOPS_TEST_POSTGRES_PORT", "5432"))}
-POSTGRES_USER = os.environ.get("MLOPS_TEST_POSTGRES_USER", "postgres")
 
 
 @contextmanager
@@ -64,22 +62,16 @@ def fresh_postgres_database() -> Generator[str]:
     """A new, empty Postgres database for Airflow's metadata, dropped afterwards; yields its SQLAlchemy URL."""
     import psycopg2
 
-    name = f"mlops_bench_{uuid.uuid4().hex[:12]}"
     try:
-        admin = psycopg2.connect(**POSTGRES, user=POSTGRES_USER, dbname="postgres", connect_timeout=5)
+        psycopg2.connect(host=postgres.HOST, port=postgres.PORT, user=postgres.USER, dbname="postgres").close()
     except psycopg2.OperationalError as error:
-        where = f"{POSTGRES['host']}:{POSTGRES['port']} as {POSTGRES_USER}"
+        where = f"{postgres.HOST}:{postgres.PORT} as {postgres.USER}"
         raise SystemExit(
             f"benchmarks.pipeline puts Airflow's metadata DB on Postgres, which did not answer at {where} "
             f"(MLOPS_TEST_POSTGRES_PORT / MLOPS_TEST_POSTGRES_USER): {error}"
         ) from None
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://{POSTGRES_USER}@{POSTGRES['host']}:{POSTGRES['port']}/{name}"
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with postgres.scratch_database("mlops_bench") as url:
+        yield url
 
 
 def benchmark_config(folder: Path, days: int) -> Path:

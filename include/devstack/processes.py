@@ -62,9 +62,9 @@ class ManagedProcess:
             pass
         # Children may outlive the leader; the group id stays valid while any member lives.
         deadline = time.monotonic() + timeout
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _group_alive(pgid):
+        if group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
         if self.popen.poll() is None:
             self.popen.wait(timeout=5)
@@ -77,7 +77,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

@@ -22,6 +22,7 @@ import psutil
 import pytest
 import yaml
 
+from include.devstack.processes import group_alive
 from include.mlops.config import CONFIG_DIR
 from tests.conftest import REPO_ROOT
 
@@ -53,14 +54,6 @@ def _airflow_token(base_url: str, password: str) -> str:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())["access_token"]
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
@@ -158,7 +151,7 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
     stopped = [int(pid) for pid in re.findall(r"stopping \w+ \(pid (\d+)\)", output)]
     assert len(stopped) == 4, output
     time.sleep(1)
-    assert [pid for pid in stopped if _group_alive(pid)] == [], "process groups left running"
+    assert [pid for pid in stopped if group_alive(pid)] == [], "process groups left running"
 
 
 def _the_champion_serves_and_comes_back_when_killed(
