@@ -25,9 +25,7 @@ class AirflowAPIError(RuntimeError):
 @dataclass(frozen=True)
 class TaskState:
     task_id: str
-    map_index: int
     state: str | None
-    duration: float | None
 
 
 class AirflowAPI:
@@ -36,9 +34,6 @@ class AirflowAPI:
         self._credentials = {"username": username, "password": password}
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout)
         self._token = ""
-
-    def close(self) -> None:
-        self._client.close()
 
     def _login(self) -> None:
         response = self._client.post("/auth/token", json=self._credentials)
@@ -98,7 +93,7 @@ class AirflowAPI:
     def task_states(self, dag_id: str, run_id: str) -> list[TaskState]:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
         instances = self.request("GET", path, params={"limit": 500})["task_instances"]
-        return [TaskState(t["task_id"], t["map_index"], t["state"], t["duration"]) for t in instances]
+        return [TaskState(t["task_id"], t["state"]) for t in instances]
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = (

@@ -98,9 +98,9 @@ class Traffic(threading.Thread):
         self.serving_url, self.rows_per_day, self.seed = serving_url, rows_per_day, seed
         self.batch, self.every_seconds = batch, every_seconds
         self.changed = False
-        self.sent = 0
-        self.last_error = ""
         self._stopping = threading.Event()
+        # Today's records of each world, made once: generating a day costs far more than sending a batch.
+        self._made: dict[tuple[dt.date, bool], list[dict[str, Any]]] = {}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -110,10 +110,13 @@ class Traffic(threading.Thread):
         records = self._records()[:rows]
         for start in range(0, len(records), 100):
             predict(self.serving_url, records[start : start + 100])
-            self.sent += len(records[start : start + 100])
 
     def _records(self) -> list[dict[str, Any]]:
-        return live_records(dt.datetime.now(dt.UTC).date(), self.rows_per_day, self.seed, self.changed)
+        key = (dt.datetime.now(dt.UTC).date(), self.changed)
+        if key not in self._made:
+            today = {made: records for made, records in self._made.items() if made[0] == key[0]}
+            self._made = {**today, key: live_records(key[0], self.rows_per_day, self.seed, key[1])}
+        return self._made[key]
 
     def run(self) -> None:
         offset = 0
@@ -123,11 +126,8 @@ class Traffic(threading.Thread):
             offset += self.batch
             try:
                 predict(self.serving_url, batch)
-                self.sent += len(batch)
-                self.last_error = ""
-            except httpx.HTTPError as exc:
-                # No model yet, or the service restarting: the next round tries again.
-                self.last_error = str(exc)
+            except httpx.HTTPError:
+                pass  # no model yet, or the service restarting: the next round tries again
 
 
 @dataclass(frozen=True)

@@ -204,12 +204,13 @@ def start_airflow_standalone(env: dict[str, str], log_dir: Path, timeout: float 
     return process
 
 
-def airflow_components(executor: str) -> list[list[str]]:
-    """The `airflow` commands of a deployment with one process per component (compose's shape)."""
+def airflow_components(env: dict[str, str]) -> list[list[str]]:
+    """The `airflow` commands of a deployment with one process per component (compose's shape), for the
+    executor `env` names."""
     components = [["api-server"], ["scheduler"], ["dag-processor"], ["triggerer"]]
-    if executor == "CeleryExecutor":
+    if env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor":
         # Only this stack's queue: other stacks may share the broker.
-        components.append(["celery", "worker", "--queues", "{AIRFLOW__OPERATORS__DEFAULT_QUEUE}"])
+        components.append(["celery", "worker", "--queues", env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]])
     return components
 
 
@@ -218,7 +219,6 @@ def start_airflow_component(
 ) -> ManagedProcess:
     """One Airflow component (`airflow api-server`, `airflow scheduler`, ...) in a process group of its own. The
     api-server is waited for until healthy; the others report their health through it (/api/v2/monitor/health)."""
-    arguments = [a.format(**env) for a in arguments]
     name = "-".join(arguments[:2]) if arguments[0] == "celery" else arguments[0]
     url = env["AIRFLOW__API__BASE_URL"] if name == "api-server" else ""
     process = start_process(

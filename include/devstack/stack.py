@@ -65,7 +65,6 @@ class Stack:
     urls: dict[str, str]
     credentials: dict[str, str]
     lakefs_keys: tuple[str, str]
-    source_db: Path
     inference_log_db: Path
     airflow_env: dict[str, str]
 
@@ -141,7 +140,7 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
         airflow = supervisor.start("airflow", lambda: services.start_airflow_standalone(env, logs))
     else:
         say(f"Airflow     starting its components ({options.executor}) ...")
-        for component in services.airflow_components(options.executor):
+        for component in services.airflow_components(env):
             process = supervisor.start(
                 f"airflow-{component[0]}", lambda c=component: services.start_airflow_component(c, env, logs)
             )
@@ -152,7 +151,6 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
         urls={"lakeFS": lakefs["url"], "MLflow": mlflow.url, "Serving": serving.url, "Airflow": airflow.url},
         credentials=credentials,
         lakefs_keys=(lakefs["access_key_id"], lakefs["secret_access_key"]),
-        source_db=source_db,
         inference_log_db=inference_log_db,
         airflow_env=env,
     )

@@ -27,7 +27,7 @@ from include.mlops import monitoring
 from tests.compose.tools import debian_binary
 from tests.conftest import REPO_ROOT
 from tests.fixtures.serving import Service, service_launcher
-from tests.serving.conftest import config, records_of, splits, stored_models  # noqa: F401 (fixtures)
+from tests.serving.conftest import config, drift_check_row, records_of, splits, stored_models  # noqa: F401 (fixtures)
 
 DASHBOARDS = sorted((REPO_ROOT / "deploy/grafana/dashboards").glob("*.json"))
 PROMETHEUS_CONFIG = REPO_ROOT / "deploy/prometheus/prometheus.yml"
@@ -136,22 +136,7 @@ def record_drift_checks(url: str) -> None:
         ("check-v1", "1", {"drift_share": 0.4, "live_score": 0.62, "labelled_rows": 300, "retrain": True}),
         ("check-v2", "2", {"drift_share": 0.1}),
     ):
-        monitoring.record_check(
-            engine,
-            {
-                "airflow_run_id": run_id,
-                "model_name": "fraud_detector",
-                "model_version": version,
-                "window_start": end - dt.timedelta(hours=1),
-                "window_end": end,
-                "rows": 800,
-                "malformed_rows": 0,
-                "labelled_rows": 0,
-                "retrain": False,
-                "reason": "test",
-                **figures,
-            },
-        )
+        monitoring.record_check(engine, drift_check_row(run_id, version, end, **figures))
     engine.dispose()
 
 

@@ -8,6 +8,7 @@ not an ONNX model.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -114,3 +115,21 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
             return result
         time.sleep(0.1)
     raise AssertionError(f"{what} not met within {timeout} s")
+
+
+def drift_check_row(run_id: str, version: str | None, end: dt.datetime, **figures) -> dict:
+    """One row of drift_monitor's history, as `monitoring.record_check` takes it: a one-hour window ending at
+    `end`, 800 rows, no verdict unless `figures` say otherwise."""
+    return {
+        "airflow_run_id": run_id,
+        "model_name": "fraud_detector",
+        "model_version": version,
+        "window_start": end - dt.timedelta(hours=1),
+        "window_end": end,
+        "rows": 800,
+        "malformed_rows": 0,
+        "labelled_rows": 0,
+        "retrain": False,
+        "reason": "no drift",
+        **figures,
+    }

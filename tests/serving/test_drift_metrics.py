@@ -7,26 +7,13 @@ import datetime as dt
 import sqlalchemy as sa
 
 from include.mlops import monitoring
-from tests.serving.conftest import wait_for
+from tests.serving.conftest import drift_check_row, wait_for
 
 WINDOW_END = dt.datetime(2026, 3, 10, 13, tzinfo=dt.UTC)
 
 
 def _check(run_id: str, version: str | None, hours: int, **figures) -> dict:
-    end = WINDOW_END + dt.timedelta(hours=hours)
-    return {
-        "airflow_run_id": run_id,
-        "model_name": "fraud_detector",
-        "model_version": version,
-        "window_start": end - dt.timedelta(hours=1),
-        "window_end": end,
-        "rows": 800,
-        "malformed_rows": 0,
-        "labelled_rows": 0,
-        "retrain": False,
-        "reason": "no drift",
-        **figures,
-    }
+    return drift_check_row(run_id, version, WINDOW_END + dt.timedelta(hours=hours), **figures)
 
 
 def test_the_last_check_of_each_version_is_on_metrics(service):
