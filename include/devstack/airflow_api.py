@@ -35,6 +35,9 @@ class AirflowAPI:
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout)
         self._token = ""
 
+    def close(self) -> None:
+        self._client.close()
+
     def _login(self) -> None:
         response = self._client.post("/auth/token", json=self._credentials)
         if response.status_code not in (200, 201):
