@@ -1,5 +1,5 @@
 # The project's one image: every Airflow component of docker-compose.yaml, the MLflow server, the BentoML model
-# service and the demo's transactions simulator.
+# service and the demo sources (the transactions simulator, the breast cancer CSV exports).
 FROM apache/airflow:3.3.2-python3.11
 
 # The base image's airflow user (uid 50000, gid 0, as the image expects), named here so that nothing below
@@ -17,8 +17,8 @@ COPY --chown=50000:0 include/ /opt/airflow/include/
 COPY --chown=50000:0 airflow_settings.yaml /opt/airflow/airflow_settings.yaml
 
 # Compose's named volumes start as copies of these folders, and so belong to the airflow user from the start:
-# the BentoML model store and the folder of the Airflow admin's password file.
-RUN mkdir -p /opt/airflow/bentoml /opt/airflow/auth
+# the BentoML model store, the folder of the Airflow admin's password file, and the demo's CSV drops.
+RUN mkdir -p /opt/airflow/bentoml /opt/airflow/auth /opt/airflow/.local/source
 
 # include/ is a package beside dags/ and plugins/, which Airflow does not put on sys.path by itself.
 ENV PYTHONPATH=/opt/airflow \

@@ -1,22 +1,23 @@
 """
-### drift_monitor
+### drift_monitor__&lt;model&gt;
 
-Every hour, compares what the served champion saw in the last `drift.window_hours` (the inference log the
-model service writes) with what it was trained on (the reference sample `ml_training` stored when it was
-promoted), and retrains when that matters.
+Every hour, compares what one served champion saw in the last `drift.window_hours` (the inference log rows of
+its model, which the model service writes) with what it was trained on (the reference sample its
+`ml_training__<model>` stored when it was promoted), and retrains that model when it matters.
 
-1. **wait_for_traffic** (a sensor, reschedule mode): waits for `drift.min_rows` logged predictions in the
-   window; with fewer once the window is over, the run ends skipped ("too few rows"), with no verdict.
+1. **wait_for_traffic** (a sensor, reschedule mode): waits for `drift.min_rows` logged predictions of the model
+   in the window; with fewer once the window is over, the run ends skipped ("too few rows"), with no verdict.
 2. **check_drift**: Evidently's data drift per feature and the share of drifted features, drift of the
    predictions, and the live score on predictions whose labels have arrived in the source, against the
    champion's test score. The HTML report and the figures go to the champion's monitoring run in MLflow (one
    step per check); malformed log rows are counted and left out.
 3. **decide_retraining**: retrain when the drift share reaches `drift.threshold` or the score dropped by
-   `drift.max_performance_drop`, unless inside `drift.cooldown_hours` after the last drift-triggered run or
-   while `ml_training` has a run running or queued. The decision and why go to the task log and the drift
-   history table.
-4. **trigger_ml_training** starts `ml_training` with conf `{reason: "drift", drift_share, drifted_columns,
-   report_uri, model_version}`; its gate decides whether the retrained model replaces the champion.
+   `drift.max_performance_drop`, unless inside `drift.cooldown_hours` after the model's last drift-triggered
+   run or while its `ml_training__<model>` has a run running or queued. The decision and why go to the task
+   log and the drift history table.
+4. **trigger_ml_training** starts `ml_training__<model>` with conf `{reason: "drift", drift_share,
+   drifted_columns, report_uri, model_version}`; its gate decides whether the retrained model replaces the
+   champion.
 
 Buttons on check_drift: **Drift report** (Evidently's report) and **MLflow run** (the monitoring run).
 """
@@ -28,28 +29,38 @@ import datetime as dt
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag
 
-from mlops_airflow.monitoring import TRAINING_DAG, check_drift, decide_retraining, wait_for_traffic
+from include.mlops.naming import monitor_dag_id, training_dag_id
+from mlops_airflow import pipelines
+from mlops_airflow.monitoring import check_drift, decide_retraining, wait_for_traffic
 
 
-@dag(
-    schedule="@hourly",
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["ml", "monitoring", "drift", "evidently"],
-    default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
-)
-def drift_monitor():
-    retraining_conf = decide_retraining(check_drift(wait_for_traffic()))
-    retraining_conf >> TriggerDagRunOperator(
-        task_id="trigger_ml_training",
-        trigger_dag_id=TRAINING_DAG,
-        conf=retraining_conf,
-        # One training run per check, even when this task is retried.
-        trigger_run_id="drift__{{ run_id }}",
-        skip_when_already_exists=True,
+def drift_monitor(config) -> None:
+    """The drift DAG of one pipeline config; it triggers that config's training DAG only."""
+    model, config_file = config.name, config.path
+
+    @dag(
+        dag_id=monitor_dag_id(model),
+        schedule="@hourly",
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=f"{__doc__}\n**This DAG**: model `{model}`, dataset `{config.dataset.name}`, config `{config_file}`.",
+        tags=["ml", "monitoring", "drift", "evidently", model],
+        default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
     )
+    def monitor():
+        retraining_conf = decide_retraining(config_file, check_drift(config_file, wait_for_traffic(config_file)))
+        retraining_conf >> TriggerDagRunOperator(
+            task_id="trigger_ml_training",
+            trigger_dag_id=training_dag_id(model),
+            conf=retraining_conf,
+            # One training run per check, even when this task is retried.
+            trigger_run_id="drift__{{ run_id }}",
+            skip_when_already_exists=True,
+        )
+
+    monitor()
 
 
-drift_monitor()
+for pipeline_config in pipelines.to_build(monitor_dag_id):
+    drift_monitor(pipeline_config)

@@ -1,10 +1,11 @@
 """
 ### lakefs_housekeeping
 
-Deletes the lakeFS branches of old `ml_training` runs (`run-*`) once their last commit is older than
-`retention_days` (param, or the config's `branches.retention_days`). A promoted run's data is on `main` by
-then, and a rejected run's branch has served its time as evidence (its gate decision is in its commit
-metadata and in MLflow). `main` is never touched.
+Deletes the lakeFS branches of old training runs of every model (`run-<model>-*`) once their last commit is
+older than `retention_days`: the param, or else each model's own `branches.retention_days` (run branches of a
+model whose config is gone are kept as long as the longest retention of any config). A promoted run's data is
+on `main` by then, and a rejected run's branch has served its time as evidence (its gate decision is in its
+commit metadata and in MLflow). `main` is never touched.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 
 from airflow.sdk import Param, dag, task
 
-from include.mlops.naming import RUN_BRANCH_PREFIX
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.lakefs_operators import LakeFSDeleteBranchOperator
 
@@ -30,7 +30,7 @@ from mlops_airflow.lakefs_operators import LakeFSDeleteBranchOperator
             None,
             type=["null", "integer"],
             minimum=0,
-            description="Keep run branches this many days (0: delete them all now); empty: the config's "
+            description="Keep run branches this many days (0: delete them all now); empty: each model's "
             "branches.retention_days.",
         ),
     },
@@ -39,13 +39,18 @@ def lakefs_housekeeping():
     @task
     def find_expired_run_branches(params: dict) -> list[str]:
         from include.mlops import versioning
-        from include.mlops.config import load_config
+        from include.mlops.config import Branches
+        from include.mlops.naming import run_branch_prefix
+        from mlops_airflow import pipelines
 
-        days = params["retention_days"]
-        if days is None:
-            days = load_config().branches.retention_days
+        override = params["retention_days"]
+        retention = {
+            run_branch_prefix(config.name): config.branches.retention_days if override is None else override
+            for config in pipelines.configs().configs
+        }
+        longest = max(retention.values(), default=Branches().retention_days)
         repo = LakeFSHook().get_repository()
-        return versioning.expired_branches(repo, RUN_BRANCH_PREFIX, days, time.time())
+        return versioning.expired_run_branches(repo, retention, longest if override is None else override, time.time())
 
     LakeFSDeleteBranchOperator.partial(task_id="delete_run_branch").expand(branch=find_expired_run_branches())
 

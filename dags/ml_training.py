@@ -1,11 +1,12 @@
 """
-### ml_training
+### ml_training__&lt;model&gt;
 
-The nightly training pipeline, run on a lakeFS branch of its own (`run-<run id>`).
+The nightly training pipeline of one model: one config file of the config folder (`MLOPS_CONFIG_DIR`, default
+include/config/), run on a lakeFS branch of its own (`run-<model>-<run id>`).
 
 **Data half**
 1. **create_run_branch** from `main`; **choose_training_data**: a recorded snapshot (`data_commit`) skips to 6;
-2. **collect** the run's days from the configured source (`MLOPS_CONFIG`), staged on the branch as collected;
+2. **collect** the run's days from the config's source, staged on the branch as collected;
 3. **validate** them: rejected rows go to `quarantine/` on the branch with a report, and a rejected batch fails
    the run with `main` untouched;
 4. **commit_raw** and **merge_raw** the validated partitions (`raw/<dataset>/date=YYYY-MM-DD/`) into `main`;
@@ -21,12 +22,12 @@ The nightly training pipeline, run on a lakeFS branch of its own (`run-<run id>`
    **register_challenger** registers it as a new version with alias `challenger`, the decision and the parity
    figures as tags;
 9. when the gate passes (and param `promote` is on): **deploy_model** puts the ONNX model into the BentoML
-   model store, builds a Bento, switches the running service to it without downtime and smoke-tests it
-   (the previous model is put back on failure); **store_reference** keeps a sample of the training split
-   with the model's predictions on it under `reference/<model>/<run>/` for `drift_monitor`; then
-   **promote_champion** moves `champion`, and **merge_snapshot** and **merge_reference** merge the training
-   snapshot and the reference into `main`. Otherwise **record_rejection** commits the
-   decision on the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
+   model store, builds a Bento, switches the model's route on the running service to it without downtime and
+   smoke-tests it (the previous model is put back on failure); **store_reference** keeps a sample of the
+   training split with the model's predictions on it under `reference/<model>/<run>/` for the model's drift
+   monitor; then **promote_champion** moves `champion`, and **merge_snapshot** and **merge_reference** merge
+   the training snapshot and the reference into `main`. Otherwise **record_rejection** commits the decision on
+   the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
 
 Last, **finish_training_run** (a teardown) ends the MLflow run as FINISHED, or FAILED when a task failed.
 
@@ -37,10 +38,12 @@ the ONNX packaging, **Service API docs** on the deployment.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from airflow.sdk import CronTriggerTimetable, Param, dag
 
-from include.mlops.naming import run_branch_name
+from include.mlops.naming import run_branch_name, training_dag_id
+from mlops_airflow import pipelines
 from mlops_airflow.lakefs_operators import LakeFSCommitOperator, LakeFSCreateBranchOperator, LakeFSMergeOperator
 from mlops_airflow.training_data import build_training_snapshot, collect, validate
 from mlops_airflow.training_model import (
@@ -63,108 +66,122 @@ RUN_BRANCH = "{{ run_id | run_branch }}"
 DECISION = "ti.xcom_pull(task_ids='register_challenger')"
 
 
-@dag(
-    # Nightly at 02:00 UTC. No start date, and run_immediately=timedelta(0): a newly deployed (or unpaused) DAG
-    # waits for the next 02:00 instead of training at once for last night, beside the run its user just started.
-    # (Airflow 3.3.2 treats run_immediately=False like None: last night's run if under 10 % of a day ago.)
-    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=dt.timedelta(0)),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["ml", "training", "lakefs", "mlflow"],
-    default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
-    user_defined_filters={"run_branch": run_branch_name},
-    params={
-        "reason": Param(
-            "schedule", type="string", description="Why this run was started: schedule, manual, drift, ..."
-        ),
-        "history_days": Param(
-            1, type="integer", minimum=1, maximum=366, description="Days to collect, ending at the run's interval."
-        ),
-        "data_commit": Param(
-            None,
-            type=["null", "string"],
-            description="Retrain on a recorded snapshot: the lakefs_commit tag of an earlier training run.",
-        ),
-        "promote": Param(
-            True,
-            type="boolean",
-            description="Deploy and promote the challenger when the gate passes (off: register it only).",
-        ),
-    },
-)
-def ml_training():
-    create_run_branch = LakeFSCreateBranchOperator(task_id="create_run_branch", branch=RUN_BRANCH)
-    data_source = choose_training_data()
+def ml_training(config) -> None:
+    """The training DAG of one pipeline config; every task is handed the config's file."""
+    model, config_file = config.name, config.path
 
-    staged = collect()
-    validated = validate(staged)
-    commit_raw = LakeFSCommitOperator(
-        task_id="commit_raw",
-        branch=RUN_BRANCH,
-        message="Collect validated data ({{ params.reason }} run)",
-        metadata={
-            "rows_valid": "{{ ti.xcom_pull(task_ids='validate')['rows_valid'] }}",
-            "rows_quarantined": "{{ ti.xcom_pull(task_ids='validate')['rows_quarantined'] }}",
+    @dag(
+        dag_id=training_dag_id(model),
+        # Nightly at 02:00 UTC. No start date, and run_immediately=timedelta(0): a newly deployed (or unpaused)
+        # DAG waits for the next 02:00 instead of training at once for last night, beside the run its user just
+        # started. (Airflow 3.3.2 treats run_immediately=False like None: last night's run if under 10 % of a
+        # day ago.)
+        schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=dt.timedelta(0)),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=f"{__doc__}\n**This DAG**: model `{model}`, dataset `{config.dataset.name}`, config `{config_file}`.",
+        tags=["ml", "training", "lakefs", "mlflow", model],
+        default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+        user_defined_filters={"run_branch": functools.partial(run_branch_name, model)},
+        params={
+            "reason": Param(
+                "schedule", type="string", description="Why this run was started: schedule, manual, drift, ..."
+            ),
+            "history_days": Param(
+                1, type="integer", minimum=1, maximum=366, description="Days to collect, ending at the run's interval."
+            ),
+            "data_commit": Param(
+                None,
+                type=["null", "string"],
+                description="Retrain on a recorded snapshot: the lakefs_commit tag of an earlier training run.",
+            ),
+            "promote": Param(
+                True,
+                type="boolean",
+                description="Deploy and promote the challenger when the gate passes (off: register it only).",
+            ),
         },
-        # Re-collecting days that are on `main` already changes nothing: an empty commit says so.
-        allow_empty=True,
-        paths=["raw/", "quarantine/"],
     )
-    # The commit, not the branch: on a retried run the branch may hold later commits (the snapshot).
-    merge_raw = LakeFSMergeOperator(
-        task_id="merge_raw", source_ref=commit_raw.output, destination_branch="main", message="Validated data"
-    )
-    snapshot = build_training_snapshot(validated, merge_raw.output)
-    commit_snapshot = LakeFSCommitOperator(
-        task_id="commit_snapshot",
-        branch=RUN_BRANCH,
-        message="Training snapshot of {{ params.reason }} run",
-        metadata={
-            "rows": "{{ ti.xcom_pull(task_ids='build_training_snapshot')['rows'] }}",
-            "manifest": "{{ ti.xcom_pull(task_ids='build_training_snapshot')['manifest_path'] }}",
-        },
-        paths=["datasets/"],
-    )
+    def pipeline():
+        create_run_branch = LakeFSCreateBranchOperator(task_id="create_run_branch", branch=RUN_BRANCH)
+        data_source = choose_training_data()
 
-    data = resolve_training_data()
-    training_run = start_training_run(data)
-    results = train_candidate.partial(data=data, training_run=training_run).expand(candidate=plan_candidates())
-    decided = gate(results)
-    decision = register_challenger(decided, package_onnx(decided))
-    outcome = choose_outcome(decision)
-    merge_snapshot = LakeFSMergeOperator(
-        task_id="merge_snapshot",
-        source_ref="{{ ti.xcom_pull(task_ids='resolve_training_data')['commit'] }}",
-        destination_branch="main",
-        message="Promote {{ " + DECISION + "['challenger'] }} (model version {{ " + DECISION + "['version'] }})",
-    )
-    record_rejection = LakeFSCommitOperator(
-        task_id="record_rejection",
-        branch=RUN_BRANCH,
-        message="Not promoted: {{ " + DECISION + "['reason'] if not " + DECISION + "['promote'] "
-        "else 'gate passed, promotion is off (param promote)' }}",
-        metadata={
-            "gate_decision": "{{ 'promote' if " + DECISION + "['promote'] else 'reject' }}",
-            "gate_reason": "{{ " + DECISION + "['reason'] }}",
-            "model_version": "{{ " + DECISION + "['version'] }}",
-        },
-        allow_empty=True,
-    )
-    merge_reference = LakeFSMergeOperator(
-        task_id="merge_reference",
-        source_ref="{{ ti.xcom_pull(task_ids='store_reference')['commit'] }}",
-        destination_branch="main",
-        message="Drift reference of model version {{ " + DECISION + "['version'] }}",
-    )
+        staged = collect(config_file)
+        validated = validate(config_file, staged)
+        commit_raw = LakeFSCommitOperator(
+            task_id="commit_raw",
+            branch=RUN_BRANCH,
+            message=f"Collect validated {config.dataset.name} data ({{{{ params.reason }}}} run)",
+            metadata={
+                "rows_valid": "{{ ti.xcom_pull(task_ids='validate')['rows_valid'] }}",
+                "rows_quarantined": "{{ ti.xcom_pull(task_ids='validate')['rows_quarantined'] }}",
+            },
+            # Re-collecting days that are on `main` already changes nothing: an empty commit says so.
+            allow_empty=True,
+            paths=["raw/", "quarantine/"],
+        )
+        # The commit, not the branch: on a retried run the branch may hold later commits (the snapshot).
+        merge_raw = LakeFSMergeOperator(
+            task_id="merge_raw", source_ref=commit_raw.output, destination_branch="main", message="Validated data"
+        )
+        snapshot = build_training_snapshot(config_file, validated, merge_raw.output)
+        commit_snapshot = LakeFSCommitOperator(
+            task_id="commit_snapshot",
+            branch=RUN_BRANCH,
+            message=f"Training snapshot of {model} ({{{{ params.reason }}}} run)",
+            metadata={
+                "rows": "{{ ti.xcom_pull(task_ids='build_training_snapshot')['rows'] }}",
+                "manifest": "{{ ti.xcom_pull(task_ids='build_training_snapshot')['manifest_path'] }}",
+            },
+            paths=["datasets/"],
+        )
 
-    create_run_branch >> data_source >> [staged, data]
-    validated >> commit_raw >> merge_raw
-    snapshot >> commit_snapshot >> data
-    deployed = deploy_model(decision)
-    outcome >> [deployed, record_rejection]
-    store_reference(decision, deployed) >> promote_champion(decision, deployed) >> merge_snapshot >> merge_reference
-    [merge_reference, record_rejection] >> finish_training_run(training_run).as_teardown(setups=training_run)
+        data = resolve_training_data()
+        training_run = start_training_run(config_file, data)
+        candidates = plan_candidates(config_file)
+        results = train_candidate.partial(config_file=config_file, data=data, training_run=training_run).expand(
+            candidate=candidates
+        )
+        decided = gate(config_file, results)
+        decision = register_challenger(config_file, decided, package_onnx(config_file, decided))
+        outcome = choose_outcome(decision)
+        version = "{{ " + DECISION + "['version'] }}"
+        merge_snapshot = LakeFSMergeOperator(
+            task_id="merge_snapshot",
+            source_ref="{{ ti.xcom_pull(task_ids='resolve_training_data')['commit'] }}",
+            destination_branch="main",
+            message=f"Promote {model} v{version} ({{{{ {DECISION}['challenger'] }}}})",
+        )
+        record_rejection = LakeFSCommitOperator(
+            task_id="record_rejection",
+            branch=RUN_BRANCH,
+            message="Not promoted: {{ " + DECISION + "['reason'] if not " + DECISION + "['promote'] "
+            "else 'gate passed, promotion is off (param promote)' }}",
+            metadata={
+                "gate_decision": "{{ 'promote' if " + DECISION + "['promote'] else 'reject' }}",
+                "gate_reason": "{{ " + DECISION + "['reason'] }}",
+                "model_version": version,
+            },
+            allow_empty=True,
+        )
+        merge_reference = LakeFSMergeOperator(
+            task_id="merge_reference",
+            source_ref="{{ ti.xcom_pull(task_ids='store_reference')['commit'] }}",
+            destination_branch="main",
+            message=f"Drift reference of {model} v{version}",
+        )
+
+        create_run_branch >> data_source >> [staged, data]
+        validated >> commit_raw >> merge_raw
+        snapshot >> commit_snapshot >> data
+        deployed = deploy_model(config_file, decision)
+        outcome >> [deployed, record_rejection]
+        reference = store_reference(config_file, decision, deployed)
+        reference >> promote_champion(config_file, decision, deployed) >> merge_snapshot >> merge_reference
+        [merge_reference, record_rejection] >> finish_training_run(training_run).as_teardown(setups=training_run)
+
+    pipeline()
 
 
-ml_training()
+for pipeline_config in pipelines.to_build(training_dag_id):
+    ml_training(pipeline_config)

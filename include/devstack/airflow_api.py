@@ -60,7 +60,13 @@ class AirflowAPI:
         raise AssertionError("unreachable")
 
     def dag_ids(self) -> set[str]:
-        return {d["dag_id"] for d in self.request("GET", "/api/v2/dags", params={"limit": 100})["dags"]}
+        return {d["dag_id"] for d in self._dags()}
+
+    def paused_dag_ids(self) -> set[str]:
+        return {d["dag_id"] for d in self._dags() if d["is_paused"]}
+
+    def _dags(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/api/v2/dags", params={"limit": 1000})["dags"]
 
     def wait_for_dags(self, dag_ids: set[str], timeout: float = 180.0) -> None:
         """Until the dag-processor has parsed all of `dag_ids`."""

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from include.devstack import airflow_settings, services
+from include.devstack import airflow_settings, demo, services
 from include.devstack.airflow_api import AirflowAPI
 from include.devstack.processes import ManagedProcess
 from include.devstack.supervisor import Supervisor
+from include.mlops.config import CONFIG_DIR, ConfigError, ConfigFolder, PipelineConfig, load_folder
 
 DEFAULT_PORTS = {"LAKEFS_PORT": 8000, "MLFLOW_PORT": 5000, "AIRFLOW_PORT": 8080, "SERVING_PORT": 3000}
 # Enough history for the demo config's 30-day training window, ending today.
@@ -56,7 +57,9 @@ class StackOptions:
     # One `airflow standalone` (make run), or one process per component (as compose and the e2e tests run it).
     standalone: bool = True
     source: SourceHistory = field(default_factory=SourceHistory)
-    # Added to every server's environment (e.g. MLOPS_CONFIG).
+    # The pipeline configs (one model per file) that Airflow and the model service both read.
+    config_dir: Path = CONFIG_DIR
+    # Added to every server's environment.
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -67,6 +70,8 @@ class Stack:
     lakefs_keys: tuple[str, str]
     inference_log_db: Path
     airflow_env: dict[str, str]
+    # The models of the stack: the configs of `StackOptions.config_dir` that load.
+    configs: tuple[PipelineConfig, ...]
 
     def airflow_api(self) -> AirflowAPI:
         return AirflowAPI(self.urls["Airflow"], "admin", self.credentials["airflow_admin_password"])
@@ -79,7 +84,9 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     credentials = local_credentials(state / "credentials.json")
-    base_env = {**os.environ, **options.env}
+    folder = pipeline_configs(options.config_dir, say)
+    options_env = {**options.env, "MLOPS_CONFIG_DIR": str(options.config_dir)}
+    base_env = {**os.environ, **options_env}
 
     lakefs = _lakefs(state, ports["LAKEFS_PORT"], credentials, logs, supervisor)
     say(f"lakeFS      {lakefs['url']}")
@@ -92,7 +99,7 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
     # The service writes its predictions here; drift_monitor reads them and keeps its drift history beside.
     inference_log_db = state / "serving" / "inference_log.db"
     serving_env = {
-        **options.env,
+        **options_env,
         **bentoml_home,
         "MLOPS_ADMIN_TOKEN": credentials["serving_admin_token"],
         "MLOPS_SERVING_STATE_DIR": str(state / "serving"),
@@ -110,9 +117,7 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
     say(f"Serving     {serving.url}  (API docs at /; no model until ml_training deploys one)")
 
     source_db = state / "source" / "transactions.db"
-    history = options.source
-    say(f"Source      simulating {history.days} days of card transactions into {source_db} ...")
-    seed_transactions(source_db, history)
+    seed_demo_sources(folder.configs, source_db, options.source, say)
 
     settings_env = {
         **base_env,
@@ -129,7 +134,7 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
     settings = airflow_settings.load(services.REPO_ROOT / "airflow_settings.yaml", settings_env)
     check_port_free("AIRFLOW_PORT", ports["AIRFLOW_PORT"])
     airflow_home = state / "airflow"
-    env = services.airflow_env(airflow_home, ports["AIRFLOW_PORT"], {**options.env, **bentoml_home})
+    env = services.airflow_env(airflow_home, ports["AIRFLOW_PORT"], {**options_env, **bentoml_home})
     env.update(_airflow_components_env(options, credentials))
     services.write_airflow_password(airflow_home, "admin", credentials["airflow_admin_password"])
     say("Airflow     migrating the metadata database and loading airflow_settings.yaml ...")
@@ -153,7 +158,37 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
         lakefs_keys=(lakefs["access_key_id"], lakefs["secret_access_key"]),
         inference_log_db=inference_log_db,
         airflow_env=env,
+        configs=folder.configs,
     )
+
+
+def pipeline_configs(folder: Path, say: Callable[[str], None]) -> ConfigFolder:
+    """The configs of `folder`; a file left out is named with why, and none at all stops the stack."""
+    configs = load_folder(folder)
+    for error in configs.errors:
+        say(f"left out: {error}")
+    if not configs.configs:
+        raise ConfigError(f"{folder}: no pipeline config that loads; there is no model to train")
+    say(f"Models      {', '.join(c.name for c in configs.configs)} (configs in {folder})")
+    return configs
+
+
+def seed_demo_sources(
+    configs: tuple[PipelineConfig, ...], source_db: Path, history: SourceHistory, say: Callable[[str], None]
+) -> None:
+    """The data of the shipped demo datasets among `configs`: the simulator's card transactions (behind the
+    connection the demo config reads) and the breast cancer CSV drops. Any other model's source is its own."""
+    from include.devstack import breast_cancer
+
+    if any(demo.is_demo(config) for config in configs):
+        say(f"Source      simulating {history.days} days of card transactions into {source_db} ...")
+        seed_transactions(source_db, history)
+    for config in configs:
+        if breast_cancer.is_shipped(config):
+            folder = Path(config.source.path)
+            end = dt.datetime.now(dt.UTC).date()
+            files = breast_cancer.write_drops(folder, end, breast_cancer.DEFAULT_DAYS, breast_cancer.DEFAULT_SEED)
+            say(f"Source      {len(files)} days of breast cancer measurements as CSV files in {folder}")
 
 
 def _airflow_components_env(options: StackOptions, credentials: dict[str, str]) -> dict[str, str]:

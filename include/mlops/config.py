@@ -1,22 +1,28 @@
-"""The pipeline configuration: one YAML file per dataset under include/config/, checked when loaded.
+"""The pipeline configuration: one YAML file per model in a config folder (include/config/ by default).
 
-`MLOPS_CONFIG` chooses the file (a path, or the name of a file in include/config/); the demo config is the
-default. A new tabular dataset needs a new file, not code. Every error names the file and the key.
+Every file of the folder is one model: its own DAGs, MLflow model, lakeFS paths, service route, inference log
+rows and drift history (DESIGN.md). A new tabular dataset needs a new file, not code. A file is checked when it
+is loaded, and every error names the file and the key. The config is passed to the functions of this library;
+none of them reads a config on its own.
 """
 
 from __future__ import annotations
 
-import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
-DEFAULT_CONFIG = "fraud_demo.yaml"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The shipped configs; a deployment may keep its own elsewhere (plugins' `pipelines`, the service's settings).
+CONFIG_DIR = PROJECT_ROOT / "include" / "config"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A model's name becomes DAG ids, a URL path segment and a BentoML tag (which BentoML lowercases): kept to
+# what all of them take unchanged.
+_MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class ConfigError(ValueError):
@@ -144,7 +150,11 @@ class HttpSource(_Strict):
 
 
 class FileSource(_Strict):
-    """CSV or Parquet files under a local folder or an S3 prefix; rows outside the interval are left out."""
+    """CSV or Parquet files under a local folder or an S3 prefix; rows outside the interval are left out.
+
+    A relative local `path` is relative to the project's root (the folder holding dags/ and include/), so that
+    a config means the same folder to every process that reads it, whatever its working directory.
+    """
 
     kind: Literal["files"]
     path: str
@@ -152,6 +162,13 @@ class FileSource(_Strict):
     pattern: str = "**/*"
     s3_endpoint_url: str | None = None
     connection_id: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _from_the_project_root(cls, value: str) -> str:
+        if value.startswith("s3://") or Path(value).is_absolute():
+            return value
+        return str(PROJECT_ROOT / value)
 
 
 Source = Annotated[SqlSource | HttpSource | FileSource, Field(discriminator="kind")]
@@ -266,6 +283,16 @@ class Model(_Strict):
     class_weight: Literal["none", "balanced"] = "none"
     random_seed: int = 42
 
+    @field_validator("registered_name")
+    @classmethod
+    def _a_model_name(cls, value: str) -> str:
+        if not _MODEL_NAME.match(value):
+            raise ValueError(
+                f"{value!r} must be lowercase letters, digits and underscores, starting with a letter (it names "
+                "the model's DAGs, its route on the model service and its BentoML models)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _distinct_names(self) -> Model:
         names = [c.name for c in self.candidates]
@@ -341,22 +368,22 @@ class PipelineConfig(_Strict):
             raise ValueError("model.class_weight applies to classification only")
         return self
 
+    @property
+    def name(self) -> str:
+        """The model's name (`model.registered_name`): what its DAGs, route and store entries are called."""
+        return self.model.registered_name
 
-def config_path(name_or_path: str | None = None) -> Path:
-    """The file `MLOPS_CONFIG` (or the argument) names: a path, or a file name in include/config/."""
-    chosen = name_or_path or os.environ.get("MLOPS_CONFIG") or DEFAULT_CONFIG
-    path = Path(chosen)
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """The config in the file at `path` (a file name alone is looked for in include/config/ too)."""
+    path = Path(path)
     if not path.is_absolute() and not path.exists():
-        path = CONFIG_DIR / chosen
-    return path
-
-
-def load_config(name_or_path: str | None = None) -> PipelineConfig:
-    path = config_path(name_or_path)
+        path = CONFIG_DIR / path
     try:
-        raw = yaml.safe_load(path.read_text())
+        # libyaml's loader when PyYAML has it: ten times faster, and every DAG file parse reads every config.
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror}); set MLOPS_CONFIG to a config file") from exc
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -371,3 +398,54 @@ def _describe(error: dict[str, Any]) -> str:
     location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-after"))
     message = error["msg"].removeprefix("Value error, ")
     return f"{location or '(top level)'}: {message}"
+
+
+@dataclass(frozen=True)
+class ConfigFolder:
+    """The configs of one folder: those that load and stand on their own, and an error for each file that does
+    not (it does not load, or it would share a model or a dataset with another file)."""
+
+    folder: Path
+    configs: tuple[PipelineConfig, ...]
+    errors: tuple[ConfigError, ...]
+
+    def by_name(self, name: str) -> PipelineConfig:
+        for config in self.configs:
+            if config.name == name:
+                return config
+        known = ", ".join(c.name for c in self.configs) or "none"
+        raise ConfigError(f"{self.folder}: no config of model {name!r} (the models are: {known})")
+
+
+# What two configs must not share: each would write into the other's MLflow model, DAGs and service route, or
+# into its lakeFS paths (raw/<dataset>/, quarantine/<dataset>/).
+_DISTINCT_KEYS = {
+    "model.registered_name": lambda config: config.model.registered_name,
+    "dataset.name": lambda config: config.dataset.name,
+}
+
+
+def load_folder(folder: str | Path) -> ConfigFolder:
+    """Every `*.yaml` file of `folder`, in name order. Two files that name the same model or dataset are both
+    refused, each with an error naming the other: which one was meant is not for this code to guess."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: the config folder does not exist")
+    loaded: list[PipelineConfig] = []
+    errors: list[ConfigError] = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            loaded.append(load_config(path))
+        except ConfigError as error:
+            errors.append(error)
+    clashing: dict[str, list[str]] = {}
+    for key, value_of in _DISTINCT_KEYS.items():
+        for config in loaded:
+            others = [o.path for o in loaded if o is not config and value_of(o) == value_of(config)]
+            if others:
+                clashing.setdefault(config.path, []).append(
+                    f"{key}: {value_of(config)!r} is also the {key} of {', '.join(others)}; every config needs its own"
+                )
+    errors += [ConfigError(f"{path}: " + "; ".join(problems)) for path, problems in clashing.items()]
+    configs = tuple(c for c in loaded if c.path not in clashing)
+    return ConfigFolder(folder, configs, tuple(errors))

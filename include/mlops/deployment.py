@@ -2,8 +2,9 @@
 
 A model enters the store as `<registered model>:v<MLflow version>` holding `model.onnx`, with labels and
 metadata that name where it comes from (MLflow model and run, lakeFS repository and commit). The running
-service is told to switch to it over its authenticated admin API; it builds the new onnxruntime session
-beside the old one and swaps them in one step, so no request fails during a rollout.
+service is told to switch the model's route to it over its authenticated admin API; it builds the new
+onnxruntime session beside the old one and swaps them in one step, so no request fails during a rollout, and
+the service's other models are not touched.
 """
 
 from __future__ import annotations
@@ -74,33 +75,34 @@ def _label(value: object) -> str:
 
 
 class ServingEndpoint:
-    """The running model service: its URL and the token of its admin API."""
+    """One model's routes on the running model service: the service's URL, the token of its admin API, and the
+    model (its config's `model.registered_name`)."""
 
-    def __init__(self, url: str, admin_token: str, timeout: float = 30.0):
+    def __init__(self, url: str, admin_token: str, model: str, timeout: float = 30.0):
         self.url = url.rstrip("/")
+        self.model = model
         self._headers = {"Authorization": f"Bearer {admin_token}"}
         self.timeout = timeout
 
     def current_model(self) -> dict[str, Any] | None:
-        """What the service serves (`tag`, `model_version`, lineage), or None when it serves nothing yet."""
-        response = self._request("GET", "/admin/model")
-        if response.status_code == 404:
-            return None
-        return self._json(response, "asking the service which model it serves")
+        """What the model's routes serve (`tag`, `model_version`, lineage), or None when nothing yet."""
+        response = self._request("GET", f"/admin/models/{self.model}")
+        return self._json(response, f"asking the service what {self.model} serves")["serving"]
 
     def switch_to(self, tag: str) -> dict[str, Any]:
         """Ask the service to load `tag` and swap to it; it refuses a model it cannot load or run."""
-        response = self._request("POST", "/admin/model", json={"tag": tag})
-        return self._json(response, f"switching the service to {tag}")
+        response = self._request("POST", f"/admin/models/{self.model}", json={"tag": tag})
+        return self._json(response, f"switching {self.model} to {tag}")
 
     def ready(self) -> bool:
         try:
-            return self._request("GET", "/readyz").status_code == 200
+            return self._request("GET", f"/models/{self.model}/readyz").status_code == 200
         except DeploymentError:
             return False
 
     def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._json(self._request("POST", "/predict", json={"records": records}), "predicting")
+        response = self._request("POST", f"/models/{self.model}/predict", json={"records": records})
+        return self._json(response, f"predicting with {self.model}")
 
     def _request(self, method: str, path: str, **kwargs):
         import httpx
@@ -123,7 +125,7 @@ def smoke_test(
 ) -> None:
     """The live service is ready, serves `tag`, and answers `records` exactly as the offline model does."""
     if not endpoint.ready():
-        raise DeploymentError(f"smoke test: {endpoint.url}/readyz does not answer 200")
+        raise DeploymentError(f"smoke test: {endpoint.url}/models/{endpoint.model}/readyz does not answer 200")
     answer = endpoint.predict(records)
     version = tag.rpartition(":v")[2]
     if str(answer.get("model_version")) not in (version, f"v{version}"):

@@ -55,7 +55,8 @@ inference_log = sa.Table(
     sa.Column("label", sa.Text, nullable=True),
     sa.Column("probabilities", _JSON, nullable=True),
     sa.Column("value", sa.Double, nullable=True),
-    sa.Index("ix_inference_log_predicted_at", "predicted_at"),
+    # Every read is one model's window.
+    sa.Index("ix_inference_log_model_predicted_at", "model_name", "predicted_at"),
 )
 
 
@@ -100,9 +101,15 @@ def _create(connection: sa.Connection, table: sa.Table) -> None:
         connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))
 
 
-def count_logged(engine: sa.Engine, start: dt.datetime, end: dt.datetime) -> int:
-    """How many predictions were logged in [start, end) (malformed ones included); 0 before the first."""
-    query = sa.select(sa.func.count()).where(inference_log.c.predicted_at >= start, inference_log.c.predicted_at < end)
+def _in_window(model_name: str, start: dt.datetime, end: dt.datetime) -> tuple:
+    log = inference_log.c
+    return log.model_name == model_name, log.predicted_at >= start, log.predicted_at < end
+
+
+def count_logged(engine: sa.Engine, model_name: str, start: dt.datetime, end: dt.datetime) -> int:
+    """How many predictions of `model_name` were logged in [start, end) (malformed ones included); 0 before the
+    first."""
+    query = sa.select(sa.func.count()).where(*_in_window(model_name, start, end))
     with engine.begin() as connection:
         create_inference_log(connection)
         return connection.execute(query).scalar_one()
@@ -110,7 +117,7 @@ def count_logged(engine: sa.Engine, start: dt.datetime, end: dt.datetime) -> int
 
 @dataclass(frozen=True)
 class LiveWindow:
-    """The predictions logged in [start, end): features, `prediction` (the label, or the value of a regression),
+    """One model's predictions logged in [start, end): features, `prediction` (the label, or the value of a regression),
     `probabilities` (classification: {class: probability}, as a dict or its JSON text), `record_id`,
     `model_version`."""
 
@@ -119,14 +126,17 @@ class LiveWindow:
     problems: tuple[str, ...]
 
 
-def read_live_window(engine: sa.Engine, start: dt.datetime, end: dt.datetime, dataset: Dataset) -> LiveWindow:
-    """The window's logged predictions; malformed rows are counted (with the first reasons) and left out."""
+def read_live_window(
+    engine: sa.Engine, model_name: str, start: dt.datetime, end: dt.datetime, dataset: Dataset
+) -> LiveWindow:
+    """The window's logged predictions of `model_name`; malformed rows are counted (with the first reasons) and
+    left out."""
     # `inputs` and `probabilities` come as the database keeps them (text on SQLite; psycopg2 parses JSONB) and
     # are parsed here with orjson: SQLAlchemy's JSON type parses with the standard library, ten times slower.
     names = ("id", "record_id", "model_version", "inputs", "label", "probabilities", "value")
     raw = {"inputs", "probabilities"}
     columns = (sa.type_coerce(inference_log.c[n], sa.Text) if n in raw else inference_log.c[n] for n in names)
-    query = sa.select(*columns).where(inference_log.c.predicted_at >= start, inference_log.c.predicted_at < end)
+    query = sa.select(*columns).where(*_in_window(model_name, start, end))
     kept, rescued, problems, malformed = [], [], [], 0
     with engine.connect() as connection:
         result = connection.execution_options(yield_per=CHUNK_ROWS).execute(query.order_by(inference_log.c.id))

@@ -1,4 +1,9 @@
-"""Names that tie the parts together (DESIGN.md). Light on purpose: DAG files import it at parse time."""
+"""Names that tie the parts together (DESIGN.md). Light on purpose: DAG files import it at parse time.
+
+Every model (one config file) has its own pair of DAGs and its own lakeFS run branches, named after the model
+(`model.registered_name`), so that several models run side by side in one Airflow without their runs, whose ids
+are often the same (`scheduled__2026-12-02T02:00:00+00:00`), sharing a branch.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,29 @@ RUN_BRANCH_PREFIX = "run-"
 _NOT_IN_A_BRANCH_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def run_branch_name(run_id: str) -> str:
-    """The lakeFS branch of an Airflow run: `run-` + the run id with what lakeFS refuses turned into `-`.
+def training_dag_id(model: str) -> str:
+    return f"ml_training__{model}"
 
-    lakeFS branch names match `^\\w[-\\w]*$`; Airflow run ids carry `:` and `+` from their timestamps.
-    """
+
+def monitor_dag_id(model: str) -> str:
+    return f"drift_monitor__{model}"
+
+
+def run_key(run_id: str) -> str:
+    """An Airflow run id as a path segment and branch name part: what lakeFS refuses (`:` and `+` from the
+    timestamps) turned into `-`. lakeFS branch names match `^\\w[-\\w]*$`."""
     cleaned = _NOT_IN_A_BRANCH_NAME.sub("-", run_id).strip("-")
     if not cleaned:
         raise ValueError(f"run id {run_id!r} has nothing usable in a branch name")
-    return RUN_BRANCH_PREFIX + cleaned
+    return cleaned
+
+
+def run_branch_prefix(model: str) -> str:
+    """What every run branch of `model` starts with. Model names hold no `-`, so no model's prefix is the start
+    of another's (`run-fraud-` and `run-fraud_v2-`)."""
+    return f"{RUN_BRANCH_PREFIX}{model}-"
+
+
+def run_branch_name(model: str, run_id: str) -> str:
+    """The lakeFS branch of a training run of `model`: `run-<model>-<run id>`."""
+    return run_branch_prefix(model) + run_key(run_id)

@@ -28,6 +28,8 @@ from lakefs.exceptions import (
     ServerException,
 )
 
+from include.mlops.naming import RUN_BRANCH_PREFIX
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -483,5 +485,18 @@ def expired_branches(repo: lakefs.Repository, prefix: str, retention_days: float
     expired = []
     for name in list_branches(repo, prefix):
         if name != default_branch and get_commit(repo, name).creation_date < cutoff:
+            expired.append(name)
+    return expired
+
+
+def expired_run_branches(
+    repo: lakefs.Repository, retention_days: Mapping[str, float], other_days: float, now: float
+) -> list[str]:
+    """Run branches (`run-*`) older than the retention of the model they belong to, `retention_days` by branch
+    prefix (`run-<model>-`); those of no listed model (a config since removed) older than `other_days`."""
+    expired = []
+    for name in expired_branches(repo, RUN_BRANCH_PREFIX, min([other_days, *retention_days.values()]), now):
+        days = next((d for prefix, d in retention_days.items() if name.startswith(prefix)), other_days)
+        if get_commit(repo, name).creation_date < now - days * 86400:
             expired.append(name)
     return expired

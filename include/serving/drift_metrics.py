@@ -1,15 +1,17 @@
-"""The last drift check of each model version on the service's /metrics, for Prometheus and Grafana.
+"""The last drift check of each version of each model on the service's /metrics, for Prometheus and Grafana.
 
-drift_monitor writes one row per check to its drift history, in the inference log's database
-(include/mlops/monitoring.py); every worker reads the latest row per model version every few seconds and sets
-gauges that Prometheus scrapes with the service's other metrics. In BentoML's multiprocess mode the gauges use
-`mostrecent`, so /metrics shows one value per model version however many workers there are.
+Each model's drift monitor writes one row per check to the drift history, in the inference log's database
+(include/mlops/monitoring.py); every worker reads the latest row per model and version every few seconds and
+sets gauges (labelled `model`, `model_version`) that Prometheus scrapes with the service's other metrics. In
+BentoML's multiprocess mode the gauges use `mostrecent`, so /metrics shows one value per model version however
+many workers there are.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 
@@ -19,15 +21,16 @@ logger = logging.getLogger(__name__)
 
 
 class DriftMetrics:
-    def __init__(self, url: str, model_name: str, metric: str):
+    def __init__(self, url: str, primary_metrics: Mapping[str, str]):
+        """`primary_metrics`: each model's primary metric (the `metric` label of its live score)."""
         # Made in the worker, where BentoML has set PROMETHEUS_MULTIPROC_DIR (see service.Metrics).
         from prometheus_client import Gauge
 
         self._engine = sa.create_engine(url, pool_pre_ping=True)
-        self._model_name, self._metric = model_name, metric
+        self._metrics = dict(primary_metrics)
 
         def gauge(name: str, description: str, *labels: str) -> Gauge:
-            return Gauge(name, description, ["model_version", *labels], multiprocess_mode="mostrecent")
+            return Gauge(name, description, ["model", "model_version", *labels], multiprocess_mode="mostrecent")
 
         self.drift_share = gauge("mlops_drift_share", "Share of features drifted in the last drift check")
         self.live_score = gauge("mlops_drift_live_score", "Primary metric on labelled live rows, last check", "metric")
@@ -44,21 +47,21 @@ class DriftMetrics:
             checks = self._latest(connection)
             scored = self._latest(connection, drift_history.c.live_score.is_not(None))
         for row in checks:
-            version = row.model_version
+            labels = (row.model_name, row.model_version)
             if row.drift_share is not None:
-                self.drift_share.labels(version).set(row.drift_share)
-            self.retraining.labels(version).set(1 if row.retrain else 0)
-            self.checked.labels(version).set(as_utc(row.window_end).timestamp())
+                self.drift_share.labels(*labels).set(row.drift_share)
+            self.retraining.labels(*labels).set(1 if row.retrain else 0)
+            self.checked.labels(*labels).set(as_utc(row.window_end).timestamp())
         for row in scored:
-            self.live_score.labels(row.model_version, self._metric).set(row.live_score)
+            self.live_score.labels(row.model_name, row.model_version, self._metrics[row.model_name]).set(row.live_score)
 
     def _latest(self, connection: sa.Connection, *conditions) -> list:
-        """The latest row per model version of this model (of those meeting `conditions`)."""
+        """The latest row per version of each of the service's models (of those meeting `conditions`)."""
         history = drift_history.c
         latest = (
             sa.select(sa.func.max(history.id).label("id"))
-            .where(history.model_name == self._model_name, history.model_version.is_not(None), *conditions)
-            .group_by(history.model_version)
+            .where(history.model_name.in_(list(self._metrics)), history.model_version.is_not(None), *conditions)
+            .group_by(history.model_name, history.model_version)
             .subquery()
         )
         return connection.execute(sa.select(drift_history).join(latest, history.id == latest.c.id)).all()

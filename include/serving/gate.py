@@ -1,12 +1,18 @@
-"""The request gate: an ASGI middleware that validates prediction requests before BentoML sees them.
+"""The request gate: an ASGI middleware in front of every model's routes, answering bad requests itself.
 
 BentoML answers a body that fails its input model with a 400 whose message is pydantic's, and logs the client's
 mistake with a full traceback; on a batchable API there is no later point at which the service could answer
-instead. So the gate validates the body of each prediction route against that route's request model first and
-answers a bad one itself: 400 (the status BentoML's OpenAPI document gives for bad input) with every problem
-named by record index and field, 413 for a body beyond the
-limit, 415 for a body that is not JSON, 503 while no model is loaded, each logged as one line without a
-traceback. A good body goes on to
+instead. So the gate validates the body of each prediction route against that route's request model (the
+schema of that route's model) first and answers a bad one itself, each refusal logged as one line without a
+traceback:
+
+- 404 for a route of a model the service does not have, naming the models it has;
+- 503 while the route's model has no model loaded;
+- 415 for a body that is not JSON, 413 for a body beyond the limit, 400 for a body that does not parse as JSON;
+- 422 for JSON that does not fit the model's request, with every problem named by record index and field (a
+  record of another model: its unknown and missing fields).
+
+It also answers `GET /models/<model>/readyz` (200 while that model serves, 503 before). A good body goes on to
 BentoML unchanged, together with what it validated to (`validated(scope)`), so it is not parsed twice.
 """
 
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -25,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _VALIDATED = "mlops.validated_body"
 _JSON_TYPES = (b"application/json", b"")
+MODELS_PREFIX = "/models/"
 
 
 def validated(scope: Mapping[str, Any]) -> BaseModel | None:
@@ -33,19 +40,36 @@ def validated(scope: Mapping[str, Any]) -> BaseModel | None:
 
 
 class RequestGate:
-    def __init__(self, app, routes: Mapping[str, type[BaseModel]], max_body_bytes: int, ready: Callable[[], bool]):
+    def __init__(
+        self,
+        app,
+        routes: Mapping[str, tuple[str, type[BaseModel]]],
+        models: Collection[str],
+        max_body_bytes: int,
+        ready: Callable[[str], bool],
+    ):
+        """`routes`: prediction path -> (its model, its request model); `ready(model)`: whether it serves."""
         self.app = app
         self.routes = routes
+        self.models = models
         self.max_body_bytes = max_body_bytes
         self.ready = ready
 
     async def __call__(self, scope, receive, send) -> None:
-        model = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if model is None or scope["method"] != "POST":
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        route = self.routes.get(path)
+        if route is None:
+            if path.startswith(MODELS_PREFIX):
+                await self._model_path(scope, receive, send, path)
+            else:
+                await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        if not self.ready():
-            await self._refuse(scope, send, 503, ["no model is loaded yet (see /readyz)"])
+        model, request_model = route
+        if not self.ready(model):
+            await self._refuse(scope, send, 503, [f"{model} has no model loaded yet (see /models/{model}/readyz)"])
             return
         headers = dict(scope["headers"])
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
@@ -57,23 +81,40 @@ class RequestGate:
             await self._refuse(scope, send, 413, [f"body: larger than {self.max_body_bytes} bytes"])
             return
         try:
-            scope[_VALIDATED] = model.model_validate_json(body)
+            scope[_VALIDATED] = request_model.model_validate_json(body)
         except ValidationError as exc:
-            await self._refuse(scope, send, 400, schema.problems(exc))
+            not_json = any(error["type"] == "json_invalid" for error in exc.errors())
+            await self._refuse(scope, send, 400 if not_json else 422, schema.problems(exc))
             return
         await self.app(scope, _replay(body, receive), send)
 
+    async def _model_path(self, scope, receive, send, path: str) -> None:
+        """A path under /models/ that is no prediction route: a model's readiness, or an unknown model."""
+        model, _, rest = path.removeprefix(MODELS_PREFIX).partition("/")
+        if model not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            await self._refuse(scope, send, 404, [f"no model {model!r} on this service; its models are: {known}"])
+        elif rest == "readyz" and scope["method"] in ("GET", "HEAD"):
+            ready = self.ready(model)
+            await _answer(send, 200 if ready else 503, {"model": model, "ready": ready})
+        else:
+            await self.app(scope, receive, send)
+
     async def _refuse(self, scope, send, status: int, problems: list[str]) -> None:
         logger.info("refused %s %s (%d): %s", scope["method"], scope["path"], status, "; ".join(problems[:3]))
-        body = json.dumps({"error": "; ".join(problems), "problems": problems}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, status, {"error": "; ".join(problems), "problems": problems})
+
+
+async def _answer(send, status: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive, limit: int) -> bytes | None:

@@ -8,7 +8,7 @@ when missing; SQLite locally, Postgres in compose):
       request_id     VARCHAR(32) NOT NULL   the `request_id` of the answer (one per HTTP request)
       record_index   INTEGER NOT NULL       the record's position in its request (0-based)
       record_id      TEXT NULL              the dataset's id column, when the client sent it (joins labels)
-      model_name     TEXT NOT NULL          e.g. fraud_detector
+      model_name     TEXT NOT NULL          the model (its config's model.registered_name), e.g. fraud_detector
       model_version  TEXT NOT NULL          e.g. 3 (the MLflow registered model version)
       predicted_at   TIMESTAMP WITH TIME ZONE NOT NULL, UTC; on SQLite the text 'YYYY-MM-DD HH:MM:SS.ffffff'
                      in UTC (SQLAlchemy's form, the convention of include/mlops/sources.py)
@@ -16,12 +16,13 @@ when missing; SQLite locally, Postgres in compose):
       label          TEXT NULL              classification: the predicted class, as text
       probabilities  JSON NULL (JSONB on Postgres)       classification: {"<class>": probability, ...}
       value          DOUBLE PRECISION NULL  regression: the predicted value
-      INDEX ix_inference_log_predicted_at (predicted_at)
+      INDEX ix_inference_log_model_predicted_at (model_name, predicted_at)
 
-A request hands its predictions to an in-process bounded buffer and returns; one background thread inserts
-what has gathered every half second, or as soon as 500 rows wait. When the database is unavailable, or the
-buffer is full, rows are dropped and counted (`on_dropped`), and the service keeps answering; writing resumes
-by itself when the database is back.
+Every model of the service writes to the same table, each row naming its model. A request hands its predictions
+to an in-process bounded buffer and returns; one background thread inserts what has gathered every half second,
+or as soon as 500 rows wait. When the database is unavailable, or the buffer is full, rows are dropped and
+counted by model (`on_dropped`), and the service keeps answering; writing resumes by itself when the database is
+back.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import datetime as dt
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,11 +62,19 @@ class LoggedRequest:
 
 
 class InferenceLog:
-    """Writes LoggedRequests to `url` (SQLAlchemy) from a background thread; `submit` never blocks."""
+    """Writes LoggedRequests to `url` (SQLAlchemy) from a background thread; `submit` never blocks.
 
-    def __init__(self, url: str, id_column: str, on_dropped: Callable[[int], None], capacity: int = CAPACITY_ROWS):
+    `id_columns` names each model's id column (the record field a later label is joined by)."""
+
+    def __init__(
+        self,
+        url: str,
+        id_columns: Mapping[str, str],
+        on_dropped: Callable[[str, int], None],
+        capacity: int = CAPACITY_ROWS,
+    ):
         self._engine = _engine(url)
-        self._id_column = id_column
+        self._id_columns = dict(id_columns)
         self._on_dropped = on_dropped
         self._capacity = capacity
         self._pending: deque[LoggedRequest] = deque()
@@ -83,7 +92,7 @@ class InferenceLog:
         rows = len(request.records)
         with self._wakeup:
             if self._pending_rows + rows > self._capacity:
-                self._on_dropped(rows)
+                self._on_dropped(request.model_name, rows)
                 return
             self._pending.append(request)
             self._pending_rows += rows
@@ -103,16 +112,16 @@ class InferenceLog:
             with self._wakeup:
                 if not self._stopping and self._pending_rows < BATCH_ROWS:
                     self._wakeup.wait(FLUSH_SECONDS)
-                batch, rows = list(self._pending), self._pending_rows
+                batch = list(self._pending)
                 self._pending.clear()
                 self._pending_rows = 0
                 stopping = self._stopping
             if batch:
-                self._write(batch, rows)
+                self._write(batch)
             if stopping:
                 return
 
-    def _write(self, batch: list[LoggedRequest], rows: int) -> None:
+    def _write(self, batch: list[LoggedRequest]) -> None:
         try:
             with self._engine.begin() as connection:
                 if not self._table_ready:
@@ -120,7 +129,8 @@ class InferenceLog:
                     self._table_ready = True
                 connection.execute(inference_log.insert(), [row for r in batch for row in self._rows(r)])
         except Exception as exc:  # any database error: the service must keep answering
-            self._on_dropped(rows)
+            for request in batch:
+                self._on_dropped(request.model_name, len(request.records))
             self._table_ready = False  # the database may come back empty
             if not self._failing:
                 logger.warning("inference log unavailable, dropping rows until it is back: %s", _first_line(exc))
@@ -134,7 +144,7 @@ class InferenceLog:
         rows = []
         for index, (record, prediction) in enumerate(zip(request.records, request.predictions, strict=True)):
             inputs = record.model_dump()
-            record_id = inputs.pop(self._id_column, None)
+            record_id = inputs.pop(self._id_columns[request.model_name], None)
             rows.append(
                 {
                     "request_id": request.request_id,

@@ -71,14 +71,14 @@ def version_of(tag: str) -> str:
 def load_model(tag: str, config: PipelineConfig, record: type[BaseModel]) -> ServedModel:
     """The model `tag` from the store (BENTOML_HOME), ready to serve: raises ModelNotFound or ModelRejected."""
     import bentoml
-    from bentoml.exceptions import NotFound
+    from bentoml.exceptions import BentoMLException, NotFound
 
     try:
         stored = bentoml.models.get(tag)
     except NotFound as exc:
         raise ModelNotFound(f"{tag} is not in the BentoML model store") from exc
-    except ValueError as exc:  # not a valid tag
-        raise ModelRejected(str(exc)) from exc
+    except (ValueError, BentoMLException) as exc:  # a malformed name (ValueError) or version (BentoMLException)
+        raise ModelRejected(f"{tag!r} is not a valid BentoML tag <model>:v<version> ({_first_line(exc)})") from exc
     resolved = str(stored.tag)
     try:
         onnx_bytes = Path(stored.path_of(MODEL_FILE)).read_bytes()

@@ -35,8 +35,9 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def record_model(dataset: Dataset) -> type[StrictModel]:
-    """One record: every feature (required, typed by the config) and the optional id column."""
+def record_model(dataset: Dataset, name: str = "Record") -> type[StrictModel]:
+    """One record: every feature (required, typed by the config) and the optional id column. `name` is its
+    schema's name in the OpenAPI document (one per model)."""
     fields: dict[str, Any] = {}
     for feature in dataset.features:
         annotation = _TYPES[feature.type]
@@ -45,7 +46,7 @@ def record_model(dataset: Dataset) -> type[StrictModel]:
         Annotated[str, Field(strict=True)] | None,
         Field(default=None, description="optional; logged with the prediction so that a later label can be joined"),
     )
-    return create_model("Record", __base__=StrictModel, **fields)
+    return create_model(name, __base__=StrictModel, **fields)
 
 
 def request_model(record: type[BaseModel], max_records: int, base: type[BaseModel], name: str) -> type[BaseModel]:
@@ -69,11 +70,12 @@ class Served(BaseModel):
     request_id: str = Field(description="this request's id, as written to the inference log")
 
 
-def response_models(task: str) -> tuple[type[BaseModel], type[BaseModel]]:
-    """The answer of /predict (one prediction per record, in order) and of one /predict_batched record."""
+def response_models(task: str, suffix: str = "") -> tuple[type[BaseModel], type[BaseModel]]:
+    """The answer of /predict (one prediction per record, in order) and of one /predict_batched record, named
+    `PredictResponse<suffix>` and `BatchedPrediction<suffix>` in the OpenAPI document."""
     prediction = ClassPrediction if task == "classification" else ValuePrediction
-    answer = create_model("PredictResponse", __base__=Served, predictions=(list[prediction], ...))
-    batched = create_model("BatchedPrediction", __base__=(Served, prediction))
+    answer = create_model(f"PredictResponse{suffix}", __base__=Served, predictions=(list[prediction], ...))
+    batched = create_model(f"BatchedPrediction{suffix}", __base__=(Served, prediction))
     return answer, batched
 
 

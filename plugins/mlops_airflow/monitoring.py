@@ -11,14 +11,14 @@ import datetime as dt
 from airflow.sdk import Context, PokeReturnValue, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from mlops_airflow import mlflow_tracking
+from include.mlops.naming import training_dag_id
+from mlops_airflow import mlflow_tracking, pipelines
 from mlops_airflow.decorators import mlflow_task, show_drift_report, show_mlflow_run
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import run_interval_end
 from mlops_airflow.sources import fetcher, sqlalchemy_url
 
 INFERENCE_LOG_CONNECTION = "inference_log_db"
-TRAINING_DAG = "ml_training"
 # The window has closed when its run starts; the service writes its log a few seconds behind. After this much
 # time past the window's end, too few rows is the verdict ("too few rows"), not a reason to wait. Kept short:
 # drift_monitor runs one at a time, so a waiting sensor holds back the next check (a manual one too).
@@ -47,17 +47,17 @@ def _history_row(context: Context, config, window: dict, **figures) -> dict:
 
 
 @task.sensor(mode="reschedule", poke_interval=60, timeout=3600, soft_fail=True)
-def wait_for_traffic(**context: Context) -> PokeReturnValue:
+def wait_for_traffic(config_file: str, **context: Context) -> PokeReturnValue:
     """Wait until the run's window (`drift.window_hours` up to the end of its interval) holds `drift.min_rows`
-    logged predictions. Once the window is over (with a grace for late writes) and they are not there, the run
-    ends here, skipped with "too few rows" in the drift history: no verdict on too little traffic."""
+    logged predictions of the model. Once the window is over (with a grace for late writes) and they are not
+    there, the run ends here, skipped with "too few rows" in the drift history: no verdict on too little
+    traffic."""
     from include.mlops import monitoring
-    from include.mlops.config import load_config
 
-    config = load_config()
+    config = pipelines.load(config_file)
     start, end = _window(context, config.drift.window_hours)
     engine = _engine()
-    rows = monitoring.count_logged(engine, start, end)
+    rows = monitoring.count_logged(engine, config.name, start, end)
     window = {"start": start.isoformat(), "end": end.isoformat(), "rows": rows}
     needed = config.drift.min_rows
     print(f"{rows} predictions logged in [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC; {needed} needed")
@@ -90,21 +90,20 @@ def _champion_and_reference(client, config):
 
 
 @mlflow_task
-def check_drift(window: dict, **context: Context) -> dict:
+def check_drift(config_file: str, window: dict, **context: Context) -> dict:
     """Compare the window's live traffic with the champion's reference: data drift per feature and the share of
     drifted features, drift of the predictions, and (for rows whose labels have arrived in the source) the live
     score against the champion's test score. The report goes to the champion's monitoring run in MLflow (one
     step per check) behind the "Drift report" button."""
     from include.mlops import monitoring, tracking
-    from include.mlops.config import load_config
 
-    config = load_config()
-    name, metric = config.model.registered_name, config.model.primary_metric
+    config = pipelines.load(config_file)
+    name, metric = config.name, config.model.primary_metric
     client = mlflow_tracking.client()
     champion, reference = _champion_and_reference(client, config)
 
     start, end = dt.datetime.fromisoformat(window["start"]), dt.datetime.fromisoformat(window["end"])
-    live = monitoring.read_live_window(_engine(), start, end, config.dataset)
+    live = monitoring.read_live_window(_engine(), name, start, end, config.dataset)
     print(f"{len(live.frame)} predictions read, {live.malformed} malformed left out")
     for problem in live.problems:
         print(f"  malformed: {problem}")
@@ -157,18 +156,19 @@ def check_drift(window: dict, **context: Context) -> dict:
 
 
 @task.short_circuit(multiple_outputs=False)
-def decide_retraining(check: dict, **context: Context) -> dict | None:
+def decide_retraining(config_file: str, check: dict, **context: Context) -> dict | None:
     """Retrain or not, and why (the task log and the drift history say): drift share or performance drop, on
-    enough rows, outside the cool-down after the last drift-triggered run, with no `ml_training` run running
-    or queued. Returns the conf of the training run to trigger, or nothing (which skips the trigger)."""
+    enough rows, outside the cool-down after the model's last drift-triggered run, with no run of its training
+    DAG running or queued. Returns the conf of the training run to trigger, or nothing (which skips the
+    trigger)."""
     from include.mlops import monitoring
-    from include.mlops.config import load_config
 
-    config = load_config()
+    config = pipelines.load(config_file)
     engine = _engine()
     end = dt.datetime.fromisoformat(check["end"])
-    last = monitoring.last_retraining(engine, config.model.registered_name)
-    active = context["ti"].get_dr_count(dag_id=TRAINING_DAG, states=["queued", "running"]) > 0
+    last = monitoring.last_retraining(engine, config.name)
+    training = training_dag_id(config.name)
+    active = context["ti"].get_dr_count(dag_id=training, states=["queued", "running"]) > 0
     measured = monitoring.DriftCheck(
         rows=check["rows"],
         drift_share=check["drift_share"],

@@ -9,9 +9,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 CONNECTION_ID = "serving_default"
 
 
-def endpoint(conn_id: str = CONNECTION_ID):
-    from include.mlops.deployment import ServingEndpoint
-
+def _connection(conn_id: str):
     try:
         connection = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
@@ -21,12 +19,23 @@ def endpoint(conn_id: str = CONNECTION_ID):
         ) from None
     if not connection.host or not connection.password:
         raise ValueError(f"Airflow connection {conn_id!r} needs the service's host and its admin token (password)")
+    return connection
+
+
+def _url(connection) -> str:
     host = connection.host if "://" in connection.host else f"{connection.schema or 'http'}://{connection.host}"
-    url = f"{host}:{connection.port}" if connection.port else host
-    return ServingEndpoint(url, connection.password)
+    return f"{host}:{connection.port}" if connection.port else host
+
+
+def endpoint(model: str, conn_id: str = CONNECTION_ID):
+    """`model`'s routes on the model service."""
+    from include.mlops.deployment import ServingEndpoint
+
+    connection = _connection(conn_id)
+    return ServingEndpoint(_url(connection), connection.password, model)
 
 
 def docs_url(conn_id: str = CONNECTION_ID) -> str:
     """The service's API docs (BentoML serves them at its root) for the **Service API docs** button."""
-    extra = BaseHook.get_connection(conn_id).extra_dejson
-    return str(extra.get("ui_url") or endpoint(conn_id).url).rstrip("/") + "/"
+    connection = _connection(conn_id)
+    return str(connection.extra_dejson.get("ui_url") or _url(connection)).rstrip("/") + "/"

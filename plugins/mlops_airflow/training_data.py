@@ -12,23 +12,23 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.mlops.naming import run_branch_name
+from mlops_airflow import pipelines
 from mlops_airflow.decorators import lakefs_task, show_lakefs_commit
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import airflow_run_metadata, run_interval_end
 
 
 @lakefs_task
-def collect(params: dict, **context: Context) -> list[dict]:
+def collect(config_file: str, params: dict, **context: Context) -> list[dict]:
     """Fetch the run's days from the source and stage them on the run branch, as collected."""
     from include.mlops import collection, versioning
-    from include.mlops.config import load_config
     from mlops_airflow.sources import fetcher
 
-    config = load_config()
+    config = pipelines.load(config_file)
     as_of = run_interval_end(context)
     days = collection.collection_days(as_of, config.collection.lag_days, params["history_days"])
     repo = LakeFSHook().get_repository()
-    branch = run_branch_name(context["run_id"])
+    branch = run_branch_name(config.name, context["run_id"])
     staged = collection.stage_raw(repo, branch, config.dataset, fetcher(config, as_of), days)
     for partition in staged:
         print(f"collected {partition.rows} row(s) of {config.dataset.name} for {partition.day}")
@@ -37,14 +37,13 @@ def collect(params: dict, **context: Context) -> list[dict]:
 
 
 @lakefs_task(retries=2)
-def validate(staged: list[dict], **context: Context) -> dict:
+def validate(config_file: str, staged: list[dict], **context: Context) -> dict:
     """Check the staged batches; quarantine what fails. A rejected batch fails the run without retries."""
     from include.mlops import collection
-    from include.mlops.config import load_config
 
-    config = load_config()
+    config = pipelines.load(config_file)
     repo = LakeFSHook().get_repository()
-    branch = run_branch_name(context["run_id"])
+    branch = run_branch_name(config.name, context["run_id"])
     partitions = [collection.StagedPartition(**p) for p in staged]
     try:
         outcomes, quarantine_commit = collection.validate_staged(
@@ -73,18 +72,18 @@ def validate(staged: list[dict], **context: Context) -> dict:
 
 
 @lakefs_task
-def build_training_snapshot(validated: dict, merged_commit: str, **context: Context) -> dict:
+def build_training_snapshot(config_file: str, validated: dict, merged_commit: str, **context: Context) -> dict:
     """Read the training window at the merged commit of `main`; stage train/valid/test splits on the run branch."""
     import datetime as dt
 
     from include.mlops import datasets
-    from include.mlops.config import load_config
+    from include.mlops.naming import run_key
 
-    config = load_config()
+    config = pipelines.load(config_file)
     repo = LakeFSHook().get_repository()
-    branch = run_branch_name(context["run_id"])
+    branch = run_branch_name(config.name, context["run_id"])
     window_end = dt.date.fromisoformat(validated["window_end"])
-    manifest = datasets.build_snapshot(repo, merged_commit, branch, config, branch.removeprefix("run-"), window_end)
+    manifest = datasets.build_snapshot(repo, merged_commit, branch, config, run_key(context["run_id"]), window_end)
     show_lakefs_commit(repo.id, merged_commit)
     print(f"snapshot of {manifest.rows} rows ({manifest.positives} positive) from commit {merged_commit}")
     return {**manifest.to_dict(), "manifest_path": datasets.manifest_path(manifest.model, manifest.run)}

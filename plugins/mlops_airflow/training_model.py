@@ -12,7 +12,7 @@ from airflow.sdk import Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.mlops.naming import run_branch_name
-from mlops_airflow import mlflow_tracking
+from mlops_airflow import mlflow_tracking, pipelines
 from mlops_airflow.decorators import lakefs_task, mlflow_task, show_lakefs_commit, show_mlflow_run, show_service_docs
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import airflow_run_metadata, retry_marker
@@ -61,15 +61,14 @@ def resolve_training_data(params: dict, **context: Context) -> dict:
 
 
 @mlflow_task
-def start_training_run(data: dict, params: dict, **context: Context) -> dict:
+def start_training_run(config_file: str, data: dict, params: dict, **context: Context) -> dict:
     """The MLflow run of this DAG run, tagged with where its data and code come from."""
     from include.mlops import tracking
-    from include.mlops.config import load_config
 
-    config = load_config()
+    config = pipelines.load(config_file)
     client = mlflow_tracking.client()
-    experiment = tracking.experiment_id(client, config.model.registered_name)
-    branch = run_branch_name(context["run_id"])
+    experiment = tracking.experiment_id(client, config.name)
+    branch = run_branch_name(config.name, context["run_id"])
     tags = tracking.lineage_tags(
         data["repository"], branch, data["commit"], data["source_commit"], airflow_run_metadata(context)
     )
@@ -100,23 +99,21 @@ def finish_training_run(training_run: dict, **context: Context) -> str:
 
 
 @task
-def plan_candidates() -> list[dict]:
+def plan_candidates(config_file: str) -> list[dict]:
     """One entry per candidate to train (grids expanded); each becomes a mapped `train_candidate`."""
     from include.mlops import training
-    from include.mlops.config import load_config
 
-    return [spec.to_dict() for spec in training.expand_candidates(load_config())]
+    return [spec.to_dict() for spec in training.expand_candidates(pipelines.load(config_file))]
 
 
 @mlflow_task(map_index_template="{{ task.op_kwargs['candidate']['name'] }}")
-def train_candidate(candidate: dict, data: dict, training_run: dict) -> dict:
+def train_candidate(candidate: dict, config_file: str, data: dict, training_run: dict) -> dict:
     """Fit one candidate on the snapshot and log it as a child run. A candidate that cannot be fitted fails
     only its own mapped task (without retries: the same data would fail the same way)."""
     from include.mlops import tracking, training, versioning
-    from include.mlops.config import load_config
     from include.mlops.lineage import lakefs_uri
 
-    config = load_config()
+    config = pipelines.load(config_file)
     client = mlflow_tracking.client()
     spec = training.CandidateSpec(**candidate)
     repo = LakeFSHook().get_repository(data["repository"])
@@ -137,7 +134,7 @@ def train_candidate(candidate: dict, data: dict, training_run: dict) -> dict:
 
 
 @mlflow_task(trigger_rule="all_done_min_one_success")
-def gate(results: list[dict | None]) -> dict:
+def gate(config_file: str, results: list[dict | None]) -> dict:
     """The best candidate on valid against the champion on this run's test split.
 
     Its only upstream is the candidates, so it runs once all of them are done and at least one succeeded;
@@ -145,13 +142,12 @@ def gate(results: list[dict | None]) -> dict:
     has passed its parity check.
     """
     from include.mlops import registry, tracking, versioning
-    from include.mlops.config import load_config
 
     ti = get_current_context()["ti"]
     data = ti.xcom_pull(task_ids="resolve_training_data")
     training_run = ti.xcom_pull(task_ids="start_training_run")
     planned = ti.xcom_pull(task_ids="plan_candidates")
-    config = load_config()
+    config = pipelines.load(config_file)
     client = mlflow_tracking.client()
     trained = [tracking.CandidateResult(**r) for r in results if r]
     failed = [c["name"] for c in planned if c["name"] not in {r.candidate for r in trained}]
@@ -170,17 +166,16 @@ def gate(results: list[dict | None]) -> dict:
 
 
 @mlflow_task()
-def package_onnx(decision: dict) -> dict:
+def package_onnx(config_file: str, decision: dict) -> dict:
     """Convert the challenger, preprocessing included, to ONNX and prove on the whole test split that it
     predicts like the sklearn model. A failed parity fails the run here: nothing is registered or deployed.
     The ONNX model and the parity report are logged to the challenger's run either way."""
     from include.mlops import packaging, tracking, versioning
-    from include.mlops.config import load_config
 
     ti = get_current_context()["ti"]
     data = ti.xcom_pull(task_ids="resolve_training_data")
     training_run = ti.xcom_pull(task_ids="start_training_run")
-    config = load_config()
+    config = pipelines.load(config_file)
     mlflow_tracking.client()
     pipeline = tracking.load_sklearn_model(decision["challenger_model_uri"])
     repo = LakeFSHook().get_repository(data["repository"])
@@ -197,15 +192,14 @@ def package_onnx(decision: dict) -> dict:
 
 
 @mlflow_task
-def register_challenger(decision: dict, package: dict) -> dict:
+def register_challenger(config_file: str, decision: dict, package: dict) -> dict:
     """Register the challenger as a new version with alias `challenger`, carrying the gate decision, its
     lineage and the parity figures as tags (once per run: a retry finds the version)."""
     from include.mlops import registry
-    from include.mlops.config import load_config
 
     ti = get_current_context()["ti"]
     training_run = ti.xcom_pull(task_ids="start_training_run")
-    config = load_config()
+    config = pipelines.load(config_file)
     client = mlflow_tracking.client()
     tags = {**training_run["tags"], **package["parity_tags"], "onnx_model_uri": package["onnx_model_uri"]}
     version = registry.register_challenger(client, config, registry.GateDecision(**decision), tags)
@@ -225,19 +219,18 @@ SMOKE_TEST_ROWS = 200
 
 
 @mlflow_task
-def deploy_model(decision: dict) -> dict:
+def deploy_model(config_file: str, decision: dict) -> dict:
     """Roll the challenger out to the running service: into the BentoML model store with its lineage, built
     into a Bento (tag recorded on the model version), switched to without downtime, and smoke-tested (ready,
     then predictions on test rows equal to the offline ONNX ones). On any failure the previous model is put
     back and the task fails; `champion` moves only after this task succeeds."""
     from include.mlops import deployment, tracking, versioning
-    from include.mlops.config import load_config
     from include.mlops.lineage import PROJECT_ROOT
     from mlops_airflow import serving
 
     ti = get_current_context()["ti"]
     data = ti.xcom_pull(task_ids="resolve_training_data")
-    config = load_config()
+    config = pipelines.load(config_file)
     client = mlflow_tracking.client()
     name, version = config.model.registered_name, decision["version"]
     onnx_bytes = tracking.load_onnx(decision["onnx_model_uri"])
@@ -258,7 +251,7 @@ def deploy_model(decision: dict) -> dict:
     repo = LakeFSHook().get_repository(data["repository"])
     rows = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(SMOKE_TEST_ROWS)
     expected = deployment.offline_predictions(onnx_bytes, config, rows)
-    service = serving.endpoint()
+    service = serving.endpoint(name)
     try:
         previous = deployment.roll_out(service, tag, deployment.records_of(rows, config.dataset), expected)
     except deployment.ServiceUnreachable:
@@ -271,18 +264,18 @@ def deploy_model(decision: dict) -> dict:
 
 
 @lakefs_task
-def store_reference(decision: dict, deployed: dict, **context: Context) -> dict:
+def store_reference(config_file: str, decision: dict, deployed: dict, **context: Context) -> dict:
     """Keep what drift_monitor compares live traffic with: a sample of the training split (`drift.reference_rows`
     rows) and the deployed model's predictions on it, committed on the run branch as
     `reference/<model>/<run>/reference.parquet` (merged into `main` with the snapshot) and named on the model
     version (tag `drift_reference`), so that an hourly check never rescans the training data."""
     from include.mlops import deployment, monitoring, tracking, versioning
-    from include.mlops.config import load_config
     from include.mlops.lineage import lakefs_uri
+    from include.mlops.naming import run_key
 
     ti = context["ti"]
     data = ti.xcom_pull(task_ids="resolve_training_data")
-    config = load_config()
+    config = pipelines.load(config_file)
     # Points MLflow's fluent API (which load_onnx uses) at the server: in a worker, nothing else has.
     client = mlflow_tracking.client()
     name, version = config.model.registered_name, decision["version"]
@@ -291,8 +284,8 @@ def store_reference(decision: dict, deployed: dict, **context: Context) -> dict:
     predictions = deployment.offline_predictions(tracking.load_onnx(decision["onnx_model_uri"]), config, sample)
     reference = monitoring.with_predictions(sample, predictions, config.dataset)
 
-    branch = run_branch_name(ti.run_id)
-    path = f"reference/{name}/{branch}/reference.parquet"
+    branch = run_branch_name(name, ti.run_id)
+    path = f"reference/{name}/{run_key(ti.run_id)}/reference.parquet"
     stamp = airflow_run_metadata(context)
     versioning.write_parquet(repo, branch, path, reference)
     metadata = {**stamp, "model_version": version, "rows": len(reference), "training_snapshot": data["commit"]}
@@ -309,12 +302,11 @@ def store_reference(decision: dict, deployed: dict, **context: Context) -> dict:
 
 
 @mlflow_task
-def promote_champion(decision: dict, deployed: dict) -> dict:
+def promote_champion(config_file: str, decision: dict, deployed: dict) -> dict:
     """Move `champion` to the deployed version (the old one keeps `previous-champion`)."""
     from include.mlops import registry
-    from include.mlops.config import load_config
 
-    name = load_config().model.registered_name
+    name = pipelines.load(config_file).name
     previous = registry.promote(mlflow_tracking.client(), name, decision["version"])
     print(
         f"{name}: champion is now v{decision['version']} ({deployed['bentoml_model_tag']})"

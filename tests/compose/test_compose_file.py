@@ -150,7 +150,7 @@ def test_airflow_components_share_one_build_and_one_set_of_keys(compose):
     project = {name: s for name, s in compose["services"].items() if s.get("build")}
     assert {str(s.get("image")) for s in project.values()} == {"${AIRFLOW_IMAGE}"}
     assert all(s["build"] == stack.PROJECT_BUILD for s in project.values()), "one build for the project's code"
-    assert set(airflow) | {"mlflow", "model-service", "transactions-simulator"} == set(project)
+    assert set(airflow) | {"mlflow", "model-service", "transactions-simulator", "breast-cancer-exports"} == set(project)
     shared = (
         "AIRFLOW__API_AUTH__JWT_SECRET",
         "AIRFLOW__CORE__FERNET_KEY",

@@ -20,6 +20,7 @@ import yaml
 
 from include.devstack import services
 from include.devstack.processes import free_port, start_process
+from include.mlops.config import CONFIG_DIR, load_config
 from tests.compose import stack
 from tests.compose.tools import debian_binary
 from tests.conftest import REPO_ROOT
@@ -267,6 +268,38 @@ def test_the_simulator_command_fills_the_transactions_database_and_turns_healthy
             rows = connection.execute(sa.text("SELECT count(*) FROM transactions"))
             assert (days.scalar(), rows.scalar()) == (35, 35 * 2000)
         engine.dispose()
+    assert subprocess.run(["bash", "-c", health]).returncode != 0, "healthy without a write"
+
+
+def test_the_breast_cancer_exports_land_where_the_shipped_config_and_the_workers_look(compose, tmp_path: Path):
+    """The demo service's own script and health check, run here into a test folder (its hourly loop is stopped
+    once the first write is in); the folder it writes is the one the shipped config's relative path names under
+    the image's project root, on the volume the Airflow workers mount."""
+    exports = compose["services"]["breast-cancer-exports"]
+    folder = Path(stack.environment(exports)["DROPS_FOLDER"])
+    config = load_config(CONFIG_DIR / "breast_cancer.yaml")
+    assert Path(config.source.path).relative_to(REPO_ROOT) == folder.relative_to("/opt/airflow")
+    volume = next(v for v in exports["volumes"] if v.endswith(":/opt/airflow/.local/source"))
+    assert f"{volume}:ro" in compose["services"]["airflow-worker"]["volumes"]
+    assert folder.is_relative_to("/opt/airflow/.local/source")
+
+    script = stack.interpolate(exports["command"][2], {})
+    health = stack.interpolate(exports["healthcheck"]["test"][1], {})
+    marker = Path("/tmp/exported")
+    assert marker.as_posix() in script and not marker.exists(), "another run of the exports is using /tmp/exported"
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(REPO_ROOT), "DROPS_FOLDER": str(tmp_path / "drops")}
+    process = start_process("exports", ["bash", "-c", script], tmp_path / "exports.log", env=env, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and process.is_running() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert process.is_running(), f"the exports exited:\n{process.log_tail()}"
+        assert subprocess.run(["bash", "-c", health]).returncode == 0, "the health check fails after a write"
+    finally:
+        process.stop()
+        marker.unlink(missing_ok=True)
+    assert len(list((tmp_path / "drops").glob("date=*.csv"))) == 35
     assert subprocess.run(["bash", "-c", health]).returncode != 0, "healthy without a write"
 
 

@@ -92,7 +92,7 @@ class Observed:
             assert self.service.predict(self.records).status_code == 200
             one = httpx.post(f"{self.service.url}/predict_batched", json={"records": self.records[:1]}, timeout=30)
             assert one.status_code == 200
-            assert self.service.predict([{"amount": "not a number"}]).status_code == 400
+            assert self.service.predict([{"amount": "not a number"}]).status_code == 422
             time.sleep(0.1)
 
     def query(self, expr: str) -> list[dict]:

@@ -15,6 +15,7 @@ import yaml
 
 from include.devstack import simulator
 from include.mlops.config import CONFIG_DIR, PipelineConfig, load_config
+from include.mlops.naming import monitor_dag_id, training_dag_id
 from tests.conftest import REPO_ROOT
 from tests.fixtures.serving import ADMIN_TOKEN, Service, StartService
 
@@ -38,17 +39,21 @@ def transactions_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., PipelineConfig]:
-    """Write the demo config with a registered model of the test's own (and `model` changes), and choose it
-    with MLOPS_CONFIG. Returns the loaded config."""
+    """Write the demo config with a registered model of the test's own (and `model` changes) as the only file
+    of a config folder, and choose that folder with MLOPS_CONFIG_DIR. Returns the loaded config."""
+    folder = tmp_path / "configs"
 
     def write(**model: object) -> PipelineConfig:
         raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
         raw["model"].update({"registered_name": f"fraud_{uuid.uuid4().hex[:8]}", "candidates": TEST_CANDIDATES})
         raw["model"].update(model)
-        path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.yaml"
+        folder.mkdir(exist_ok=True)
+        for old in folder.glob("*.yaml"):
+            old.unlink()
+        path = folder / "config.yaml"
         path.write_text(yaml.safe_dump(raw))
-        monkeypatch.setenv("MLOPS_CONFIG", str(path))
-        return load_config(str(path))
+        monkeypatch.setenv("MLOPS_CONFIG_DIR", str(folder))
+        return load_config(path)
 
     return write
 
@@ -67,17 +72,37 @@ def mlflow_connection(mlflow_server, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def model_service(start_model_service: StartService, monkeypatch: pytest.MonkeyPatch) -> Service:
-    """The model service, serving nothing yet, behind connection `serving_default`: where deploy_model rolls
-    models out to."""
-    service = start_model_service(expect_model=False)
+def model_service(
+    start_model_service: StartService, pipeline_config: PipelineConfig, monkeypatch: pytest.MonkeyPatch
+) -> Service:
+    """The model service of the test's config, serving nothing yet, behind connection `serving_default`: where
+    deploy_model rolls models out to."""
+    service = start_model_service(expect_model=False, configs=(Path(pipeline_config.path),))
     address = urlparse(service.url)
     conn = {"conn_type": "http", "host": address.hostname, "port": address.port, "password": ADMIN_TOKEN}
     monkeypatch.setenv("AIRFLOW_CONN_SERVING_DEFAULT", json.dumps({**conn, "schema": "http"}))
     return service
 
 
-def load_dag(dag_id: str):
+def load_dag(file: str, dag_id: str):
+    """`dag_id` as the DAG file `dags/<file>.py` builds it."""
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py")).dags[dag_id]
+    return DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{file}.py")).dags[dag_id]
+
+
+def the_config() -> PipelineConfig:
+    """The only config of the folder MLOPS_CONFIG_DIR names (`write_config`'s)."""
+    from mlops_airflow import pipelines
+
+    (config,) = pipelines.configs().configs
+    return config
+
+
+def training_dag(config: PipelineConfig | None = None):
+    """The training DAG of `config`, by default of the test's config."""
+    return load_dag("ml_training", training_dag_id((config or the_config()).name))
+
+
+def monitor_dag(config: PipelineConfig | None = None):
+    return load_dag("drift_monitor", monitor_dag_id((config or the_config()).name))

@@ -24,7 +24,8 @@ from mlflow.tracking import MlflowClient
 from include.devstack import simulator
 from include.mlops import deployment, monitoring, registry
 from include.mlops.config import CONFIG_DIR, load_config
-from tests.dags.conftest import ROWS_PER_DAY, TEST_CANDIDATES, load_dag
+from include.mlops.naming import training_dag_id
+from tests.dags.conftest import ROWS_PER_DAY, TEST_CANDIDATES, monitor_dag, the_config, training_dag
 from tests.fixtures.serving import ADMIN_TOKEN, service_launcher
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -48,14 +49,16 @@ def watched(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Itera
     raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
     raw["model"].update({"registered_name": f"fraud_{uuid.uuid4().hex[:8]}", "candidates": TEST_CANDIDATES})
     raw["drift"].update({"min_rows": 300, "window_hours": 2, "min_labelled_rows": 150})
-    config_path = home / "config.yaml"
+    (home / "configs").mkdir()
+    config_path = home / "configs" / "config.yaml"
     config_path.write_text(yaml.safe_dump(raw))
+    config = load_config(config_path)
 
     repo_name = f"test-{uuid.uuid4().hex[:12]}"
     repo = lakefs.Repository(repo_name, client=lakefs_server.client())
     repo.create(f"local://{repo_name}", default_branch="main")
     with service_launcher(tmp_path_factory) as start, pytest.MonkeyPatch.context() as env:
-        service = start(expect_model=False, MLOPS_INFERENCE_LOG_URL=f"sqlite:///{log_path}")
+        service = start(expect_model=False, configs=(config_path,), MLOPS_INFERENCE_LOG_URL=f"sqlite:///{log_path}")
         mlflow_host, mlflow_port = mlflow_server.url.removeprefix("http://").split(":")
         connections = {
             "LAKEFS_DEFAULT": {
@@ -78,10 +81,9 @@ def watched(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Itera
         }
         for name, conn in connections.items():
             env.setenv(f"AIRFLOW_CONN_{name}", json.dumps(conn))
-        env.setenv("MLOPS_CONFIG", str(config_path))
-        training = load_dag("ml_training").test(logical_date=TRAINED_UNTIL, run_conf={"history_days": 3})
+        env.setenv("MLOPS_CONFIG_DIR", str(config_path.parent))
+        training = training_dag(config).test(logical_date=TRAINED_UNTIL, run_conf={"history_days": 3})
         assert training.state == "success"
-        config = load_config(str(config_path))
         client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
         mlflow.set_tracking_uri(mlflow_server.url)
         champion = client.get_model_version_by_alias(config.model.registered_name, registry.CHAMPION)
@@ -108,7 +110,8 @@ def fresh(watched) -> types.SimpleNamespace:
         connection.execute(sa.delete(monitoring.inference_log))
         connection.execute(sa.delete(monitoring.drift_history))
     with create_session() as session:
-        session.query(DagRun).filter(DagRun.dag_id == "ml_training", DagRun.run_id.like("drift__%")).delete()
+        training = training_dag_id(watched.config.name)
+        session.query(DagRun).filter(DagRun.dag_id == training, DagRun.run_id.like("drift__%")).delete()
     return watched
 
 
@@ -153,7 +156,7 @@ def check(hour: dt.datetime):
     """The drift_monitor run at the end of the hour from `hour`; its window is the 2 hours before that.
 
     (Airflow 3's cron schedules run at the logical date, and their data interval ends there.)"""
-    return load_dag("drift_monitor").test(logical_date=hour + dt.timedelta(hours=1))
+    return monitor_dag().test(logical_date=hour + dt.timedelta(hours=1))
 
 
 def states(dag_run) -> dict[str, str]:
@@ -169,7 +172,8 @@ def drift_runs() -> list:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        runs = session.query(DagRun).filter(DagRun.dag_id == "ml_training", DagRun.run_id.like("drift__%")).all()
+        training = training_dag_id(the_config().name)
+        runs = session.query(DagRun).filter(DagRun.dag_id == training, DagRun.run_id.like("drift__%")).all()
         session.expunge_all()
         return runs
 
@@ -288,7 +292,12 @@ def test_drift_while_training_is_active_triggers_nothing(fresh):
     from airflow.utils.types import DagRunTriggeredByType
 
     run_id = f"drift__manual_{uuid.uuid4().hex[:6]}"  # queued: no scheduler runs it here
-    trigger_dag("ml_training", triggered_by=DagRunTriggeredByType.TEST, run_id=run_id, conf={"reason": "manual"})
+    trigger_dag(
+        training_dag_id(fresh.config.name),
+        triggered_by=DagRunTriggeredByType.TEST,
+        run_id=run_id,
+        conf={"reason": "manual"},
+    )
     hour = this_hour()
     send(fresh, dt.date(2026, 3, 10), world=DRIFTED)
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
 from include.devstack import services
 from include.mlops import versioning
+from include.mlops.naming import run_branch_prefix
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.conftest import REPO_ROOT
 
@@ -66,10 +69,21 @@ def test_the_dag_runs_on_a_postgres_metadata_db(empty_postgres_url, tmp_path):
     assert [b for b in versioning.list_branches(repo) if b.startswith("run-")] == []
 
 
-def test_the_retention_comes_from_the_config_by_default(airflow_db, write_config):
-    repo = LakeFSHook().get_repository()
-    versioning.create_branch(repo, "run-fresh", "main")
+def test_each_models_retention_comes_from_its_config_by_default(airflow_db, write_config):
     config = write_config()
     assert config.branches.retention_days == 14
+    repo = LakeFSHook().get_repository()
+    mine, gone = run_branch_prefix(config.name) + "fresh", "run-removed_model-fresh"
+    for branch in (mine, gone):
+        versioning.create_branch(repo, branch, "main")
     assert _housekeeping_dag().test().state == "success"
-    assert versioning.branch_exists(repo, "run-fresh")
+    assert versioning.branch_exists(repo, mine) and versioning.branch_exists(repo, gone)
+
+    # No retention in the config: the model's run branches go.
+    raw = yaml.safe_load(Path(config.path).read_text())
+    raw["branches"] = {"retention_days": 0}
+    Path(config.path).write_text(yaml.safe_dump(raw))
+    assert _housekeeping_dag().test().state == "success"
+    assert not versioning.branch_exists(repo, mine)
+    # Branches of a model whose config is gone are kept for the longest retention of the configs there are (0).
+    assert not versioning.branch_exists(repo, gone)

@@ -12,10 +12,10 @@ import pytest
 
 from include.devstack import simulator
 from include.mlops import versioning
-from include.mlops.naming import run_branch_name
+from include.mlops.naming import run_branch_name, run_key, training_dag_id
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.conftest import REPO_ROOT
-from tests.dags.conftest import ROWS_PER_DAY, load_dag
+from tests.dags.conftest import ROWS_PER_DAY, the_config, training_dag
 
 pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "mlflow_connection", "pipeline_config")
 
@@ -26,7 +26,7 @@ DATA_ONLY = {"promote": False}
 
 
 def ml_training():
-    return load_dag("ml_training")
+    return training_dag()
 
 
 def run(history_days: int, when: dt.datetime = INTERVAL_END):
@@ -50,13 +50,12 @@ def test_the_data_half_lands_validated_days_on_main_and_a_snapshot_on_the_run_br
     assert len(day) == ROWS_PER_DAY and day["transaction_id"].is_unique
     assert day["event_time"].min() >= dt.datetime(2026, 3, 7, tzinfo=dt.UTC)
 
-    branch = run_branch_name(dag_run.run_id)
     snapshot_commit = dag_run.get_task_instance("commit_snapshot").xcom_pull(task_ids="commit_snapshot")
     manifest = json.loads(
         versioning.read_bytes(
             repo,
             snapshot_commit,
-            f"datasets/{pipeline_config.model.registered_name}/{branch.removeprefix('run-')}/manifest.json",
+            f"datasets/{pipeline_config.name}/{run_key(dag_run.run_id)}/manifest.json",
         )
     )
     assert manifest["source_commit"] == versioning.head_commit(repo, "main")
@@ -104,7 +103,7 @@ def test_a_rejected_batch_fails_the_run_is_kept_in_quarantine_and_main_is_untouc
     assert validate.state == "failed" and validate.try_number == 1  # a data error is not retried
     assert dag_run.get_task_instance("merge_raw").state == "upstream_failed"
     assert versioning.head_commit(repo, "main") == main_before
-    branch = run_branch_name(dag_run.run_id)
+    branch = run_branch_name(the_config().name, dag_run.run_id)
     report = json.loads(versioning.read_bytes(repo, branch, "quarantine/transactions/date=2026-03-07/report.json"))
     checks = {(f["check"], f["column"]): f["rows"] for f in report["failures"]}
     crypto_rows = checks[("category", "merchant_category")]
@@ -150,7 +149,7 @@ import datetime as dt, os, signal, sys, threading
 from airflow.dag_processing.dagbag import DagBag
 
 target, delay, when = sys.argv[1], float(sys.argv[2]), dt.datetime.fromisoformat(sys.argv[3])
-dag = DagBag(dag_folder=sys.argv[4]).dags["ml_training"]
+dag = DagBag(dag_folder=sys.argv[4]).dags[sys.argv[5]]
 dag.get_task(target).on_execute_callback = [
     lambda context: threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
 ]
@@ -163,7 +162,10 @@ dag.test(logical_date=when, run_after=when, run_conf={"history_days": 2, "promot
 def test_sigkill_during_a_task_then_retry_leaves_main_valid(transactions_db, task_id: str, delay: float):
     repo = LakeFSHook().get_repository()
     killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_RUN, task_id, str(delay), INTERVAL_END.isoformat(), str(REPO_ROOT / "dags")],
+        [
+            *(sys.executable, "-c", _KILLED_RUN, task_id, str(delay), INTERVAL_END.isoformat()),
+            *(str(REPO_ROOT / "dags" / "ml_training.py"), training_dag_id(the_config().name)),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

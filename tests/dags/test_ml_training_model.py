@@ -13,7 +13,7 @@ from include.devstack.processes import free_port
 from include.mlops import deployment, registry, versioning
 from include.mlops.naming import run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
-from tests.dags.conftest import load_dag
+from tests.dags.conftest import training_dag
 
 pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "transactions_db", "model_service")
 
@@ -26,7 +26,7 @@ def run(**conf):
     Runs share a logical date, and `dag.test()` clears the task instances (and XComs) of earlier runs with that
     date: read what a run handed on before starting the next one.
     """
-    return load_dag("ml_training").test(logical_date=INTERVAL_END, run_conf={"history_days": 3, **conf})
+    return training_dag().test(logical_date=INTERVAL_END, run_conf={"history_days": 3, **conf})
 
 
 def _xcom(dag_run, task_id: str, key: str = "return_value"):
@@ -59,7 +59,7 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     assert champion.tags["airflow_run_id"] == dag_run.run_id
 
     parent = client.get_run(_xcom(dag_run, "start_training_run")["run_id"])
-    assert parent.data.tags["lakefs_branch"] == run_branch_name(dag_run.run_id)
+    assert parent.data.tags["lakefs_branch"] == run_branch_name(name, dag_run.run_id)
     assert parent.data.tags["gate_decision"] == "promote"
     assert parent.info.status == "FINISHED" and parent.info.end_time  # not left RUNNING after the Airflow run
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
@@ -80,10 +80,10 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     assert deployed["bentoml_model_tag"] == champion.tags["bentoml_model_tag"] == f"{name}:v{champion.version}"
     assert champion.tags["bento_tag"] == deployed["bento_tag"] and deployed["previous_tag"] is None
     rows = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(20)
-    answer = model_service.predict(deployment.records_of(rows, pipeline_config.dataset)).json()
+    answer = model_service.predict(deployment.records_of(rows, pipeline_config.dataset), model=name).json()
     assert answer["model_name"] == name and answer["model_version"] == champion.version
     assert len(answer["predictions"]) == 20 and {"label", "probabilities"} <= set(answer["predictions"][0])
-    served = model_service.admin("GET").json()
+    served = model_service.serving(name)
     assert served["tag"] == deployed["bentoml_model_tag"]
     assert served["labels"]["lakefs_commit"] == data["commit"]
     assert served["labels"]["mlflow_run_id"] == decision["challenger_run_id"]
@@ -96,7 +96,7 @@ def _run_with_a_dead_server(monkeypatch, connection_id: str, task_id: str, **con
     port = free_port()
     dead = {"conn_type": "http", "host": "127.0.0.1", "port": port, "password": "x", "schema": "http"}
     monkeypatch.setenv(f"AIRFLOW_CONN_{connection_id.upper()}", json.dumps(dead))
-    dag = load_dag("ml_training")
+    dag = training_dag()
     dag.get_task(task_id).retry_delay = dt.timedelta(0)
     dag_run = dag.test(logical_date=INTERVAL_END, run_conf={"history_days": 3, **conf})
     failed = dag_run.get_task_instance(task_id)
@@ -137,7 +137,7 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
     assert second.get_task_instance("promote_champion").state == "skipped"
 
     repo = LakeFSHook().get_repository()
-    branch = run_branch_name(second.run_id)
+    branch = run_branch_name(name, second.run_id)
     recorded = versioning.get_commit(repo, branch)
     assert recorded.metadata["gate_decision"] == "reject" and recorded.message.startswith("Not promoted: ")
     snapshot = _xcom(second, "resolve_training_data")["paths"]["train"]
@@ -197,6 +197,6 @@ def test_mlflow_unreachable_fails_with_a_clear_message_and_leaves_the_champion(
 
 
 def test_nothing_is_registered_before_the_onnx_form_passes_parity():
-    dag = load_dag("ml_training")
+    dag = training_dag()
     assert "package_onnx" in dag.get_task("register_challenger").upstream_task_ids
     assert {"register_challenger"} == dag.get_task("choose_outcome").upstream_task_ids

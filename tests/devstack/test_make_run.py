@@ -1,4 +1,5 @@
-"""`make run` as a user runs it: the stack comes up on loopback with this project loaded, and Ctrl-C stops all.
+"""`make run` as a user runs it: the stack comes up on loopback with this project loaded, serving the demo and a
+team's own data side by side, and Ctrl-C stops all.
 
 This runs the same entry point as `make run` (`python -m include.devstack`) with a temporary state directory
 and free ports, so it does not collide with a stack the developer has running.
@@ -7,6 +8,7 @@ and free ports, so it does not collide with a stack the developer has running.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -24,9 +27,8 @@ import yaml
 
 from include.devstack.processes import group_alive
 from include.mlops.config import CONFIG_DIR
+from include.mlops.naming import monitor_dag_id, training_dag_id
 from tests.conftest import REPO_ROOT
-
-pytestmark = pytest.mark.slow
 
 
 def _get(url: str, token: str | None = None, auth: tuple[str, str] | None = None) -> dict | str:
@@ -56,27 +58,39 @@ def _airflow_token(base_url: str, password: str) -> str:
         return json.loads(response.read())["access_token"]
 
 
-def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
+def _own_data(folder: Path) -> Path:
+    """A team's own config, written from the README alone: its daily CSV exports (the breast cancer samples,
+    under a dataset name the local stack knows nothing of) in a folder of its own."""
+    from include.devstack import breast_cancer
+
+    drops = folder / "exports"
+    breast_cancer.write_drops(drops, dt.datetime.now(dt.UTC).date(), 35, seed=5)
+    config = yaml.safe_load((CONFIG_DIR / "breast_cancer.yaml").read_text())
+    config["dataset"]["name"] = "cell_samples"
+    config["model"]["registered_name"] = "cell_classifier"
+    config["source"]["path"] = str(drops)
+    path = folder / "cells.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tmp_path: Path):
     state_dir = tmp_path / "state"
-    # The demo config without the gate's floors: the simulated days change with the date, and three of them
-    # (all this test trains on, to be quick) can score below the floors (AP 0.09-0.35 over 8 dates), so that
-    # no model would be deployed. The floors are the DAG tests' business.
+    # The demo config on a 3-day window (quick), without the gate's floors: the simulated days change with the
+    # date, and three of them can score below the floors (AP 0.09-0.35 over 8 dates), so that no model would be
+    # deployed. The floors are the DAG tests' business.
     config = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
     config["gate"]["floors"] = {}
-    config_path = tmp_path / "demo_without_floors.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"MLOPS_CONFIG": str(config_path)}
+    config["training"]["window_days"] = 3
+    demo_path = tmp_path / "demo_without_floors.yaml"
+    demo_path.write_text(yaml.safe_dump(config))
+    own_path = _own_data(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_CONFIG"))}
     stack = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "include.devstack",
-            "--state-dir",
-            str(state_dir),
-            "--free-ports",
-            # Three days (all this test trains on, to be quick) instead of the demo's thirty.
-            "--history-days",
-            "3",
+            *(sys.executable, "-m", "include.devstack", "--state-dir", str(state_dir), "--free-ports"),
+            *("--config", str(demo_path), "--config", str(own_path)),
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -88,8 +102,8 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
     lines: list[str] = []
     server_groups: list[int] = []
     try:
-        # make run starts the servers, trains and deploys the first champion (ml_training on the real
-        # scheduler, started through the REST API), and prints where everything is.
+        # make run starts the servers, trains and deploys the first champion of each model (their training DAGs
+        # on the real scheduler, started through the REST API), and prints where everything is.
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             line = stack.stdout.readline()
@@ -107,6 +121,7 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
         )
         credentials = json.loads((state_dir / "credentials.json").read_text())
         assert f"(login: admin / {credentials['airflow_admin_password']})" in output
+        assert "Models      cell_classifier, fraud_detector" in output
 
         keys = (credentials["lakefs_access_key_id"], credentials["lakefs_secret_access_key"])
         assert _get(f"{urls['lakeFS']}/api/v1/user", auth=keys)["user"]["id"]
@@ -114,26 +129,35 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path):
 
         token = _airflow_token(urls["Airflow UI"], credentials["airflow_admin_password"])
         dags = {d["dag_id"]: d for d in _get(f"{urls['Airflow UI']}/api/v2/dags", token)["dags"]}
-        dag_files = {p.stem for p in (REPO_ROOT / "dags").glob("*.py") if not p.name.startswith("_")}
-        assert dag_files <= set(dags)
-        assert [d for d in dag_files if dags[d]["is_paused"]] == [], "make run unpauses every DAG"
+        models = ("fraud_detector", "cell_classifier")
+        expected = {dag(m) for m in models for dag in (training_dag_id, monitor_dag_id)} | {"lakefs_housekeeping"}
+        assert set(dags) == expected
+        assert [d for d in expected if dags[d]["is_paused"]] == [], "make run unpauses every DAG"
         assert _get(f"{urls['Airflow UI']}/api/v2/importErrors", token)["total_entries"] == 0
         plugins = {p["name"] for p in _get(f"{urls['Airflow UI']}/api/v2/plugins", token)["plugins"]}
         assert "mlops" in plugins
         connection = _get(f"{urls['Airflow UI']}/api/v2/connections/lakefs_default", token)
         assert (connection["login"], f"http://127.0.0.1:{connection['port']}") == (keys[0], urls["lakeFS"])
 
-        # The first champion: ml_training ran with progress shown, collected three days and deployed its model.
-        [run] = _get(f"{urls['Airflow UI']}/api/v2/dags/ml_training/dagRuns", token)["dag_runs"]
-        assert run["state"] == "success" and run["conf"] == {"reason": "manual", "history_days": 3}
-        assert len(set(re.findall(r"ml_training: (\d+)/\d+ tasks done", output))) >= 3, "no progress shown"
+        # Each model's first champion: its training DAG ran with progress shown, collected its training window
+        # and deployed; the prediction shown is of a row of that model's own training data.
+        runs = {}
+        for model, days in (("fraud_detector", 3), ("cell_classifier", 30)):
+            [run] = _get(f"{urls['Airflow UI']}/api/v2/dags/{training_dag_id(model)}/dagRuns", token)["dag_runs"]
+            assert run["state"] == "success" and run["conf"] == {"reason": "manual", "history_days": days}
+            runs[model] = run["dag_run_id"]
+            progress = re.findall(rf"{training_dag_id(model)}: (\d+)/\d+ tasks done", output)
+            assert len(set(progress)) >= 3, f"no progress shown for {model}"
+            route = f"POST {urls['Model API']}/models/{model}/predict"
+            assert f"A prediction of {model} (its API: {route}):" in output, output
+            shown = re.search(rf"-> {model} v(\d+): \{{'label': [01], 'probabilities'", output)
+            assert shown, output
         lakefs_objects = _get(f"{urls['lakeFS']}/api/v1/repositories/mlops/refs/main/objects/ls?prefix=raw/", auth=keys)
-        assert len(lakefs_objects["results"]) == 3
-        served = re.search(r"-> fraud_detector v(\d+): \{'label': [01], 'probabilities'", output)
-        assert served, output
+        datasets = Counter(o["path"].split("/")[1] for o in lakefs_objects["results"])
+        assert datasets == {"transactions": 3, "cell_samples": 30}
         lineage = r"trained on lakeFS commit [0-9a-f]{12}, MLflow run [0-9a-f]{32}, Airflow run (\S+)"
-        assert re.search(lineage, output).group(1) == run["dag_run_id"]
-        _the_champion_serves_and_comes_back_when_killed(stack.pid, urls["Model API"], state_dir, config_path)
+        assert sorted(re.findall(lineage, output)) == sorted(runs.values())
+        _the_champion_serves_and_comes_back_when_killed(stack.pid, urls["Model API"], state_dir, demo_path)
     finally:
         stack.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
@@ -166,8 +190,9 @@ def _the_champion_serves_and_comes_back_when_killed(
     config = load_config(str(config_path))
     rows = pd.read_sql_table("transactions", f"sqlite:///{state_dir / 'source' / 'transactions.db'}").head(5)
     records = deployment.records_of(rows, config.dataset)
-    answer = httpx.post(f"{serving_url}/predict", json={"records": records}, timeout=30).json()
-    assert answer["model_name"] == config.model.registered_name and len(answer["predictions"]) == 5
+    route = f"{serving_url}/models/{config.name}/predict"
+    answer = httpx.post(route, json={"records": records}, timeout=30).json()
+    assert answer["model_name"] == config.name and len(answer["predictions"]) == 5
     served = answer["model_version"]
 
     def serving_process() -> psutil.Process:
@@ -186,14 +211,33 @@ def _the_champion_serves_and_comes_back_when_killed(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{serving_url}/readyz", timeout=5).status_code == 200:
+            if httpx.get(f"{serving_url}/models/{config.name}/readyz", timeout=5).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
         time.sleep(1)
     assert serving_process().pid != serving.pid
-    again = httpx.post(f"{serving_url}/predict", json={"records": records}, timeout=30).json()
+    again = httpx.post(route, json={"records": records}, timeout=30).json()
     assert again["model_version"] == served and again["predictions"] == answer["predictions"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--config", "nowhere.yaml"], "--config nowhere.yaml: no such file"),
+        (["--config", "include/config/fraud_demo.yaml", "--config", "{tmp}/fraud_demo.yaml"], "also named"),
+        (["--config", "include/config/breast_cancer.yaml", "--demo-drift"], "--demo-drift plays the demo model's"),
+        (["--history-days", "0"], "--history-days must be between 1 and 366"),
+    ],
+)
+def test_make_run_refuses_wrong_arguments_before_starting_anything(tmp_path: Path, arguments: list[str], message: str):
+    (tmp_path / "fraud_demo.yaml").write_text((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    command = [sys.executable, "-m", "include.devstack", "--state-dir", str(tmp_path / "state"), "--free-ports"]
+    result = subprocess.run(
+        [*command, *(a.format(tmp=tmp_path) for a in arguments)], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "state" / "logs").exists(), "nothing is started"
 
 
 def _logs(state: Path) -> str:

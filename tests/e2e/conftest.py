@@ -1,15 +1,17 @@
-"""The whole system on a real scheduler: the local stack with one process per Airflow component on Postgres.
+"""The whole system on a real scheduler, shared by the end-to-end tests: the local stack with one process per
+Airflow component, CeleryExecutor on Postgres and Redis, serving two models side by side.
 
-`e2e_stack` starts what `make run` starts (include/devstack/stack.py), but the way compose runs Airflow: an
-api-server, a scheduler, a dag-processor and a triggerer (plus a Celery worker for CeleryExecutor), each a
-process group of its own, all stopped when the `with` block ends.
+`e2e` starts what `make run` starts (include/devstack/stack.py) once for the e2e tests, the way compose runs
+Airflow: an api-server, a scheduler, a dag-processor, a triggerer and a Celery worker, each a process group of
+its own, all stopped when the last e2e test is done. Its two models are the demo (scaled down) and the shipped
+breast cancer config, whose CSV drops the stack writes where the test's copy of the config points.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Generator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,14 @@ import yaml
 from include.devstack import stack as devstack
 from include.devstack.processes import free_port
 from include.devstack.supervisor import Supervisor
-from include.mlops.config import CONFIG_DIR
-from tests.fixtures.services import REDIS_HOST, REDIS_PORT, postgres_database
+from include.mlops.config import CONFIG_DIR, PipelineConfig
+from tests.fixtures.services import (
+    REDIS_HOST,
+    REDIS_PORT,
+    postgres_database,
+    postgres_unreachable_reason,
+    redis_unreachable_reason,
+)
 
 # Small, so that a run takes a couple of minutes: a 5-day training window of 4,000 transactions a day (about 1 %
 # fraud in the changed world: some 30 frauds in a test split).
@@ -28,48 +36,70 @@ ROWS_PER_DAY = 4000
 # The world changed this many days ago: the first champion learns the days before, and the drift-triggered run
 # collects its whole window again (5 days, ending at the 2-day collection lag): all of it the changed world.
 DAYS_SINCE_CHANGE = TRAINING_DAYS + 2
-
-
-def e2e_config(folder: Path) -> Path:
-    """The demo config, scaled down, without the gate's floors (a 5-day window of simulated days can score
-    below them on some dates, and then no model would be served; the floors are the DAG tests' business)."""
-    config = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
-    config["gate"]["floors"] = {}
-    config["training"]["window_days"] = TRAINING_DAYS
-    config["drift"]["min_rows"] = 300
-    path = folder / "e2e_config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+DEMO = "fraud_detector"
+BREAST_CANCER = "breast_cancer_classifier"
 
 
 def changed_since() -> dt.date:
     return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DAYS_SINCE_CHANGE)
 
 
-@contextmanager
-def e2e_stack(folder: Path, executor: str, monkeypatch: pytest.MonkeyPatch) -> Generator[devstack.Stack]:
-    config = e2e_config(folder)
-    # The test process reads the same config as the stack (demo.live_records, demo.drift_loop).
-    monkeypatch.setenv("MLOPS_CONFIG", str(config))
-    lines: list[str] = []
+def _configs(folder: Path) -> Path:
+    """The demo config, scaled down and without the gate's floors (a 5-day window of simulated days can score
+    below them on some dates, and then no model would be served; the floors are the DAG tests' business), and
+    the breast cancer config with its drops in the test's folder."""
+    configs = folder / "configs"
+    configs.mkdir()
+    demo = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    demo["gate"]["floors"] = {}
+    demo["training"]["window_days"] = TRAINING_DAYS
+    demo["drift"]["min_rows"] = 300
+    (configs / "fraud_demo.yaml").write_text(yaml.safe_dump(demo))
+    cancer = yaml.safe_load((CONFIG_DIR / "breast_cancer.yaml").read_text())
+    cancer["source"]["path"] = str(folder / "breast_cancer_drops")
+    (configs / "breast_cancer.yaml").write_text(yaml.safe_dump(cancer))
+    return configs
+
+
+@dataclass(frozen=True)
+class E2E:
+    stack: devstack.Stack
+    folder: Path
+    said: list[str]
+
+    def config(self, model: str) -> PipelineConfig:
+        return next(c for c in self.stack.configs if c.name == model)
+
+    def logs(self, lines: int = 40) -> str:
+        return logs_of(self.folder, lines)
+
+
+@pytest.fixture(scope="package")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    for reason in (postgres_unreachable_reason(), redis_unreachable_reason()):
+        if reason:
+            pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("e2e")
+    said: list[str] = []
     with postgres_database() as airflow_db:
         options = devstack.StackOptions(
             state=folder / "state",
             ports={name: free_port() for name in devstack.DEFAULT_PORTS},
             airflow_db_url=airflow_db,
-            executor=executor,
-            celery_broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/0" if executor == "CeleryExecutor" else None,
+            executor="CeleryExecutor",
+            celery_broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
             standalone=False,
             source=devstack.SourceHistory(
                 days=TRAINING_DAYS + DAYS_SINCE_CHANGE + 3, rows_per_day=ROWS_PER_DAY, drifted_since=changed_since()
             ),
-            # No scheduled runs: every run here is started by the test or by drift_monitor, so that a nightly or
+            config_dir=_configs(folder),
+            # No scheduled runs: every run here is started by a test or by a drift monitor, so that a nightly or
             # hourly run cannot hold back (max_active_runs=1) the one under test.
-            env={"MLOPS_CONFIG": str(config), "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
+            env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
         )
-        supervisor = Supervisor(say=lines.append)
+        supervisor = Supervisor(say=said.append)
         try:
-            yield devstack.start(options, supervisor, lines.append)
+            yield E2E(devstack.start(options, supervisor, said.append), folder, said)
         finally:
             supervisor.stop_all()
 

@@ -1,9 +1,10 @@
 """What a user does in the Airflow UI, in a real browser, on the whole stack with CeleryExecutor.
 
-Headless Chromium (Debian's, driven by Playwright) signs into the Airflow 3.3 UI, finds both pipelines in the
-Dag list, triggers `ml_training` from the Trigger form with its params typed in, watches the run succeed on the
-run page, and follows the task buttons "lakeFS" and "MLflow run" to the commit and the MLflow run this very run
-made. Screenshots of every step go to `<tmp_path>/screenshots` (printed), and are copied to
+Headless Chromium (Debian's, driven by Playwright) signs into the Airflow 3.3 UI, finds the pipelines of both
+models in the Dag list, triggers the breast cancer model's training DAG from the Trigger form with its params
+typed in, watches the run succeed on the run page, and follows the task buttons "lakeFS" and "MLflow run" to
+the commit and the MLflow run this very run made. It runs on the stack the e2e tests share
+(tests/e2e/conftest.py). Screenshots of every step go to `<tmp_path>/screenshots` (printed), and are copied to
 `$MLOPS_TEST_OUTPUT/test_airflow_ui/` when that variable is set.
 """
 
@@ -23,15 +24,17 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from include.devstack.airflow_api import TaskState, progress_line
+from include.mlops.naming import monitor_dag_id, training_dag_id
 from tests.e2e import browser
-from tests.e2e.conftest import TRAINING_DAYS, e2e_stack, logs_of
+from tests.e2e.conftest import BREAST_CANCER, DEMO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
-DAGS = ("ml_training", "drift_monitor")
+DAGS = tuple(dag(model) for model in (DEMO, BREAST_CANCER) for dag in (training_dag_id, monitor_dag_id))
+TRAINING_DAG = training_dag_id(BREAST_CANCER)
 # What the user types into the trigger form.
 REASON = "ui-test"
-HISTORY_DAYS = TRAINING_DAYS  # the e2e config's training window
+HISTORY_DAYS = 30  # the breast cancer config's training window
 RUN_TIMEOUT = 420
 UI_TIMEOUT_MS = 30_000
 
@@ -70,9 +73,7 @@ class Screenshots:
             print(f"screenshots copied to {copy}")
 
 
-def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chromium: Path
-):
+def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(e2e, tmp_path: Path, chromium: Path):
     expect.set_options(timeout=UI_TIMEOUT_MS)
     shots = Screenshots(tmp_path / "screenshots")
     run_id = f"ui_test_{uuid.uuid4().hex[:8]}"
@@ -81,7 +82,8 @@ def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(
     def mark(step: str) -> None:
         print(f"{time.monotonic() - started:6.1f} s  {step}")
 
-    with e2e_stack(tmp_path, "CeleryExecutor", monkeypatch) as stack, sync_playwright() as playwright:
+    stack = e2e.stack
+    with sync_playwright() as playwright:
         api = stack.airflow_api()
         mark("stack up")
         api.wait_for_dags(set(DAGS))
@@ -105,8 +107,8 @@ def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(
             badge = page.get_by_test_id("header-card").get_by_test_id("state-badge")
             expect(badge).to_be_visible()
             said: list[str] = []
-            state = api.wait_for_run("ml_training", run_id, RUN_TIMEOUT, on_progress=progress(said))
-            assert state == "success", "\n".join(said) + "\n" + logs_of(tmp_path)
+            state = api.wait_for_run(TRAINING_DAG, run_id, RUN_TIMEOUT, on_progress=progress(said))
+            assert state == "success", "\n".join(said) + "\n" + e2e.logs()
             expect(badge).to_have_text("Success")
             # The grid beside it polls on a clock of its own and may still show the last task running: the
             # screenshot is taken of the page loaded afresh.
@@ -117,7 +119,7 @@ def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(
             shots.take(page, "run_succeeded")
             mark("run succeeded")
 
-            run = api.run("ml_training", run_id)
+            run = api.run(TRAINING_DAG, run_id)
             assert run["conf"]["reason"] == REASON
             assert run["conf"]["history_days"] == HISTORY_DAYS  # an integer, as the param's type says
             assert run["triggered_by"] == "ui", run
@@ -172,10 +174,10 @@ def see_the_dags(page: Page, airflow: str, shots: Screenshots) -> None:
 def trigger_from_the_form(page: Page, airflow: str, run_id: str, shots: Screenshots) -> None:
     """The Trigger dialog renders one field per DAG param (`element_<name>`); Advanced Options holds the run id
     and the JSON the form turns into the run's conf."""
-    page.goto(f"{airflow}/dags/ml_training")
+    page.goto(f"{airflow}/dags/{TRAINING_DAG}")
     page.get_by_test_id("trigger-dag-button").click()
     dialog = page.get_by_role("dialog")
-    expect(dialog.get_by_role("heading", name="Trigger Dag - ml_training")).to_be_visible()
+    expect(dialog.get_by_role("heading", name=f"Trigger Dag - {TRAINING_DAG}")).to_be_visible()
     dialog.locator('input[name="element_reason"]').fill(REASON)
     history_days = dialog.get_by_role("spinbutton", name="history_days")
     history_days.fill(str(HISTORY_DAYS))
@@ -189,12 +191,12 @@ def trigger_from_the_form(page: Page, airflow: str, run_id: str, shots: Screensh
     shots.take(page, "trigger_form_conf")
     dialog.get_by_test_id("trigger-dag-submit").click()
     # The UI opens the new run's page.
-    expect(page).to_have_url(re.compile(re.escape(f"/dags/ml_training/runs/{run_id}") + "$"))
+    expect(page).to_have_url(re.compile(re.escape(f"/dags/{TRAINING_DAG}/runs/{run_id}") + "$"))
 
 
 def extra_link(page: Page, airflow: str, run_id: str, task_id: str, name: str, shots: Screenshots | None) -> str:
     """The task's button `name` (the Details tab's "Extra Links"); returns where it points."""
-    page.goto(f"{airflow}/dags/ml_training/runs/{urllib.parse.quote(run_id)}/tasks/{task_id}/details")
+    page.goto(f"{airflow}/dags/{TRAINING_DAG}/runs/{urllib.parse.quote(run_id)}/tasks/{task_id}/details")
     expect(page.get_by_role("heading", name="Extra Links")).to_be_visible()
     link = page.get_by_role("link", name=name, exact=True)
     expect(link).to_have_attribute("href", re.compile(r"^http://127\.0\.0\.1:\d+/"))
@@ -210,7 +212,7 @@ def check_lakefs_link(url: str, lakefs: str, keys: tuple[str, str], run_id: str)
     commit = match.group(1)
     page = httpx.get(url, auth=keys, timeout=30)
     assert page.status_code == 200, f"GET {url}: {page.status_code}"
-    assert commit in page.text and f"Training snapshot of {REASON} run" in page.text
+    assert commit in page.text and f"Training snapshot of {BREAST_CANCER} ({REASON} run)" in page.text
     api = httpx.get(f"{lakefs}/api/v1/repositories/mlops/commits/{commit}", auth=keys, timeout=30)
     assert api.json()["metadata"]["airflow_run_id"] == run_id
     return commit

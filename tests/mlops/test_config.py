@@ -1,4 +1,5 @@
-"""The pipeline configuration: the demo file loads, and every mistake is named by file and key."""
+"""The pipeline configuration: the shipped files load, every mistake is named by file and key, and a folder of
+configs keeps the ones that load and stand on their own."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.mlops.config import CONFIG_DIR, ConfigError, config_path, load_config
+from include.mlops.config import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_config, load_folder
 
 
 def test_every_shipped_config_loads():
@@ -15,17 +16,6 @@ def test_every_shipped_config_loads():
     assert files
     for path in files:
         assert load_config(str(path)).dataset.features
-
-
-def test_the_demo_is_the_default_and_mlops_config_chooses(monkeypatch, tmp_path: Path):
-    monkeypatch.delenv("MLOPS_CONFIG", raising=False)
-    assert config_path() == CONFIG_DIR / "fraud_demo.yaml"
-    copy = tmp_path / "mine.yaml"
-    copy.write_text((CONFIG_DIR / "fraud_demo.yaml").read_text())
-    monkeypatch.setenv("MLOPS_CONFIG", str(copy))
-    assert load_config().path == str(copy)
-    monkeypatch.setenv("MLOPS_CONFIG", "fraud_demo.yaml")
-    assert load_config().path == str(CONFIG_DIR / "fraud_demo.yaml")
 
 
 def test_the_demo_schema():
@@ -80,6 +70,8 @@ _DELETE = object()
         ("validation.empty_batch", "ignore", r"validation\.empty_batch"),
         ("split.test_fraction", 0.8, r"split: valid_fraction \+ test_fraction must leave"),
         ("model", _DELETE, r"model: Field required"),
+        ("model.registered_name", "Fraud-Detector", r"model\.registered_name: 'Fraud-Detector' must be lowercase"),
+        ("model.registered_name", "1st_model", r"model\.registered_name: .*starting with a letter"),
         ("dataset.target_classes", ["a"], None),
     ],
 )
@@ -115,3 +107,74 @@ def test_unreadable_files(tmp_path: Path, content: str | None, message: str):
         path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_config(str(path))
+
+
+def _write(folder: Path, name: str, config: dict) -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _second_model() -> dict:
+    config = _demo()
+    config["model"]["registered_name"] = "second_model"
+    config["dataset"]["name"] = "second_dataset"
+    return config
+
+
+def test_a_folder_gives_one_config_per_file_in_name_order(tmp_path: Path):
+    _write(tmp_path, "b.yaml", _second_model())
+    _write(tmp_path, "a.yaml", _demo())
+    (tmp_path / "notes.txt").write_text("not a config")
+    folder = load_folder(tmp_path)
+    assert [c.name for c in folder.configs] == ["fraud_detector", "second_model"]
+    assert folder.errors == ()
+    assert folder.by_name("second_model").path == str(tmp_path / "b.yaml")
+    with pytest.raises(
+        ConfigError, match=r"no config of model 'nope' \(the models are: fraud_detector, second_model\)"
+    ):
+        folder.by_name("nope")
+
+
+def test_a_broken_file_is_left_out_and_named_and_the_others_load(tmp_path: Path):
+    _write(tmp_path, "good.yaml", _demo())
+    (tmp_path / "broken.yaml").write_text("dataset: [")
+    _write(tmp_path, "wrong_key.yaml", {**_second_model(), "gate": {"min_improvement": -1}})
+    folder = load_folder(tmp_path)
+    assert [c.name for c in folder.configs] == ["fraud_detector"]
+    messages = sorted(str(e) for e in folder.errors)
+    assert messages[0].startswith(f"{tmp_path / 'broken.yaml'}: not valid YAML")
+    assert messages[1].startswith(f"{tmp_path / 'wrong_key.yaml'}: gate.min_improvement: Input should be greater")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("model.registered_name", "fraud_detector"), ("dataset.name", "transactions")]
+)
+def test_two_files_that_would_collide_are_both_refused_naming_each_other(tmp_path: Path, key: str, value: str):
+    other = _second_model()
+    section, field = key.split(".")
+    other[section][field] = value
+    first, second = _write(tmp_path, "first.yaml", _demo()), _write(tmp_path, "second.yaml", other)
+    third = _demo()
+    third["model"]["registered_name"], third["dataset"]["name"] = "third_model", "third_dataset"
+    _write(tmp_path, "third.yaml", third)
+    folder = load_folder(tmp_path)
+    assert [c.name for c in folder.configs] == ["third_model"]
+    errors = {str(e).split(": ")[0]: str(e) for e in folder.errors}
+    assert set(errors) == {str(first), str(second)}
+    assert f"{key}: {value!r} is also the {key} of {second}" in errors[str(first)]
+    assert f"{key}: {value!r} is also the {key} of {first}" in errors[str(second)]
+
+
+def test_a_missing_or_empty_folder(tmp_path: Path):
+    with pytest.raises(ConfigError, match="the config folder does not exist"):
+        load_folder(tmp_path / "nowhere")
+    assert load_folder(tmp_path).configs == ()
+
+
+def test_a_relative_file_source_path_is_the_project_roots(tmp_path: Path):
+    config = _demo()
+    config["source"] = {"kind": "files", "path": "data/drops", "format": "csv"}
+    assert load_config(_write(tmp_path, "files.yaml", config)).source.path == str(PROJECT_ROOT / "data" / "drops")
+    config["source"]["path"] = "s3://bucket/drops"
+    assert load_config(_write(tmp_path, "s3.yaml", config)).source.path == "s3://bucket/drops"

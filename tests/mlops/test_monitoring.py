@@ -152,7 +152,8 @@ def _read_back(tmp_path, rows: list[dict], config) -> monitoring.LiveWindow:
     with engine.begin() as connection:
         monitoring.create_inference_log(connection)
         connection.execute(monitoring.inference_log.insert(), rows)
-    return monitoring.read_live_window(engine, NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1), config.dataset)
+    window = (NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1))
+    return monitoring.read_live_window(engine, "fraud_detector", *window, config.dataset)
 
 
 def test_the_live_window_leaves_out_and_counts_malformed_rows(config, tmp_path):
@@ -166,6 +167,7 @@ def test_the_live_window_leaves_out_and_counts_malformed_rows(config, tmp_path):
         _logged("f", ["not", "a", "record"]),
         _logged("g", good[0], label=None),
         _logged("h", {**good[0], "is_international": 1}),
+        {**_logged("i", good[0]), "model_name": "another_model"},  # another model's traffic
     ]
     window = _read_back(tmp_path, rows, config)
     assert window.frame["record_id"].tolist() == ["a"] and window.malformed == 5
@@ -184,7 +186,9 @@ def test_a_row_of_a_classifier_without_probabilities_is_malformed(config, tmp_pa
     window = _read_back(tmp_path, [{**_logged("a", record), "probabilities": None}], config)
     assert window.frame.empty and window.problems == ("inference_log id 1: it has no class probabilities",)
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
-    assert monitoring.count_logged(engine, NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)) == 1
+    window = (NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1))
+    assert monitoring.count_logged(engine, "fraud_detector", *window) == 1
+    assert monitoring.count_logged(engine, "another_model", *window) == 0
 
 
 def test_the_reference_sample_is_bounded_and_the_same_for_the_same_split(config):

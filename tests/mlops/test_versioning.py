@@ -144,6 +144,21 @@ def test_expired_branches_never_include_the_default_branch(lakefs_repo):
     assert versioning.expired_branches(lakefs_repo, "run-", 14, time.time()) == []
 
 
+def test_expired_run_branches_follow_each_models_retention(lakefs_repo):
+    for name in ("run-fraud-1", "run-fraud_v2-1", "run-gone-1", "keep-me"):
+        versioning.create_branch(lakefs_repo, name, "main")
+    retention = {"run-fraud-": 7, "run-fraud_v2-": 30}
+    in_ten_days, in_forty_days = time.time() + 10 * 86400, time.time() + 40 * 86400
+    # run-fraud_v2-1 is not a run of model "fraud": the prefixes end with "-", which model names do not hold.
+    assert versioning.expired_run_branches(lakefs_repo, retention, 20, in_ten_days) == ["run-fraud-1"]
+    assert versioning.expired_run_branches(lakefs_repo, retention, 5, in_ten_days) == ["run-fraud-1", "run-gone-1"]
+    assert versioning.expired_run_branches(lakefs_repo, retention, 20, in_forty_days) == [
+        "run-fraud-1",
+        "run-fraud_v2-1",
+        "run-gone-1",
+    ]
+
+
 def test_commit_ui_url():
     assert (
         versioning.commit_ui_url("http://lakefs:8000/", "my repo", "abc")

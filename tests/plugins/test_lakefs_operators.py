@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 
 import pytest
@@ -19,6 +20,7 @@ from mlops_airflow.lakefs_operators import (
 )
 
 pytestmark = pytest.mark.usefixtures("lakefs_connection")
+MODEL = "lakefs_ops_model"
 
 
 def _pipeline(dag_id: str, payload: bytes, delete_branch: bool = True) -> DAG:
@@ -40,7 +42,7 @@ def _pipeline(dag_id: str, payload: bytes, delete_branch: bool = True) -> DAG:
         create >> stage(branch) >> commit >> merge
         if delete_branch:
             merge >> LakeFSDeleteBranchOperator(task_id="delete_branch", branch=branch)
-    dag.user_defined_filters = {"run_branch": run_branch_name}
+    dag.user_defined_filters = {"run_branch": functools.partial(run_branch_name, MODEL)}
     return dag
 
 
@@ -68,7 +70,7 @@ def test_a_run_commits_and_merges_with_the_airflow_stamp(run_dag, lakefs_server)
         )
     assert committed.message == "collected 2026-01-02"
     assert committed.metadata["rows"] == "2"
-    assert not versioning.branch_exists(repo, run_branch_name(run.run_id))
+    assert not versioning.branch_exists(repo, run_branch_name(MODEL, run.run_id))
 
 
 def test_the_lakefs_link_points_at_the_commit(run_dag, lakefs_server, lakefs_repo):

@@ -57,7 +57,9 @@ def test_the_bento_builds_offline_and_serves(stored_models, tmp_path, config, sp
     try:
         wait_until_healthy(process, f"{process.url}/readyz", timeout=120)
         records = records_of(splits["test"].iloc[:3], config.dataset)
-        answer = httpx.post(f"{process.url}/predict", json={"records": records}, timeout=30).json()
+        # The Bento carries every shipped config: the demo model answers on its own route.
+        route = f"{process.url}/models/fraud_detector/predict"
+        answer = httpx.post(route, json={"records": records}, timeout=30).json()
         assert answer["model_version"] == "1" and len(answer["predictions"]) == 3
     finally:
         process.stop()

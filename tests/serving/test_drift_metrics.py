@@ -1,4 +1,5 @@
-"""drift_monitor's last check of each model version, on the service's /metrics (read from the drift history)."""
+"""The drift monitor's last check of each model version, on the service's /metrics (read from the drift history),
+labelled by model: another model's checks are not this service's to show."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from include.mlops import monitoring
 from tests.serving.conftest import drift_check_row, wait_for
 
 WINDOW_END = dt.datetime(2026, 3, 10, 13, tzinfo=dt.UTC)
+MODEL = (("model", "fraud_detector"),)
 
 
 def _check(run_id: str, version: str | None, hours: int, **figures) -> dict:
@@ -26,15 +28,17 @@ def test_the_last_check_of_each_version_is_on_metrics(service):
 
     def gauges():
         metrics = service.metrics()
-        share = metrics.get(("mlops_drift_share", (("model_version", "2"),)))
+        share = metrics.get(("mlops_drift_share", (*MODEL, ("model_version", "2"))))
         return metrics if share is not None else None
 
     metrics = wait_for(gauges, what="the drift gauges")
-    assert metrics[("mlops_drift_share", (("model_version", "1"),))] == 0.4  # the latest check of v1
-    assert metrics[("mlops_drift_share", (("model_version", "2"),))] == 0.0
-    assert metrics[("mlops_drift_retraining_requested", (("model_version", "1"),))] == 1.0
-    assert metrics[("mlops_drift_retraining_requested", (("model_version", "2"),))] == 0.0
-    last = metrics[("mlops_drift_last_check_timestamp_seconds", (("model_version", "1"),))]
+    assert metrics[("mlops_drift_share", (*MODEL, ("model_version", "1")))] == 0.4  # the latest check of v1
+    assert metrics[("mlops_drift_share", (*MODEL, ("model_version", "2")))] == 0.0
+    assert metrics[("mlops_drift_retraining_requested", (*MODEL, ("model_version", "1")))] == 1.0
+    assert metrics[("mlops_drift_retraining_requested", (*MODEL, ("model_version", "2")))] == 0.0
+    last = metrics[("mlops_drift_last_check_timestamp_seconds", (*MODEL, ("model_version", "1")))]
     assert last == (WINDOW_END + dt.timedelta(hours=1)).timestamp()
     # v1's latest check had no live score: the gauge shows the latest one measured.
-    assert metrics[("mlops_drift_live_score", (("metric", "average_precision"), ("model_version", "1")))] == 0.61
+    live = ("mlops_drift_live_score", (("metric", "average_precision"), *MODEL, ("model_version", "1")))
+    assert metrics[live] == 0.61
+    assert not [key for key in metrics if ("model", "another_model") in key[1]]

@@ -22,7 +22,7 @@ def _json(value: Any) -> Any:
 
 
 def _dropped(service: Service) -> float:
-    return service.metrics().get(("mlops_inference_log_dropped_total", ()), 0.0)
+    return service.metrics().get(("mlops_inference_log_dropped_total", (("model", "fraud_detector"),)), 0.0)
 
 
 def _assert_logged_as_answered(url: str, records: list[dict[str, Any]], answer: dict[str, Any]) -> None:
@@ -73,7 +73,7 @@ def test_the_log_on_postgres(start_service, empty_postgres_url, config, splits):
         indexes = {i["name"] for i in sa.inspect(connection).get_indexes("inference_log")}
     engine.dispose()
     assert (columns["predicted_at"], columns["inputs"], columns["value"]) == ("TIMESTAMP", "JSONB", "DOUBLE PRECISION")
-    assert "ix_inference_log_predicted_at" in indexes
+    assert "ix_inference_log_model_predicted_at" in indexes
     assert _dropped(service) == 0
     _assert_read_back_for_drift(empty_postgres_url, records, answer, config)
 
@@ -82,7 +82,7 @@ def _assert_read_back_for_drift(url: str, records, answer, config) -> None:
     """What drift_monitor reads of the window is what was sent and answered."""
     engine = sa.create_engine(url)
     now = dt.datetime.now(dt.UTC)
-    window = monitoring.read_live_window(engine, now - dt.timedelta(minutes=5), now, config.dataset)
+    window = monitoring.read_live_window(engine, "fraud_detector", now - dt.timedelta(minutes=5), now, config.dataset)
     engine.dispose()
     mine = window.frame[window.frame["record_id"].isin([r["transaction_id"] for r in records])]
     assert window.malformed == 0 and len(mine) == len(records)

@@ -15,6 +15,8 @@ def _regression_config(tmp_path):
     """The demo data with `amount` as the target of a regression."""
     raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
     raw["dataset"].update(task="regression", target="amount", target_classes=[], target_nullable=False)
+    # A dataset of its own, so that it can be served beside the demo (a shared name would refuse both).
+    raw["dataset"]["name"] = "transaction_amounts"
     raw["dataset"]["features"] = [f for f in raw["dataset"]["features"] if f["name"] != "amount"]
     raw["model"] = {
         "registered_name": "amount_estimator",
@@ -29,13 +31,12 @@ def _regression_config(tmp_path):
 
 def test_a_regression_model_answers_values(start_service, stored_models, splits, tmp_path):
     path, config = _regression_config(tmp_path)
+    # The regression model alone: its service keeps the short routes of a one-model deployment.
     spec = training.CandidateSpec("gb", "GradientBoosting", {"n_estimators": 20})
     onnx = packaging.to_onnx(training.fit(training.build_pipeline(config, spec), config, splits["train"]), config)
     save_model(config, "1", onnx)
     log_url = f"sqlite:///{tmp_path / 'log.db'}"
-    service = start_service(
-        MLOPS_CONFIG=str(path), MLOPS_MODEL_TAG="amount_estimator:v1", MLOPS_INFERENCE_LOG_URL=log_url
-    )
+    service = start_service(configs=(path,), MLOPS_MODEL_TAG="amount_estimator:v1", MLOPS_INFERENCE_LOG_URL=log_url)
     frame = splits["test"].iloc[:100]
     records = records_of(frame, config.dataset)
 
@@ -45,7 +46,8 @@ def test_a_regression_model_answers_values(start_service, stored_models, splits,
     (batched,) = httpx.post(f"{service.url}/predict_batched", json={"records": records[:1]}).json()
     assert batched["value"] == answer["predictions"][0]["value"] and "label" not in batched
 
-    counted = service.metrics()[("mlops_predictions_total", (("model_version", "1"), ("predicted_class", "value")))]
+    labels = (("model", "amount_estimator"), ("model_version", "1"), ("predicted_class", "value"))
+    counted = service.metrics()[("mlops_predictions_total", labels)]
     assert counted == 101
     rows = wait_for(lambda: logged_rows(log_url, answer["request_id"]), what="logged rows")
     assert [row["value"] for row in rows] == [p["value"] for p in answer["predictions"]]

@@ -1,5 +1,5 @@
-"""Which model is served: at start (pointer, MLOPS_MODEL_TAG, MLflow champion), and switched over the admin API,
-with no failed request while several workers switch under load."""
+"""Which model a route serves: at start (pointer, MLOPS_MODEL_TAG, MLflow champion), and switched over the admin
+API, with no failed request while several workers switch under load."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _switches(service: Service) -> dict[str, float]:
     return {
         dict(labels)["outcome"]: value
         for (name, labels), value in service.metrics().items()
-        if name == "mlops_model_switches_total"
+        if name == "mlops_model_switches_total" and dict(labels)["model"] == "fraud_detector"
     }
 
 
@@ -42,16 +42,20 @@ def test_unknown_tags_and_broken_models_are_refused_and_the_old_model_keeps_serv
     assert missing.status_code == 404 and "fraud_detector:v99 is not in the BentoML model store" in missing.text
     broken = service.admin("POST", {"tag": "fraud_detector:v3"})
     assert broken.status_code == 422 and "onnxruntime cannot load model.onnx" in broken.json()["detail"]
-    malformed = service.admin("POST", {"tag": "Not A Tag!"})
+    malformed = service.admin("POST", {"tag": "fraud_detector:not a version!"})
     assert malformed.status_code == 422 and "not a valid BentoML tag" in malformed.json()["detail"]
+    another = service.admin("POST", {"tag": "amount_estimator:v1"})
+    assert another.status_code == 422 and "is not a model of fraud_detector" in another.json()["detail"]
     assert service.admin("POST", {"model": "fraud_detector:v2"}).status_code == 422
+    unknown = service.admin("POST", {"tag": "nope:v1"}, model="nope")
+    assert unknown.status_code == 404 and "no model 'nope' on this service" in unknown.json()["detail"]
 
     assert _version(service, record) == "1"
-    assert service.admin("GET").json()["tag"] == "fraud_detector:v1"
-    assert not (service.state_dir / "current_model.json").exists()
+    assert service.serving()["tag"] == "fraud_detector:v1"
+    assert not service.pointer().exists()
     after = _switches(service)
     assert after.get("not_found", 0) - before.get("not_found", 0) == 1
-    assert after.get("rejected", 0) - before.get("rejected", 0) == 2
+    assert after.get("rejected", 0) - before.get("rejected", 0) == 3
 
 
 def test_not_ready_without_a_model_then_switched_and_restarted_on_the_pointer(start_service, config, splits):
@@ -60,21 +64,23 @@ def test_not_ready_without_a_model_then_switched_and_restarted_on_the_pointer(st
     assert httpx.get(f"{service.url}/readyz").status_code == 503
     assert httpx.get(f"{service.url}/livez").status_code == 200
     refused = service.predict([record])
-    assert refused.status_code == 503 and "no model is loaded yet" in refused.json()["error"]
-    assert service.admin("GET").status_code == 404
+    assert refused.status_code == 503 and "fraud_detector has no model loaded yet" in refused.json()["error"]
+    assert httpx.get(f"{service.url}/models/fraud_detector/readyz").status_code == 503
+    assert service.serving() is None
 
     switched = service.admin("POST", {"tag": "fraud_detector:v2"})
     assert switched.json() == {"tag": "fraud_detector:v2", "model_version": "2", "previous_tag": None}
     assert httpx.get(f"{service.url}/readyz").status_code == 200
+    assert httpx.get(f"{service.url}/models/fraud_detector/readyz").status_code == 200
     assert _version(service, record) == "2"
-    served = service.admin("GET").json()
+    served = service.serving()
     assert served["labels"]["mlflow_version"] == "2" and served["labels"]["lakefs_commit"] == "c" * 64
 
     back = service.admin("POST", {"tag": "fraud_detector:v1"}).json()
     assert back == {"tag": "fraud_detector:v1", "model_version": "1", "previous_tag": "fraud_detector:v2"}
-    pointer = json.loads((service.state_dir / "current_model.json").read_text())
+    pointer = json.loads(service.pointer().read_text())
     assert (pointer["tag"], pointer["previous_tag"]) == ("fraud_detector:v1", "fraud_detector:v2")
-    assert not [p for p in service.state_dir.iterdir() if p.name.startswith(".current_model.")], "temporary files"
+    assert not [p for p in service.pointer().parent.iterdir() if p.name.startswith(".")], "temporary files"
     assert "Traceback" not in service.log()
 
     service.process.stop()
@@ -167,8 +173,8 @@ def test_the_champion_in_mlflow_is_served_when_nothing_else_names_a_model(
         client.create_model_version(name, source="s3://mlops-test/model")
     client.set_registered_model_alias(name, "champion", "2")
 
-    service = start_service(MLOPS_CONFIG=str(config_path), MLFLOW_TRACKING_URI=mlflow_server.url)
-    served = service.admin("GET").json()
+    service = start_service(configs=(config_path,), MLFLOW_TRACKING_URI=mlflow_server.url)
+    served = service.serving(name)
     assert (served["tag"], served["model_version"]) == (f"{name}:v2", "2")
 
 
@@ -185,7 +191,7 @@ def test_a_rollout_whose_smoke_test_fails_puts_the_previous_model_back(start_ser
     frame = splits["test"].iloc[:50]
     records = deployment.records_of(frame, config.dataset)
     service = start_service(MLOPS_MODEL_TAG="fraud_detector:v1")
-    endpoint = deployment.ServingEndpoint(service.url, ADMIN_TOKEN)
+    endpoint = deployment.ServingEndpoint(service.url, ADMIN_TOKEN, "fraud_detector")
     v1_offline = deployment.offline_predictions(stored_models.onnx["1"], config, frame)
     v2_offline = deployment.offline_predictions(stored_models.onnx["2"], config, frame)
 
@@ -199,4 +205,4 @@ def test_a_rollout_whose_smoke_test_fails_puts_the_previous_model_back(start_ser
     assert deployment.roll_out(endpoint, "fraud_detector:v2", records, v2_offline) == "fraud_detector:v1"
     assert endpoint.current_model()["tag"] == "fraud_detector:v2"
     with pytest.raises(deployment.ServiceUnreachable, match="cannot be reached"):
-        deployment.roll_out(deployment.ServingEndpoint(f"http://127.0.0.1:{free_port()}", "x"), "a:v1", [], [])
+        deployment.roll_out(deployment.ServingEndpoint(f"http://127.0.0.1:{free_port()}", "x", "a"), "a:v1", [], [])

@@ -1,0 +1,94 @@
+"""One pair of DAGs per config file: every model its own training and drift DAG, built from the config folder;
+a broken or colliding file is an import error naming the file and key while the other models' DAGs load; a
+task's process builds only its own DAG."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from include.mlops.config import CONFIG_DIR
+from include.mlops.naming import monitor_dag_id, training_dag_id
+from tests.conftest import REPO_ROOT
+
+SHIPPED = {"fraud_detector", "breast_cancer_classifier"}
+
+
+def _parse(config_dir: Path | None = None, dag_id: str | None = None) -> dict:
+    """The dags folder parsed in a fresh interpreter, as the dag-processor (or, with `dag_id`, a task's process)
+    parses it: the DAG ids, their files, the import errors, and how each drift DAG's trigger is set."""
+    code = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+triggers = {d: t.trigger_dag_id for d, dag in bag.dags.items() for t in dag.tasks if t.task_id == "trigger_ml_training"}
+print(json.dumps({"dags": {d: dag.fileloc for d, dag in bag.dags.items()}, "errors": bag.import_errors,
+                  "triggers": triggers}))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "plugins")])}
+    env.pop("MLOPS_CONFIG_DIR", None)
+    if config_dir is not None:
+        env["MLOPS_CONFIG_DIR"] = str(config_dir)
+    if dag_id is not None:  # what Airflow's task runner sets before it parses the file of the task's DAG
+        env["_AIRFLOW_PARSING_CONTEXT_DAG_ID"] = dag_id
+        env["_AIRFLOW_PARSING_CONTEXT_TASK_ID"] = "collect"
+    command = [sys.executable, "-c", code, str(REPO_ROOT / "dags")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _config(folder: Path, name: str, model: str, dataset: str, **changes) -> Path:
+    raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    raw["model"]["registered_name"], raw["dataset"]["name"] = model, dataset
+    for key, value in changes.items():
+        section, field = key.split("__")
+        raw[section][field] = value
+    path = folder / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_every_shipped_config_has_its_pair_of_dags_and_its_drift_dag_triggers_its_own_training():
+    parsed = _parse()
+    expected = {training_dag_id(m) for m in SHIPPED} | {monitor_dag_id(m) for m in SHIPPED} | {"lakefs_housekeeping"}
+    assert set(parsed["dags"]) == expected
+    assert parsed["errors"] == {}
+    assert parsed["triggers"] == {monitor_dag_id(m): training_dag_id(m) for m in SHIPPED}
+
+
+def test_a_broken_file_is_an_import_error_naming_it_and_the_other_models_load(tmp_path: Path):
+    _config(tmp_path, "good.yaml", "good_model", "good_data")
+    (tmp_path / "not_yaml.yaml").write_text("dataset: [")
+    _config(tmp_path, "bad_key.yaml", "bad_model", "bad_data", gate__min_improvement=-1)
+    _config(tmp_path, "twin_a.yaml", "twin", "twin_a_data")
+    _config(tmp_path, "twin_b.yaml", "twin", "twin_b_data")
+
+    parsed = _parse(tmp_path)
+
+    assert sorted(parsed["dags"]) == ["drift_monitor__good_model", "lakefs_housekeeping", "ml_training__good_model"]
+    (check_file, error), *others = parsed["errors"].items()
+    assert others == [] and check_file.endswith("pipeline_configs.py")
+    assert "4 pipeline config(s)" in error
+    assert f"{tmp_path / 'not_yaml.yaml'}: not valid YAML" in error
+    assert f"{tmp_path / 'bad_key.yaml'}: gate.min_improvement: Input should be greater than or equal to 0" in error
+    assert f"{tmp_path / 'twin_a.yaml'}: model.registered_name: 'twin' is also the model.registered_name of" in error
+    assert f"{tmp_path / 'twin_b.yaml'}: model.registered_name: 'twin' is also" in error
+
+
+def test_an_empty_config_folder_says_so(tmp_path: Path):
+    parsed = _parse(tmp_path)
+    assert set(parsed["dags"]) == {"lakefs_housekeeping"}
+    assert "holds no pipeline config (*.yaml): there is no model to train" in next(iter(parsed["errors"].values()))
+
+
+@pytest.mark.parametrize("dag_id", [training_dag_id("breast_cancer_classifier"), monitor_dag_id("fraud_detector")])
+def test_a_tasks_process_builds_only_its_own_dag(dag_id: str):
+    # (The DagBag parses every file; a task's process parses only its DAG's file, and that builds one DAG.)
+    assert set(_parse(dag_id=dag_id)["dags"]) - {"lakefs_housekeeping"} == {dag_id}
