@@ -23,7 +23,7 @@ from include.devstack.simulator import Drift, generate_day, write_days
 from include.mlops import sources
 from include.mlops.config import load_config
 
-CONFIG = load_config()
+CONFIG = load_config("fraud_demo.yaml")
 FEATURES = [f.name for f in CONFIG.dataset.features]
 CATEGORICAL = [f.name for f in CONFIG.dataset.features if f.type == "categorical"]
 NUMERIC = [name for name in FEATURES if name not in CATEGORICAL]

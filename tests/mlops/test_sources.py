@@ -60,7 +60,7 @@ def _database(request, tmp_path_factory) -> tuple[str, pd.DataFrame]:
 
 
 def _demo_source() -> SqlSource:
-    return load_config().source
+    return load_config("fraud_demo.yaml").source
 
 
 def test_sql_returns_exactly_the_rows_of_the_interval_in_order(database):
@@ -68,7 +68,7 @@ def test_sql_returns_exactly_the_rows_of_the_interval_in_order(database):
     start = datetime(2024, 1, 2, tzinfo=UTC)
     rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=1), as_of=start + timedelta(days=3))
     assert rows["transaction_id"].tolist() == day["transaction_id"].tolist()
-    assert rows.columns.tolist() == load_config().dataset.columns
+    assert rows.columns.tolist() == load_config("fraud_demo.yaml").dataset.columns
 
 
 def test_sql_interval_bounds_are_start_inclusive_end_exclusive_to_the_microsecond(database):
@@ -112,7 +112,7 @@ def test_sql_empty_interval_gives_the_query_columns(database):
     start = datetime(2030, 1, 1, tzinfo=UTC)
     rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=1), as_of=start)
     assert rows.empty
-    assert rows.columns.tolist() == load_config().dataset.columns
+    assert rows.columns.tolist() == load_config("fraud_demo.yaml").dataset.columns
 
 
 def test_sql_without_as_of_in_the_query_needs_none(database):
