@@ -16,6 +16,9 @@ from typing import Any
 import httpx
 
 FINISHED = ("success", "failed")
+# A call answered 5xx is tried this many times in all, pausing 1 s, 2 s, ... between tries.
+TRANSIENT_TRIES = 5
+TRANSIENT_PAUSE_SECONDS = 1.0
 
 
 class AirflowAPIError(RuntimeError):
@@ -46,18 +49,24 @@ class AirflowAPI:
         self._token = response.json()["access_token"]
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One call; logs in first, and again once when the token has expired (401)."""
-        for attempt in range(2):
+        """One call; logs in first, and again once when the token has expired (401). An answer of 5xx (on
+        SQLite, a metadata database another component holds locked) is tried again, up to TRANSIENT_TRIES
+        times with a growing pause: Airflow rolled the call's transaction back, so trying again is safe."""
+        relogged = False
+        for attempt in range(1, TRANSIENT_TRIES + 1):
             if not self._token:
                 self._login()
             response = self._client.request(method, path, headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
-            if response.status_code == 401 and attempt == 0:
-                self._token = ""
+            if response.status_code == 401 and not relogged:
+                self._token, relogged = "", True
+                continue
+            if response.status_code >= 500 and attempt < TRANSIENT_TRIES:
+                time.sleep(TRANSIENT_PAUSE_SECONDS * attempt)
                 continue
             if response.status_code >= 400:
                 raise AirflowAPIError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
             return response.json() if response.content else None
-        raise AssertionError("unreachable")
+        raise AirflowAPIError(f"{method} {path}: no answer after {TRANSIENT_TRIES} tries")
 
     def dag_ids(self) -> set[str]:
         return {d["dag_id"] for d in self._dags()}

@@ -155,10 +155,14 @@ def start_mlflow(
     return process
 
 
-def airflow_env(airflow_home: Path, api_port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment every Airflow process of the local stack runs with."""
+def airflow_env(
+    airflow_home: Path, api_port: int, extra: dict[str, str] | None = None, database_url: str | None = None
+) -> dict[str, str]:
+    """The environment every Airflow process of the local stack runs with; the metadata database is
+    `database_url`, else AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, else SQLite under `airflow_home`."""
     base_url = f"http://127.0.0.1:{api_port}"
     env = os.environ.copy()
+    database = database_url or env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{airflow_home}/airflow.db"
     env.update(
         {
             "AIRFLOW_HOME": str(airflow_home),
@@ -168,9 +172,7 @@ def airflow_env(airflow_home: Path, api_port: int, extra: dict[str, str] | None 
             # The local stack is for watching the pipelines run: schedules are on from the start.
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get(
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{airflow_home / 'airflow.db'}"
-            ),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
             # LocalExecutor pre-forks `parallelism` workers (32 by default, ~1.4 GB); a laptop needs few.
             "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
             "AIRFLOW__API__HOST": "127.0.0.1",

@@ -134,7 +134,9 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
     settings = airflow_settings.load(services.REPO_ROOT / "airflow_settings.yaml", settings_env)
     check_port_free("AIRFLOW_PORT", ports["AIRFLOW_PORT"])
     airflow_home = state / "airflow"
-    env = services.airflow_env(airflow_home, ports["AIRFLOW_PORT"], {**options_env, **bentoml_home})
+    env = services.airflow_env(
+        airflow_home, ports["AIRFLOW_PORT"], {**options_env, **bentoml_home}, database_url=options.airflow_db_url
+    )
     env.update(_airflow_components_env(options, credentials))
     services.write_airflow_password(airflow_home, "admin", credentials["airflow_admin_password"])
     say("Airflow     migrating the metadata database and loading airflow_settings.yaml ...")
@@ -199,8 +201,6 @@ def _airflow_components_env(options: StackOptions, credentials: dict[str, str]) 
         "AIRFLOW__CORE__FERNET_KEY": credentials["airflow_fernet_key"],
         "AIRFLOW__CORE__EXECUTOR": options.executor,
     }
-    if options.airflow_db_url:
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = options.airflow_db_url
     if options.executor == "CeleryExecutor":
         if not options.celery_broker_url or not options.airflow_db_url:
             raise ValueError("CeleryExecutor needs celery_broker_url and a Postgres airflow_db_url")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import json
 import stat
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from include.devstack import services, simulator
-from include.devstack.airflow_api import TaskState, progress_line
+from include.devstack.airflow_api import TRANSIENT_TRIES, AirflowAPI, AirflowAPIError, TaskState, progress_line
 from include.devstack.processes import StartupError
 from include.devstack.stack import (
     DEMO_SEED,
@@ -108,3 +110,57 @@ def test_a_lakefs_set_up_with_other_keys_is_named_before_anything_runs(lakefs_se
     wrong = services.LakeFSCredentials("AKIAWRONGWRONGWRONG", "not-the-secret")
     with pytest.raises(StartupError, match="does not accept the access key AKIAWRONGWRONGWRONG from credentials.json"):
         services.ensure_lakefs_setup(lakefs_server.url, wrong)
+
+
+def test_airflows_metadata_database_is_the_stacks_choice(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")  # the test session's own
+    url = "postgresql+psycopg2://postgres@127.0.0.1/airflow"
+    assert services.airflow_env(tmp_path, 8123, database_url=url)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url
+    sqlite = services.airflow_env(tmp_path, 8123)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert sqlite == f"sqlite:///{tmp_path}/airflow.db"
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Airflow's REST API as a busy SQLite database makes it answer: 500 for the first `failures` calls."""
+
+    failures = 0
+    calls: list[str] = []
+
+    def do_POST(self) -> None:
+        self._answer({"access_token": "t"} if self.path == "/auth/token" else {"dag_run_id": "r"})
+
+    def do_PATCH(self) -> None:
+        self._answer({"is_paused": False})
+
+    def _answer(self, body: dict) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/auth/token":
+            type(self).calls.append(self.path)
+        failing = self.path != "/auth/token" and len(type(self).calls) <= type(self).failures
+        payload = json.dumps({"detail": {"reason": "Database error"}} if failing else body).encode()
+        self.send_response(500 if failing else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("failures", "succeeds"), [(2, True), (TRANSIENT_TRIES, False)])
+def test_a_5xx_from_airflow_is_tried_again_a_bounded_number_of_times(monkeypatch, failures: int, succeeds: bool):
+    monkeypatch.setattr("include.devstack.airflow_api.TRANSIENT_PAUSE_SECONDS", 0.01)
+    _Flaky.failures, _Flaky.calls = failures, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = AirflowAPI(f"http://127.0.0.1:{server.server_port}", "admin", "x")
+        if succeeds:
+            api.unpause("drift_monitor__fraud_detector")
+        else:
+            with pytest.raises(AirflowAPIError, match="PATCH /api/v2/dags/d: HTTP 500.*Database error"):
+                api.unpause("d")
+        assert len(_Flaky.calls) == (failures + 1 if succeeds else TRANSIENT_TRIES)
+    finally:
+        server.shutdown()
