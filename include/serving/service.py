@@ -74,17 +74,18 @@ import os
 import signal
 import sys
 import threading
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import pydantic_core
 from bentoml.exceptions import ServiceUnavailable
 from fastapi import Depends, FastAPI, HTTPException, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 from include.mlops.config import CONFIG_DIR, ConfigError, PipelineConfig, load_folder
 from include.mlops.deployment import model_store_tag
@@ -268,6 +269,8 @@ class ModelService:
     def __init__(self) -> None:
         _end_with_the_arbiter()
         self.metrics = Metrics.create()
+        # The predictions counter's child per (model, version, class): `labels()` is looked up once, not per request.
+        self._predictions: dict[tuple[str, str, str], Any] = {}
         self.slots = {name: ModelSlot(s.config, s.record, SETTINGS.state_dir) for name, s in SCHEMAS.items()}
         for slot in self.slots.values():
             slot.start(self._startup_tags(slot))
@@ -287,21 +290,29 @@ class ModelService:
     async def __is_ready__(self) -> bool:
         return any(slot.served is not None for slot in self.slots.values())
 
-    async def predict_records(self, model: str, records: list[BaseModel]) -> BaseModel:
+    async def predict_records(self, model: str, records: list[BaseModel]) -> Response:
         slot, served = self._serving(model)
-        request_id = uuid.uuid4().hex
+        request_id = _request_id()
         predictions = served.predict(schema.feeds(records, slot.config.dataset))
         self._account(slot, served, request_id, records, predictions)
-        return SCHEMAS[model].predict_response(
-            model_name=served.name, model_version=served.version, request_id=request_id, predictions=predictions
-        )
+        # The answer of SCHEMAS[model].predict_response (its fields, in order; the predictions are plain ints,
+        # strings and floats), serialised here by pydantic's serializer: building the response model and having
+        # BentoML dump it and send it in chunks cost ~5 % of a one-record request's throughput
+        # (benchmarks/serving.py).
+        answer = {
+            "model_name": served.name,
+            "model_version": served.version,
+            "request_id": request_id,
+            "predictions": predictions,
+        }
+        return Response(pydantic_core.to_json(answer), media_type="application/json")
 
     async def predict_batch(self, model: str, records: list[BaseModel]) -> list[BaseModel]:
         slot, served = self._serving(model)
         predictions = served.predict(schema.feeds(records, slot.config.dataset))
         answers = []
         for record, prediction in zip(records, predictions, strict=True):
-            request_id = uuid.uuid4().hex
+            request_id = _request_id()
             self._account(slot, served, request_id, [record], [prediction])
             answers.append(
                 SCHEMAS[model].batched_prediction(
@@ -382,7 +393,11 @@ class ModelService:
     ) -> None:
         classes = collections.Counter(str(p.get("label", "value")) for p in predictions)
         for predicted_class, count in classes.items():
-            self.metrics.predictions.labels(slot.name, served.version, predicted_class).inc(count)
+            key = (slot.name, served.version, predicted_class)
+            counter = self._predictions.get(key)
+            if counter is None:
+                counter = self._predictions[key] = self.metrics.predictions.labels(*key)
+            counter.inc(count)
         if self.log:
             now = dt.datetime.now(dt.UTC)
             self.log.submit(LoggedRequest(request_id, slot.name, served.version, now, records, predictions))
@@ -468,6 +483,11 @@ def _end_with_the_arbiter() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != arbiter:  # it died before the request was in place
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _request_id() -> str:
+    """32 random hex digits (as uuid4().hex was, at a quarter of its cost)."""
+    return os.urandom(16).hex()
 
 
 def _model_ready(model: str) -> bool:

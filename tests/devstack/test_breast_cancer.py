@@ -13,7 +13,7 @@ from sklearn.datasets import load_breast_cancer
 
 from include.devstack import breast_cancer
 from include.devstack.breast_cancer import write_drops
-from include.mlops.config import load_config
+from include.mlops.config import PROJECT_ROOT, load_config
 from include.mlops.sources import fetch_files
 from include.mlops.validation import validate_batch
 
@@ -109,7 +109,8 @@ def test_the_shipped_config_matches_the_files_columns(drops):
     assert [f.name for f in dataset.features] == breast_cancer.feature_columns() == header[2:-1]
     assert all(f.type == "numeric" and f.min == 0 and f.max is not None for f in dataset.features)
     assert (dataset.id_column, dataset.event_time_column, dataset.target) == ("sample_id", "event_time", "malignant")
-    assert CONFIG.source.kind == "files" and not Path(CONFIG.source.path).is_absolute()
+    # Written relative to the project (make run's and compose's working folder alike), read from under it.
+    assert CONFIG.source.kind == "files" and Path(CONFIG.source.path) == PROJECT_ROOT / ".local/source/breast_cancer"
 
 
 def test_every_day_collects_and_validates_without_a_quarantined_row(drops):
