@@ -30,6 +30,7 @@ from benchmarks.report import process_peak_rss_bytes, publish
 
 DAY_ROWS = 100_000
 WINDOW_START = dt.datetime(2026, 3, 20, tzinfo=dt.UTC)
+CONFIG_FILE = "fraud_demo.yaml"  # the demo's model: the simulator makes its columns
 
 
 def traffic(rows: int, first_day: dt.date, seed: int) -> pd.DataFrame:
@@ -65,7 +66,7 @@ def fill_log(path: Path, window: pd.DataFrame, config) -> None:
                         "request_id": f"{i:032x}",
                         "record_index": 0,
                         "record_id": record.pop(config.dataset.id_column),
-                        "model_name": "fraud_detector",
+                        "model_name": config.name,
                         "model_version": "1",
                         "predicted_at": WINDOW_START + i * step,
                         "inputs": record,
@@ -84,7 +85,7 @@ def measure_one(mode: str, rows: int, workdir: Path) -> dict:
     from include.mlops import monitoring
     from include.mlops.config import load_config
 
-    config = load_config()
+    config = load_config(CONFIG_FILE)
     import evidently  # noqa: F401  (its import, ~5 s, is not part of a check's work)
 
     timings = {}
@@ -92,7 +93,8 @@ def measure_one(mode: str, rows: int, workdir: Path) -> dict:
     if mode == "check":
         reference = pd.read_parquet(workdir / "reference.parquet")
         engine = sa.create_engine(f"sqlite:///{workdir / f'log-{rows}.db'}")
-        window = monitoring.read_live_window(engine, WINDOW_START, WINDOW_START + dt.timedelta(hours=1), config.dataset)
+        end = WINDOW_START + dt.timedelta(hours=1)
+        window = monitoring.read_live_window(engine, config.name, WINDOW_START, end, config.dataset)
         assert len(window.frame) == rows and window.malformed == 0
         current = window.frame
     else:
@@ -120,7 +122,7 @@ def main() -> None:
     from include.mlops import monitoring
     from include.mlops.config import load_config
 
-    config = load_config()
+    config = load_config(CONFIG_FILE)
     table = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

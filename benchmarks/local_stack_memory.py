@@ -1,13 +1,15 @@
-"""The memory of `make run`'s local stack (PSS) from start-up through the first `ml_training` run, and idling.
+"""The memory of `make run`'s local stack (PSS) from start-up through the first training runs, and idling.
 
 Runs the real entry point, `python -m include.devstack --state-dir <tmp> --free-ports` (what `make run` runs),
 in a session of its own, and samples the PSS of its whole process tree every 2 s
 (`include.devstack.processes.tree_pss_bytes`): shared pages are split among the processes sharing them, so
 forked workers are not counted once each. The stack process's children are the servers' process-group leaders
 (lakeFS, MLflow, the BentoML service, `airflow standalone`), and each is measured with its own tree. Sampling
-goes on through the stack's start-up and the first `ml_training` run that `make run` triggers itself (its
-`--history-days`, default 30, days collected), up to "Ready; Ctrl-C stops everything", then for `--idle-seconds`
-more while the demo traffic plays to the model service. Then Ctrl-C (SIGINT), and the stack has to stop.
+goes on through the stack's start-up and the first training runs that `make run` triggers itself, one
+`ml_training__<model>` per config of include/config/ (the demo's and the breast cancer model's), side by side
+(`--history-days` days collected, default each config's training window), up to "Ready; Ctrl-C stops
+everything", then for `--idle-seconds` more while the demo traffic plays to the model service. Then Ctrl-C
+(SIGINT), and the stack has to stop.
 With `--demo-drift` (passed through) the drift loop runs before "Ready": the peak then includes the
 drift-triggered retraining.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -92,8 +95,21 @@ def tree_rss_uss(stack_pid: int) -> tuple[int, int]:
     return rss, uss
 
 
+# make run's lines about training runs (include/devstack/demo.py): one per model started and finished, e.g.
+# "[make run] ml_training__fraud_detector run manual__2026-12-02T20:40:00+00:00 started (reason=manual, ...)",
+# "[make run] ml_training__fraud_detector run manual__...: success", and the drift monitor's
+# "[make run] drift_monitor__fraud_detector started ml_training__fraud_detector run drift__... by itself".
+STARTED = re.compile(r"^\[make run\] (ml_training__\w+) run (\S+) started \(")
+FINISHED = re.compile(r"^\[make run\] (ml_training__\w+) run (\S+): (success|failed)$")
+BY_ITSELF = re.compile(r"^\[make run\] drift_monitor__\w+ started (ml_training__\w+) run (\S+) by itself$")
+SERVED = re.compile(r"^\[make run\]\s+-> (\w+) v(\S+): ")
+
+
 class Output(threading.Thread):
-    """Reads the stack's output line by line: echoes it, keeps it, and follows which phase the stack is in."""
+    """Reads the stack's output line by line: echoes it, keeps it, and follows which phase the stack is in.
+
+    make run starts the first training run of every model at once: the phase "first ml_training runs" lasts
+    until all of them have finished."""
 
     def __init__(self, stream):
         super().__init__(name="stack-output", daemon=True)
@@ -101,7 +117,9 @@ class Output(threading.Thread):
         self.lines: list[str] = []
         self.phase = "start-up"
         self.phase_started: dict[str, float] = {"start-up": time.monotonic()}
-        self.trainings = 0
+        self.running: set[tuple[str, str]] = set()
+        self.outcomes: list[str] = []  # "<dag id> run <run id>: <state>"
+        self.drifted = False
         self.ready = threading.Event()
 
     def _enter(self, phase: str) -> None:
@@ -113,15 +131,20 @@ class Output(threading.Thread):
             line = line.rstrip()
             self.lines.append(line)
             print(f"  | {line}", flush=True)
-            if line.startswith("[make run] ml_training run ") and " started (" in line:
-                self.trainings += 1
-                self._enter("first ml_training run" if self.trainings == 1 else "drift-triggered ml_training run")
-            elif "started ml_training run" in line and "by itself" in line:
-                self.trainings += 1
+            if match := STARTED.match(line):
+                self.running.add(match.groups())
+                self._enter("first ml_training runs")
+            elif match := BY_ITSELF.match(line):
+                self.running.add(match.groups())
                 self._enter("drift-triggered ml_training run")
-            elif line.startswith("[make run] ml_training run ") and line.endswith(("success", "failed")):
-                self._enter("after training" if self.trainings == 1 else "after drift retraining")
+            elif match := FINISHED.match(line):
+                dag_id, run_id, state = match.groups()
+                self.running.discard((dag_id, run_id))
+                self.outcomes.append(f"{dag_id} run {run_id}: {state}")
+                if not self.running:
+                    self._enter("after drift retraining" if self.drifted else "after training")
             elif "the world changes" in line:
+                self.drifted = True
                 self._enter("drift loop")
             elif READY in line:
                 self._enter("ready, idling with traffic")
@@ -228,12 +251,7 @@ def main() -> None:
             }
         )
     reported = next((line for line in output.lines if "The stack uses" in line), "")
-    served = next((line.strip() for line in output.lines if "-> fraud_detector v" in line), "no model served")
-    outcomes = [
-        line
-        for line in output.lines
-        if line.startswith("[make run] ml_training run ") and line.endswith(("success", "failed"))
-    ]
+    served = [f"{m[1]} v{m[2]}" for line in output.lines if (m := SERVED.match(line))]
     verdict = "PASS" if total(peak) <= TARGET_BYTES else "MISS"
     notes = {
         "peak PSS of the whole stack": f"{total(peak) / GiB:.2f} GiB at {peak['t']:.0f} s ({peak['phase']}); "
@@ -254,8 +272,8 @@ def main() -> None:
             f"{total(samples[-1]) / GiB:.2f} GiB over {args.idle_seconds:.0f} s"
         ),
         "make run's own figure": reported.removeprefix("[make run] ") or "not printed",
-        "ml_training": "; ".join(line.removeprefix("[make run] ") for line in outcomes) or "no outcome printed",
-        "served": served,
+        "training runs": "; ".join(output.outcomes) or "no outcome printed",
+        "served": ", ".join(served) or "no model served",
         "command": " ".join(["python", *command[1:3], "--state-dir <tmp>", *command[5:]]),
         "samples": f"{len(samples)}, every {args.every:.0f} s",
         "Ctrl-C": f"exit code {stack.returncode} after {stop_seconds:.1f} s; process groups left: {left or 'none'}",

@@ -1,11 +1,12 @@
-"""The nightly `ml_training` pipeline on 100,000 rows, on a real scheduler, and what orchestration costs.
+"""The demo model's nightly `ml_training__fraud_detector` on 100,000 rows, on a real scheduler, and its overhead.
 
 Starts the local stack (include/devstack/stack.py) the way compose runs Airflow: one process per component
 (api-server, scheduler, dag-processor, triggerer), LocalExecutor, the metadata DB on a fresh Postgres database
 (created here and dropped after), lakeFS, MLflow and the model service on free loopback ports, state in a
-temporary folder. The demo source holds `--rows-per-day` transactions a day; the config is the demo's with a
-training window of `--days` days, so that the run collects and trains on days x rows-per-day rows, and without
-the gate's floors, so that the run always goes through deployment. Cron schedules are off
+temporary folder. The demo source holds `--rows-per-day` transactions a day; the config folder
+(MLOPS_CONFIG_DIR) holds only the demo config, with a training window of `--days` days, so that the run
+collects and trains on days x rows-per-day rows, and without the gate's floors, so that the run always goes
+through deployment. Cron schedules are off
 (`[scheduler] use_job_schedule`): only the benchmark's run runs.
 
 One run is triggered through the REST API v2 and read back from it when it has succeeded (the run and every task
@@ -51,8 +52,10 @@ import yaml
 
 from benchmarks.report import publish
 from include.devstack import postgres
+from include.mlops.naming import training_dag_id
 
-DAG_ID = "ml_training"
+MODEL = "fraud_detector"  # the demo config's model.registered_name
+DAG_ID = training_dag_id(MODEL)
 WALL_TARGET_SECONDS = 300.0
 OVERHEAD_TARGET = 0.50
 
@@ -75,16 +78,19 @@ def fresh_postgres_database() -> Generator[str]:
 
 
 def benchmark_config(folder: Path, days: int) -> Path:
-    """The demo config with a `days`-day training window and without the gate's floors (simulated days can
-    score below them on some dates, and then the run would skip deployment: the benchmark measures it all)."""
+    """A config folder holding only the demo config, with a `days`-day training window and without the gate's
+    floors (simulated days can score below them on some dates, and then the run would skip deployment: the
+    benchmark measures it all). Only its model gets DAGs and a route."""
     from include.mlops.config import CONFIG_DIR
 
     config = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    assert config["model"]["registered_name"] == MODEL, config["model"]["registered_name"]
     config["training"]["window_days"] = days
     config["gate"]["floors"] = {}
-    path = folder / "pipeline_benchmark.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    configs = folder / "configs"
+    configs.mkdir()
+    (configs / "pipeline_benchmark.yaml").write_text(yaml.safe_dump(config))
+    return configs
 
 
 def uptime() -> str:
@@ -337,10 +343,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     figures: dict[str, Any] = {}
     with fresh_postgres_database() as airflow_db:
-        config = benchmark_config(tmp, args.days)
+        config_dir = benchmark_config(tmp, args.days)
         # The collected days end `lag_days` (2) before today; the source holds a few days more, as make run's.
         history = devstack.SourceHistory(days=args.days + 5, rows_per_day=args.rows_per_day)
-        env = {"MLOPS_CONFIG": str(config), "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False", **settings}
+        env = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False", **settings}
         options = devstack.StackOptions(
             state=tmp / "state",
             ports={name: free_port() for name in devstack.DEFAULT_PORTS},
@@ -348,6 +354,7 @@ def main() -> None:
             executor="LocalExecutor",
             standalone=False,
             source=history,
+            config_dir=config_dir,
             env=env,
         )
         supervisor = Supervisor(say=say)
