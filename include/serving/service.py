@@ -273,6 +273,9 @@ class ModelService:
         self._predictions: dict[tuple[str, str, str], Any] = {}
         self.slots = {name: ModelSlot(s.config, s.record, SETTINGS.state_dir) for name, s in SCHEMAS.items()}
         for slot in self.slots.values():
+            # Exposed as 0 from the start: a labelled counter has no series until its first increment, and a
+            # dashboard or alert on it would read "no data" where it means "nothing lost".
+            self.metrics.inference_log_dropped.labels(slot.name)
             slot.start(self._startup_tags(slot))
         self.log = None
         if SETTINGS.inference_log_url:

@@ -4,10 +4,12 @@ task's process builds only its own DAG."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -48,8 +50,11 @@ def _config(folder: Path, name: str, model: str, dataset: str, **changes) -> Pat
     raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
     raw["model"]["registered_name"], raw["dataset"]["name"] = model, dataset
     for key, value in changes.items():
-        section, field = key.split("__")
-        raw[section][field] = value
+        if "__" in key:
+            section, field = key.split("__")
+            raw[section][field] = value
+        else:  # a whole section
+            raw[key] = value
     path = folder / name
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -92,3 +97,33 @@ def test_an_empty_config_folder_says_so(tmp_path: Path):
 def test_a_tasks_process_builds_only_its_own_dag(dag_id: str):
     # (The DagBag parses every file; a task's process parses only its DAG's file, and that builds one DAG.)
     assert set(_parse(dag_id=dag_id)["dags"]) - {"lakefs_housekeeping"} == {dag_id}
+
+
+@pytest.mark.usefixtures("airflow_db", "lakefs_connection", "mlflow_connection")
+def test_a_model_whose_source_does_not_answer_fails_its_own_run_only(
+    tmp_path: Path, transactions_db: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+):
+    from include.devstack.processes import free_port
+    from include.mlops import versioning
+    from mlops_airflow.lakefs_hook import LakeFSHook
+    from tests.dags.conftest import TEST_CANDIDATES, load_dag
+
+    suffix = uuid.uuid4().hex[:8]
+    working, silent = f"fraud_{suffix}", f"silent_{suffix}"
+    _config(tmp_path, "working.yaml", working, f"transactions_{suffix}", model__candidates=TEST_CANDIDATES)
+    nobody = f"http://127.0.0.1:{free_port()}/rows"  # a port no one listens on
+    source = {"kind": "http", "url": nobody, "max_retries": 0}
+    _config(tmp_path, "silent.yaml", silent, f"silent_{suffix}", source=source, model__candidates=TEST_CANDIDATES)
+    monkeypatch.setenv("MLOPS_CONFIG_DIR", str(tmp_path))
+    when, conf = dt.datetime(2026, 3, 10, tzinfo=dt.UTC), {"history_days": 1, "promote": False}
+
+    dag = load_dag("ml_training", training_dag_id(silent))
+    dag.get_task("collect").retries = 0  # its two retries 30 s apart would end the same way
+    failed = dag.test(logical_date=when, run_conf=conf)
+    assert failed.state == "failed"
+    assert failed.get_task_instance("collect").state == "failed"
+    assert f"GET {nobody}: gave up after 1 attempts; the last one failed with ConnectError" in capfd.readouterr().out
+    succeeded = load_dag("ml_training", training_dag_id(working)).test(logical_date=when, run_conf=conf)
+    assert succeeded.state == "success"
+    main = {o.path.split("/")[1] for o in versioning.list_objects(LakeFSHook().get_repository(), "main", "raw/")}
+    assert f"transactions_{suffix}" in main and f"silent_{suffix}" not in main

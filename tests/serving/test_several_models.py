@@ -211,6 +211,13 @@ def test_metrics_and_the_inference_log_are_kept_by_model(service, models):
     assert len(window.frame) >= 5 and window.malformed == 0
     assert set(window.frame["model_version"]) == {"1"} and "mean_radius" in window.frame
     assert logged("waiting_model") == 0
+    # Nothing dropped, and said so for every model (a series at 0, not a missing one).
+    dropped = {
+        dict(labels)["model"]: value
+        for (name, labels), value in service.metrics().items()
+        if name == "mlops_inference_log_dropped_total"
+    }
+    assert dropped == dict.fromkeys(models, 0.0)
 
 
 @dataclass
