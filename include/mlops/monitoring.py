@@ -88,14 +88,15 @@ drift_history = sa.Table(
 
 def create_inference_log(connection: sa.Connection) -> None:
     """The table and its index, when missing; safe when several workers start at once."""
-    _create(connection, inference_log)
+    create_table(connection, inference_log)
 
 
 def create_drift_history(connection: sa.Connection) -> None:
-    _create(connection, drift_history)
+    create_table(connection, drift_history)
 
 
-def _create(connection: sa.Connection, table: sa.Table) -> None:
+def create_table(connection: sa.Connection, table: sa.Table) -> None:
+    """`table` and its indexes, when missing."""
     connection.execute(sa.schema.CreateTable(table, if_not_exists=True))
     for index in table.indexes:
         connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))

@@ -25,7 +25,8 @@ INFERENCE_LOG_CONNECTION = "inference_log_db"
 LATE_ROWS_GRACE = dt.timedelta(minutes=1)
 
 
-def _engine():
+def inference_log_engine():
+    """The database of the inference log, the drift history and the alias history."""
     import sqlalchemy as sa
 
     return sa.create_engine(sqlalchemy_url(INFERENCE_LOG_CONNECTION))
@@ -56,7 +57,7 @@ def wait_for_traffic(config_file: str, **context: Context) -> PokeReturnValue:
 
     config = pipelines.load(config_file)
     start, end = _window(context, config.drift.window_hours)
-    engine = _engine()
+    engine = inference_log_engine()
     rows = monitoring.count_logged(engine, config.name, start, end)
     window = {"start": start.isoformat(), "end": end.isoformat(), "rows": rows}
     needed = config.drift.min_rows
@@ -103,7 +104,7 @@ def check_drift(config_file: str, window: dict, **context: Context) -> dict:
     champion, reference = _champion_and_reference(client, config)
 
     start, end = dt.datetime.fromisoformat(window["start"]), dt.datetime.fromisoformat(window["end"])
-    live = monitoring.read_live_window(_engine(), name, start, end, config.dataset)
+    live = monitoring.read_live_window(inference_log_engine(), name, start, end, config.dataset)
     print(f"{len(live.frame)} predictions read, {live.malformed} malformed left out")
     for problem in live.problems:
         print(f"  malformed: {problem}")
@@ -164,7 +165,7 @@ def decide_retraining(config_file: str, check: dict, **context: Context) -> dict
     from include.mlops import monitoring
 
     config = pipelines.load(config_file)
-    engine = _engine()
+    engine = inference_log_engine()
     end = dt.datetime.fromisoformat(check["end"])
     last = monitoring.last_retraining(engine, config.name)
     training = training_dag_id(config.name)

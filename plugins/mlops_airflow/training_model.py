@@ -202,10 +202,38 @@ def register_challenger(config_file: str, decision: dict, package: dict) -> dict
     config = pipelines.load(config_file)
     client = mlflow_tracking.client()
     tags = {**training_run["tags"], **package["parity_tags"], "onnx_model_uri": package["onnx_model_uri"]}
-    version = registry.register_challenger(client, config, registry.GateDecision(**decision), tags)
+    gate = registry.GateDecision(**decision)
+    before = registry.version_by_alias(client, config.name, registry.CHALLENGER)
+    version = registry.register_challenger(client, config, gate, tags)
     client.set_tag(training_run["run_id"], "challenger_version", version)
+    _record_alias_move(config.name, registry.CHALLENGER, before, version, gate.summary())
     print(f"{config.model.registered_name} v{version} registered with alias challenger")
     return {**decision, "version": version, "onnx_model_uri": package["onnx_model_uri"]}
+
+
+def _record_alias_move(model: str, alias: str, before: Any, version: str, detail: str) -> None:
+    """Append the move of `alias` (from `before`, the version MLflow had, to `version`) to the alias history,
+    as a move of the gate by this run."""
+    from include.mlops import alias_history
+    from mlops_airflow.monitoring import inference_log_engine
+
+    context = get_current_context()
+    engine = inference_log_engine()
+    origin = alias_history.moved_from(engine, model, alias, None if before is None else str(before.version), version)
+    move = alias_history.AliasMove(
+        model_name=model,
+        alias=alias,
+        from_version=origin,
+        to_version=version,
+        cause="gate",
+        trigger=str(context["params"].get("reason", "")),
+        actor=f"Airflow run {context['run_id']}",
+        airflow_dag_id=context["dag"].dag_id,
+        airflow_run_id=context["run_id"],
+        detail=detail,
+    )
+    if alias_history.record_move(engine, move):
+        print(f"alias history: {model} {alias} v{origin or '-'} -> v{version}")
 
 
 @task.branch
@@ -307,7 +335,11 @@ def promote_champion(config_file: str, decision: dict, deployed: dict) -> dict:
     from include.mlops import registry
 
     name = pipelines.load(config_file).name
-    previous = registry.promote(mlflow_tracking.client(), name, decision["version"])
+    client = mlflow_tracking.client()
+    before = registry.version_by_alias(client, name, registry.CHAMPION)
+    previous = registry.promote(client, name, decision["version"])
+    detail = f"{decision['reason']}; serving {deployed['bentoml_model_tag']}"
+    _record_alias_move(name, registry.CHAMPION, before, decision["version"], detail)
     print(
         f"{name}: champion is now v{decision['version']} ({deployed['bentoml_model_tag']})"
         + (f", was v{previous}" if previous else "")

@@ -64,6 +64,14 @@ def pipeline_config(write_config) -> PipelineConfig:
 
 
 @pytest.fixture
+def inference_log_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A SQLite database behind connection `inference_log_db`, where the tasks keep the alias history."""
+    path = tmp_path / "inference_log.db"
+    monkeypatch.setenv("AIRFLOW_CONN_INFERENCE_LOG_DB", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
 def mlflow_connection(mlflow_server, monkeypatch: pytest.MonkeyPatch) -> str:
     address = urlparse(mlflow_server.url)
     conn = {"conn_type": "http", "host": address.hostname, "port": address.port, "schema": "http"}

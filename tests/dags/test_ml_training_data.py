@@ -17,7 +17,9 @@ from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.conftest import REPO_ROOT
 from tests.dags.conftest import ROWS_PER_DAY, the_config, training_dag
 
-pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "mlflow_connection", "pipeline_config")
+pytestmark = pytest.mark.usefixtures(
+    "airflow_db", "lakefs_connection", "mlflow_connection", "pipeline_config", "inference_log_db"
+)
 
 # The run for 2026-03-10 collects the day two days earlier (the demo's label lag) and before.
 INTERVAL_END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)

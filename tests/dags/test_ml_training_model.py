@@ -7,15 +7,18 @@ import json
 
 import mlflow
 import pytest
+import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from include.devstack.processes import free_port
-from include.mlops import deployment, registry, versioning
+from include.mlops import alias_history, deployment, registry, versioning
 from include.mlops.naming import run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import training_dag
 
-pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "transactions_db", "model_service")
+pytestmark = pytest.mark.usefixtures(
+    "airflow_db", "lakefs_connection", "transactions_db", "model_service", "inference_log_db"
+)
 
 INTERVAL_END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 
@@ -120,7 +123,7 @@ def test_a_service_that_does_not_answer_fails_the_deploy_and_nothing_is_promoted
 
 
 def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_says_so(
-    mlflow_connection, pipeline_config
+    mlflow_connection, pipeline_config, inference_log_db
 ):
     first = run()
     assert first.state == "success"
@@ -142,6 +145,17 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
     assert recorded.metadata["gate_decision"] == "reject" and recorded.message.startswith("Not promoted: ")
     snapshot = _xcom(second, "resolve_training_data")["paths"]["train"]
     assert not versioning.object_exists(repo, "main", snapshot)  # a rejected snapshot stays on its branch
+
+    # The alias history: both aliases set by the first run's gate; the second moved only `challenger`.
+    moves = alias_history.moves(sa.create_engine(inference_log_db), name)
+    assert [(m.alias, m.from_version, m.to_version, m.airflow_run_id) for m in moves] == [
+        ("challenger", None, champion_version, first.run_id),
+        ("champion", None, champion_version, first.run_id),
+        ("challenger", champion_version, decision["version"], second.run_id),
+    ]
+    assert {(m.cause, m.trigger, m.airflow_dag_id) for m in moves} == {("gate", "schedule", training_dag().dag_id)}
+    assert moves[1].detail.startswith("first model") and f"{name}:v{champion_version}" in moves[1].detail
+    assert moves[2].detail.startswith("REJECT")
 
 
 def test_retraining_from_a_recorded_commit_gives_the_same_metrics(mlflow_connection, pipeline_config):

@@ -99,7 +99,7 @@ def test_a_tasks_process_builds_only_its_own_dag(dag_id: str):
     assert set(_parse(dag_id=dag_id)["dags"]) - {"lakefs_housekeeping"} == {dag_id}
 
 
-@pytest.mark.usefixtures("airflow_db", "lakefs_connection", "mlflow_connection")
+@pytest.mark.usefixtures("airflow_db", "lakefs_connection", "mlflow_connection", "inference_log_db")
 def test_a_model_whose_source_does_not_answer_fails_its_own_run_only(
     tmp_path: Path, transactions_db: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
 ):

@@ -1,4 +1,5 @@
-"""Demo data for the model tests: simulated days, validated and split as the pipeline does."""
+"""Demo data for the model tests (simulated days, validated and split as the pipeline does), and the history
+databases beside the inference log, on SQLite and on Postgres."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from include.devstack import simulator
 from include.mlops.config import load_config
@@ -33,3 +35,11 @@ def splits(config) -> dict[str, pd.DataFrame]:
         )
     labelled = pd.concat(frames, ignore_index=True).dropna(subset=["is_fraud"])
     return split_rows(labelled, config.dataset, config.split)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def history_engine(request, tmp_path) -> sa.Engine:
+    """An empty database for the drift and alias histories: a SQLite file (make run), or Postgres (compose)."""
+    if request.param == "sqlite":
+        return sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
+    return sa.create_engine(request.getfixturevalue("empty_postgres_url"))

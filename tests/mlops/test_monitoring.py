@@ -231,13 +231,6 @@ def test_live_performance_scores_the_rows_whose_labels_arrived(config):
     assert monitoring.live_performance(config, perfect, all_legit).note.endswith("are all of one class")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def history_engine(request, tmp_path) -> sa.Engine:
-    if request.param == "sqlite":
-        return sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
-    return sa.create_engine(request.getfixturevalue("empty_postgres_url"))
-
-
 def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(history_engine):
     engine = history_engine
     assert monitoring.last_retraining(engine, "fraud") is None

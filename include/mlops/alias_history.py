@@ -1,0 +1,110 @@
+"""Every move of a model's aliases (`champion`, `challenger`, `previous-champion`), kept for good.
+
+MLflow keeps only where an alias points now (mlflow#2169, #6180): who moved `champion` from which version to
+which, when and why, is lost at the next move. This table, beside the drift history in the database behind
+connection `inference_log_db`, is append-only: one row per move, written by the task that moved the alias.
+
+A retried task writes its move once: a row is the same move when model, alias, target version and Airflow
+run are the same. The version an alias moved from is read before the move; a retry that finds the alias
+already moved (its first try died between the move and the row) takes it from the last recorded move of that
+alias, so the history stays one unbroken chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal
+
+import sqlalchemy as sa
+
+from include.mlops.monitoring import as_utc, create_table
+
+# Why an alias moved: the gate promoted or registered a challenger, a person approved one, a rollback put an
+# older version back.
+Cause = Literal["gate", "approval", "rollback"]
+CAUSES: tuple[Cause, ...] = ("gate", "approval", "rollback")
+
+metadata = sa.MetaData()
+
+alias_history = sa.Table(
+    "alias_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("alias", sa.Text, nullable=False),
+    sa.Column("from_version", sa.Text, nullable=True),  # none: the alias was not set before
+    sa.Column("to_version", sa.Text, nullable=False),
+    sa.Column("moved_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("cause", sa.Text, nullable=False),
+    # What started the run that moved it (its `reason` param: manual, nightly, drift, ...), and who: the
+    # Airflow run, or the user who approved or rolled back.
+    sa.Column("trigger", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("airflow_dag_id", sa.Text, nullable=False),
+    sa.Column("airflow_run_id", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Index("ix_alias_history_model_moved_at", "model_name", "moved_at"),
+)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    model_name: str
+    alias: str
+    from_version: str | None
+    to_version: str
+    cause: Cause
+    trigger: str
+    actor: str
+    airflow_dag_id: str
+    airflow_run_id: str
+    detail: str = ""
+    moved_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def __post_init__(self) -> None:
+        if self.cause not in CAUSES:
+            raise ValueError(f"alias move cause {self.cause!r} is not one of {', '.join(CAUSES)}")
+
+
+def record_move(engine: sa.Engine, move: AliasMove) -> bool:
+    """Append `move`, unless this run already recorded it (a retry). Returns whether a row was written."""
+    table = alias_history.c
+    same = sa.select(table.id).where(
+        table.model_name == move.model_name,
+        table.alias == move.alias,
+        table.to_version == move.to_version,
+        table.airflow_run_id == move.airflow_run_id,
+    )
+    with engine.begin() as connection:
+        create_table(connection, alias_history)
+        if connection.execute(same).first() is not None:
+            return False
+        connection.execute(alias_history.insert(), [_row(move)])
+    return True
+
+
+def moved_from(engine: sa.Engine, model_name: str, alias: str, current: str | None, to_version: str) -> str | None:
+    """The version `alias` moves away from: where it points now (`current`, read before the move), or, when it
+    points at `to_version` already (a retried move), the target of its last recorded move before that."""
+    if current is not None and current != to_version:
+        return current
+    earlier = [m for m in moves(engine, model_name) if m.alias == alias and m.to_version != to_version]
+    return earlier[-1].to_version if earlier else None
+
+
+def moves(engine: sa.Engine, model_name: str) -> list[AliasMove]:
+    """Every recorded move of `model_name`'s aliases, oldest first."""
+    table = alias_history.c
+    query = sa.select(alias_history).where(table.model_name == model_name).order_by(table.moved_at, table.id)
+    with engine.begin() as connection:
+        create_table(connection, alias_history)
+        rows = connection.execute(query).mappings().all()
+    return [
+        AliasMove(**{**{k: v for k, v in row.items() if k != "id"}, "moved_at": as_utc(row["moved_at"])})
+        for row in rows
+    ]
+
+
+def _row(move: AliasMove) -> dict:
+    return {name: getattr(move, name) for name in AliasMove.__dataclass_fields__}
