@@ -29,6 +29,10 @@ class NoCandidate(RuntimeError):
     """Every candidate failed: there is nothing to gate."""
 
 
+class RollbackRefused(ValueError):
+    """The version asked to roll back to does not exist, serves already, or was never deployable."""
+
+
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
@@ -192,3 +196,34 @@ def promote(client: MlflowClient, name: str, version: str) -> str | None:
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
     client.set_registered_model_alias(name, CHAMPION, version)
     return None if current is None else str(current.version)
+
+
+def rollback_target(client: MlflowClient, name: str, requested: str | None = None) -> str:
+    """The version a rollback of `name` puts back: `requested`, or by default the previous champion. It must
+    exist, not be the champion already, and have passed ONNX parity with an ONNX model to deploy (a version
+    registered by ml_training always has; one whose parity failed never was registered, and one registered by
+    hand may lack both)."""
+    champion = version_by_alias(client, name, CHAMPION)
+    if requested is None:
+        previous = version_by_alias(client, name, PREVIOUS_CHAMPION)
+        if previous is None:
+            raise RollbackRefused(f"{name} has no {PREVIOUS_CHAMPION}: name the version to roll back to")
+        requested = str(previous.version)
+    try:
+        version = client.get_model_version(name, requested)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        known = sorted((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int)
+        raise RollbackRefused(
+            f"{name} has no version {requested!r} (versions: {', '.join(map(str, known)) or 'none'})"
+        ) from None
+    if champion is not None and str(champion.version) == str(version.version):
+        raise RollbackRefused(f"{name} v{version.version} is the champion already")
+    parity = version.tags.get("onnx_parity")
+    if parity != "passed" or not version.tags.get("onnx_model_uri"):
+        raise RollbackRefused(
+            f"{name} v{version.version} is not deployable: onnx_parity={parity or 'not recorded'}, "
+            f"onnx_model_uri {'recorded' if version.tags.get('onnx_model_uri') else 'not recorded'}"
+        )
+    return str(version.version)

@@ -206,3 +206,33 @@ def test_the_gate_on_a_postgres_backed_server(empty_postgres_url, tmp_path, mode
         assert decision.promote and champion.version == decision.version
     finally:
         server.stop()
+
+
+def test_a_rollback_goes_to_a_deployable_earlier_version_and_refuses_the_rest(client, model_config, splits):
+    name = model_config.model.registered_name
+    with pytest.raises(registry.RollbackRefused, match=f"{name} has no previous-champion: name the version"):
+        registry.rollback_target(client, name)
+    no_floors = model_config.model_copy(update={"gate": model_config.gate.model_copy(update={"floors": {}})})
+    versions = []
+    for run in ("v1", "v2", "v3"):
+        decision = _gate(client, no_floors, _train(client, no_floors, WEAK, splits, run), splits)
+        versions.append(decision.version)
+    first, second, hand_made = versions
+    # What register_challenger records for a version that passed parity (package_onnx's tags).
+    for version in (first, second):
+        client.set_model_version_tag(name, version, "onnx_parity", "passed")
+        client.set_model_version_tag(name, version, "onnx_model_uri", f"models:/m-{version}")
+    registry.promote(client, name, first)
+    registry.promote(client, name, second)
+
+    assert registry.rollback_target(client, name) == first  # the previous champion
+    assert registry.rollback_target(client, name, first) == first
+    with pytest.raises(registry.RollbackRefused, match=f"{name} v{second} is the champion already"):
+        registry.rollback_target(client, name, second)
+    with pytest.raises(registry.RollbackRefused, match=rf"{name} has no version '42' \(versions: 1, 2, 3\)"):
+        registry.rollback_target(client, name, "42")
+    with pytest.raises(registry.RollbackRefused, match=f"{name} has no version 'latest'"):
+        registry.rollback_target(client, name, "latest")
+    with pytest.raises(registry.RollbackRefused, match=f"v{hand_made} is not deployable: onnx_parity=not recorded"):
+        registry.rollback_target(client, name, hand_made)
+    assert client.get_model_version_by_alias(name, registry.CHAMPION).version == second  # nothing moved
