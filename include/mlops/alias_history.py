@@ -1,4 +1,5 @@
-"""Every move of a model's aliases (`champion`, `challenger`, `previous-champion`), kept for good.
+"""Every move of a model's `champion` and `challenger` aliases, kept for good (`previous-champion` follows
+`champion` and needs no rows of its own).
 
 MLflow keeps only where an alias points now (mlflow#2169, #6180): who moved `champion` from which version to
 which, when and why, is lost at the next move. This table, beside the drift history in the database behind
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import sqlalchemy as sa
 
@@ -23,7 +24,7 @@ from include.mlops.monitoring import as_utc, create_table
 # Why an alias moved: the gate promoted or registered a challenger, a person approved one, a rollback put an
 # older version back.
 Cause = Literal["gate", "approval", "rollback"]
-CAUSES: tuple[Cause, ...] = ("gate", "approval", "rollback")
+CAUSES: tuple[Cause, ...] = get_args(Cause)
 
 metadata = sa.MetaData()
 
