@@ -21,6 +21,10 @@ def monitor_dag_id(model: str) -> str:
     return f"drift_monitor__{model}"
 
 
+def rollback_dag_id(model: str) -> str:
+    return f"model_rollback__{model}"
+
+
 def run_key(run_id: str) -> str:
     """An Airflow run id as a path segment and branch name part: what lakeFS refuses (`:` and `+` from the
     timestamps) turned into `-`. lakeFS branch names match `^\\w[-\\w]*$`."""

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from include.mlops.naming import monitor_dag_id, run_branch_name, run_branch_prefix, run_key, training_dag_id
+from include.mlops.naming import (
+    monitor_dag_id,
+    rollback_dag_id,
+    run_branch_name,
+    run_branch_prefix,
+    run_key,
+    training_dag_id,
+)
 
 
 def test_each_model_has_its_own_dags():
     assert training_dag_id("fraud_detector") == "ml_training__fraud_detector"
     assert monitor_dag_id("fraud_detector") == "drift_monitor__fraud_detector"
+    assert rollback_dag_id("fraud_detector") == "model_rollback__fraud_detector"
 
 
 def test_two_models_runs_of_the_same_id_get_branches_of_their_own():
