@@ -28,6 +28,9 @@ include/config/), run on a lakeFS branch of its own (`run-<model>-<run id>`).
    monitor; then **promote_champion** moves `champion`, and **merge_snapshot** and **merge_reference** merge
    the training snapshot and the reference into `main`. Otherwise **record_rejection** commits the decision on
    the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
+   With `gate.approval: required` in the config, **approve_deployment** first waits for a person (Airflow's
+   Required Actions, showing both models' metrics and links): Approve goes on to deploy_model; Reject, or no
+   answer within `gate.approval_timeout_hours`, to record_rejection.
 
 Last, **finish_training_run** (a teardown) ends the MLflow run as FINISHED, or FAILED when a task failed.
 
@@ -44,9 +47,11 @@ from airflow.sdk import CronTriggerTimetable, Param, dag
 
 from include.mlops.naming import run_branch_name, training_dag_id
 from mlops_airflow import pipelines
+from mlops_airflow.approval import ChallengerApprovalOperator, why_not_promoted
 from mlops_airflow.lakefs_operators import LakeFSCommitOperator, LakeFSCreateBranchOperator, LakeFSMergeOperator
 from mlops_airflow.training_data import build_training_snapshot, collect, validate
 from mlops_airflow.training_model import (
+    APPROVAL_TASK,
     choose_outcome,
     choose_training_data,
     deploy_model,
@@ -64,6 +69,8 @@ from mlops_airflow.training_model import (
 
 RUN_BRANCH = "{{ run_id | run_branch }}"
 DECISION = "ti.xcom_pull(task_ids='register_challenger')"
+# A person's answer, when the config asks for one (none otherwise).
+ANSWER = "ti.xcom_pull(task_ids='approve_deployment', key='answer')"
 
 
 def ml_training(config) -> None:
@@ -83,6 +90,7 @@ def ml_training(config) -> None:
         tags=["ml", "training", "lakefs", "mlflow", model],
         default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
         user_defined_filters={"run_branch": functools.partial(run_branch_name, model)},
+        user_defined_macros={"why_not_promoted": why_not_promoted},
         params={
             "reason": Param(
                 "schedule", type="string", description="Why this run was started: schedule, manual, drift, ..."
@@ -144,7 +152,17 @@ def ml_training(config) -> None:
         )
         decided = gate(config_file, results)
         decision = register_challenger(config_file, decided, package_onnx(config_file, decided))
-        outcome = choose_outcome(decision)
+        if config.gate.approval == "required":
+            outcome = ChallengerApprovalOperator(
+                task_id=APPROVAL_TASK,
+                model=model,
+                timeout=dt.timedelta(hours=config.gate.approval_timeout_hours),
+                deploy_task="deploy_model",
+                reject_task="record_rejection",
+            )
+            decision >> outcome
+        else:
+            outcome = choose_outcome(decision)
         version = "{{ " + DECISION + "['version'] }}"
         merge_snapshot = LakeFSMergeOperator(
             task_id="merge_snapshot",
@@ -155,8 +173,7 @@ def ml_training(config) -> None:
         record_rejection = LakeFSCommitOperator(
             task_id="record_rejection",
             branch=RUN_BRANCH,
-            message="Not promoted: {{ " + DECISION + "['reason'] if not " + DECISION + "['promote'] "
-            "else 'gate passed, promotion is off (param promote)' }}",
+            message="Not promoted: {{ why_not_promoted(" + DECISION + ", " + ANSWER + ") }}",
             metadata={
                 "gate_decision": "{{ 'promote' if " + DECISION + "['promote'] else 'reject' }}",
                 "gate_reason": "{{ " + DECISION + "['reason'] }}",

@@ -307,6 +307,10 @@ class Gate(_Strict):
 
     min_improvement: float = Field(default=0.0, ge=0)
     floors: dict[str, float] = Field(default_factory=dict)
+    # `required`: a challenger that passed waits for a person to approve it (Airflow's Required Actions) before
+    # it is deployed; no answer within the timeout rejects it.
+    approval: Literal["none", "required"] = "none"
+    approval_timeout_hours: float = Field(default=24, gt=0)
 
 
 class Drift(_Strict):

@@ -49,6 +49,9 @@ class GateDecision:
     floors_failed: dict[str, float] = field(default_factory=dict)
     failed_candidates: list[str] = field(default_factory=list)
     version: str | None = None
+    # Every metric of both models on this run's test split, for the person who approves the challenger.
+    challenger_test: dict[str, float] = field(default_factory=dict)
+    champion_test: dict[str, float] | None = None
 
     def summary(self) -> str:
         """The decision in one line, as the gate task's log states it."""
@@ -78,6 +81,20 @@ class GateDecision:
             "gate_champion_score": "" if self.champion_score is None else f"{self.champion_score:.6f}",
             "gate_margin": "" if self.margin is None else f"{self.margin:.6f}",
         }
+
+
+def approval_request(decision: GateDecision, links: Mapping[str, str]) -> str:
+    """What a person reads before approving the challenger (Markdown): the gate's verdict, both models' metrics
+    on the same test split side by side, and `links` (name -> URL) to the evidence."""
+    champion = f"champion v{decision.champion_version}" if decision.champion_version else "champion (none yet)"
+    challenger = f"challenger v{decision.version}" if decision.version else "challenger"
+    rows = [f"| metric (test split) | {challenger} | {champion} |", "|---|---|---|"]
+    for metric, score in sorted(decision.challenger_test.items()):
+        theirs = (decision.champion_test or {}).get(metric)
+        marker = " **(gate)**" if metric == decision.metric else ""
+        rows.append(f"| {metric}{marker} | {score:.4f} | {'-' if theirs is None else f'{theirs:.4f}'} |")
+    evidence = [f"- [{name}]({url})" for name, url in links.items()]
+    return "\n".join([f"**Gate:** {decision.summary()}", "", *rows, "", *evidence])
 
 
 def best_candidate(config: PipelineConfig, results: list[CandidateResult]) -> CandidateResult:
@@ -133,6 +150,8 @@ def decide(
         min_improvement=config.gate.min_improvement,
         floors_failed=floors_failed,
         failed_candidates=failed_candidates,
+        challenger_test=dict(challenger.test),
+        champion_test=None if champion_test is None else dict(champion_test),
     )
 
 

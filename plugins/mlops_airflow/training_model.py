@@ -6,16 +6,20 @@ Each is a thin call into include/mlops. They pass references (commit ids, run id
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.mlops.naming import run_branch_name
 from mlops_airflow import mlflow_tracking, pipelines
+from mlops_airflow.approval import ANSWER_KEY
 from mlops_airflow.decorators import lakefs_task, mlflow_task, show_lakefs_commit, show_mlflow_run, show_service_docs
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import airflow_run_metadata, retry_marker
+
+if TYPE_CHECKING:
+    from include.mlops.alias_history import Cause  # imports pandas: not at parse time
 
 
 @task.branch
@@ -31,25 +35,31 @@ def choose_training_data(params: dict) -> list[str]:
 @lakefs_task(trigger_rule="none_failed_min_one_success")
 def resolve_training_data(params: dict, **context: Context) -> dict:
     """The snapshot to train on: `data_commit`, or the one this run just committed."""
-    from include.mlops import versioning
-
-    repo = LakeFSHook().get_repository()
     requested = params.get("data_commit") or context["ti"].xcom_pull(task_ids="commit_snapshot")
     if not requested:
         raise AirflowFailException("no training snapshot: neither param data_commit nor commit_snapshot gave one")
+    snapshot = training_snapshot(LakeFSHook().get_repository(), requested, "data_commit")
+    print(f"training on snapshot {snapshot['manifest_path']} at commit {snapshot['commit']}: {snapshot['rows']} rows")
+    return snapshot
+
+
+def training_snapshot(repo, requested: str, named_by: str) -> dict:
+    """The training snapshot committed as `requested` in `repo` (its manifest's paths and figures); the
+    "lakeFS" button points at it. `named_by` says where the commit id came from, for the errors."""
+    from include.mlops import versioning
+
     try:
         commit = versioning.get_commit(repo, requested)
     except versioning.RefNotFound as missing:
-        raise AirflowFailException(f"data_commit {requested!r}: {missing}") from None
+        raise AirflowFailException(f"{named_by} {requested!r}: {missing}") from None
     manifest_path = commit.metadata.get("manifest")
     if not manifest_path:
         raise AirflowFailException(
-            f"commit {commit.id} of {repo.id!r} is not a training snapshot (its metadata has no 'manifest'); "
-            "use the lakefs_commit tag of an earlier MLflow training run"
+            f"commit {commit.id} of {repo.id!r} ({named_by}) is not a training snapshot (its metadata has no "
+            "'manifest'); use the lakefs_commit tag of an earlier MLflow training run"
         )
     manifest = json.loads(versioning.read_bytes(repo, commit.id, manifest_path))
     show_lakefs_commit(repo.id, commit.id)
-    print(f"training on snapshot {manifest_path} at commit {commit.id}: {manifest['rows']} rows")
     return {
         "repository": repo.id,
         "commit": commit.id,
@@ -206,28 +216,32 @@ def register_challenger(config_file: str, decision: dict, package: dict) -> dict
     before = registry.version_by_alias(client, config.name, registry.CHALLENGER)
     version = registry.register_challenger(client, config, gate, tags)
     client.set_tag(training_run["run_id"], "challenger_version", version)
-    _record_alias_move(config.name, registry.CHALLENGER, before, version, gate.summary())
+    record_alias_move(config.name, registry.CHALLENGER, before, version, gate.summary())
     print(f"{config.model.registered_name} v{version} registered with alias challenger")
     return {**decision, "version": version, "onnx_model_uri": package["onnx_model_uri"]}
 
 
-def _record_alias_move(model: str, alias: str, before: Any, version: str, detail: str) -> None:
-    """Append the move of `alias` (from `before`, the version MLflow had, to `version`) to the alias history,
-    as a move of the gate by this run."""
+def record_alias_move(
+    model: str, alias: str, before: Any, version: str, detail: str, cause: Cause = "gate", actor: str | None = None
+) -> None:
+    """Append the move of `alias` (from `before`, the version MLflow had, to `version`) by this run to the alias
+    history: made by `actor` (a person), or by the run itself."""
     from include.mlops import alias_history
     from mlops_airflow.monitoring import inference_log_engine
 
     context = get_current_context()
     engine = inference_log_engine()
     origin = alias_history.moved_from(engine, model, alias, None if before is None else str(before.version), version)
+    dag_run: Any = context["dag_run"]
     move = alias_history.AliasMove(
         model_name=model,
         alias=alias,
         from_version=origin,
         to_version=version,
-        cause="gate",
-        trigger=str(context["params"].get("reason", "")),
-        actor=f"Airflow run {context['run_id']}",
+        cause=cause,
+        # What started the run: its `reason` param, or its run type (a rollback run has no reason).
+        trigger=str(context["params"].get("reason") or getattr(dag_run.run_type, "value", dag_run.run_type)),
+        actor=actor or f"Airflow run {context['run_id']}",
         airflow_dag_id=context["dag"].dag_id,
         airflow_run_id=context["run_id"],
         detail=detail,
@@ -252,23 +266,32 @@ def deploy_model(config_file: str, decision: dict) -> dict:
     into a Bento (tag recorded on the model version), switched to without downtime, and smoke-tested (ready,
     then predictions on test rows equal to the offline ONNX ones). On any failure the previous model is put
     back and the task fails; `champion` moves only after this task succeeds."""
+    ti = get_current_context()["ti"]
+    data = ti.xcom_pull(task_ids="resolve_training_data")
+    config = pipelines.load(config_file)
+    return deploy(
+        config, decision["version"], decision["onnx_model_uri"], decision["challenger_run_id"], data, ti.run_id
+    )
+
+
+def deploy(config, version: str, onnx_model_uri: str, mlflow_run_id: str, data: dict, airflow_run_id: str) -> dict:
+    """Deploy `version` of the config's model: into the BentoML model store with its lineage (the MLflow run that
+    trained it, the training snapshot `data`, the Airflow run that trained it), built into a Bento, rolled out
+    to the service and smoke-tested on the snapshot's test rows; the previous model is put back on failure."""
     from include.mlops import deployment, tracking, versioning
     from include.mlops.lineage import PROJECT_ROOT
     from mlops_airflow import serving
 
-    ti = get_current_context()["ti"]
-    data = ti.xcom_pull(task_ids="resolve_training_data")
-    config = pipelines.load(config_file)
     client = mlflow_tracking.client()
-    name, version = config.model.registered_name, decision["version"]
-    onnx_bytes = tracking.load_onnx(decision["onnx_model_uri"])
+    name = config.model.registered_name
+    onnx_bytes = tracking.load_onnx(onnx_model_uri)
     lineage = {
         "mlflow_model_name": name,
         "mlflow_model_version": version,
-        "mlflow_run_id": decision["challenger_run_id"],
+        "mlflow_run_id": mlflow_run_id,
         "lakefs_repository": data["repository"],
         "lakefs_commit": data["commit"],
-        "airflow_run_id": ti.run_id,
+        "airflow_run_id": airflow_run_id,
     }
     tag = deployment.save_to_model_store(onnx_bytes, config, version, lineage)
     bento = deployment.build_bento(tag, PROJECT_ROOT / "include" / "serving" / "bentofile.yaml", PROJECT_ROOT, lineage)
@@ -334,14 +357,27 @@ def promote_champion(config_file: str, decision: dict, deployed: dict) -> dict:
     """Move `champion` to the deployed version (the old one keeps `previous-champion`)."""
     from include.mlops import registry
 
+    context = get_current_context()
     name = pipelines.load(config_file).name
     client = mlflow_tracking.client()
     before = registry.version_by_alias(client, name, registry.CHAMPION)
     previous = registry.promote(client, name, decision["version"])
     detail = f"{decision['reason']}; serving {deployed['bentoml_model_tag']}"
-    _record_alias_move(name, registry.CHAMPION, before, decision["version"], detail)
+    answer = context["ti"].xcom_pull(task_ids=APPROVAL_TASK, key=ANSWER_KEY) if _asks_approval(context) else None
+    if answer and answer["approved"]:
+        detail = f"approved by {answer['by']} at {answer['at']}; {detail}"
+        record_alias_move(name, registry.CHAMPION, before, decision["version"], detail, "approval", answer["by"])
+    else:
+        record_alias_move(name, registry.CHAMPION, before, decision["version"], detail)
     print(
         f"{name}: champion is now v{decision['version']} ({deployed['bentoml_model_tag']})"
         + (f", was v{previous}" if previous else "")
     )
     return {"version": decision["version"], "previous_version": previous}
+
+
+APPROVAL_TASK = "approve_deployment"
+
+
+def _asks_approval(context: Context) -> bool:
+    return APPROVAL_TASK in context["dag"].task_ids

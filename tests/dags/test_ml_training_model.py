@@ -12,9 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from include.devstack.processes import free_port
 from include.mlops import alias_history, deployment, registry, versioning
-from include.mlops.naming import run_branch_name
+from include.mlops.naming import rollback_dag_id, run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
-from tests.dags.conftest import training_dag
+from tests.dags.conftest import load_dag, the_config, training_dag
 
 pytestmark = pytest.mark.usefixtures(
     "airflow_db", "lakefs_connection", "transactions_db", "model_service", "inference_log_db"
@@ -215,3 +215,49 @@ def test_nothing_is_registered_before_the_onnx_form_passes_parity():
     dag = training_dag()
     assert "package_onnx" in dag.get_task("register_challenger").upstream_task_ids
     assert {"register_challenger"} == dag.get_task("choose_outcome").upstream_task_ids
+
+
+def rollback(**conf):
+    return load_dag("model_rollback", rollback_dag_id(the_config().name)).test(run_conf=conf)
+
+
+def test_a_rollback_serves_the_version_again_moves_champion_and_records_who_and_why(
+    mlflow_connection, pipeline_config, model_service, inference_log_db
+):
+    first = run()
+    v1 = _xcom(first, "register_challenger")["version"]
+    data = _xcom(first, "resolve_training_data")  # read before the next run of the same date clears it
+    repo = LakeFSHook().get_repository()
+    test_rows = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(5)
+    records = deployment.records_of(test_rows, pipeline_config.dataset)
+    second = run(history_days=1)  # rejected by the gate, but it passed ONNX parity: deployable
+    v2 = _xcom(second, "register_challenger")["version"]
+    client, name = _client(mlflow_connection), pipeline_config.model.registered_name
+
+    def served() -> str:
+        return model_service.predict(records, model=name).json()["model_version"]
+
+    assert served() == v1
+    for version, reason in [("99", f"{name} has no version '99' (versions: {v1}, {v2})"), (v1, "is the champion")]:
+        refused = rollback(version=version)
+        assert refused.state == "failed" and refused.get_task_instance("deploy_version").state == "upstream_failed"
+        assert client.get_model_version_by_alias(name, registry.CHAMPION).version == v1 and served() == v1, reason
+
+    to_v2 = rollback(version=v2)
+    assert to_v2.state == "success"
+    assert client.get_model_version_by_alias(name, registry.CHAMPION).version == v2 and served() == v2
+    assert client.get_model_version_by_alias(name, registry.PREVIOUS_CHAMPION).version == v1
+    assert model_service.serving(name)["labels"]["airflow_run_id"] == second.run_id  # the run that trained v2
+
+    back = rollback()  # by default, to the previous champion
+    assert back.state == "success" and _xcom(back, "choose_version")["version"] == v1
+    assert client.get_model_version_by_alias(name, registry.CHAMPION).version == v1 and served() == v1
+
+    moves = [m for m in alias_history.moves(sa.create_engine(inference_log_db), name) if m.alias == "champion"]
+    assert [(m.from_version, m.to_version, m.cause) for m in moves] == [
+        (None, v1, "gate"),
+        (v1, v2, "rollback"),
+        (v2, v1, "rollback"),
+    ]
+    assert moves[1].airflow_dag_id == rollback_dag_id(name) and moves[1].airflow_run_id == to_v2.run_id
+    assert moves[1].detail == f"rollback to v{v2}; serving {name}:v{v2}"

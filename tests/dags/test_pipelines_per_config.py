@@ -1,4 +1,4 @@
-"""One pair of DAGs per config file: every model its own training and drift DAG, built from the config folder;
+"""Three DAGs per config file: every model its own training, drift and rollback DAG, built from the config folder;
 a broken or colliding file is an import error naming the file and key while the other models' DAGs load; a
 task's process builds only its own DAG."""
 
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from include.mlops.config import CONFIG_DIR
-from include.mlops.naming import monitor_dag_id, training_dag_id
+from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
 from tests.conftest import REPO_ROOT
 
 SHIPPED = {"fraud_detector", "breast_cancer_classifier"}
@@ -60,9 +60,10 @@ def _config(folder: Path, name: str, model: str, dataset: str, **changes) -> Pat
     return path
 
 
-def test_every_shipped_config_has_its_pair_of_dags_and_its_drift_dag_triggers_its_own_training():
+def test_every_shipped_config_has_its_dags_and_its_drift_dag_triggers_its_own_training():
     parsed = _parse()
-    expected = {training_dag_id(m) for m in SHIPPED} | {monitor_dag_id(m) for m in SHIPPED} | {"lakefs_housekeeping"}
+    per_model = (training_dag_id, monitor_dag_id, rollback_dag_id)
+    expected = {dag_id(m) for m in SHIPPED for dag_id in per_model} | {"lakefs_housekeeping"}
     assert set(parsed["dags"]) == expected
     assert parsed["errors"] == {}
     assert parsed["triggers"] == {monitor_dag_id(m): training_dag_id(m) for m in SHIPPED}
@@ -77,7 +78,12 @@ def test_a_broken_file_is_an_import_error_naming_it_and_the_other_models_load(tm
 
     parsed = _parse(tmp_path)
 
-    assert sorted(parsed["dags"]) == ["drift_monitor__good_model", "lakefs_housekeeping", "ml_training__good_model"]
+    assert sorted(parsed["dags"]) == [
+        "drift_monitor__good_model",
+        "lakefs_housekeeping",
+        "ml_training__good_model",
+        "model_rollback__good_model",
+    ]
     (check_file, error), *others = parsed["errors"].items()
     assert others == [] and check_file.endswith("pipeline_configs.py")
     assert "4 pipeline config(s)" in error
@@ -93,7 +99,10 @@ def test_an_empty_config_folder_says_so(tmp_path: Path):
     assert "holds no pipeline config (*.yaml): there is no model to train" in next(iter(parsed["errors"].values()))
 
 
-@pytest.mark.parametrize("dag_id", [training_dag_id("breast_cancer_classifier"), monitor_dag_id("fraud_detector")])
+@pytest.mark.parametrize(
+    "dag_id",
+    [training_dag_id("breast_cancer_classifier"), monitor_dag_id("fraud_detector"), rollback_dag_id("fraud_detector")],
+)
 def test_a_tasks_process_builds_only_its_own_dag(dag_id: str):
     # (The DagBag parses every file; a task's process parses only its DAG's file, and that builds one DAG.)
     assert set(_parse(dag_id=dag_id)["dags"]) - {"lakefs_housekeeping"} == {dag_id}

@@ -72,6 +72,8 @@ _DELETE = object()
         ("model", _DELETE, r"model: Field required"),
         ("model.registered_name", "Fraud-Detector", r"model\.registered_name: 'Fraud-Detector' must be lowercase"),
         ("model.registered_name", "1st_model", r"model\.registered_name: .*starting with a letter"),
+        ("gate.approval", "yes", r"gate\.approval: Input should be 'none' or 'required'"),
+        ("gate.approval_timeout_hours", 0, r"gate\.approval_timeout_hours: Input should be greater than 0"),
         ("dataset.target_classes", ["a"], None),
     ],
 )

@@ -193,6 +193,22 @@ def test_the_gate_reads_lower_is_better_metrics_the_right_way(config):
     assert not poor.promote and poor.floors_failed == {"r2": 0.2}
 
 
+def test_the_approval_request_shows_both_models_metrics_side_by_side_and_the_evidence(config):
+    def result(auc: float, ap: float) -> tracking.CandidateResult:
+        scores = {"roc_auc": auc, "average_precision": ap}
+        return tracking.CandidateResult("gb", "GradientBoosting", "run", "models:/m", scores, scores, 1.0)
+
+    decision = registry.decide(config, result(0.91, 0.42), "3", {"roc_auc": 0.88, "average_precision": 0.30}, [])
+    decision = registry.GateDecision(**{**decision.to_dict(), "version": "4"})
+    text = registry.approval_request(decision, {"MLflow run": "http://mlflow/#/run", "lakeFS commit": "http://l/c"})
+    assert text.startswith(f"**Gate:** {decision.summary()}")
+    assert "| metric (test split) | challenger v4 | champion v3 |" in text
+    assert "| average_precision **(gate)** | 0.4200 | 0.3000 |" in text and "| roc_auc | 0.9100 | 0.8800 |" in text
+    assert "- [MLflow run](http://mlflow/#/run)" in text and "- [lakeFS commit](http://l/c)" in text
+    first = registry.decide(config, result(0.91, 0.42), None, None, [])
+    assert "| roc_auc | 0.9100 | - |" in registry.approval_request(first, {})
+
+
 @pytest.mark.postgres
 def test_the_gate_on_a_postgres_backed_server(empty_postgres_url, tmp_path, model_config, splits):
     from include.devstack import services

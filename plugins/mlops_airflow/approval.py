@@ -1,0 +1,97 @@
+"""A person's approval before a challenger goes live (config `gate.approval: required`).
+
+The training run waits in Airflow's Required Actions, showing the gate's verdict, both models' metrics on the
+same test split and links to the evidence. Approve deploys and promotes the challenger; Reject, or no answer
+within `gate.approval_timeout_hours`, records the rejection on the run branch as a gate rejection does.
+
+It is a HITL *branch* and not the standard provider's ApprovalOperator: that one's Reject skips every task
+right after it, so nothing downstream could record the rejection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
+from airflow.sdk import Context
+
+APPROVE = "Approve"
+REJECT = "Reject"
+ANSWER_KEY = "answer"
+
+
+class ChallengerApprovalOperator(HITLBranchOperator):
+    """Ask whether the challenger `register_challenger` handed on may be deployed: `deploy_task` on Approve,
+    `reject_task` on Reject or timeout. A challenger the gate rejected (or a run with param `promote` off) is
+    not asked about: the run goes straight to `reject_task`.
+
+    The answer is handed on as XCom `answer`: {approved, by (the user's name; none on timeout), at}.
+    """
+
+    def __init__(self, *, model: str, timeout: dt.timedelta, deploy_task: str, reject_task: str, **kwargs: Any) -> None:
+        super().__init__(
+            subject=f"Deploy the new challenger of {model}?",
+            body="(filled in when the challenger is known)",
+            options=[APPROVE, REJECT],
+            options_mapping={APPROVE: deploy_task, REJECT: reject_task},
+            defaults=[REJECT],
+            response_timeout=timeout,
+            **kwargs,
+        )
+        self.model = model
+
+    def execute(self, context: Context) -> Any:
+        decision = context["ti"].xcom_pull(task_ids="register_challenger")
+        if not (decision["promote"] and context["params"].get("promote", True)):
+            why = "the gate rejected the challenger" if not decision["promote"] else "param promote is off"
+            self.log.info("Nothing to approve: %s", why)
+            return self.do_branch(context=context, branches_to_execute=[self.options_mapping[REJECT]])
+        self.subject = f"Deploy {decision['challenger']} as v{decision['version']} of {self.model}?"
+        self.body = _request(decision, context)
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        user = event.get("responded_by_user") or {}
+        answer = {
+            "approved": APPROVE in (event.get("chosen_options") or []),
+            "by": user.get("name") if isinstance(user, dict) else getattr(user, "name", None),
+            "at": event["responded_at"].isoformat() if event.get("responded_at") else None,
+        }
+        context["ti"].xcom_push(key=ANSWER_KEY, value=answer)
+        self.log.info("Answer: %s", answer)
+        return super().execute_complete(context, event)
+
+
+def _request(decision: dict, context: Context) -> str:
+    """The Markdown a person reads before answering."""
+    from include.mlops import registry, tracking
+    from mlops_airflow import mlflow_tracking
+    from mlops_airflow.lakefs_hook import LakeFSHook
+    from mlops_airflow.run_context import airflow_run_url
+
+    ti: Any = context["ti"]
+    training_run = ti.xcom_pull(task_ids="start_training_run")
+    data = ti.xcom_pull(task_ids="resolve_training_data")
+    mlflow_ui = mlflow_tracking.ui_url()
+    links = {
+        "Challenger's MLflow run": tracking.run_url(
+            mlflow_ui, training_run["experiment_id"], decision["challenger_run_id"]
+        ),
+        "Training run (all candidates)": tracking.run_url(
+            mlflow_ui, training_run["experiment_id"], training_run["run_id"]
+        ),
+        "Training data (lakeFS commit)": LakeFSHook().commit_url(data["repository"], data["commit"]),
+        "This Airflow run": airflow_run_url(ti.dag_id, ti.run_id),
+    }
+    return registry.approval_request(registry.GateDecision(**decision), links)
+
+
+def why_not_promoted(decision: dict, answer: dict | None) -> str:
+    """Why a run's challenger was not promoted, for the rejection commit: the gate's reason, the person who
+    rejected it, no answer in time, or param `promote` off."""
+    if not decision["promote"]:
+        return decision["reason"]
+    if answer is not None and not answer["approved"]:
+        return f"rejected by {answer['by']}" if answer["by"] else "no approval before the timeout"
+    return "gate passed, promotion is off (param promote)"
