@@ -480,9 +480,13 @@ def as_utc(moment: dt.datetime | str) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def history(engine: sa.Engine, model_name: str) -> list[dict[str, Any]]:
-    """The drift history of `model_name`, oldest check first."""
-    query = sa.select(drift_history).where(drift_history.c.model_name == model_name)
+def history(engine: sa.Engine, model_name: str, last: int | None = None) -> list[dict[str, Any]]:
+    """The drift history of `model_name` (only its `last` checks, when given), oldest check first."""
+    checks = sa.select(drift_history).where(drift_history.c.model_name == model_name)
+    if last is not None:
+        # The newest `last` through the (model_name, window_end) index, put back in order below.
+        checks = sa.select(checks.order_by(drift_history.c.window_end.desc()).limit(last).subquery())
+    rows = checks.subquery()
     with engine.begin() as connection:
         create_drift_history(connection)
-        return [dict(r._mapping) for r in connection.execute(query.order_by(drift_history.c.window_end))]
+        return [dict(r._mapping) for r in connection.execute(sa.select(rows).order_by(rows.c.window_end))]

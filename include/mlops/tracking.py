@@ -108,11 +108,17 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 def parent_run(client: MlflowClient, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
     """The training run of this DAG run (made on first call, found again on later ones)."""
-    existing = _runs_tagged(client, experiment, {ROLE_TAG: "training", "airflow_run_id": tags["airflow_run_id"]})
-    if existing:
-        return existing[0].info.run_id
+    existing = training_run(client, experiment, tags["airflow_run_id"])
+    if existing is not None:
+        return existing.info.run_id
     run = client.create_run(experiment, run_name=run_name, tags={**tags, ROLE_TAG: "training"})
     return run.info.run_id
+
+
+def training_run(client: MlflowClient, experiment: str, airflow_run_id: str):
+    """The training run (the parent of the candidates) of the Airflow run `airflow_run_id`, or None."""
+    existing = _runs_tagged(client, experiment, {ROLE_TAG: "training", "airflow_run_id": airflow_run_id})
+    return existing[0] if existing else None
 
 
 def train_candidate(
@@ -216,6 +222,14 @@ def load_onnx(model_uri: str) -> bytes:
 
 def run_url(tracking_uri: str, experiment: str, run_id: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def artifact_url(tracking_uri: str, experiment: str, artifact_uri: str) -> str:
+    """The MLflow UI page of an artifact given as `runs:/<run id>/<path>` (a drift report's `report_uri`)."""
+    if not artifact_uri.startswith("runs:/"):
+        raise ValueError(f"{artifact_uri!r} is not a runs:/<run id>/<path> URI")
+    run_id, _, path = artifact_uri.removeprefix("runs:/").partition("/")
+    return f"{run_url(tracking_uri, experiment, run_id)}/artifacts/{path}"
 
 
 def _log_model_and_data(

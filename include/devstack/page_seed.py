@@ -1,0 +1,168 @@
+"""Realistic state for the MLOps page's tests and benchmark, written through the real clients and the library's own
+functions: config files (one per model), registered model versions with the tags and aliases ml_training gives
+them (lineage, gate, ONNX parity, Bento), their MLflow training runs, the alias history and the drift history.
+
+    write_configs(folder, ["model_a", "model_b"])         the breast cancer config, once per model
+    seed_model(client, engine, "model_a", checks=1000)    three versions: previous champion, champion, challenger
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+import yaml
+from mlflow.tracking import MlflowClient
+
+from include.mlops import alias_history, monitoring, registry, tracking
+from include.mlops.config import CONFIG_DIR
+from include.mlops.naming import training_dag_id
+
+T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+LAKEFS_REPOSITORY = "mlops"
+DRIFT_THRESHOLD = 0.3
+
+
+def write_configs(folder: Path, models: list[str]) -> list[Path]:
+    """The shipped breast cancer config once per model (its own model and dataset name) in `folder`."""
+    raw = yaml.safe_load((CONFIG_DIR / "breast_cancer.yaml").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for model in models:
+        raw["dataset"]["name"] = f"{model}_data"
+        raw["model"]["registered_name"] = model
+        raw["drift"]["threshold"] = DRIFT_THRESHOLD
+        path = folder / f"{model}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True)
+class SeededVersion:
+    version: str
+    run_id: str  # the candidate run the version was registered from
+    training_run_id: str  # the parent run, tagged with the Airflow run
+    airflow_run_id: str
+    lakefs_commit: str
+    tags: dict[str, str]
+
+
+def training_run_id(n: int) -> str:
+    return f"manual__2026-11-0{n}T02:00:00+00:00"
+
+
+def seed_model(
+    client: MlflowClient, engine: sa.Engine, model: str, versions: int = 3, checks: int = 48
+) -> list[SeededVersion]:
+    """`versions` versions of `model`, each from its own training run: the last is the challenger (rejected
+    by the gate), the one before the champion, the one before that the previous champion; the alias moves
+    that put them there; and `checks` hourly drift checks (every 10th with labels, every 50th asking to
+    retrain, the last 24 with an HTML report)."""
+    experiment = tracking.experiment_id(client, model)
+    client.create_registered_model(model)
+    seeded = [_version(client, experiment, model, n, versions) for n in range(1, versions + 1)]
+    champion = seeded[-2] if versions > 1 else seeded[-1]
+    for n, v in enumerate(seeded, start=1):
+        client.set_registered_model_alias(model, registry.CHALLENGER, v.version)
+        _move(engine, model, registry.CHALLENGER, seeded[n - 2].version if n > 1 else None, v, "gate")
+        if int(v.version) <= int(champion.version):
+            if n > 1:
+                client.set_registered_model_alias(model, registry.PREVIOUS_CHAMPION, seeded[n - 2].version)
+            client.set_registered_model_alias(model, registry.CHAMPION, v.version)
+            _move(engine, model, registry.CHAMPION, seeded[n - 2].version if n > 1 else None, v, "gate")
+    if checks:
+        monitoring_run = tracking.monitoring_run(client, experiment, model, champion.version)
+        for i in range(checks):
+            monitoring.record_check(engine, drift_row(model, champion.version, i, checks, monitoring_run))
+    return seeded
+
+
+def drift_row(model: str, version: str, i: int, checks: int, monitoring_run: str) -> dict:
+    """The `i`-th of `checks` hourly checks, as drift_monitor's decide_retraining writes it."""
+    end = T0 + dt.timedelta(hours=i + 1)
+    share = round((i % 24) / 40, 4)  # 0 .. 0.575: over the threshold a few hours a day
+    labelled = i % 10 == 0
+    retrain = i % 50 == 20
+    report = f"runs:/{monitoring_run}/drift_reports/{end:%Y%m%dT%H%M}.html" if i >= checks - 24 else None
+    return {
+        "airflow_run_id": f"scheduled__{end.isoformat()}",
+        "model_name": model,
+        "model_version": version,
+        "window_start": end - dt.timedelta(hours=1),
+        "window_end": end,
+        "rows": 600 + i % 7,
+        "malformed_rows": 0,
+        "drift_share": share,
+        "drifted_columns": [f"feature_{c}" for c in range(int(share * 10))],
+        "prediction_drift_score": 0.01,
+        "labelled_rows": 250 if labelled else 0,
+        "live_score": 0.95 - share / 10 if labelled else None,
+        "champion_score": 0.97,
+        "retrain": retrain,
+        "reason": "data drift: share over the threshold" if retrain else f"no drift: {share:.0%} of features drifted",
+        "report_uri": report,
+    }
+
+
+def _version(client: MlflowClient, experiment: str, model: str, n: int, versions: int) -> SeededVersion:
+    airflow_run = training_run_id(n)
+    commit = f"{n:02d}" + "c0ffee" * 10 + "00"
+    lineage = {
+        "lakefs_repository": LAKEFS_REPOSITORY,
+        "lakefs_branch": f"run-{model}-{n}",
+        "lakefs_commit": commit,
+        "airflow_dag_id": training_dag_id(model),
+        "airflow_run_id": airflow_run,
+    }
+    promote = n < versions or versions == 1
+    gate = {
+        "gate_decision": "promote" if promote else "reject",
+        "gate_reason": "better than the champion by at least the required margin"
+        if promote
+        else "not better than the champion by the required margin",
+        "gate_metric": "roc_auc",
+        "gate_challenger_score": f"{0.95 + n / 1000:.6f}",
+        "gate_champion_version": str(n - 1) if n > 1 else "",
+        "gate_champion_score": f"{0.95 + (n - 1) / 1000:.6f}" if n > 1 else "",
+        "gate_margin": "0.001000" if n > 1 else "",
+    }
+    parity = {
+        "onnx_parity": "passed",
+        "onnx_parity_rows": "114",
+        "onnx_label_agreement": "1.000000",
+        "onnx_max_probability_difference": "1.2e-07",
+        "onnx_model_uri": f"models:/m-onnx{n}",
+    }
+    bento = {"bentoml_model_tag": f"{model}:v{n}abc", "bento_tag": f"mlops_service:v{n}def"}
+    parent = client.create_run(
+        experiment, run_name=f"training-{n}", tags={**lineage, tracking.ROLE_TAG: "training", **gate}
+    ).info.run_id
+    candidate = client.create_run(
+        experiment, run_name="gradient_boosting", tags={**lineage, tracking.PARENT_TAG: parent}
+    ).info.run_id
+    tags = {**lineage, **gate, **parity, **(bento if promote else {})}
+    version = client.create_model_version(model, f"runs:/{candidate}/model", run_id=candidate, tags=tags).version
+    client.set_tag(parent, "challenger_version", str(version))
+    return SeededVersion(str(version), candidate, parent, airflow_run, commit, tags)
+
+
+def _move(engine: sa.Engine, model: str, alias: str, before: str | None, v: SeededVersion, cause: str) -> None:
+    alias_history.record_move(
+        engine,
+        alias_history.AliasMove(
+            model_name=model,
+            alias=alias,
+            from_version=before,
+            to_version=v.version,
+            cause=cause,
+            trigger="nightly",
+            actor=f"airflow run {v.airflow_run_id}",
+            airflow_dag_id=training_dag_id(model),
+            airflow_run_id=v.airflow_run_id,
+            detail=v.tags["gate_reason"],
+            moved_at=T0 + dt.timedelta(days=int(v.version) - 1, minutes=1 if alias == registry.CHAMPION else 0),
+        ),
+    )
