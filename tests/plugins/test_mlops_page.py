@@ -1,0 +1,397 @@
+"""The MLOps page on a real `airflow api-server` (one for the module), a real MLflow server and a real history
+database: what it shows per model, the per-run tab, the Rollback button, and who may see and do what.
+
+The api-server shares the session's metadata DB (SQLite), where this module writes the DAGs the page reads runs
+of (small stand-ins with the real ids), their runs and a challenger awaiting approval, through Airflow's ORM.
+The connections are read by the api-server from that DB (MLflow, the history database) and from the
+environment (lakeFS), as a deployment has them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import textwrap
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import jwt
+import pytest
+import sqlalchemy as sa
+from mlflow.tracking import MlflowClient
+
+from include.devstack import page_seed, services
+from include.devstack.processes import free_port
+from include.mlops import alias_history, monitoring
+from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
+
+ALPHA, BETA, GAMMA = "page_alpha", "page_beta", "page_gamma"  # gamma: nothing trained, no rollback DAG
+MODELS = [ALPHA, BETA, GAMMA]
+LAKEFS_UI = "http://lakefs.example:8000"
+JWT_SECRET = "mlops-page-test-secret-" + "0123456789abcdef" * 4
+PASSWORDS = {"admin": "admin-pw", "viewer": "viewer-pw", "nobody": "nobody-pw"}
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, mlflow_server, airflow_db) -> dict:
+    """Configs, MLflow versions and runs, alias and drift history, DAGs, runs and an approval waiting."""
+    root = tmp_path_factory.mktemp("mlops-page")
+    page_seed.write_configs(root / "configs", MODELS)
+    history_url = f"sqlite:///{root / 'history.db'}"
+    engine = sa.create_engine(history_url)
+    client = MlflowClient(mlflow_server.url)
+    versions = {
+        ALPHA: page_seed.seed_model(client, engine, ALPHA, versions=3, checks=48),
+        BETA: page_seed.seed_model(client, engine, BETA, versions=1, checks=0),
+    }
+    _write_connections(mlflow_server.url, history_url)
+    runs = _write_dags_and_runs(root / "dags")
+    return {"root": root, "engine": engine, "client": client, "versions": versions, "runs": runs}
+
+
+def _write_connections(mlflow_url: str, history_url: str) -> None:
+    """In the metadata DB, as airflow_settings.yaml puts them there."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    address = urlparse(mlflow_url)
+    with create_session() as session:
+        for conn_id in ("mlflow_default", "inference_log_db"):
+            session.execute(sa.delete(Connection).where(Connection.conn_id == conn_id))
+        session.add(Connection(conn_id="mlflow_default", conn_type="http", host=address.hostname, port=address.port))
+        session.add(
+            Connection(conn_id="inference_log_db", conn_type="sqlite", host=history_url.removeprefix("sqlite:///"))
+        )
+
+
+def _write_dags_and_runs(folder: Path) -> dict:
+    """Stand-in DAGs with the models' DAG ids (no rollback DAG for GAMMA), parsed into the metadata DB as the
+    dag-processor would; three training runs of ALPHA (the last waiting at approve_deployment), a drift run."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from airflow.utils.types import DagRunTriggeredByType
+
+    folder.mkdir()
+    dag_ids = [training_dag_id(m) for m in MODELS] + [monitor_dag_id(m) for m in MODELS]
+    dag_ids += [rollback_dag_id(ALPHA), rollback_dag_id(BETA)]
+    (folder / "page_dags.py").write_text(
+        textwrap.dedent(
+            f"""
+            from airflow.providers.standard.operators.empty import EmptyOperator
+            from airflow.sdk import DAG
+
+            for dag_id in {dag_ids!r}:
+                with DAG(dag_id, schedule=None, is_paused_upon_creation=False) as dag:
+                    EmptyOperator(task_id="approve_deployment" if dag_id.startswith("ml_training") else "work")
+                globals()[dag_id] = dag
+            """
+        )
+    )
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=str(folder))
+    assert not bag.import_errors, bag.import_errors
+    sync_bag_to_db(bag, "dags-folder", None)
+    runs = {}
+    for n, state in ((1, DagRunState.SUCCESS), (2, DagRunState.SUCCESS), (3, DagRunState.RUNNING)):
+        run_id = page_seed.training_run_id(n)
+        trigger_dag(training_dag_id(ALPHA), triggered_by=DagRunTriggeredByType.TEST, run_id=run_id, conf={})
+        runs[n] = run_id
+        with create_session() as session:
+            session.execute(
+                sa.text("UPDATE dag_run SET state = :state, start_date = :start WHERE dag_id = :dag AND run_id = :run"),
+                {
+                    "state": state.value,
+                    "start": dt.datetime(2026, 11, n, 2, tzinfo=dt.UTC),
+                    "dag": training_dag_id(ALPHA),
+                    "run": run_id,
+                },
+            )
+    trigger_dag(monitor_dag_id(ALPHA), triggered_by=DagRunTriggeredByType.TEST, run_id="drift_check_1", conf={})
+    with create_session() as session:
+        waiting = session.scalars(
+            sa.select(TaskInstance).where(
+                TaskInstance.dag_id == training_dag_id(ALPHA),
+                TaskInstance.run_id == runs[3],
+                TaskInstance.task_id == "approve_deployment",
+            )
+        ).one()
+        waiting.state = TaskInstanceState.AWAITING_INPUT
+        session.add(
+            HITLDetail(ti_id=waiting.id, options=["Approve", "Reject"], subject=f"Deploy {ALPHA} v3?", params={})
+        )
+    return runs
+
+
+@pytest.fixture(scope="module")
+def api_server(seeded, tmp_path_factory, service_logs) -> str:
+    """`airflow api-server` on the session's metadata DB with three users: admin, viewer, and one without a
+    role (SimpleAuthManager's only way to a user without DAG access)."""
+    home = tmp_path_factory.mktemp("api-server-home")
+    (home / "passwords.json").write_text(json.dumps(PASSWORDS))
+    port = free_port()
+    env = services.airflow_env(
+        home,
+        port,
+        extra={
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer,nobody:",
+            "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
+            "AIRFLOW__API__WORKERS": "1",
+            "MLOPS_CONFIG_DIR": str(seeded["root"] / "configs"),
+            "AIRFLOW_CONN_LAKEFS_DEFAULT": json.dumps(
+                {"conn_type": "lakefs", "host": "http://lakefs.internal:8000", "extra": {"ui_url": LAKEFS_UI}}
+            ),
+        },
+        database_url=os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+    )
+    for name in ("AIRFLOW_CONN_MLFLOW_DEFAULT", "AIRFLOW_CONN_INFERENCE_LOG_DB", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)  # the api-server must find them in the metadata DB
+    process = services.start_airflow_component(["api-server"], env, service_logs, timeout=180)
+    try:
+        yield process.url
+    finally:
+        process.stop()
+
+
+def token(base: str, user: str) -> str:
+    response = httpx.post(f"{base}/auth/token", json={"username": user, "password": PASSWORDS[user]}, timeout=30)
+    assert response.status_code in (200, 201), response.text
+    return response.json()["access_token"]
+
+
+@pytest.fixture(scope="module")
+def admin(api_server) -> httpx.Client:
+    with httpx.Client(
+        base_url=api_server, headers={"Authorization": f"Bearer {token(api_server, 'admin')}"}, timeout=60
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def page(admin) -> str:
+    response = admin.get("/mlops/")
+    assert response.status_code == 200, response.text[:2000]
+    return response.text
+
+
+def section(html: str, model: str) -> str:
+    """The page's part about `model`."""
+    match = re.search(rf'<section class="model" id="{model}".*?</section>', html, re.S)
+    assert match, f"no section for {model}"
+    return match.group(0)
+
+
+def test_the_page_lists_every_configured_model_with_its_aliases_and_their_gate_and_parity(page, seeded):
+    assert [m for m in re.findall(r'<section class="model" id="(\w+)"', page)] == MODELS
+    alpha = section(page, ALPHA)
+    cards = dict(re.findall(r'data-alias="([\w-]+)" data-version="(\d+)"', alpha))
+    assert cards == {"champion": "2", "challenger": "3", "previous-champion": "1"}
+    challenger = alpha[alpha.index('data-alias="challenger"') :]
+    assert 'class="badge reject">reject' in challenger and "not better than the champion" in challenger
+    assert "roc_auc 0.953000" in challenger and "vs v2 0.952000" in challenger
+    assert 'class="badge passed">passed' in challenger and "label agreement 1.000000" in challenger
+    assert "mlops_service:v2def" in alpha and "page_alpha:v2abc" in alpha
+    assert dict(re.findall(r'data-alias="([\w-]+)" data-version="(\d+)"', section(page, BETA))) == {
+        "champion": "1",
+        "challenger": "1",
+    }
+    assert "No version has an alias yet" in section(page, GAMMA)
+
+
+def test_each_version_links_its_lakefs_commit_mlflow_run_and_airflow_run(page, seeded, mlflow_server):
+    alpha = section(page, ALPHA)
+    champion = seeded["versions"][ALPHA][1]
+    experiment = seeded["client"].get_experiment_by_name(ALPHA).experiment_id
+    hrefs = re.findall(r'href="([^"]+)"', alpha[alpha.index('data-alias="champion"') :])
+    assert f"{LAKEFS_UI}/repositories/mlops/commits/{champion.lakefs_commit}" in hrefs
+    assert f"{mlflow_server.url}/#/experiments/{experiment}/runs/{champion.run_id}" in hrefs
+    run_link = f"/dags/{training_dag_id(ALPHA)}/runs/{champion.airflow_run_id.replace(':', '%3A').replace('+', '%2B')}"
+    assert any(h.endswith(run_link) for h in hrefs), hrefs
+
+
+def test_the_alias_history_is_listed_newest_first(page):
+    rows = re.findall(r"<td>([\w-]+)</td>\s*<td>(?:v(\d+)|–) → v(\d+)</td>", section(page, ALPHA))
+    assert rows == [
+        ("challenger", "2", "3"),
+        ("champion", "1", "2"),
+        ("challenger", "1", "2"),
+        ("champion", "", "1"),
+        ("challenger", "", "1"),
+    ]
+
+
+def test_the_drift_chart_has_a_point_per_check_the_threshold_and_links_to_the_reports(page, seeded, mlflow_server):
+    alpha = section(page, ALPHA)
+    history = monitoring.history(seeded["engine"], ALPHA)
+    points = re.findall(r'<circle class="check[^"]*"[^>]*data-window-end="([^"]+)"', alpha)
+    assert points == [row["window_end"].replace(tzinfo=dt.UTC).isoformat() for row in history]
+    assert len(re.findall(r'<circle class="check retrain"', alpha)) == sum(r["retrain"] for r in history) > 0
+    assert re.search(r'<line class="threshold"[^>]*data-threshold="0.3"', alpha)
+    assert '<polyline class="live-score"' in alpha or '<circle class="live-score"' in alpha
+    experiment = seeded["client"].get_experiment_by_name(ALPHA).experiment_id
+    newest = history[-1]
+    run_id, _, path = newest["report_uri"].removeprefix("runs:/").partition("/")
+    report = f"{mlflow_server.url}/#/experiments/{experiment}/runs/{run_id}/artifacts/{path}"
+    assert f'<a class="report" href="{report}"' in alpha
+    assert f'<a href="{report}" target="_blank"' in alpha  # its dot in the chart
+
+
+def test_a_model_without_drift_history_shows_the_empty_state(page):
+    for model in (BETA, GAMMA):
+        part = section(page, model)
+        assert "No drift check yet" in part and "<svg" not in part
+
+
+def test_the_last_runs_and_the_approval_waiting_are_shown(page, seeded):
+    alpha = section(page, ALPHA)
+    runs = re.findall(r'<tr data-dag-id="([\w]+)">.*?>([^<]+)</a>', alpha, re.S)
+    newest_first = [(monitor_dag_id(ALPHA), "drift_check_1")]
+    newest_first += [(training_dag_id(ALPHA), seeded["runs"][n]) for n in (3, 2, 1)]
+    assert runs == newest_first
+    approval = re.search(r'<div class="notice approval" data-run-id="([^"]+)">(.*?)</div>', alpha, re.S)
+    assert approval and approval.group(1) == seeded["runs"][3]
+    assert f"Deploy {ALPHA} v3?" in approval.group(2)
+    assert "/tasks/approve_deployment/required_actions" in approval.group(2)
+    assert "No run of" in section(page, GAMMA)
+
+
+def test_the_run_tab_shows_the_moves_and_the_gate_of_a_training_run(admin, seeded):
+    run_id = seeded["runs"][2]
+    response = admin.get(f"/mlops/runs/{training_dag_id(ALPHA)}/{run_id}")
+    assert response.status_code == 200
+    html = response.text
+    moves = re.findall(r"<td>([\w-]+)</td>\s*<td>(?:v(\d+)|–) → v(\d+)</td>", html)
+    assert sorted(moves) == [("challenger", "1", "2"), ("champion", "1", "2")]
+    assert 'class="badge promote">promote' in html and "registered as</th><td>v2" in html
+    parent = seeded["versions"][ALPHA][1].training_run_id
+    assert re.search(rf'href="[^"]+/runs/{parent}"', html)
+
+
+def test_the_run_tab_of_other_runs_is_an_empty_friendly_state(admin):
+    drift = admin.get(f"/mlops/runs/{monitor_dag_id(ALPHA)}/drift_check_1")
+    assert drift.status_code == 200 and "This run moved no alias" in drift.text and "Gate" not in drift.text
+    other = admin.get("/mlops/runs/lakefs_housekeeping/scheduled__2026-11-01T00:00:00+00:00")
+    assert other.status_code == 200 and "belongs to no configured model" in other.text
+
+
+def test_rollback_triggers_the_models_rollback_dag_as_the_signed_in_user(admin, api_server):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunTriggeredByType
+
+    response = admin.post(f"/mlops/models/{ALPHA}/rollback", data={"version": "1"}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    location = urlparse(response.headers["location"])
+    assert location.path == "/mlops/"
+    query = parse_qs(location.query)
+    assert query["triggered"] == [rollback_dag_id(ALPHA)]
+    with create_session() as session:
+        run = session.scalars(
+            sa.select(DagRun).where(DagRun.dag_id == rollback_dag_id(ALPHA), DagRun.run_id == query["run"][0])
+        ).one()
+        assert (run.conf, run.triggering_user_name, run.triggered_by) == (
+            {"version": "1"},
+            "admin",
+            DagRunTriggeredByType.UI,
+        )
+    notice = admin.get(response.headers["location"]).text
+    assert re.search(
+        rf'id="notice">Triggered <strong>{rollback_dag_id(ALPHA)}</strong>:\s*<a href="[^"]+/dags/'
+        rf"{rollback_dag_id(ALPHA)}/runs/",
+        notice,
+    )
+
+    default = admin.post(f"/mlops/models/{BETA}/rollback", data={"version": ""}, follow_redirects=False)
+    assert default.status_code == 303
+    with create_session() as session:
+        run = session.scalars(sa.select(DagRun).where(DagRun.dag_id == rollback_dag_id(BETA))).one()
+        assert run.conf == {} and run.triggering_user_name == "admin"
+
+
+def test_rollback_of_a_model_without_its_rollback_dag_is_a_404_naming_it(admin):
+    response = admin.post(f"/mlops/models/{GAMMA}/rollback", data={"version": ""}, follow_redirects=False)
+    assert response.status_code == 404 and rollback_dag_id(GAMMA) in response.text
+    assert admin.post("/mlops/models/no_such_model/rollback", data={}).status_code == 404
+    assert admin.post(f"/mlops/models/{ALPHA}/rollback", data={"version": "v1; drop"}).status_code == 400
+
+
+def test_a_viewer_sees_the_page_but_may_not_roll_back(api_server):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    headers = {"Authorization": f"Bearer {token(api_server, 'viewer')}"}
+    assert httpx.get(f"{api_server}/mlops/", headers=headers, timeout=60).status_code == 200
+    with create_session() as session:
+        before = session.scalar(sa.select(sa.func.count()).where(DagRun.dag_id == rollback_dag_id(ALPHA)))
+    refused = httpx.post(f"{api_server}/mlops/models/{ALPHA}/rollback", data={"version": "1"}, headers=headers)
+    assert refused.status_code == 403
+    with create_session() as session:
+        assert session.scalar(sa.select(sa.func.count()).where(DagRun.dag_id == rollback_dag_id(ALPHA))) == before
+
+
+def test_a_user_without_dag_access_gets_403_and_no_data(api_server):
+    headers = {"Authorization": f"Bearer {token(api_server, 'nobody')}"}
+    for path in ("/mlops/", f"/mlops/runs/{training_dag_id(ALPHA)}/x"):
+        response = httpx.get(f"{api_server}{path}", headers=headers, timeout=60)
+        assert response.status_code == 403 and ALPHA not in response.text
+    refused = httpx.post(f"{api_server}/mlops/models/{ALPHA}/rollback", data={}, headers=headers)
+    assert refused.status_code == 403
+
+
+def test_no_expired_or_garbage_tokens_are_refused_and_bearer_and_cookie_both_work(api_server):
+    url = f"{api_server}/mlops/"
+    assert httpx.get(url).status_code == 401
+    garbage = httpx.get(url, headers={"Authorization": "Bearer not-a-jwt"})
+    assert garbage.status_code == 403 and "Invalid JWT token" in garbage.text
+    real = token(api_server, "admin")
+    claims = jwt.decode(real, options={"verify_signature": False})
+    forged = jwt.encode(claims, "another-secret", algorithm="HS512")
+    assert httpx.get(url, headers={"Authorization": f"Bearer {forged}"}).status_code == 403
+    old = int(dt.datetime.now(dt.UTC).timestamp()) - 7200
+    expired = jwt.encode({**claims, "iat": old, "nbf": old, "exp": old + 60}, JWT_SECRET, algorithm="HS512")
+    assert httpx.get(url, headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+    assert httpx.get(url, headers={"Authorization": f"Bearer {real}"}, timeout=60).status_code == 200
+    assert httpx.get(url, cookies={"_token": real}, timeout=60).status_code == 200
+    # A Bearer header wins over the cookie: a garbage header is refused even with a good cookie.
+    assert httpx.get(url, headers={"Authorization": "Bearer x"}, cookies={"_token": real}).status_code == 403
+
+
+def test_the_plugin_is_listed_with_its_page_and_its_run_tab(admin):
+    plugins = admin.get("/api/v2/plugins").json()["plugins"]
+    [mlops] = [p for p in plugins if p["name"] == "mlops"]
+    views = {v["destination"]: v for v in mlops["external_views"]}
+    assert views["nav"]["href"] == "/mlops/" and views["nav"]["url_route"] == "mlops"
+    assert views["dag_run"]["href"] == "/mlops/runs/{DAG_ID}/{RUN_ID}" and views["dag_run"]["url_route"]
+    assert [app["url_prefix"] for app in mlops["fastapi_apps"]] == ["/mlops"]
+    assert len(mlops["operator_extra_links"]) == 4
+
+
+def test_alias_history_rows_written_after_the_first_page_show_up(admin, seeded):
+    """The page reads the history on every request (nothing is cached between requests)."""
+    alias_history.record_move(
+        seeded["engine"],
+        alias_history.AliasMove(
+            ALPHA,
+            "champion",
+            "2",
+            "1",
+            "rollback",
+            "manual",
+            "admin",
+            rollback_dag_id(ALPHA),
+            "manual__late",
+            "v2 misbehaves",
+            moved_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+        ),
+    )
+    first = re.search(r"<td>([\w-]+)</td>\s*<td>(?:v(\d+)|–) → v(\d+)</td>", section(admin.get("/mlops/").text, ALPHA))
+    assert first.groups() == ("champion", "2", "1")
