@@ -15,7 +15,7 @@ from html import escape
 
 from include.mlops.model_overview import DriftPoint
 
-WIDTH, HEIGHT = 760, 220
+WIDTH, HEIGHT = 1100, 200
 LEFT, RIGHT, TOP, BOTTOM = 44, 52, 14, 30
 X_TICKS = 5
 
@@ -43,7 +43,7 @@ def svg(points: Sequence[DriftPoint], threshold: float, metric: str) -> str:
 
     parts = [
         f'<svg class="drift-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="drift history">'
+        f'role="img" aria-label="share of drifted features and live {escape(metric)} over time">'
     ]
     for tick in (0, 0.25, 0.5, 0.75, 1):
         y = y_share(tick)
@@ -91,10 +91,6 @@ def svg(points: Sequence[DriftPoint], threshold: float, metric: str) -> str:
         if p.report_url:
             dot = f'<a href="{escape(p.report_url)}" target="_blank" rel="noopener">{dot}</a>'
         parts.append(dot)
-    parts.append(
-        f'<text class="legend" x="{LEFT + 4}" y="{TOP + 10}">share of drifted features · '
-        f"threshold {threshold:.0%} · live {escape(metric)} · champion's test {escape(metric)}</text>"
-    )
     parts.append("</svg>")
     return "".join(parts)
 
