@@ -71,6 +71,11 @@ class GateDecision:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: Mapping) -> GateDecision:
+        """The decision in `values`, which may carry more (what register_challenger hands on adds the ONNX URI)."""
+        return cls(**{name: values[name] for name in cls.__dataclass_fields__ if name in values})
+
     def as_tags(self) -> dict[str, str]:
         return {
             "gate_decision": "promote" if self.promote else "reject",

@@ -29,10 +29,13 @@ class ChallengerApprovalOperator(HITLBranchOperator):
     The answer is handed on as XCom `answer`: {approved, by (the user's name; none on timeout), at}.
     """
 
+    # Subject and body are written when the challenger is known (in execute), not rendered from templates.
+    template_fields = ()
+
     def __init__(self, *, model: str, timeout: dt.timedelta, deploy_task: str, reject_task: str, **kwargs: Any) -> None:
         super().__init__(
             subject=f"Deploy the new challenger of {model}?",
-            body="(filled in when the challenger is known)",
+            body="",
             options=[APPROVE, REJECT],
             options_mapping={APPROVE: deploy_task, REJECT: reject_task},
             defaults=[REJECT],
@@ -84,7 +87,7 @@ def _request(decision: dict, context: Context) -> str:
         "Training data (lakeFS commit)": LakeFSHook().commit_url(data["repository"], data["commit"]),
         "This Airflow run": airflow_run_url(ti.dag_id, ti.run_id),
     }
-    return registry.approval_request(registry.GateDecision(**decision), links)
+    return registry.approval_request(registry.GateDecision.from_dict(decision), links)
 
 
 def why_not_promoted(decision: dict, answer: dict | None) -> str:

@@ -199,7 +199,7 @@ def test_the_approval_request_shows_both_models_metrics_side_by_side_and_the_evi
         return tracking.CandidateResult("gb", "GradientBoosting", "run", "models:/m", scores, scores, 1.0)
 
     decision = registry.decide(config, result(0.91, 0.42), "3", {"roc_auc": 0.88, "average_precision": 0.30}, [])
-    decision = registry.GateDecision(**{**decision.to_dict(), "version": "4"})
+    decision = registry.GateDecision.from_dict({**decision.to_dict(), "version": "4", "onnx_model_uri": "models:/x"})
     text = registry.approval_request(decision, {"MLflow run": "http://mlflow/#/run", "lakeFS commit": "http://l/c"})
     assert text.startswith(f"**Gate:** {decision.summary()}")
     assert "| metric (test split) | challenger v4 | champion v3 |" in text
