@@ -23,7 +23,10 @@ class MLOpsPlugin(AirflowPlugin):
     operator_extra_links = [LakeFSCommitLink(), MLflowRunLink(), ServiceDocsLink(), DriftReportLink()]
     fastapi_apps = [{"app": MLOpsPageApp(), "url_prefix": URL_PREFIX, "name": "MLOps page"}]
     external_views = [
-        {"name": "MLOps", "href": f"{URL_PREFIX}/", "destination": "nav", "url_route": "mlops", "nav_top_level": True},
+        # No url_route: the page opens in a tab of its own. With one, Airflow 3.3 shows it in an iframe sandboxed
+        # without allow-popups, allow-top-navigation and allow-modals, where its links to lakeFS, MLflow and the
+        # Airflow runs and the Rollback button's confirmation do nothing.
+        {"name": "MLOps", "href": f"{URL_PREFIX}/", "destination": "nav", "nav_top_level": True},
         {
             "name": "MLOps",
             "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}",

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from playwright.sync_api import Page
+
 CHROMIUM = Path(os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium"))
 # fonts-liberation is only recommended, and without a font the screenshots show boxes for text.
 DEBIAN_PACKAGES = ["chromium", "fonts-liberation"]
@@ -53,3 +55,42 @@ def chromium_missing_reason(install: bool = True) -> str:
     if not CHROMIUM.exists():
         return f"apt-get installed {DEBIAN_PACKAGES} but {CHROMIUM} is still missing"
     return ""
+
+
+class Screenshots:
+    """A browser test's screenshots, numbered in the order taken, in `folder`; copied to
+    `$MLOPS_TEST_OUTPUT/<test>/` when that variable is set."""
+
+    def __init__(self, folder: Path, test: str) -> None:
+        self.folder = folder
+        self.test = test
+        folder.mkdir(parents=True, exist_ok=True)
+        self.taken: list[str] = []
+
+    def take(self, page: Page, name: str) -> None:
+        page.screenshot(path=self.folder / f"{len(self.taken) + 1:02d}_{name}.png", full_page=True)
+        self.taken.append(name)
+
+    def failure(self, pages: list[Page]) -> None:
+        """What each open tab showed when the test failed (best effort: the failure is what matters)."""
+        for number, page in enumerate(pages):
+            try:
+                page.screenshot(path=self.folder / f"failure_{number}.png", full_page=True, timeout=10_000)
+            except Exception as exc:
+                print(f"no screenshot of tab {number}: {exc}")
+
+    def publish(self) -> None:
+        print(f"screenshots: {self.folder}")
+        if target := os.environ.get("MLOPS_TEST_OUTPUT"):
+            copy = Path(target) / self.test
+            shutil.copytree(self.folder, copy, dirs_exist_ok=True)
+            print(f"screenshots copied to {copy}")
+
+
+def sign_in(page: Page, airflow: str, password: str, username: str = "admin") -> None:
+    """Through SimpleAuthManager's login page, until the UI's navigation shows."""
+    page.goto(f"{airflow}/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_test_id("nav-dags-link").wait_for()

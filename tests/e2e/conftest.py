@@ -4,7 +4,8 @@ Airflow component, CeleryExecutor on Postgres and Redis, serving two models side
 `e2e` starts what `make run` starts (include/devstack/stack.py) once for the e2e tests, the way compose runs
 Airflow: an api-server, a scheduler, a dag-processor, a triggerer and a Celery worker, each a process group of
 its own, all stopped when the last e2e test is done. Its two models are the demo (scaled down) and the shipped
-breast cancer config, whose CSV drops the stack writes where the test's copy of the config points.
+breast cancer config, whose CSV drops the stack writes where the test's copy of the config points, and whose
+challengers wait for a person's approval.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from include.devstack import stack as devstack
 from include.devstack.processes import free_port
 from include.devstack.supervisor import Supervisor
 from include.mlops.config import CONFIG_DIR, PipelineConfig
+from tests.e2e import browser
 from tests.fixtures.services import (
     REDIS_HOST,
     REDIS_PORT,
@@ -36,6 +38,7 @@ ROWS_PER_DAY = 4000
 # The world changed this many days ago: the first champion learns the days before, and the drift-triggered run
 # collects its whole window again (5 days, ending at the 2-day collection lag): all of it the changed world.
 DAYS_SINCE_CHANGE = TRAINING_DAYS + 2
+APPROVAL_TIMEOUT = 120  # seconds
 DEMO = "fraud_detector"
 BREAST_CANCER = "breast_cancer_classifier"
 
@@ -57,6 +60,14 @@ def _configs(folder: Path) -> Path:
     (configs / "fraud_demo.yaml").write_text(yaml.safe_dump(demo))
     cancer = yaml.safe_load((CONFIG_DIR / "breast_cancer.yaml").read_text())
     cancer["source"]["path"] = str(folder / "breast_cancer_drops")
+    # A person approves each of its challengers (in the UI test, and through the REST API in the loop's), and a
+    # retrained model as good as the champion passes the gate, so that every run asks; an unanswered one is
+    # rejected after a short while.
+    cancer["gate"] |= {
+        "approval": "required",
+        "min_improvement": 0.0,
+        "approval_timeout_hours": APPROVAL_TIMEOUT / 3600,
+    }
     (configs / "breast_cancer.yaml").write_text(yaml.safe_dump(cancer))
     return configs
 
@@ -102,6 +113,15 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             yield E2E(devstack.start(options, supervisor, said.append), folder, said)
         finally:
             supervisor.stop_all()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium for the browser tests, installed with apt-get on a machine that lacks it (CI's clean
+    one)."""
+    if reason := browser.chromium_missing_reason():
+        pytest.skip(reason)
+    return browser.CHROMIUM
 
 
 def logs_of(folder: Path, lines: int = 40) -> str:

@@ -2,7 +2,8 @@
 
 Headless Chromium (Debian's, driven by Playwright) signs into the Airflow 3.3 UI, finds the pipelines of both
 models in the Dag list, triggers the breast cancer model's training DAG from the Trigger form with its params
-typed in, watches the run succeed on the run page, and follows the task buttons "lakeFS" and "MLflow run" to
+typed in, approves its challenger in Required Actions (the model's config asks for a person's approval),
+watches the run succeed on the run page, and follows the task buttons "lakeFS" and "MLflow run" to
 the commit and the MLflow run this very run made. It runs on the stack the e2e tests share
 (tests/e2e/conftest.py). Screenshots of every step go to `<tmp_path>/screenshots` (printed), and are copied to
 `$MLOPS_TEST_OUTPUT/test_airflow_ui/` when that variable is set.
@@ -10,9 +11,7 @@ the commit and the MLflow run this very run made. It runs on the stack the e2e t
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 import urllib.parse
 import uuid
@@ -23,9 +22,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from include.devstack.airflow_api import TaskState, progress_line
+from include.devstack.airflow_api import AirflowAPI, TaskState, progress_line
 from include.mlops.naming import monitor_dag_id, training_dag_id
-from tests.e2e import browser
+from tests.e2e import approvals, browser
 from tests.e2e.conftest import BREAST_CANCER, DEMO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -39,43 +38,9 @@ RUN_TIMEOUT = 420
 UI_TIMEOUT_MS = 30_000
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's Chromium, installed with apt-get on a machine that lacks it (CI's clean one)."""
-    if reason := browser.chromium_missing_reason():
-        pytest.skip(reason)
-    return browser.CHROMIUM
-
-
-class Screenshots:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.taken: list[str] = []
-
-    def take(self, page: Page, name: str) -> None:
-        page.screenshot(path=self.folder / f"{len(self.taken) + 1:02d}_{name}.png", full_page=True)
-        self.taken.append(name)
-
-    def failure(self, pages: list[Page]) -> None:
-        """What each open tab showed when the test failed (best effort: the failure is what matters)."""
-        for number, page in enumerate(pages):
-            try:
-                page.screenshot(path=self.folder / f"failure_{number}.png", full_page=True, timeout=10_000)
-            except Exception as exc:
-                print(f"no screenshot of tab {number}: {exc}")
-
-    def publish(self) -> None:
-        print(f"screenshots: {self.folder}")
-        if target := os.environ.get("MLOPS_TEST_OUTPUT"):
-            copy = Path(target) / "test_airflow_ui"
-            shutil.copytree(self.folder, copy, dirs_exist_ok=True)
-            print(f"screenshots copied to {copy}")
-
-
 def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(e2e, tmp_path: Path, chromium: Path):
     expect.set_options(timeout=UI_TIMEOUT_MS)
-    shots = Screenshots(tmp_path / "screenshots")
+    shots = browser.Screenshots(tmp_path / "screenshots", "test_airflow_ui")
     run_id = f"ui_test_{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
 
@@ -101,9 +66,12 @@ def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(e2e, tmp_path: 
             see_the_dags(page, airflow, shots)
             trigger_from_the_form(page, airflow, run_id, shots)
             mark(f"signed in, saw the DAGs, triggered {run_id}")
+            approve_from_required_actions(page, airflow, api, run_id, shots)
+            mark("approved the challenger in Required Actions")
 
             # The run page refreshes itself while the run is active; the REST client only bounds the wait and
             # says which task failed.
+            page.goto(f"{airflow}/dags/{TRAINING_DAG}/runs/{urllib.parse.quote(run_id)}")
             badge = page.get_by_test_id("header-card").get_by_test_id("state-badge")
             expect(badge).to_be_visible()
             said: list[str] = []
@@ -147,7 +115,7 @@ def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(e2e, tmp_path: 
             api.close()
 
 
-def sign_in(page: Page, airflow: str, password: str, shots: Screenshots) -> None:
+def sign_in(page: Page, airflow: str, password: str, shots: browser.Screenshots) -> None:
     """SimpleAuthManager's login page: a wrong password keeps the user out, the generated one lets them in."""
     page.goto(f"{airflow}/")
     expect(page).to_have_url(re.compile(r"/auth/login"))
@@ -164,14 +132,14 @@ def sign_in(page: Page, airflow: str, password: str, shots: Screenshots) -> None
     expect(page.get_by_test_id("nav-dags-link")).to_be_visible()
 
 
-def see_the_dags(page: Page, airflow: str, shots: Screenshots) -> None:
+def see_the_dags(page: Page, airflow: str, shots: browser.Screenshots) -> None:
     page.goto(f"{airflow}/dags")
     for dag_id in DAGS:
         expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible()
     shots.take(page, "dag_list")
 
 
-def trigger_from_the_form(page: Page, airflow: str, run_id: str, shots: Screenshots) -> None:
+def trigger_from_the_form(page: Page, airflow: str, run_id: str, shots: browser.Screenshots) -> None:
     """The Trigger dialog renders one field per DAG param (`element_<name>`); Advanced Options holds the run id
     and the JSON the form turns into the run's conf."""
     page.goto(f"{airflow}/dags/{TRAINING_DAG}")
@@ -194,7 +162,33 @@ def trigger_from_the_form(page: Page, airflow: str, run_id: str, shots: Screensh
     expect(page).to_have_url(re.compile(re.escape(f"/dags/{TRAINING_DAG}/runs/{run_id}") + "$"))
 
 
-def extra_link(page: Page, airflow: str, run_id: str, task_id: str, name: str, shots: Screenshots | None) -> str:
+def approve_from_required_actions(
+    page: Page, airflow: str, api: AirflowAPI, run_id: str, shots: browser.Screenshots
+) -> None:
+    """The model's config asks a person to approve each challenger: the run waits in the UI's Required Actions,
+    where the request shows the gate's verdict and both models' metrics, and Approve lets it deploy."""
+    approvals.wait_until_asked(api, TRAINING_DAG, run_id, RUN_TIMEOUT)
+    page.goto(f"{airflow}/required_actions")
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=run_id, exact=True))
+    expect(row).to_have_count(1)
+    expect(row.get_by_text("Approval Required")).to_be_visible()
+    shots.take(page, "required_actions")
+    row.get_by_role("link", name=re.compile(f"^Deploy .* of {BREAST_CANCER}")).click()
+    expect(page.get_by_text("| metric (test split) |")).to_have_count(0)  # rendered as a table, not as text
+    expect(page.get_by_role("cell", name="roc_auc (gate)")).to_be_visible()
+    approve = page.get_by_role("button", name="Approve")
+    expect(approve).to_be_enabled()
+    shots.take(page, "approval_request")
+    approve.click()
+    expect(page.get_by_text(re.compile(r"Response received at .* from admin"))).to_be_visible()
+    shots.take(page, "approved")
+    answer = api.request("GET", approvals.hitl_path(TRAINING_DAG, run_id))
+    assert answer["chosen_options"] == ["Approve"] and answer["responded_by_user"]["name"] == "admin", answer
+
+
+def extra_link(
+    page: Page, airflow: str, run_id: str, task_id: str, name: str, shots: browser.Screenshots | None
+) -> str:
     """The task's button `name` (the Details tab's "Extra Links"); returns where it points."""
     page.goto(f"{airflow}/dags/{TRAINING_DAG}/runs/{urllib.parse.quote(run_id)}/tasks/{task_id}/details")
     expect(page.get_by_role("heading", name="Extra Links")).to_be_visible()

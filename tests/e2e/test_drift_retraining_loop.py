@@ -4,21 +4,27 @@ demo's world changes, and its drift monitor retrains it while the other model's 
 Airflow runs as compose runs it (api-server, scheduler, dag-processor, triggerer, a Celery worker; Postgres),
 every run is started through the REST API v2 with a JWT, and the run the drift monitor starts is the
 scheduler's own doing. This is what `make run ARGS=--demo-drift` plays (include/devstack/demo.py), checked step
-by step, with the breast cancer model beside the demo.
+by step, with the breast cancer model beside the demo. That model's config asks a person to approve each
+challenger: the test answers through the REST API as a reviewer would (Approve, Reject, and no answer at all).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import mlflow
 import pytest
+import sqlalchemy as sa
 
 from include.devstack import demo
+from include.devstack.airflow_api import AirflowAPIError
 from include.devstack.stack import DEMO_SEED
-from include.mlops.naming import monitor_dag_id, training_dag_id
-from tests.e2e.conftest import BREAST_CANCER, DEMO, ROWS_PER_DAY, TRAINING_DAYS, changed_since
+from include.mlops import alias_history
+from include.mlops.naming import monitor_dag_id, run_branch_name, training_dag_id
+from tests.e2e import approvals
+from tests.e2e.conftest import APPROVAL_TIMEOUT, BREAST_CANCER, DEMO, ROWS_PER_DAY, TRAINING_DAYS, changed_since
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -38,20 +44,24 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
         health
     )
 
-    # 1. The first champions, trained at once: the demo's on the days before its world changed.
-    confs = {
-        DEMO: {"reason": "manual", "history_days": TRAINING_DAYS},
-        BREAST_CANCER: {"reason": "manual", "history_days": e2e.config(BREAST_CANCER).training.window_days},
-    }
+    # 1. The first champions, trained at once: the demo's on the days before its world changed. The breast cancer
+    # model's challenger waits for a person (its config asks for approval), who approves it through the REST API.
+    cancer_dag = training_dag_id(BREAST_CANCER)
+    cancer_conf = {"history_days": e2e.config(BREAST_CANCER).training.window_days}
+    cancer_run = api.trigger(cancer_dag, {"reason": "manual", **cancer_conf})
     as_of = {DEMO: dt.datetime.combine(changed_since(), dt.time(), dt.UTC)}
-    runs = demo.train(api, said.append, confs, logical_dates=as_of, timeout=900)
-    assert {m: r.state for m, r in runs.items()} == {DEMO: "success", BREAST_CANCER: "success"}, (
-        "\n".join(said) + e2e.logs()
-    )
-    champions = {m: demo.served_model(serving, token, m) for m in runs}
+    with ThreadPoolExecutor(1) as reviewer:
+        review = reviewer.submit(_review, e2e, cancer_run, "Approve")
+        runs = demo.train(
+            api, said.append, {DEMO: {"reason": "manual", "history_days": TRAINING_DAYS}}, as_of, timeout=900
+        )
+        request, approved = review.result(timeout=900)
+    states = {DEMO: runs[DEMO].state, BREAST_CANCER: demo.follow(api, {cancer_dag: cancer_run}, said.append, 600)}
+    assert states == {DEMO: "success", BREAST_CANCER: "success"}, "\n".join(said) + e2e.logs()
+    champions = {m: demo.served_model(serving, token, m) for m in states}
     assert champions[DEMO].labels["airflow_run_id"] == runs[DEMO].run_id
-    # The breast cancer model may have been trained from the Airflow UI already (test_airflow_ui): any run of its.
-    assert champions[BREAST_CANCER] is not None
+    assert champions[BREAST_CANCER].labels["airflow_run_id"] == cancer_run
+    _check_the_approval(e2e, api, cancer_run, request, approved, champions[BREAST_CANCER].model_version)
 
     # Each prediction leads back to its model's exact data: the MLflow run and the lakeFS commit it names.
     client = mlflow.MlflowClient(stack.urls["MLflow"])
@@ -83,8 +93,14 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     assert demo.verdict_of(log_url, BREAST_CANCER, cancer_check).startswith("no retraining: no drift")
 
     # 3. Traffic of the demo's changed world; its hourly check, run now, asks for retraining and starts it itself.
+    # Meanwhile two more breast cancer challengers ask for approval: a person rejects one, nobody answers the other.
+    rejected_run = api.trigger(cancer_dag, {"reason": "reject-test", **cancer_conf})
+    unanswered_run = api.trigger(cancer_dag, {"reason": "timeout-test", **cancer_conf})  # queued behind it
     traffic = demo.Traffic(serving, e2e.config(DEMO), ROWS_PER_DAY, DEMO_SEED)
-    outcome = demo.drift_loop(api, traffic, serving, token, log_url, said.append, timeout=900)
+    with ThreadPoolExecutor(1) as reviewer:
+        review = reviewer.submit(_review, e2e, rejected_run, "Reject")
+        outcome = demo.drift_loop(api, traffic, serving, token, log_url, said.append, timeout=900)
+        review.result(timeout=900)
     transcript = "\n".join(said)
     assert outcome.decision.startswith("retrain: data drift"), transcript
     assert outcome.training_run_id == f"drift__{outcome.monitor_run_id}", transcript
@@ -104,4 +120,50 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     after = demo.served_model(serving, token, BREAST_CANCER)
     assert after.model_version == champions[BREAST_CANCER].model_version
     assert demo.predict(serving, BREAST_CANCER, rows[:1])["model_version"] == after.model_version
+
+    # 5. The rejected challenger and the unanswered one (rejected at the timeout) were not deployed, and their run
+    # branches say why; the champion has not moved.
+    for run_id, why in [(rejected_run, "rejected by admin"), (unanswered_run, "no approval before the timeout")]:
+        state = demo.follow(api, {cancer_dag: run_id}, said.append, APPROVAL_TIMEOUT + 600)[cancer_dag]
+        tasks = {t.task_id: t.state for t in api.task_states(cancer_dag, run_id)}
+        assert (state, tasks["deploy_model"], tasks["record_rejection"]) == ("success", "skipped", "success"), tasks
+        assert _last_commit(e2e, run_branch_name(BREAST_CANCER, run_id))["message"] == f"Not promoted: {why}"
+    timed_out = api.request("GET", approvals.hitl_path(cancer_dag, unanswered_run))
+    assert timed_out["chosen_options"] == ["Reject"] and timed_out["responded_by_user"] is None, timed_out
+    with pytest.raises(AirflowAPIError, match="HTTP 409"):  # answered already
+        approvals.answer(api, cancer_dag, rejected_run, "Approve")
+    assert demo.served_model(serving, token, BREAST_CANCER).model_version == after.model_version
     api.close()
+
+
+def _review(e2e, run_id: str, option: str) -> tuple[dict, dict]:
+    """A person's review of a breast cancer run's challenger, through the REST API: the request they read, and
+    their answer."""
+    api = e2e.stack.airflow_api()
+    try:
+        request = approvals.wait_until_asked(api, training_dag_id(BREAST_CANCER), run_id)
+        return request, approvals.answer(api, training_dag_id(BREAST_CANCER), run_id, option)
+    finally:
+        api.close()
+
+
+def _check_the_approval(e2e, api, run_id: str, request: dict, approved: dict, version: str) -> None:
+    """The request showed the gate's verdict, both models' metrics and the evidence; the approval was recorded
+    with who gave it, a second answer is refused, and the champion's move names the person."""
+    assert request["subject"].startswith("Deploy ") and request["subject"].endswith(f"v{version} of {BREAST_CANCER}?")
+    assert request["options"] == ["Approve", "Reject"] and request["defaults"] == ["Reject"]
+    assert "**Gate:** PROMOTE" in request["body"] and "| roc_auc **(gate)** |" in request["body"]
+    assert f"/runs/{run_id}" in request["body"] and "/commits/" in request["body"]
+    assert approved["chosen_options"] == ["Approve"] and approved["responded_by_user"]["name"] == "admin"
+    with pytest.raises(AirflowAPIError, match="HTTP 409"):
+        approvals.answer(api, training_dag_id(BREAST_CANCER), run_id, "Reject")
+    engine = sa.create_engine(f"sqlite:///{e2e.stack.inference_log_db}")
+    move = [m for m in alias_history.moves(engine, BREAST_CANCER) if m.alias == "champion"][-1]
+    assert (move.to_version, move.cause, move.actor, move.airflow_run_id) == (version, "approval", "admin", run_id)
+    assert move.detail.startswith("approved by admin at ")
+
+
+def _last_commit(e2e, branch: str) -> dict:
+    stack = e2e.stack
+    url = f"{stack.urls['lakeFS']}/api/v1/repositories/mlops/refs/{branch}/commits"
+    return httpx.get(url, params={"amount": 1}, auth=stack.lakefs_keys, timeout=30).json()["results"][0]

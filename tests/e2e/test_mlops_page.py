@@ -1,0 +1,128 @@
+"""The MLOps page in the Airflow UI, in a real browser, on the stack the e2e tests share: a user signs in, opens
+the page from the navigation, sees both models with what serves and where it came from, follows a lineage link
+to the lakeFS commit the champion was trained on, rolls the demo model back to its previous champion with the
+page's button, and sees the service answer with that version and the alias history name the rollback and the
+user.
+
+It follows test_drift_retraining_loop.py in the package (pytest runs the files in name order): by then the demo
+model has a champion retrained after drift and a previous champion, and the breast cancer model's champion was
+approved by a person. Screenshots go to `<tmp_path>/screenshots`, and to `$MLOPS_TEST_OUTPUT/test_mlops_page/`
+when that variable is set.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlflow
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from include.devstack import demo
+from include.mlops import registry
+from include.mlops.naming import rollback_dag_id
+from tests.e2e import browser
+from tests.e2e.conftest import BREAST_CANCER, DEMO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+UI_TIMEOUT_MS = 30_000
+ROLLBACK_TIMEOUT = 300
+
+
+def test_a_user_sees_every_model_follows_its_lineage_and_rolls_one_back(e2e, tmp_path: Path, chromium: Path):
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    stack = e2e.stack
+    client = mlflow.MlflowClient(stack.urls["MLflow"])
+    champion = registry.version_by_alias(client, DEMO, registry.CHAMPION)
+    previous = registry.version_by_alias(client, DEMO, registry.PREVIOUS_CHAMPION)
+    assert champion and previous, "the demo needs a champion and a previous one: run the e2e package as a whole"
+    served = demo.served_model(stack.urls["Serving"], stack.credentials["serving_admin_token"], DEMO)
+    assert served.model_version == champion.version
+
+    shots = browser.Screenshots(tmp_path / "screenshots", "test_mlops_page")
+    api = stack.airflow_api()
+    with sync_playwright() as playwright:
+        chrome = playwright.chromium.launch(executable_path=str(chromium), args=browser.CHROMIUM_ARGS)
+        access_key, secret_key = stack.lakefs_keys
+        lakefs_login = {"username": access_key, "password": secret_key, "origin": stack.urls["lakeFS"]}
+        context = chrome.new_context(viewport={"width": 1400, "height": 1000}, http_credentials=lakefs_login)
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        page = context.new_page()
+        try:
+            airflow = stack.urls["Airflow"]
+            browser.sign_in(page, airflow, stack.credentials["airflow_admin_password"])
+            mlops = open_the_page(page)
+            for model in (DEMO, BREAST_CANCER):
+                expect(mlops.locator(f'section[data-model="{model}"] h2')).to_have_text(model)
+            champion_card = mlops.locator(f'section[data-model="{DEMO}"] .card[data-alias="champion"]')
+            expect(champion_card).to_have_attribute("data-version", champion.version)
+            approved = mlops.locator(f'section[data-model="{BREAST_CANCER}"] table.moves tr', has_text="approval")
+            expect(approved.first).to_contain_text("admin")
+            shots.take(mlops, "mlops_page")
+
+            follow_the_lineage(mlops, champion_card, served.labels["lakefs_commit"], shots)
+
+            run_id = roll_back(mlops, shots)
+            state = api.wait_for_run(rollback_dag_id(DEMO), run_id, ROLLBACK_TIMEOUT)
+            assert state == "success", e2e.logs()
+            mlops.reload()
+            section = mlops.locator(f'section[data-model="{DEMO}"]')
+            expect(section.locator('.card[data-alias="champion"]')).to_have_attribute("data-version", previous.version)
+            newest = section.locator("table.moves tr").nth(1)  # under the header row
+            expect(newest).to_contain_text(f"v{champion.version} → v{previous.version}")
+            expect(newest).to_contain_text("rollback")
+            expect(newest).to_contain_text("admin")
+            section.locator("table.moves").scroll_into_view_if_needed()
+            shots.take(mlops, "history_after_rollback")
+        except BaseException:
+            shots.failure(context.pages)
+            raise
+        finally:
+            shots.publish()
+            context.close()
+            chrome.close()
+
+    # What is served changed: the service answers with the previous champion, and the run was the user's.
+    records = demo.sample_records(stack.urls["lakeFS"], stack.lakefs_keys, served.labels, e2e.config(DEMO), 3)
+    assert demo.predict(stack.urls["Serving"], DEMO, records)["model_version"] == previous.version
+    assert registry.version_by_alias(client, DEMO, registry.CHAMPION).version == previous.version
+    run = api.run(rollback_dag_id(DEMO), run_id)
+    assert run["triggered_by"] == "ui" and run["triggering_user_name"] == "admin" and run["conf"] == {}, run
+    api.close()
+
+
+def open_the_page(page: Page) -> Page:
+    """The MLOps entry of the UI's navigation opens the page (/mlops/) in a tab of its own."""
+    with page.context.expect_page() as opened:
+        page.get_by_role("link", name="MLOps").click()
+    mlops = opened.value
+    expect(mlops).to_have_url(re.compile(r"/mlops/$"))
+    expect(mlops.get_by_role("heading", name="MLOps", exact=True)).to_be_visible()
+    return mlops
+
+
+def follow_the_lineage(page: Page, champion_card, commit: str, shots: browser.Screenshots) -> None:
+    """The champion's lakeFS link opens the commit of the data it was trained on."""
+    link = champion_card.locator("dd.lakefs a")
+    expect(link).to_have_attribute("href", re.compile(f"/repositories/mlops/commits/{commit}$"))
+    with page.context.expect_page() as opened:
+        link.click()
+    lakefs = opened.value
+    lakefs.wait_for_load_state()
+    expect(lakefs.get_by_role("heading", name=f"Commit {commit}")).to_be_visible()
+    shots.take(lakefs, "lakefs_commit_of_the_champion")
+    lakefs.close()
+
+
+def roll_back(mlops: Page, shots: browser.Screenshots) -> str:
+    """The demo's Rollback button with no version: back to the previous champion. Returns the run it started."""
+    form = mlops.locator(f'section[data-model="{DEMO}"] form.rollback')
+    expect(form.locator("input[name=version]")).to_have_value("")
+    mlops.once("dialog", lambda dialog: dialog.accept())  # "Roll fraud_detector back? ..."
+    form.get_by_role("button", name="Rollback").click()
+    notice = mlops.locator("#notice")
+    expect(notice).to_contain_text(f"Triggered {rollback_dag_id(DEMO)}")
+    shots.take(mlops, "rollback_triggered")
+    return notice.locator("a").inner_text().strip()
