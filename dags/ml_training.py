@@ -47,11 +47,10 @@ from airflow.sdk import CronTriggerTimetable, Param, dag
 
 from include.mlops.naming import run_branch_name, training_dag_id
 from mlops_airflow import pipelines
-from mlops_airflow.approval import ChallengerApprovalOperator, why_not_promoted
+from mlops_airflow.approval import ANSWER_KEY, APPROVAL_TASK, ChallengerApprovalOperator, why_not_promoted
 from mlops_airflow.lakefs_operators import LakeFSCommitOperator, LakeFSCreateBranchOperator, LakeFSMergeOperator
 from mlops_airflow.training_data import build_training_snapshot, collect, validate
 from mlops_airflow.training_model import (
-    APPROVAL_TASK,
     choose_outcome,
     choose_training_data,
     deploy_model,
@@ -70,7 +69,7 @@ from mlops_airflow.training_model import (
 RUN_BRANCH = "{{ run_id | run_branch }}"
 DECISION = "ti.xcom_pull(task_ids='register_challenger')"
 # A person's answer, when the config asks for one (none otherwise).
-ANSWER = "ti.xcom_pull(task_ids='approve_deployment', key='answer')"
+ANSWER = f"ti.xcom_pull(task_ids='{APPROVAL_TASK}', key='{ANSWER_KEY}')"
 
 
 def ml_training(config) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Context
 
+# The task of ml_training that asks (the MLOps page lists the ones waiting).
+APPROVAL_TASK = "approve_deployment"
 APPROVE = "Approve"
 REJECT = "Reject"
 ANSWER_KEY = "answer"

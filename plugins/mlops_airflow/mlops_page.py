@@ -36,10 +36,10 @@ from markupsafe import Markup
 
 from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
 from mlops_airflow import pipelines
+from mlops_airflow.approval import APPROVAL_TASK
 from mlops_airflow.run_context import airflow_run_url
 
 LAST_RUNS = 5
-APPROVAL_TASK = "approve_deployment"
 # How long the page waits for MLflow's health check before showing every model without it.
 MLFLOW_TIMEOUT_SECONDS = 3
 

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from include.mlops.naming import run_branch_name
 from mlops_airflow import mlflow_tracking, pipelines
-from mlops_airflow.approval import ANSWER_KEY
+from mlops_airflow.approval import ANSWER_KEY, APPROVAL_TASK
 from mlops_airflow.decorators import lakefs_task, mlflow_task, show_lakefs_commit, show_mlflow_run, show_service_docs
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import airflow_run_metadata, retry_marker
@@ -374,9 +374,6 @@ def promote_champion(config_file: str, decision: dict, deployed: dict) -> dict:
         + (f", was v{previous}" if previous else "")
     )
     return {"version": decision["version"], "previous_version": previous}
-
-
-APPROVAL_TASK = "approve_deployment"
 
 
 def _asks_approval(context: Context) -> bool:

@@ -27,7 +27,7 @@ import yaml
 
 from include.devstack.processes import group_alive
 from include.mlops.config import CONFIG_DIR
-from include.mlops.naming import monitor_dag_id, training_dag_id
+from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
 from tests.conftest import REPO_ROOT
 
 
@@ -130,12 +130,16 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
         token = _airflow_token(urls["Airflow UI"], credentials["airflow_admin_password"])
         dags = {d["dag_id"]: d for d in _get(f"{urls['Airflow UI']}/api/v2/dags", token)["dags"]}
         models = ("fraud_detector", "cell_classifier")
-        expected = {dag(m) for m in models for dag in (training_dag_id, monitor_dag_id)} | {"lakefs_housekeeping"}
+        per_model = (training_dag_id, monitor_dag_id, rollback_dag_id)
+        expected = {dag(m) for m in models for dag in per_model} | {"lakefs_housekeeping"}
         assert set(dags) == expected
         assert [d for d in expected if dags[d]["is_paused"]] == [], "make run unpauses every DAG"
         assert _get(f"{urls['Airflow UI']}/api/v2/importErrors", token)["total_entries"] == 0
         plugins = {p["name"] for p in _get(f"{urls['Airflow UI']}/api/v2/plugins", token)["plugins"]}
         assert "mlops" in plugins
+        assert f"[make run] MLOps page   {urls['Airflow UI']}/mlops/" in output
+        page = _get(f"{urls['Airflow UI']}/mlops/", token)
+        assert all(f'data-model="{model}"' in page for model in models), page[:2000]
         connection = _get(f"{urls['Airflow UI']}/api/v2/connections/lakefs_default", token)
         assert (connection["login"], f"http://127.0.0.1:{connection['port']}") == (keys[0], urls["lakeFS"])
 

@@ -87,6 +87,17 @@ class Screenshots:
             print(f"screenshots copied to {copy}")
 
 
+def open_browser(playwright, chromium: Path, lakefs_url: str, lakefs_keys: tuple[str, str], timeout_ms: int):
+    """Chromium and a context of it (a window of 1400 x 1000). The lakeFS UI asks for the access key by HTTP
+    Basic auth, as a browser prompt would: the context answers it with the stack's key."""
+    chrome = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+    access_key, secret_key = lakefs_keys
+    login = {"username": access_key, "password": secret_key, "origin": lakefs_url}
+    context = chrome.new_context(viewport={"width": 1400, "height": 1000}, http_credentials=login)
+    context.set_default_timeout(timeout_ms)
+    return chrome, context
+
+
 def sign_in(page: Page, airflow: str, password: str, username: str = "admin") -> None:
     """Through SimpleAuthManager's login page, until the UI's navigation shows."""
     page.goto(f"{airflow}/")

@@ -53,12 +53,9 @@ def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(e2e, tmp_path: 
         mark("stack up")
         api.wait_for_dags(set(DAGS))
         mark("DAGs parsed")
-        chrome = playwright.chromium.launch(executable_path=str(chromium), args=browser.CHROMIUM_ARGS)
-        # The lakeFS UI asks for the access key by HTTP Basic auth, as a browser prompt would.
-        access_key, secret_key = stack.lakefs_keys
-        lakefs_login = {"username": access_key, "password": secret_key, "origin": stack.urls["lakeFS"]}
-        context = chrome.new_context(viewport={"width": 1400, "height": 1000}, http_credentials=lakefs_login)
-        context.set_default_timeout(UI_TIMEOUT_MS)
+        chrome, context = browser.open_browser(
+            playwright, chromium, stack.urls["lakeFS"], stack.lakefs_keys, UI_TIMEOUT_MS
+        )
         page = context.new_page()
         try:
             airflow = stack.urls["Airflow"]

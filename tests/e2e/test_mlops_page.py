@@ -44,11 +44,9 @@ def test_a_user_sees_every_model_follows_its_lineage_and_rolls_one_back(e2e, tmp
     shots = browser.Screenshots(tmp_path / "screenshots", "test_mlops_page")
     api = stack.airflow_api()
     with sync_playwright() as playwright:
-        chrome = playwright.chromium.launch(executable_path=str(chromium), args=browser.CHROMIUM_ARGS)
-        access_key, secret_key = stack.lakefs_keys
-        lakefs_login = {"username": access_key, "password": secret_key, "origin": stack.urls["lakeFS"]}
-        context = chrome.new_context(viewport={"width": 1400, "height": 1000}, http_credentials=lakefs_login)
-        context.set_default_timeout(UI_TIMEOUT_MS)
+        chrome, context = browser.open_browser(
+            playwright, chromium, stack.urls["lakeFS"], stack.lakefs_keys, UI_TIMEOUT_MS
+        )
         page = context.new_page()
         try:
             airflow = stack.urls["Airflow"]
