@@ -23,10 +23,10 @@ class MLOpsPlugin(AirflowPlugin):
     operator_extra_links = [LakeFSCommitLink(), MLflowRunLink(), ServiceDocsLink(), DriftReportLink()]
     fastapi_apps = [{"app": MLOpsPageApp(), "url_prefix": URL_PREFIX, "name": "MLOps page"}]
     external_views = [
-        # No url_route: the page opens in a tab of its own. With one, Airflow 3.3 shows it in an iframe sandboxed
-        # without allow-popups, allow-top-navigation and allow-modals, where its links to lakeFS, MLflow and the
-        # Airflow runs and the Rollback button's confirmation do nothing.
-        {"name": "MLOps", "href": f"{URL_PREFIX}/", "destination": "nav", "nav_top_level": True},
+        # Shown inside the UI, in an iframe at /plugin/mlops (without a url_route, Airflow 3.3.2 renders the entry
+        # as a button that opens nothing). The iframe's sandbox blocks new tabs and confirm(): the page's
+        # templates/mlops_base.html hands those to the UI's window.
+        {"name": "MLOps", "href": f"{URL_PREFIX}/", "destination": "nav", "url_route": "mlops", "nav_top_level": True},
         {
             "name": "MLOps",
             "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}",

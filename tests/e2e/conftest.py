@@ -38,7 +38,7 @@ ROWS_PER_DAY = 4000
 # The world changed this many days ago: the first champion learns the days before, and the drift-triggered run
 # collects its whole window again (5 days, ending at the 2-day collection lag): all of it the changed world.
 DAYS_SINCE_CHANGE = TRAINING_DAYS + 2
-APPROVAL_TIMEOUT = 120  # seconds
+APPROVAL_TIMEOUT = 60  # seconds
 DEMO = "fraud_detector"
 BREAST_CANCER = "breast_cancer_classifier"
 

@@ -11,6 +11,7 @@ challenger: the test answers through the REST API as a reviewer would (Approve, 
 from __future__ import annotations
 
 import datetime as dt
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -56,7 +57,10 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
             api, said.append, {DEMO: {"reason": "manual", "history_days": TRAINING_DAYS}}, as_of, timeout=900
         )
         request, approved = review.result(timeout=900)
-    states = {DEMO: runs[DEMO].state, BREAST_CANCER: demo.follow(api, {cancer_dag: cancer_run}, said.append, 600)}
+    states = {
+        DEMO: runs[DEMO].state,
+        BREAST_CANCER: demo.follow(api, {cancer_dag: cancer_run}, said.append, 600)[cancer_dag],
+    }
     assert states == {DEMO: "success", BREAST_CANCER: "success"}, "\n".join(said) + e2e.logs()
     champions = {m: demo.served_model(serving, token, m) for m in states}
     assert champions[DEMO].labels["airflow_run_id"] == runs[DEMO].run_id
@@ -80,6 +84,14 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
         assert lakefs_commit.json()["metadata"]["airflow_run_id"] == champion.labels["airflow_run_id"]
         assert lakefs_commit.json()["metadata"]["airflow_dag_id"] == training_dag_id(model)
 
+    # Meanwhile (while steps 2 and 3 run), two more breast cancer challengers, retrained on the champion's data
+    # snapshot, ask for approval: nobody answers the first, a person rejects the second (queued behind it).
+    snapshot = {"reason": "retrain", "data_commit": champions[BREAST_CANCER].labels["lakefs_commit"]}
+    unanswered_run = api.trigger(cancer_dag, snapshot)
+    rejected_run = api.trigger(cancer_dag, snapshot)
+    reviewer = ThreadPoolExecutor(1)
+    review = reviewer.submit(_review, e2e, rejected_run, "Reject")
+
     # 2. The breast cancer model sees traffic like its training data, and its hourly check finds no drift.
     cancer = e2e.config(BREAST_CANCER)
     rows = demo.sample_records(stack.urls["lakeFS"], stack.lakefs_keys, champions[BREAST_CANCER].labels, cancer, 200)
@@ -93,14 +105,10 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     assert demo.verdict_of(log_url, BREAST_CANCER, cancer_check).startswith("no retraining: no drift")
 
     # 3. Traffic of the demo's changed world; its hourly check, run now, asks for retraining and starts it itself.
-    # Meanwhile two more breast cancer challengers ask for approval: a person rejects one, nobody answers the other.
-    rejected_run = api.trigger(cancer_dag, {"reason": "reject-test", **cancer_conf})
-    unanswered_run = api.trigger(cancer_dag, {"reason": "timeout-test", **cancer_conf})  # queued behind it
     traffic = demo.Traffic(serving, e2e.config(DEMO), ROWS_PER_DAY, DEMO_SEED)
-    with ThreadPoolExecutor(1) as reviewer:
-        review = reviewer.submit(_review, e2e, rejected_run, "Reject")
-        outcome = demo.drift_loop(api, traffic, serving, token, log_url, said.append, timeout=900)
-        review.result(timeout=900)
+    outcome = demo.drift_loop(api, traffic, serving, token, log_url, said.append, timeout=900)
+    rejected_request, _ = review.result(timeout=900)
+    reviewer.shutdown()
     transcript = "\n".join(said)
     assert outcome.decision.startswith("retrain: data drift"), transcript
     assert outcome.training_run_id == f"drift__{outcome.monitor_run_id}", transcript
@@ -121,9 +129,10 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     assert after.model_version == champions[BREAST_CANCER].model_version
     assert demo.predict(serving, BREAST_CANCER, rows[:1])["model_version"] == after.model_version
 
-    # 5. The rejected challenger and the unanswered one (rejected at the timeout) were not deployed, and their run
+    # 5. The unanswered challenger (rejected at the timeout) and the rejected one were not deployed, and their run
     # branches say why; the champion has not moved.
-    for run_id, why in [(rejected_run, "rejected by admin"), (unanswered_run, "no approval before the timeout")]:
+    assert rejected_request["subject"].endswith(f"of {BREAST_CANCER}?")
+    for run_id, why in [(unanswered_run, "no approval before the timeout"), (rejected_run, "rejected by admin")]:
         state = demo.follow(api, {cancer_dag: run_id}, said.append, APPROVAL_TIMEOUT + 600)[cancer_dag]
         tasks = {t.task_id: t.state for t in api.task_states(cancer_dag, run_id)}
         assert (state, tasks["deploy_model"], tasks["record_rejection"]) == ("success", "skipped", "success"), tasks
@@ -153,8 +162,8 @@ def _check_the_approval(e2e, api, run_id: str, request: dict, approved: dict, ve
     assert request["subject"].startswith("Deploy ") and request["subject"].endswith(f"v{version} of {BREAST_CANCER}?")
     assert request["options"] == ["Approve", "Reject"] and request["defaults"] == ["Reject"]
     assert "**Gate:** PROMOTE" in request["body"] and "| roc_auc **(gate)** |" in request["body"]
-    assert f"/runs/{run_id}" in request["body"] and "/commits/" in request["body"]
-    assert approved["chosen_options"] == ["Approve"] and approved["responded_by_user"]["name"] == "admin"
+    assert f"/runs/{urllib.parse.quote(run_id, safe='')})" in request["body"] and "/commits/" in request["body"]
+    assert approved["chosen_options"] == ["Approve"] and approved["responded_by"]["name"] == "admin"
     with pytest.raises(AirflowAPIError, match="HTTP 409"):
         approvals.answer(api, training_dag_id(BREAST_CANCER), run_id, "Reject")
     engine = sa.create_engine(f"sqlite:///{e2e.stack.inference_log_db}")

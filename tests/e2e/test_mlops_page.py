@@ -1,8 +1,8 @@
 """The MLOps page in the Airflow UI, in a real browser, on the stack the e2e tests share: a user signs in, opens
-the page from the navigation, sees both models with what serves and where it came from, follows a lineage link
-to the lakeFS commit the champion was trained on, rolls the demo model back to its previous champion with the
-page's button, and sees the service answer with that version and the alias history name the rollback and the
-user.
+the page from the navigation (it shows inside the UI, in Airflow's plugin iframe), sees both models with what
+serves and where it came from, follows a lineage link to the lakeFS commit the champion was trained on, rolls
+the demo model back to its previous champion with the page's button, and sees the service answer with that
+version and the alias history name the rollback and the user.
 
 It follows test_drift_retraining_loop.py in the package (pytest runs the files in name order): by then the demo
 model has a champion retrained after drift and a previous champion, and the breast cancer model's champion was
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import FrameLocator, Page, expect, sync_playwright
 
 from include.devstack import demo
 from include.mlops import registry
@@ -58,22 +58,22 @@ def test_a_user_sees_every_model_follows_its_lineage_and_rolls_one_back(e2e, tmp
             expect(champion_card).to_have_attribute("data-version", champion.version)
             approved = mlops.locator(f'section[data-model="{BREAST_CANCER}"] table.moves tr', has_text="approval")
             expect(approved.first).to_contain_text("admin")
-            shots.take(mlops, "mlops_page")
+            shots.take(page, "mlops_page")
 
-            follow_the_lineage(mlops, champion_card, served.labels["lakefs_commit"], shots)
+            follow_the_lineage(page, champion_card, served.labels["lakefs_commit"], shots)
 
-            run_id = roll_back(mlops, shots)
+            run_id = roll_back(page, mlops, shots)
             state = api.wait_for_run(rollback_dag_id(DEMO), run_id, ROLLBACK_TIMEOUT)
             assert state == "success", e2e.logs()
-            mlops.reload()
-            section = mlops.locator(f'section[data-model="{DEMO}"]')
+            page.reload()
+            section = page.frame_locator("iframe").locator(f'section[data-model="{DEMO}"]')
             expect(section.locator('.card[data-alias="champion"]')).to_have_attribute("data-version", previous.version)
             newest = section.locator("table.moves tr").nth(1)  # under the header row
             expect(newest).to_contain_text(f"v{champion.version} → v{previous.version}")
             expect(newest).to_contain_text("rollback")
             expect(newest).to_contain_text("admin")
             section.locator("table.moves").scroll_into_view_if_needed()
-            shots.take(mlops, "history_after_rollback")
+            shots.take(page, "history_after_rollback")
         except BaseException:
             shots.failure(context.pages)
             raise
@@ -91,18 +91,18 @@ def test_a_user_sees_every_model_follows_its_lineage_and_rolls_one_back(e2e, tmp
     api.close()
 
 
-def open_the_page(page: Page) -> Page:
-    """The MLOps entry of the UI's navigation opens the page (/mlops/) in a tab of its own."""
-    with page.context.expect_page() as opened:
-        page.get_by_role("link", name="MLOps").click()
-    mlops = opened.value
-    expect(mlops).to_have_url(re.compile(r"/mlops/$"))
+def open_the_page(page: Page) -> FrameLocator:
+    """The MLOps entry of the UI's navigation shows the page (/mlops/) inside the UI, in an iframe."""
+    page.get_by_role("link", name="MLOps").click()
+    expect(page).to_have_url(re.compile(r"/plugin/mlops$"))
+    mlops = page.frame_locator("iframe")
     expect(mlops.get_by_role("heading", name="MLOps", exact=True)).to_be_visible()
     return mlops
 
 
 def follow_the_lineage(page: Page, champion_card, commit: str, shots: browser.Screenshots) -> None:
-    """The champion's lakeFS link opens the commit of the data it was trained on."""
+    """The champion's lakeFS link opens the commit of the data it was trained on, in a new tab (from inside the
+    UI's sandboxed iframe: the page hands the click to the UI's window)."""
     link = champion_card.locator("dd.lakefs a")
     expect(link).to_have_attribute("href", re.compile(f"/repositories/mlops/commits/{commit}$"))
     with page.context.expect_page() as opened:
@@ -114,13 +114,21 @@ def follow_the_lineage(page: Page, champion_card, commit: str, shots: browser.Sc
     lakefs.close()
 
 
-def roll_back(mlops: Page, shots: browser.Screenshots) -> str:
-    """The demo's Rollback button with no version: back to the previous champion. Returns the run it started."""
+def roll_back(page: Page, mlops: FrameLocator, shots: browser.Screenshots) -> str:
+    """The demo's Rollback button with no version: back to the previous champion, once the user confirms (the
+    UI's window asks). Returns the run it started."""
     form = mlops.locator(f'section[data-model="{DEMO}"] form.rollback')
     expect(form.locator("input[name=version]")).to_have_value("")
-    mlops.once("dialog", lambda dialog: dialog.accept())  # "Roll fraud_detector back? ..."
+    asked: list[str] = []
+
+    def confirm(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", confirm)
     form.get_by_role("button", name="Rollback").click()
     notice = mlops.locator("#notice")
     expect(notice).to_contain_text(f"Triggered {rollback_dag_id(DEMO)}")
-    shots.take(mlops, "rollback_triggered")
+    assert asked == [f"Roll {DEMO} back? This triggers {rollback_dag_id(DEMO)}."], asked
+    shots.take(page, "rollback_triggered")
     return notice.locator("a").inner_text().strip()

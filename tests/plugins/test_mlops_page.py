@@ -369,7 +369,7 @@ def test_the_plugin_is_listed_with_its_page_and_its_run_tab(admin):
     plugins = admin.get("/api/v2/plugins").json()["plugins"]
     [mlops] = [p for p in plugins if p["name"] == "mlops"]
     views = {v["destination"]: v for v in mlops["external_views"]}
-    assert views["nav"]["href"] == "/mlops/" and views["nav"]["url_route"] is None  # a tab of its own
+    assert views["nav"]["href"] == "/mlops/" and views["nav"]["url_route"] == "mlops"
     assert views["dag_run"]["href"] == "/mlops/runs/{DAG_ID}/{RUN_ID}" and views["dag_run"]["url_route"]
     assert [app["url_prefix"] for app in mlops["fastapi_apps"]] == ["/mlops"]
     assert len(mlops["operator_extra_links"]) == 4
