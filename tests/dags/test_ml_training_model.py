@@ -122,12 +122,17 @@ def test_a_service_that_does_not_answer_fails_the_deploy_and_nothing_is_promoted
     assert not versioning.object_exists(LakeFSHook().get_repository(), "main", snapshot)
 
 
-def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_says_so(
-    mlflow_connection, pipeline_config, inference_log_db
+def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_says_so_and_a_rollback_serves_it(
+    mlflow_connection, pipeline_config, model_service, inference_log_db, capfd
 ):
     first = run()
     assert first.state == "success"
-    champion_version = _xcom(first, "register_challenger")["version"]
+    champion_version = v1 = _xcom(first, "register_challenger")["version"]
+    data = _xcom(first, "resolve_training_data")  # read before the next run of the same date clears it
+    repo = LakeFSHook().get_repository()
+    records = deployment.records_of(
+        versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(5), pipeline_config.dataset
+    )
     second = run(history_days=1)
     assert second.state == "success"
 
@@ -139,7 +144,6 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
     assert client.get_model_version_by_alias(name, registry.CHALLENGER).version == decision["version"]
     assert second.get_task_instance("promote_champion").state == "skipped"
 
-    repo = LakeFSHook().get_repository()
     branch = run_branch_name(name, second.run_id)
     recorded = versioning.get_commit(repo, branch)
     assert recorded.metadata["gate_decision"] == "reject" and recorded.message.startswith("Not promoted: ")
@@ -147,7 +151,8 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
     assert not versioning.object_exists(repo, "main", snapshot)  # a rejected snapshot stays on its branch
 
     # The alias history: both aliases set by the first run's gate; the second moved only `challenger`.
-    moves = alias_history.moves(sa.create_engine(inference_log_db), name)
+    engine = sa.create_engine(inference_log_db)
+    moves = alias_history.moves(engine, name)
     assert [(m.alias, m.from_version, m.to_version, m.airflow_run_id) for m in moves] == [
         ("challenger", None, champion_version, first.run_id),
         ("champion", None, champion_version, first.run_id),
@@ -156,6 +161,11 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
     assert {(m.cause, m.trigger, m.airflow_dag_id) for m in moves} == {("gate", "schedule", training_dag().dag_id)}
     assert moves[1].detail.startswith("first model") and f"{name}:v{champion_version}" in moves[1].detail
     assert moves[2].detail.startswith("REJECT")
+
+    # The rejected challenger passed ONNX parity, so a person may still put it in service: model_rollback.
+    _rollbacks_change_what_is_served(
+        client, name, model_service, records, engine, v1, decision["version"], second, capfd
+    )
 
 
 def test_retraining_from_a_recorded_commit_gives_the_same_metrics(mlflow_connection, pipeline_config):
@@ -221,39 +231,32 @@ def rollback(**conf):
     return load_dag("model_rollback", rollback_dag_id(the_config().name)).test(run_conf=conf)
 
 
-def test_a_rollback_serves_the_version_again_moves_champion_and_records_who_and_why(
-    mlflow_connection, pipeline_config, model_service, inference_log_db
-):
-    first = run()
-    v1 = _xcom(first, "register_challenger")["version"]
-    data = _xcom(first, "resolve_training_data")  # read before the next run of the same date clears it
-    repo = LakeFSHook().get_repository()
-    test_rows = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(5)
-    records = deployment.records_of(test_rows, pipeline_config.dataset)
-    second = run(history_days=1)  # rejected by the gate, but it passed ONNX parity: deployable
-    v2 = _xcom(second, "register_challenger")["version"]
-    client, name = _client(mlflow_connection), pipeline_config.model.registered_name
+def _rollbacks_change_what_is_served(client, name, model_service, records, engine, v1, v2, trained_v2, capfd) -> None:
+    """Refused rollbacks leave the champion and the service alone; a rollback to v2, and one back by default to
+    the previous champion, change what the service answers, and the alias history names them."""
 
     def served() -> str:
         return model_service.predict(records, model=name).json()["model_version"]
 
     assert served() == v1
-    for version, reason in [("99", f"{name} has no version '99' (versions: {v1}, {v2})"), (v1, "is the champion")]:
+    capfd.readouterr()
+    for version, why in [("99", f"{name} has no version '99' (versions: {v1}, {v2})"), (v1, "is the champion already")]:
         refused = rollback(version=version)
         assert refused.state == "failed" and refused.get_task_instance("deploy_version").state == "upstream_failed"
-        assert client.get_model_version_by_alias(name, registry.CHAMPION).version == v1 and served() == v1, reason
+        assert "rollback refused, champion unchanged: " in (log := capfd.readouterr().out) and why in log, why
+        assert client.get_model_version_by_alias(name, registry.CHAMPION).version == v1 and served() == v1
 
     to_v2 = rollback(version=v2)
     assert to_v2.state == "success"
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == v2 and served() == v2
     assert client.get_model_version_by_alias(name, registry.PREVIOUS_CHAMPION).version == v1
-    assert model_service.serving(name)["labels"]["airflow_run_id"] == second.run_id  # the run that trained v2
+    assert model_service.serving(name)["labels"]["airflow_run_id"] == trained_v2.run_id  # the run that trained v2
 
     back = rollback()  # by default, to the previous champion
     assert back.state == "success" and _xcom(back, "choose_version")["version"] == v1
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == v1 and served() == v1
 
-    moves = [m for m in alias_history.moves(sa.create_engine(inference_log_db), name) if m.alias == "champion"]
+    moves = [m for m in alias_history.moves(engine, name) if m.alias == "champion"]
     assert [(m.from_version, m.to_version, m.cause) for m in moves] == [
         (None, v1, "gate"),
         (v1, v2, "rollback"),

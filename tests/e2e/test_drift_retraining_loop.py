@@ -51,12 +51,13 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     cancer_conf = {"history_days": e2e.config(BREAST_CANCER).training.window_days}
     cancer_run = api.trigger(cancer_dag, {"reason": "manual", **cancer_conf})
     as_of = {DEMO: dt.datetime.combine(changed_since(), dt.time(), dt.UTC)}
-    with ThreadPoolExecutor(1) as reviewer:
-        review = reviewer.submit(_review, e2e, cancer_run, "Approve")
-        runs = demo.train(
-            api, said.append, {DEMO: {"reason": "manual", "history_days": TRAINING_DAYS}}, as_of, timeout=900
-        )
-        request, approved = review.result(timeout=900)
+    # The reviewer goes on (while the steps below run) with two more challengers, retrained on the first one's
+    # data snapshot: nobody answers the first, and the reviewer rejects the second (queued behind it).
+    reviewer = ThreadPoolExecutor(1)
+    review = reviewer.submit(_review, e2e, cancer_run, "Approve")
+    more = reviewer.submit(_two_more_challengers, e2e, cancer_run)
+    runs = demo.train(api, said.append, {DEMO: {"reason": "manual", "history_days": TRAINING_DAYS}}, as_of, timeout=900)
+    request, approved = review.result(timeout=900)
     states = {
         DEMO: runs[DEMO].state,
         BREAST_CANCER: demo.follow(api, {cancer_dag: cancer_run}, said.append, 600)[cancer_dag],
@@ -84,14 +85,6 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
         assert lakefs_commit.json()["metadata"]["airflow_run_id"] == champion.labels["airflow_run_id"]
         assert lakefs_commit.json()["metadata"]["airflow_dag_id"] == training_dag_id(model)
 
-    # Meanwhile (while steps 2 and 3 run), two more breast cancer challengers, retrained on the champion's data
-    # snapshot, ask for approval: nobody answers the first, a person rejects the second (queued behind it).
-    snapshot = {"reason": "retrain", "data_commit": champions[BREAST_CANCER].labels["lakefs_commit"]}
-    unanswered_run = api.trigger(cancer_dag, snapshot)
-    rejected_run = api.trigger(cancer_dag, snapshot)
-    reviewer = ThreadPoolExecutor(1)
-    review = reviewer.submit(_review, e2e, rejected_run, "Reject")
-
     # 2. The breast cancer model sees traffic like its training data, and its hourly check finds no drift.
     cancer = e2e.config(BREAST_CANCER)
     rows = demo.sample_records(stack.urls["lakeFS"], stack.lakefs_keys, champions[BREAST_CANCER].labels, cancer, 200)
@@ -107,7 +100,7 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     # 3. Traffic of the demo's changed world; its hourly check, run now, asks for retraining and starts it itself.
     traffic = demo.Traffic(serving, e2e.config(DEMO), ROWS_PER_DAY, DEMO_SEED)
     outcome = demo.drift_loop(api, traffic, serving, token, log_url, said.append, timeout=900)
-    rejected_request, _ = review.result(timeout=900)
+    unanswered_run, rejected_run, rejected_request = more.result(timeout=900)
     reviewer.shutdown()
     transcript = "\n".join(said)
     assert outcome.decision.startswith("retrain: data drift"), transcript
@@ -152,6 +145,21 @@ def _review(e2e, run_id: str, option: str) -> tuple[dict, dict]:
     try:
         request = approvals.wait_until_asked(api, training_dag_id(BREAST_CANCER), run_id)
         return request, approvals.answer(api, training_dag_id(BREAST_CANCER), run_id, option)
+    finally:
+        api.close()
+
+
+def _two_more_challengers(e2e, first_run: str) -> tuple[str, str, dict]:
+    """Two more breast cancer runs on the first run's training snapshot, once that run has been approved: one
+    left unanswered, one rejected through the REST API. Returns both run ids and the request that was rejected."""
+    api = e2e.stack.airflow_api()
+    dag_id = training_dag_id(BREAST_CANCER)
+    try:
+        snapshot = {"reason": "retrain", "data_commit": api.xcom(dag_id, first_run, "resolve_training_data")["commit"]}
+        unanswered, rejected = api.trigger(dag_id, snapshot), api.trigger(dag_id, snapshot)
+        request = approvals.wait_until_asked(api, dag_id, rejected)
+        approvals.answer(api, dag_id, rejected, "Reject")
+        return unanswered, rejected, request
     finally:
         api.close()
 

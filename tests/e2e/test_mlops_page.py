@@ -34,7 +34,8 @@ ROLLBACK_TIMEOUT = 300
 def test_a_user_sees_every_model_follows_its_lineage_and_rolls_one_back(e2e, tmp_path: Path, chromium: Path):
     expect.set_options(timeout=UI_TIMEOUT_MS)
     stack = e2e.stack
-    client = mlflow.MlflowClient(stack.urls["MLflow"])
+    # The registry too: earlier tests may have pointed MLflow's default registry at a server of their own.
+    client = mlflow.MlflowClient(stack.urls["MLflow"], registry_uri=stack.urls["MLflow"])
     champion = registry.version_by_alias(client, DEMO, registry.CHAMPION)
     previous = registry.version_by_alias(client, DEMO, registry.PREVIOUS_CHAMPION)
     assert champion and previous, "the demo needs a champion and a previous one: run the e2e package as a whole"
