@@ -38,15 +38,16 @@ def ui_url(conn_id: str = CONNECTION_ID) -> str:
     return str(extra.get("ui_url") or tracking_uri(conn_id)).rstrip("/")
 
 
-def client(conn_id: str = CONNECTION_ID):
-    """An MlflowClient for the tracking server, checked to answer, with the fluent API pointed at it too."""
+def client(conn_id: str = CONNECTION_ID, timeout: float = 10):
+    """An MlflowClient for the tracking server, checked to answer within `timeout` seconds, with the fluent API
+    pointed at it too."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from include.mlops.tracking import check_reachable
 
     uri = tracking_uri(conn_id)
-    check_reachable(uri)
+    check_reachable(uri, timeout=timeout)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(uri, registry_uri=uri)

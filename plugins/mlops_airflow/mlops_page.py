@@ -231,13 +231,13 @@ def _approvals(session, dag_ids: list[str]) -> list[Approval]:
 
 def _overviews(configs) -> tuple[list, list[str]]:
     """Each model's overview from MLflow and the history tables, the models side by side."""
-    from include.mlops import model_overview, tracking
+    from include.mlops import model_overview
 
     problems: list[str] = []
     links = model_overview.Links(mlflow_ui="", lakefs_ui=_lakefs_ui(), airflow_run=airflow_run_url)
     client, engine = None, _inference_log_engine()
     try:
-        client, mlflow_ui = _mlflow(tracking)
+        client, mlflow_ui = _mlflow()
         links = model_overview.Links(mlflow_ui=mlflow_ui, lakefs_ui=links.lakefs_ui, airflow_run=airflow_run_url)
     except Exception as exc:
         problems.append(f"MLflow: {exc}")
@@ -246,21 +246,17 @@ def _overviews(configs) -> tuple[list, list[str]]:
     return overviews, problems
 
 
-def _mlflow(tracking):
-    from mlflow.tracking import MlflowClient
-
+def _mlflow():
     from mlops_airflow import mlflow_tracking
 
-    uri = mlflow_tracking.tracking_uri()
-    tracking.check_reachable(uri, timeout=MLFLOW_TIMEOUT_SECONDS)
-    return MlflowClient(uri, registry_uri=uri), mlflow_tracking.ui_url()
+    return mlflow_tracking.client(timeout=MLFLOW_TIMEOUT_SECONDS), mlflow_tracking.ui_url()
 
 
 def _gate_of_run(model: str, run_id: str, tracking) -> dict[str, Any] | None:
     """The gate's decision of a training run, as its MLflow training run's tags hold it."""
     from include.mlops.model_overview import GATE_TAGS
 
-    client, mlflow_ui = _mlflow(tracking)
+    client, mlflow_ui = _mlflow()
     experiment = client.get_experiment_by_name(model)
     if experiment is None:
         return None

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Generator
+from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Page
+from playwright.sync_api import BrowserContext, Page
 
 CHROMIUM = Path(os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium"))
 # fonts-liberation is only recommended, and without a font the screenshots show boxes for text.
@@ -87,15 +89,27 @@ class Screenshots:
             print(f"screenshots copied to {copy}")
 
 
-def open_browser(playwright, chromium: Path, lakefs_url: str, lakefs_keys: tuple[str, str], timeout_ms: int):
-    """Chromium and a context of it (a window of 1400 x 1000). The lakeFS UI asks for the access key by HTTP
-    Basic auth, as a browser prompt would: the context answers it with the stack's key."""
+@contextmanager
+def open_browser(
+    playwright, chromium: Path, lakefs_url: str, lakefs_keys: tuple[str, str], timeout_ms: int, shots: Screenshots
+) -> Generator[BrowserContext, None, None]:
+    """A context of Chromium (a window of 1400 x 1000) for one browser test: on a failure every open tab is
+    screenshotted; the screenshots are published and the browser closed in any case. The lakeFS UI asks for the
+    access key by HTTP Basic auth, as a browser prompt would: the context answers it with the stack's key."""
     chrome = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
     access_key, secret_key = lakefs_keys
     login = {"username": access_key, "password": secret_key, "origin": lakefs_url}
     context = chrome.new_context(viewport={"width": 1400, "height": 1000}, http_credentials=login)
     context.set_default_timeout(timeout_ms)
-    return chrome, context
+    try:
+        yield context
+    except BaseException:
+        shots.failure(context.pages)
+        raise
+    finally:
+        shots.publish()
+        context.close()
+        chrome.close()
 
 
 def sign_in(page: Page, airflow: str, password: str, username: str = "admin") -> None:

@@ -53,11 +53,10 @@ def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(e2e, tmp_path: 
         mark("stack up")
         api.wait_for_dags(set(DAGS))
         mark("DAGs parsed")
-        chrome, context = browser.open_browser(
-            playwright, chromium, stack.urls["lakeFS"], stack.lakefs_keys, UI_TIMEOUT_MS
-        )
-        page = context.new_page()
-        try:
+        with browser.open_browser(
+            playwright, chromium, stack.urls["lakeFS"], stack.lakefs_keys, UI_TIMEOUT_MS, shots
+        ) as context:
+            page = context.new_page()
             airflow = stack.urls["Airflow"]
             sign_in(page, airflow, stack.credentials["airflow_admin_password"], shots)
             see_the_dags(page, airflow, shots)
@@ -102,14 +101,7 @@ def test_a_user_trains_from_the_airflow_ui_and_follows_the_links(e2e, tmp_path: 
             expect(lakefs_page.get_by_role("heading", name=f"Commit {commit}")).to_be_visible()
             shots.take(lakefs_page, "lakefs_commit_page")
             mark("extra links checked")
-        except BaseException:
-            shots.failure(context.pages)
-            raise
-        finally:
-            shots.publish()
-            context.close()
-            chrome.close()
-            api.close()
+        api.close()
 
 
 def sign_in(page: Page, airflow: str, password: str, shots: browser.Screenshots) -> None:

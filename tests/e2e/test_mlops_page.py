@@ -45,11 +45,10 @@ def test_a_user_sees_every_model_follows_its_lineage_and_rolls_one_back(e2e, tmp
     shots = browser.Screenshots(tmp_path / "screenshots", "test_mlops_page")
     api = stack.airflow_api()
     with sync_playwright() as playwright:
-        chrome, context = browser.open_browser(
-            playwright, chromium, stack.urls["lakeFS"], stack.lakefs_keys, UI_TIMEOUT_MS
-        )
-        page = context.new_page()
-        try:
+        with browser.open_browser(
+            playwright, chromium, stack.urls["lakeFS"], stack.lakefs_keys, UI_TIMEOUT_MS, shots
+        ) as context:
+            page = context.new_page()
             airflow = stack.urls["Airflow"]
             browser.sign_in(page, airflow, stack.credentials["airflow_admin_password"])
             mlops = open_the_page(page)
@@ -75,13 +74,6 @@ def test_a_user_sees_every_model_follows_its_lineage_and_rolls_one_back(e2e, tmp
             expect(newest).to_contain_text("admin")
             section.locator("table.moves").scroll_into_view_if_needed()
             shots.take(page, "history_after_rollback")
-        except BaseException:
-            shots.failure(context.pages)
-            raise
-        finally:
-            shots.publish()
-            context.close()
-            chrome.close()
 
     # What is served changed: the service answers with the previous champion, and the run was the user's.
     records = demo.sample_records(stack.urls["lakeFS"], stack.lakefs_keys, served.labels, e2e.config(DEMO), 3)
