@@ -336,6 +336,49 @@ class Drift(_Strict):
     retrain_history_days: int | None = Field(default=None, gt=0)
 
 
+class RolloutCriteria(_Strict):
+    """What a challenger must show on live traffic, beside the champion on the same rows, to be promoted."""
+
+    # Share of rows where both give the same class (classification) or values within `value_tolerance` of each
+    # other, relative to the champion's (regression).
+    min_agreement: float = Field(default=0.9, ge=0, le=1)
+    value_tolerance: float = Field(default=0.1, gt=0)
+    # Drift between the two models' predictions on the same rows (Evidently's score for the prediction column,
+    # the method the drift monitor uses); a challenger whose predictions drift from the champion's beyond this
+    # is rolled back.
+    max_prediction_drift: float = Field(default=0.2, gt=0)
+    # Share of the challenger's scorings that raised (the client got the champion's answer instead).
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    # The challenger's p99 model time over the champion's on the same traffic.
+    max_latency_ratio: float = Field(default=2.0, gt=0)
+    # Once `drift.min_labelled_rows` rows have labels: the challenger's live primary metric may fall this far
+    # below the champion's on the same rows (in the metric's units, whichever way is better).
+    max_live_metric_drop: float = Field(default=0.0, ge=0)
+
+
+class Rollout(_Strict):
+    """How a challenger that passed the gate goes live. `direct`: it replaces the champion at once. `shadow`: it
+    scores every request beside the champion, off the request path, and only the champion answers. `canary`: it
+    answers `canary_share` of the requests (sticky by the `X-Rollout-Key` header when a client sends one).
+    In both, model_rollout__<model> compares the two on the same live rows every `check_every_minutes` and
+    promotes the challenger or rolls it back."""
+
+    mode: Literal["direct", "shadow", "canary"] = "direct"
+    canary_share: float = Field(default=0.1, gt=0, lt=1)
+    # A verdict needs this many rows scored by both models and this long; none by `max_hours` rolls back.
+    min_rows: int = Field(default=500, gt=0)
+    min_hours: float = Field(default=1.0, ge=0)
+    max_hours: float = Field(default=72.0, gt=0)
+    check_every_minutes: int = Field(default=60, gt=0, le=1440)
+    criteria: RolloutCriteria = Field(default_factory=RolloutCriteria)
+
+    @model_validator(mode="after")
+    def _can_end(self) -> Rollout:
+        if self.max_hours < self.min_hours:
+            raise ValueError(f"max_hours ({self.max_hours}) is below min_hours ({self.min_hours})")
+        return self
+
+
 class Branches(_Strict):
     # Run branches of rejected models are evidence for this long; lakefs_housekeeping deletes them after.
     retention_days: int = Field(default=14, ge=0)
@@ -351,6 +394,7 @@ class PipelineConfig(_Strict):
     model: Model
     gate: Gate = Field(default_factory=Gate)
     drift: Drift = Field(default_factory=Drift)
+    rollout: Rollout = Field(default_factory=Rollout)
     branches: Branches = Field(default_factory=Branches)
     path: str = ""
 

@@ -55,6 +55,16 @@ inference_log = sa.Table(
     sa.Column("label", sa.Text, nullable=True),
     sa.Column("probabilities", _JSON, nullable=True),
     sa.Column("value", sa.Double, nullable=True),
+    # Added for rollouts (include/mlops/rollouts.py); a table of an earlier release gains them at start, its rows
+    # taking the defaults, which is what they were: the champion's served answers.
+    # Which model made the row: the champion, or a challenger in a shadow or canary rollout.
+    sa.Column("role", sa.Text, nullable=False, server_default="champion"),
+    # Whether the prediction was the answer the client got (a shadow scoring is not; nor is a failed one).
+    sa.Column("served", sa.Boolean, nullable=False, server_default=sa.true()),
+    # The scoring raised (the row has no prediction): the first line of the error.
+    sa.Column("error", sa.Text, nullable=True),
+    # The model's time for the request the row belongs to (the same for each of its records), in milliseconds.
+    sa.Column("latency_ms", sa.Double, nullable=True),
     # Every read is one model's window.
     sa.Index("ix_inference_log_model_predicted_at", "model_name", "predicted_at"),
 )
@@ -96,15 +106,42 @@ def create_drift_history(connection: sa.Connection) -> None:
 
 
 def create_table(connection: sa.Connection, table: sa.Table) -> None:
-    """`table` and its indexes, when missing."""
+    """`table` and its indexes, when missing; and the columns a later release added, when missing."""
     connection.execute(sa.schema.CreateTable(table, if_not_exists=True))
     for index in table.indexes:
         connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+    _add_missing_columns(connection, table)
+
+
+def _add_missing_columns(connection: sa.Connection, table: sa.Table) -> None:
+    present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+    for column in table.columns:
+        if column.name in present:
+            continue
+        kind = column.type.compile(connection.dialect)
+        default = ""
+        if column.server_default is not None:
+            arg = column.server_default.arg
+            default = (
+                f" DEFAULT '{arg}'" if isinstance(arg, str) else f" DEFAULT {arg.compile(dialect=connection.dialect)}"
+            )
+        null = "" if column.nullable else " NOT NULL"
+        # Several service workers start at once and may all find the column missing: Postgres has IF NOT EXISTS;
+        # on SQLite the second one's "duplicate column" is that same column, there already.
+        guard = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
+        try:
+            connection.execute(
+                sa.text(f"ALTER TABLE {table.name} ADD COLUMN{guard} {column.name} {kind}{default}{null}")
+            )
+        except sa.exc.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _in_window(model_name: str, start: dt.datetime, end: dt.datetime) -> tuple:
+    """The answers clients got from `model_name` in [start, end) (not a rollout's shadow scorings)."""
     log = inference_log.c
-    return log.model_name == model_name, log.predicted_at >= start, log.predicted_at < end
+    return log.model_name == model_name, log.predicted_at >= start, log.predicted_at < end, log.served.is_(True)
 
 
 def count_logged(engine: sa.Engine, model_name: str, start: dt.datetime, end: dt.datetime) -> int:

@@ -16,6 +16,11 @@ when missing; SQLite locally, Postgres in compose):
       label          TEXT NULL              classification: the predicted class, as text
       probabilities  JSON NULL (JSONB on Postgres)       classification: {"<class>": probability, ...}
       value          DOUBLE PRECISION NULL  regression: the predicted value
+      role           TEXT NOT NULL          champion, or challenger (a shadow or canary rollout's; default champion)
+      served         BOOLEAN NOT NULL       the prediction was the client's answer (false: a rollout's scoring off the
+                                            request path, or one that failed)
+      error          TEXT NULL              the scoring raised (no prediction): the first line of the error
+      latency_ms     DOUBLE PRECISION NULL  the model's time for the request the row belongs to
       INDEX ix_inference_log_model_predicted_at (model_name, predicted_at)
 
 Every model of the service writes to the same table, each row naming its model. A request hands its predictions
@@ -40,6 +45,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from include.mlops.monitoring import create_inference_log, inference_log
+from include.serving.models import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +64,11 @@ class LoggedRequest:
     model_version: str
     predicted_at: dt.datetime
     records: Sequence[BaseModel]
-    predictions: Sequence[dict[str, Any]]
+    predictions: Sequence[dict[str, Any]]  # empty when the scoring failed (`error`)
+    role: str = "champion"
+    served: bool = True
+    error: str | None = None
+    latency_ms: float | None = None
 
 
 class InferenceLog:
@@ -133,7 +143,7 @@ class InferenceLog:
                 self._on_dropped(request.model_name, len(request.records))
             self._table_ready = False  # the database may come back empty
             if not self._failing:
-                logger.warning("inference log unavailable, dropping rows until it is back: %s", _first_line(exc))
+                logger.warning("inference log unavailable, dropping rows until it is back: %s", first_line(exc))
             self._failing = True
             return
         if self._failing:
@@ -142,7 +152,8 @@ class InferenceLog:
 
     def _rows(self, request: LoggedRequest) -> list[dict[str, Any]]:
         rows = []
-        for index, (record, prediction) in enumerate(zip(request.records, request.predictions, strict=True)):
+        predictions = request.predictions if request.error is None else [{}] * len(request.records)
+        for index, (record, prediction) in enumerate(zip(request.records, predictions, strict=True)):
             inputs = record.model_dump()
             record_id = inputs.pop(self._id_columns[request.model_name], None)
             rows.append(
@@ -157,6 +168,10 @@ class InferenceLog:
                     "label": None if "label" not in prediction else str(prediction["label"]),
                     "probabilities": prediction.get("probabilities"),
                     "value": prediction.get("value"),
+                    "role": request.role,
+                    "served": request.served,
+                    "error": request.error,
+                    "latency_ms": request.latency_ms,
                 }
             )
         return rows
@@ -183,7 +198,3 @@ def _sqlite_for_concurrent_readers(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -78,7 +78,7 @@ def load_model(tag: str, config: PipelineConfig, record: type[BaseModel]) -> Ser
     except NotFound as exc:
         raise ModelNotFound(f"{tag} is not in the BentoML model store") from exc
     except (ValueError, BentoMLException) as exc:  # a malformed name (ValueError) or version (BentoMLException)
-        raise ModelRejected(f"{tag!r} is not a valid BentoML tag <model>:v<version> ({_first_line(exc)})") from exc
+        raise ModelRejected(f"{tag!r} is not a valid BentoML tag <model>:v<version> ({first_line(exc)})") from exc
     resolved = str(stored.tag)
     try:
         onnx_bytes = Path(stored.path_of(MODEL_FILE)).read_bytes()
@@ -87,7 +87,7 @@ def load_model(tag: str, config: PipelineConfig, record: type[BaseModel]) -> Ser
     try:
         session = new_session(onnx_bytes)
     except Exception as exc:  # onnxruntime raises its own exception types for a broken model
-        raise ModelRejected(f"{resolved}: onnxruntime cannot load {MODEL_FILE}: {_first_line(exc)}") from exc
+        raise ModelRejected(f"{resolved}: onnxruntime cannot load {MODEL_FILE}: {first_line(exc)}") from exc
     _check_signature(session, config, resolved)
     served = ServedModel(
         tag=resolved,
@@ -154,11 +154,11 @@ def _check_sample(served: ServedModel, config: PipelineConfig, record: type[Base
     try:
         (prediction,) = served.predict(schema.feeds(sample, config.dataset))
     except Exception as exc:  # whatever onnxruntime or a malformed output raises, the model cannot serve
-        raise ModelRejected(f"{served.tag}: a sample record fails: {_first_line(exc)}") from exc
+        raise ModelRejected(f"{served.tag}: a sample record fails: {first_line(exc)}") from exc
     numbers = [prediction["value"]] if "value" in prediction else list(prediction["probabilities"].values())
     if not all(np.isfinite(numbers)):
         raise ModelRejected(f"{served.tag}: a sample record gives a non-finite prediction {prediction}")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -1,4 +1,5 @@
-"""Which model each route serves: one slot per model, the pointer file every worker follows, and the champion.
+"""Which model each route serves: one slot per model, the pointer file every worker follows, the champion, and
+a challenger on trial beside it (a shadow or canary rollout).
 
 Each model of the service has a slot: what it serves (a `ServedModel`), a lock, and a pointer file
 `models/<model>.json` in the state folder naming the tag it serves. A switch loads and checks the new model beside
@@ -7,21 +8,30 @@ or the new one, never half of one) and then swaps one reference: requests in fli
 Every worker watches the pointers' mtimes and follows them, and a restarted service reads them first. Switches of
 one model in different workers are serialised by an exclusive lock on `models/<model>.lock`, so the last pointer
 written is what every worker ends up on. A switch of one model never touches another model's slot.
+
+A rollout loads a challenger beside the served model (the champion) and records it in the same pointer file, so
+that every worker follows it and a restarted service resumes it. In `shadow` mode the champion answers and the
+challenger scores the same records off the request path; in `canary` mode the challenger answers a share of
+the requests (sticky by a key the client sends, salted per rollout) and the champion scores those off the path.
+One rollout per model at a time; switching the model (to the challenger: a promotion) ends it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import random
 import tempfile
 import threading
 from collections.abc import Generator, Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -32,6 +42,50 @@ logger = logging.getLogger(__name__)
 
 POINTER_FOLDER = "models"
 CHAMPION_ALIAS = "champion"
+Role = Literal["champion", "challenger"]
+ROLLOUT_MODES = ("shadow", "canary")
+
+
+class RolloutRefused(RuntimeError):
+    """A rollout cannot start now (another is on, or nothing serves to compare with): HTTP 409."""
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """What a rollout is, as the pointer file records it."""
+
+    tag: str
+    mode: Literal["shadow", "canary"]
+    share: float  # of requests the challenger answers (canary); 0 in a shadow rollout
+    started_at: str  # ISO 8601, UTC; also the salt of the canary's sticky keys
+
+    @classmethod
+    def of(cls, content: Any) -> RolloutPlan | None:
+        if not isinstance(content, dict):
+            return None
+        try:
+            return cls(str(content["tag"]), content["mode"], float(content["share"]), str(content["started_at"]))
+        except (KeyError, TypeError, ValueError):
+            logger.warning("ignoring an unreadable rollout in a model pointer: %r", content)
+            return None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A rollout on this worker: its plan and the loaded challenger."""
+
+    plan: RolloutPlan
+    challenger: ServedModel
+
+    def answered_by_challenger(self, key: str | None) -> bool:
+        """Whether the challenger answers this request: never in shadow mode; in canary mode for `share` of the
+        keys (the same key always lands on the same side within one rollout), or at random without a key."""
+        if self.plan.mode != "canary":
+            return False
+        if key is None:
+            return random.random() < self.plan.share
+        digest = hashlib.blake2b(f"{self.plan.started_at}|{key}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest) / 2**64 < self.plan.share
 
 
 @dataclass(frozen=True)
@@ -52,17 +106,27 @@ class ModelPointer:
 
     def read(self) -> str | None:
         """The tag the pointer names, or None when there is no (readable) pointer."""
+        return self.read_state()[0]
+
+    def read_state(self) -> tuple[str | None, RolloutPlan | None]:
+        """The tag the pointer names and the rollout it records (None, None when there is no readable pointer)."""
         try:
-            return json.loads(self.path.read_text())["tag"]
+            content = json.loads(self.path.read_text())
+            return content["tag"], RolloutPlan.of(content.get("rollout"))
         except FileNotFoundError:
-            return None
+            return None, None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("ignoring the unreadable model pointer %s: %s", self.path, exc)
-            return None
+            return None, None
 
-    def write(self, tag: str, previous_tag: str | None) -> None:
+    def write(self, tag: str, previous_tag: str | None, rollout: RolloutPlan | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        content = {"tag": tag, "previous_tag": previous_tag, "switched_at": dt.datetime.now(dt.UTC).isoformat()}
+        content = {
+            "tag": tag,
+            "previous_tag": previous_tag,
+            "switched_at": dt.datetime.now(dt.UTC).isoformat(),
+            "rollout": asdict(rollout) if rollout else None,
+        }
         with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=f".{self.model}.", delete=False) as tmp:
             json.dump(content, tmp)
             tmp.flush()
@@ -82,13 +146,15 @@ class ModelPointer:
 
 
 class ModelSlot:
-    """One model's place in the service: the model its routes serve, and switching it without downtime."""
+    """One model's place in the service: the model its routes serve, a challenger on trial beside it, and
+    switching either without downtime."""
 
     def __init__(self, config: PipelineConfig, record: type[BaseModel], state_dir: Path) -> None:
         self.config = config
         self.record = record
         self.pointer = ModelPointer(state_dir, config.name)
         self.served: ServedModel | None = None
+        self.rollout: Rollout | None = None
         self._lock = threading.Lock()
         self._pointer_mtime = self.pointer.mtime_ns()
 
@@ -97,7 +163,8 @@ class ModelSlot:
         return self.config.name
 
     def start(self, candidates: Iterable[tuple[str, str]]) -> None:
-        """Serve the first of `candidates` ((where it was named, tag), in order of preference) that loads."""
+        """Serve the first of `candidates` ((where it was named, tag), in order of preference) that loads, and
+        resume the rollout the pointer records."""
         for source, tag in candidates:
             try:
                 self.served = self._load(tag)
@@ -105,31 +172,95 @@ class ModelSlot:
                 logger.warning("%s: cannot serve %s (from %s): %s", self.name, tag, source, exc)
                 continue
             logger.info("%s: serving %s (from %s)", self.name, self.served.tag, source)
+            break
+        else:
+            logger.warning(
+                "%s: no model to serve until one is switched to (POST /admin/models/%s)", self.name, self.name
+            )
             return
-        logger.warning("%s: no model to serve until one is switched to (POST /admin/models/%s)", self.name, self.name)
+        tag, plan = self.pointer.read_state()
+        if plan is not None and tag == self.served.tag:
+            self.rollout = self._resume(plan)
 
     def switch(self, tag: str) -> tuple[ServedModel, str | None]:
         """Load and check `tag` beside the served model, point every worker at it, then swap. Returns the new
-        model and the tag served before; raises ModelNotFound or ModelRejected with the old model serving."""
+        model and the tag served before; raises ModelNotFound or ModelRejected with the old model serving.
+        A rollout on ends: its challenger is what now serves (a promotion, without loading it again), or the
+        comparison it made no longer holds."""
         with self._lock, self.pointer.switching():
             previous = self.served.tag if self.served else None
-            served = self._load(tag)
+            rollout = self.rollout
+            promoted = rollout is not None and rollout.challenger.tag == tag
+            served = rollout.challenger if promoted else self._load(tag)
             self.pointer.write(served.tag, previous)
             self._pointer_mtime = self.pointer.mtime_ns()
-            self.served = served
+            self.served, self.rollout = served, None
+        if rollout is not None:
+            outcome = "promoted" if promoted else f"ended by the switch to {served.tag}"
+            logger.info("%s: the %s rollout of %s %s", self.name, rollout.plan.mode, rollout.plan.tag, outcome)
         logger.info("%s: switched from %s to %s", self.name, previous, served.tag)
         return served, previous
 
+    def start_rollout(self, tag: str, mode: str, share: float) -> Rollout:
+        """Load and check the challenger `tag` beside the served model and record the rollout in the pointer.
+        Raises RolloutRefused (one is on already, or nothing serves), ModelNotFound or ModelRejected; the
+        served model is untouched either way."""
+        if mode not in ROLLOUT_MODES:
+            raise ModelRejected(f"mode {mode!r}: a rollout is one of {', '.join(ROLLOUT_MODES)}")
+        if mode == "canary" and not 0 < share < 1:
+            raise ModelRejected(f"share {share}: a canary's share of requests must be above 0 and below 1")
+        with self._lock, self.pointer.switching():
+            self._follow(*self.pointer.read_state())  # another worker may have started one a moment ago
+            if self.rollout is not None:
+                plan = self.rollout.plan
+                raise RolloutRefused(
+                    f"a {plan.mode} rollout of {plan.tag} is on since {plan.started_at}; end it "
+                    f"(DELETE /admin/models/{self.name}/rollout) or promote it before starting another"
+                )
+            if self.served is None:
+                raise RolloutRefused(
+                    f"{self.name} serves no model yet: there is no champion to compare a challenger with"
+                )
+            if tag == self.served.tag:
+                raise ModelRejected(f"{tag} is the model {self.name} serves already, not a challenger")
+            challenger = self._load(tag)
+            plan = RolloutPlan(tag, mode, share if mode == "canary" else 0.0, dt.datetime.now(dt.UTC).isoformat())
+            self.pointer.write(self.served.tag, self.served.tag, plan)
+            self._pointer_mtime = self.pointer.mtime_ns()
+            self.rollout = Rollout(plan, challenger)
+        logger.info("%s: %s rollout of %s beside %s started", self.name, mode, tag, self.served.tag)
+        return self.rollout
+
+    def end_rollout(self) -> RolloutPlan | None:
+        """Unload the challenger and record that no rollout is on; returns the rollout that ended (None: none)."""
+        with self._lock, self.pointer.switching():
+            tag, recorded = self.pointer.read_state()
+            self._follow(tag, recorded)
+            # The recorded one counts too: its challenger may no longer load, but the pointer must forget it.
+            ended = self.rollout.plan if self.rollout else recorded
+            if ended is None:
+                return None
+            current = self.served.tag if self.served else tag
+            if current is not None:
+                self.pointer.write(current, current)
+                self._pointer_mtime = self.pointer.mtime_ns()
+            self.rollout = None
+        logger.info("%s: the %s rollout of %s ended; %s serves alone", self.name, ended.mode, ended.tag, current)
+        return ended
+
     def follow_pointer(self) -> bool:
-        """Switch to the model another worker switched to, when the pointer changed; True when it switched."""
+        """Switch to the model (and rollout) another worker switched to, when the pointer changed; True when
+        anything changed."""
         if self.pointer.mtime_ns() == self._pointer_mtime:
             return False
         with self._lock, self.pointer.switching():
             self._pointer_mtime = self.pointer.mtime_ns()
-            tag = self.pointer.read()
-            current = self.served.tag if self.served else None
-            if tag is None or tag == current:
-                return False
+            return self._follow(*self.pointer.read_state())
+
+    def _follow(self, tag: str | None, plan: RolloutPlan | None) -> bool:
+        changed = False
+        current = self.served.tag if self.served else None
+        if tag is not None and tag != current:
             try:
                 self.served = self._load(tag)
             except (ModelNotFound, ModelRejected) as exc:
@@ -141,8 +272,28 @@ class ModelSlot:
                     exc,
                 )
                 return False
-        logger.info("%s: followed the pointer from %s to %s", self.name, current, tag)
-        return True
+            logger.info("%s: followed the pointer from %s to %s", self.name, current, tag)
+            changed = True
+        if (self.rollout.plan if self.rollout else None) != plan:
+            self.rollout = None if plan is None else self._resume(plan)
+            changed = True
+        return changed
+
+    def _resume(self, plan: RolloutPlan) -> Rollout | None:
+        """The recorded rollout with its challenger loaded again, or None (logged) when it no longer loads."""
+        try:
+            rollout = Rollout(plan, self._load(plan.tag))
+        except (ModelNotFound, ModelRejected) as exc:
+            logger.error(
+                "%s: the recorded %s rollout of %s cannot be resumed, its challenger does not load: %s",
+                self.name,
+                plan.mode,
+                plan.tag,
+                exc,
+            )
+            return None
+        logger.info("%s: %s rollout of %s (since %s) resumed", self.name, plan.mode, plan.tag, plan.started_at)
+        return rollout
 
     def _load(self, tag: str) -> ServedModel:
         # A tag names its model before the colon; BentoML keeps names in lower case.

@@ -14,7 +14,7 @@ categories as strings with null as `MISSING_CATEGORY`. What the parity gate chec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -68,6 +68,9 @@ class Served(BaseModel):
     model_name: str = Field(description="the model store name of the model that answered")
     model_version: str = Field(description="its version (the MLflow registered model version)")
     request_id: str = Field(description="this request's id, as written to the inference log")
+    role: Literal["champion", "challenger"] = Field(
+        description="which model answered: the champion, or during a canary rollout the challenger"
+    )
 
 
 def response_models(task: str, suffix: str = "") -> tuple[type[BaseModel], type[BaseModel]]:

@@ -74,6 +74,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,17 +90,21 @@ from starlette.responses import Response
 
 from include.mlops.config import CONFIG_DIR, ConfigError, PipelineConfig, load_folder
 from include.mlops.deployment import model_store_tag
+from include.mlops.rollouts import same_answer
 from include.serving import gate, schema
 from include.serving.drift_metrics import DriftMetrics
 from include.serving.inference_log import InferenceLog, LoggedRequest
-from include.serving.models import ModelNotFound, ModelRejected, ServedModel
-from include.serving.rollout import ModelSlot, champion_version
+from include.serving.models import ModelNotFound, ModelRejected, ServedModel, first_line
+from include.serving.rollout import ModelSlot, Role, RolloutPlan, RolloutRefused, champion_version
+from include.serving.shadow import ShadowJob, ShadowScorer
 
 logger = logging.getLogger(__name__)
 # BentoML's worker logging leaves the root at WARNING; switches and refused requests are worth an INFO line.
 logging.getLogger("include.serving").setLevel(logging.INFO)
 
 POINTER_CHECK_SECONDS = 1.0
+# A client's key for a canary: requests with the same key are answered by the same model during one rollout.
+ROLLOUT_KEY_HEADER = "x-rollout-key"
 # Room for 4 KiB per record (long unknown categories included) and the envelope.
 _BODY_BYTES_PER_RECORD = 4096
 _BODY_BYTES_BASE = 65536
@@ -186,17 +191,37 @@ class Metrics:
     predictions: Any
     inference_log_dropped: Any
     model_switches: Any
+    model_seconds: Any
+    scoring_errors: Any
+    rollout_comparisons: Any
+    shadow_dropped: Any
 
     @classmethod
     def create(cls) -> Metrics:
         # Made in the worker, where BentoML has set PROMETHEUS_MULTIPROC_DIR: the counters of all workers then
         # add up on /metrics.
-        from prometheus_client import Counter
+        from prometheus_client import Counter, Histogram
 
+        by_model_role = ["model", "model_version", "role"]
         return cls(
-            Counter("mlops_predictions", "Predictions served", ["model", "model_version", "predicted_class"]),
+            Counter("mlops_predictions", "Predictions served", ["model", "model_version", "role", "predicted_class"]),
             Counter("mlops_inference_log_dropped", "Predictions not written to the inference log", ["model"]),
             Counter("mlops_model_switches", "Model switches by outcome", ["model", "outcome"]),
+            Histogram(
+                "mlops_model_duration_seconds",
+                "The model's time per scoring (one request, or one batch), answered or scored off the request path",
+                by_model_role,
+                buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            ),
+            Counter(
+                "mlops_scoring_errors", "Scorings that raised (a challenger's: the champion answered)", by_model_role
+            ),
+            Counter(
+                "mlops_rollout_comparisons",
+                "Records both models of a rollout scored, by whether they agreed",
+                ["model", "challenger_version", "agreement"],
+            ),
+            Counter("mlops_shadow_dropped", "Records not scored off the request path (queue full)", ["model"]),
         )
 
 
@@ -211,6 +236,7 @@ class ModelInfo(BaseModel):
 class ModelStatus(BaseModel):
     model: str = Field(description="the model (its config's model.registered_name)")
     serving: ModelInfo | None = Field(description="what its routes serve; null before a model is switched to")
+    rollout: RolloutInfo | None = Field(default=None, description="the challenger on trial beside it, if any")
 
 
 class SwitchRequest(BaseModel):
@@ -222,6 +248,24 @@ class SwitchResult(BaseModel):
     tag: str
     model_version: str
     previous_tag: str | None
+
+
+class RolloutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tag: str = Field(description="the challenger, a model in the BentoML model store", examples=["fraud_detector:v5"])
+    mode: str = Field(description="shadow or canary", examples=["shadow"])
+    share: float | None = Field(
+        default=None, description="canary: the share of requests the challenger answers, above 0 and below 1"
+    )
+
+
+class RolloutInfo(BaseModel):
+    tag: str = Field(description="the challenger")
+    model_version: str
+    mode: str
+    share: float = Field(description="of requests the challenger answers (0 in a shadow rollout)")
+    started_at: str
+    loaded: bool = Field(description="false when the recorded challenger no longer loads (the rollout is void)")
 
 
 admin = FastAPI(title="Model admin", description="What each model serves, and switching it (bearer token).")
@@ -262,6 +306,15 @@ SERVICE_CONFIG = {
 }
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """An answer: the model that gave it, in which role, and its predictions."""
+
+    model: ServedModel
+    role: Role
+    predictions: list[dict[str, Any]]
+
+
 class ModelService:
     """Predictions of every model of the config folder (each the MLflow champion of its model, as an ONNX model
     from the BentoML store), one route per model."""
@@ -269,8 +322,10 @@ class ModelService:
     def __init__(self) -> None:
         _end_with_the_arbiter()
         self.metrics = Metrics.create()
-        # The predictions counter's child per (model, version, class): `labels()` is looked up once, not per request.
-        self._predictions: dict[tuple[str, str, str], Any] = {}
+        # The predictions counter's child per (model, version, role, class), and the model time histogram's per
+        # (model, version, role): `labels()` is looked up once, not per request.
+        self._predictions: dict[tuple[str, str, str, str], Any] = {}
+        self._model_seconds: dict[tuple[str, str, str], Any] = {}
         self.slots = {name: ModelSlot(s.config, s.record, SETTINGS.state_dir) for name, s in SCHEMAS.items()}
         for slot in self.slots.values():
             # Exposed as 0 from the start: a labelled counter has no series until its first increment, and a
@@ -289,40 +344,39 @@ class ModelService:
             follow = functools.partial(drift.follow, self._stopping, SETTINGS.drift_metrics_seconds)
             threading.Thread(target=follow, name="drift-metrics", daemon=True).start()
         threading.Thread(target=self._follow_pointers, name="model-pointers", daemon=True).start()
+        self.shadow = ShadowScorer(self._shadow_scored, self._shadow_dropped)
 
     async def __is_ready__(self) -> bool:
         return any(slot.served is not None for slot in self.slots.values())
 
-    async def predict_records(self, model: str, records: list[BaseModel]) -> Response:
-        slot, served = self._serving(model)
+    async def predict_records(self, model: str, records: list[BaseModel], key: str | None) -> Response:
         request_id = _request_id()
-        predictions = served.predict(schema.feeds(records, slot.config.dataset))
-        self._account(slot, served, request_id, records, predictions)
+        scored = self._score(self.slots[model], records, [(request_id, 0, len(records))], key)
         # The answer of SCHEMAS[model].predict_response (its fields, in order; the predictions are plain ints,
         # strings and floats), serialised here by pydantic's serializer: building the response model and having
         # BentoML dump it and send it in chunks cost ~5 % of a one-record request's throughput
         # (benchmarks/serving.py).
         answer = {
-            "model_name": served.name,
-            "model_version": served.version,
+            "model_name": scored.model.name,
+            "model_version": scored.model.version,
             "request_id": request_id,
-            "predictions": predictions,
+            "role": scored.role,
+            "predictions": scored.predictions,
         }
         return Response(pydantic_core.to_json(answer), media_type="application/json")
 
     async def predict_batch(self, model: str, records: list[BaseModel]) -> list[BaseModel]:
-        slot, served = self._serving(model)
-        predictions = served.predict(schema.feeds(records, slot.config.dataset))
-        answers = []
-        for record, prediction in zip(records, predictions, strict=True):
-            request_id = _request_id()
-            self._account(slot, served, request_id, [record], [prediction])
-            answers.append(
-                SCHEMAS[model].batched_prediction(
-                    model_name=served.name, model_version=served.version, request_id=request_id, **prediction
-                )
+        # BentoML merged concurrent one-record calls into `records`: a canary routes the merged batch as a whole
+        # (the calls' headers are not passed on, so there is no sticky key here).
+        request_ids = [_request_id() for _ in records]
+        scored = self._score(self.slots[model], records, [(r, i, i + 1) for i, r in enumerate(request_ids)], None)
+        served = scored.model
+        return [
+            SCHEMAS[model].batched_prediction(
+                model_name=served.name, model_version=served.version, request_id=request_id, role=scored.role, **p
             )
-        return answers
+            for request_id, p in zip(request_ids, scored.predictions, strict=True)
+        ]
 
     @admin.get("/models", dependencies=[Depends(require_admin)])
     def served_models(self) -> list[ModelStatus]:
@@ -359,9 +413,42 @@ class ModelService:
         self.metrics.model_switches.labels(model, "switched").inc()
         return SwitchResult(tag=served.tag, model_version=served.version, previous_tag=previous)
 
+    @admin.post(
+        "/models/{model}/rollout",
+        dependencies=[Depends(require_admin)],
+        responses={
+            404: {"description": "no such model, or the tag is not in the model store"},
+            409: {"description": "a rollout of this model is on already, or it serves no champion yet"},
+            422: {"description": "a bad mode or share, or a challenger that cannot serve (the champion is untouched)"},
+        },
+    )
+    def start_rollout(self, model: str, body: RolloutRequest) -> ModelStatus:
+        """Load the challenger `tag` beside the model's champion, in `shadow` mode (it scores every request off
+        the request path; the champion answers) or `canary` mode (it answers `share` of the requests). One
+        rollout per model; it is recorded, so a restarted service resumes it."""
+        slot = self._slot(model)
+        try:
+            slot.start_rollout(body.tag, body.mode, 0.0 if body.share is None else body.share)
+        except RolloutRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        except ModelNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ModelRejected as exc:
+            raise HTTPException(422, str(exc)) from None
+        return self._status(slot)
+
+    @admin.delete("/models/{model}/rollout", dependencies=[Depends(require_admin)])
+    def end_rollout(self, model: str) -> ModelStatus:
+        """End the model's rollout, if one is on: the challenger is unloaded and the champion serves alone. To
+        promote the challenger instead, switch the model to its tag (POST /admin/models/{model})."""
+        slot = self._slot(model)
+        slot.end_rollout()
+        return self._status(slot)
+
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self._stopping.set()
+        self.shadow.stop()
         if self.log:
             self.log.stop()
 
@@ -381,29 +468,122 @@ class ModelService:
                 labels=dict(served.labels),
                 loaded_at=served.loaded_at,
             )
-        return ModelStatus(model=slot.name, serving=info)
+        rollout = slot.rollout
+        plan: RolloutPlan | None = rollout.plan if rollout else slot.pointer.read_state()[1]
+        on_trial = None
+        if plan is not None:
+            on_trial = RolloutInfo(
+                tag=plan.tag,
+                model_version=plan.tag.rpartition(":v")[2],
+                mode=plan.mode,
+                share=plan.share,
+                started_at=plan.started_at,
+                loaded=rollout is not None,
+            )
+        return ModelStatus(model=slot.name, serving=info, rollout=on_trial)
 
-    def _serving(self, model: str) -> tuple[ModelSlot, ServedModel]:
-        slot = self.slots[model]
-        served = slot.served
+    def _score(
+        self, slot: ModelSlot, records: list[BaseModel], requests: list[tuple[str, int, int]], key: str | None
+    ) -> _Scored:
+        """The answer to `records`, from the champion or (canary) the challenger; during a rollout the other
+        model scores them off the request path. A challenger that raises is logged and the champion answers."""
+        champion = slot.served
         # The gate answers 503 before a model is loaded; this guards calls that do not pass it.
-        if served is None:
-            raise ServiceUnavailable(f"{model} has no model loaded yet")
-        return slot, served
+        if champion is None:
+            raise ServiceUnavailable(f"{slot.name} has no model loaded yet")
+        rollout = slot.rollout
+        feeds = schema.feeds(records, slot.config.dataset)
+        model, role, other, other_role = champion, "champion", None, "challenger"
+        if rollout is not None:
+            if rollout.answered_by_challenger(key):
+                model, role, other, other_role = rollout.challenger, "challenger", champion, "champion"
+            elif rollout.plan.mode == "shadow":
+                other = rollout.challenger
+        started = time.perf_counter()
+        try:
+            predictions = model.predict(feeds)
+        except Exception as exc:
+            if role == "champion":
+                raise
+            # A canary's failure is the rollout's finding, not the client's problem: logged, and the champion
+            # answers in its place.
+            failed_ms = (time.perf_counter() - started) * 1000
+            self._scored(slot.name, model, role, records, requests, None, first_line(exc), failed_ms, served=False)
+            model, role, other = champion, "champion", None
+            started = time.perf_counter()
+            predictions = model.predict(feeds)
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._scored(slot.name, model, role, records, requests, predictions, None, latency_ms, served=True)
+        if other is not None:
+            job = ShadowJob(slot.name, other, other_role, feeds, records, requests, predictions, model.version)
+            self.shadow.submit(job)
+        return _Scored(model, role, predictions)
 
-    def _account(
-        self, slot: ModelSlot, served: ServedModel, request_id: str, records: list[BaseModel], predictions: list[dict]
+    def _scored(
+        self,
+        model_name: str,
+        model: ServedModel,
+        role: Role,
+        records: list[BaseModel],
+        requests: list[tuple[str, int, int]],
+        predictions: list[dict] | None,
+        error: str | None,
+        latency_ms: float,
+        served: bool,
     ) -> None:
-        classes = collections.Counter(str(p.get("label", "value")) for p in predictions)
-        for predicted_class, count in classes.items():
-            key = (slot.name, served.version, predicted_class)
-            counter = self._predictions.get(key)
-            if counter is None:
-                counter = self._predictions[key] = self.metrics.predictions.labels(*key)
-            counter.inc(count)
+        """Count a scoring in the metrics and write its rows to the inference log."""
+        timing = (model_name, model.version, role)
+        histogram = self._model_seconds.get(timing)
+        if histogram is None:
+            histogram = self._model_seconds[timing] = self.metrics.model_seconds.labels(*timing)
+        histogram.observe(latency_ms / 1000)
+        if error is not None:
+            self.metrics.scoring_errors.labels(*timing).inc()
+        elif served and predictions is not None:
+            classes = collections.Counter(str(p.get("label", "value")) for p in predictions)
+            for predicted_class, count in classes.items():
+                key = (*timing, predicted_class)
+                counter = self._predictions.get(key)
+                if counter is None:
+                    counter = self._predictions[key] = self.metrics.predictions.labels(*key)
+                counter.inc(count)
         if self.log:
             now = dt.datetime.now(dt.UTC)
-            self.log.submit(LoggedRequest(request_id, slot.name, served.version, now, records, predictions))
+            for request_id, first, past in requests:
+                rows = predictions[first:past] if predictions is not None else []
+                self.log.submit(
+                    LoggedRequest(
+                        request_id,
+                        model_name,
+                        model.version,
+                        now,
+                        records[first:past],
+                        rows,
+                        role=role,
+                        served=served,
+                        error=error,
+                        latency_ms=latency_ms,
+                    )
+                )
+
+    def _shadow_scored(self, job: ShadowJob, predictions: list[dict] | None, error: str | None, ms: float) -> None:
+        self._scored(job.model_name, job.model, job.role, job.records, job.requests, predictions, error, ms, False)
+        if predictions is None:
+            return
+        if job.role == "challenger":
+            champion, challenger, version = job.answered, predictions, job.model.version
+        else:
+            champion, challenger, version = predictions, job.answered, job.answered_version
+        tolerance = self.slots[job.model_name].config.rollout.criteria.value_tolerance
+        agreed = sum(same_answer(a, b, tolerance) for a, b in zip(champion, challenger, strict=True))
+        comparisons = self.metrics.rollout_comparisons
+        if agreed:
+            comparisons.labels(job.model_name, version, "agree").inc(agreed)
+        if len(predictions) > agreed:
+            comparisons.labels(job.model_name, version, "disagree").inc(len(predictions) - agreed)
+
+    def _shadow_dropped(self, model: str, records: int) -> None:
+        self.metrics.shadow_dropped.labels(model).inc(records)
 
     def _dropped(self, model: str, rows: int) -> None:
         self.metrics.inference_log_dropped.labels(model).inc(rows)
@@ -449,8 +629,8 @@ def _prediction_api(path: str, model: str, batched: bool) -> tuple[str, Any]:
         }
     else:
 
-        async def predict(self, records: list[BaseModel]) -> BaseModel:
-            return await self.predict_records(model, records)
+        async def predict(self, records: list[BaseModel], ctx: bentoml.Context) -> BaseModel:
+            return await self.predict_records(model, records, ctx.request.headers.get(ROLLOUT_KEY_HEADER))
 
         predict.__doc__ = (
             f"Predict each {model} record; the answer names the model version that did, and the request id it is "

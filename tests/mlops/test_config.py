@@ -35,7 +35,7 @@ def _edit(path: str, value) -> dict:
     *parents, last = path.split(".")
     node = config
     for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node[part]
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
     if value is _DELETE:
         del node[last]
     else:
@@ -74,6 +74,13 @@ _DELETE = object()
         ("model.registered_name", "1st_model", r"model\.registered_name: .*starting with a letter"),
         ("gate.approval", "yes", r"gate\.approval: Input should be 'none' or 'required'"),
         ("gate.approval_timeout_hours", 0, r"gate\.approval_timeout_hours: Input should be greater than 0"),
+        ("rollout.mode", "blue_green", r"rollout\.mode: Input should be 'direct', 'shadow' or 'canary'"),
+        ("rollout.canary_share", 0, r"rollout\.canary_share: Input should be greater than 0"),
+        ("rollout.canary_share", 1, r"rollout\.canary_share: Input should be less than 1"),
+        ("rollout.canary_share", 1.5, r"rollout\.canary_share: Input should be less than 1"),
+        ("rollout.min_hours", 100, r"rollout: max_hours \(72.0\) is below min_hours \(100.0\)"),
+        ("rollout.criteria.min_agreement", 1.2, r"rollout\.criteria\.min_agreement: Input should be less than"),
+        ("rollout.criteria.max_error_rat", 0.1, r"rollout\.criteria\.max_error_rat: Extra inputs are not permitted"),
         ("dataset.target_classes", ["a"], None),
     ],
 )
