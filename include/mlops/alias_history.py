@@ -22,8 +22,9 @@ import sqlalchemy as sa
 from include.mlops.monitoring import as_utc, create_table
 
 # Why an alias moved: the gate promoted or registered a challenger, a person approved one, a rollback put an
-# older version back.
-Cause = Literal["gate", "approval", "rollback"]
+# older version back, a shadow or canary rollout's check promoted its challenger (or kept the champion: a row
+# from and to the same version, whose detail says why the challenger was rolled back).
+Cause = Literal["gate", "approval", "rollback", "rollout"]
 CAUSES: tuple[Cause, ...] = get_args(Cause)
 
 metadata = sa.MetaData()

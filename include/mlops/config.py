@@ -343,10 +343,10 @@ class RolloutCriteria(_Strict):
     # other, relative to the champion's (regression).
     min_agreement: float = Field(default=0.9, ge=0, le=1)
     value_tolerance: float = Field(default=0.1, gt=0)
-    # Drift between the two models' predictions on the same rows (Evidently's score for the prediction column,
-    # the method the drift monitor uses); a challenger whose predictions drift from the champion's beyond this
-    # is rolled back.
-    max_prediction_drift: float = Field(default=0.2, gt=0)
+    # Whether drift between the two models' predictions on the same rows (Evidently's verdict for the prediction
+    # column, the test the drift monitor uses) rolls the challenger back; off, it is only reported (a retrained
+    # model that is meant to answer differently, after drift).
+    rollback_on_prediction_drift: bool = True
     # Share of the challenger's scorings that raised (the client got the champion's answer instead).
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     # The challenger's p99 model time over the champion's on the same traffic.

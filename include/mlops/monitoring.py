@@ -39,7 +39,7 @@ MAX_LISTED_PROBLEMS = 5
 CHUNK_ROWS = 100_000
 
 # none_as_null: a regression row has SQL NULL probabilities, not the JSON text "null".
-_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+JSON_COLUMN = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 metadata = sa.MetaData()
 inference_log = sa.Table(
     "inference_log",
@@ -51,9 +51,9 @@ inference_log = sa.Table(
     sa.Column("model_name", sa.Text, nullable=False),
     sa.Column("model_version", sa.Text, nullable=False),
     sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("inputs", _JSON, nullable=False),
+    sa.Column("inputs", JSON_COLUMN, nullable=False),
     sa.Column("label", sa.Text, nullable=True),
-    sa.Column("probabilities", _JSON, nullable=True),
+    sa.Column("probabilities", JSON_COLUMN, nullable=True),
     sa.Column("value", sa.Double, nullable=True),
     # Added for rollouts (include/mlops/rollouts.py); a table of an earlier release gains them at start, its rows
     # taking the defaults, which is what they were: the champion's served answers.
@@ -84,7 +84,7 @@ drift_history = sa.Table(
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("malformed_rows", sa.Integer, nullable=False),
     sa.Column("drift_share", sa.Double, nullable=True),
-    sa.Column("drifted_columns", _JSON, nullable=True),
+    sa.Column("drifted_columns", JSON_COLUMN, nullable=True),
     sa.Column("prediction_drift_score", sa.Double, nullable=True),
     sa.Column("labelled_rows", sa.Integer, nullable=False),
     sa.Column("live_score", sa.Double, nullable=True),
