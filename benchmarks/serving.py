@@ -21,12 +21,20 @@ simulated demo data:
    The 1-model services, the 3-model service and the bare server are measured in turns, round by round.
 5. Memory per model: the PSS of the service's process tree with 1, 3 and 6 models loaded, each service alone
    and warmed up on all its routes; reported as MiB per extra model (table `serving_memory`).
+6. Rollouts, at concurrency 1, 8 and 32 on one service of the demo model (log on): the champion alone, beside
+   a shadow challenger (the demo model fitted on another sample, which scores every request in the service's
+   background thread), and with a canary answering 10 % of the requests (the champion scores those off the
+   path). The rollouts are started and ended over the admin API between measurements, the three in turns
+   round by round (in another order each round); /metrics says how many records the model off the path
+   scored and how many it dropped. Target: shadow p99 <= 1.10x the champion alone's (table
+   `serving_rollout`).
 
 Each server runs with one worker. When the machine allows it, the servers are pinned to one core and the load
 generator (aiohttp, in this process) to another, and the generator's own CPU use is reported: a figure is
 only the server's if the generator had CPU to spare.
 
-    .venv/bin/python -m benchmarks.serving [--rows N] [--seconds S] [--rounds R]
+    .venv/bin/python -m benchmarks.serving [--rows N] [--seconds S] [--rounds R] [--rollout-rounds R]
+                                           [--only-rollouts]
 """
 
 from __future__ import annotations
@@ -79,6 +87,37 @@ SEVERAL_DEMO = f"BentoML {SEVERAL} models (log on), load on the demo route"
 SEVERAL_SPREAD = f"BentoML {SEVERAL} models (log on), load spread over the {SEVERAL} routes"
 BARE = "FastAPI + onnxruntime"
 MLFLOW = "mlflow models serve"
+# Rollouts (6.): each configuration and the rollout it runs beside the champion (none: the champion alone).
+CANARY_SHARE = 0.1
+ALONE = "champion alone"
+SHADOW = "shadow challenger"
+CANARY = f"canary, share {CANARY_SHARE:g}"
+ROLLOUTS: dict[str, dict[str, Any] | None] = {
+    ALONE: None,
+    SHADOW: {"mode": "shadow"},
+    CANARY: {"mode": "canary", "share": CANARY_SHARE},
+}
+SHADOW_P99_TARGET = 1.10
+ROLLOUT_COLUMNS = (
+    "configuration",
+    "concurrency",
+    "req/s",
+    "p50 (ms)",
+    "p95 (ms)",
+    "p99 (ms)",
+    "p99 vs alone",
+    "p99 vs alone, by round",
+    "client CPU (%)",
+    "errors",
+    "records answered",
+    "answered by the challenger",
+    "scored off the path",
+    "dropped off the path",
+    "failed off the path",
+    "model time (us), champion / challenger",
+)
+# How long the model off the path may take to catch up after a measurement before its figures are read.
+SETTLE_SECONDS = 30.0
 
 
 def main() -> None:
@@ -86,6 +125,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="simulated rows to fit on")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per server and concurrency")
+    parser.add_argument(
+        "--rollout-rounds", type=int, default=4, help="rounds of the rollout figures (each: the 3 configurations)"
+    )
+    parser.add_argument("--only-rollouts", action="store_true", help="measure the rollout figures (6.) only")
     args = parser.parse_args()
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
     load_before = _uptime()
@@ -99,16 +142,21 @@ def main() -> None:
     spec = next(s for s in training.expand_candidates(config) if s.estimator == "GradientBoosting")
     pipeline = training.fit(training.build_pipeline(config, spec), config, splits["train"])
     onnx_bytes = packaging.to_onnx(pipeline, config)
+    # The rollouts' challenger: the demo model fitted on another sample of the training rows (the copies below
+    # take the random states 1, 2, ...).
+    challenger_sample = splits["train"].sample(frac=0.8, random_state=0)
+    challenger_pipeline = training.fit(training.build_pipeline(config, spec), config, challenger_sample)
+    challenger_onnx = packaging.to_onnx(challenger_pipeline, config)
     test = splits["test"]
 
     server_core, client_core = _cores()
     if client_core is not None:
         os.sched_setaffinity(0, {client_core})
 
-    rows = in_process_rows(pipeline, onnx_bytes, config, test)
+    rows = [] if args.only_rollouts else in_process_rows(pipeline, onnx_bytes, config, test)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         folder = Path(tmp)
-        copies = model_copies(folder, config, max(MEMORY_COUNTS))
+        copies = model_copies(folder, config, 1 if args.only_rollouts else max(MEMORY_COUNTS))
         print(f"fitting {len(copies) - 1} more models (copies of the demo under other names) ...", flush=True)
         onnx_models = [(copies[0][0], copies[0][1], onnx_bytes)]
         for index, (path, copy) in enumerate(copies[1:], start=1):
@@ -116,47 +164,86 @@ def main() -> None:
             sample = splits["train"].sample(frac=0.8, random_state=index)
             fitted = training.fit(training.build_pipeline(copy, spec), copy, sample)
             onnx_models.append((path, copy, packaging.to_onnx(fitted, copy)))
-        models = _bentoml_store(folder, onnx_models, tuple(sorted({1, SEVERAL, *MEMORY_COUNTS})))
-        writer_cpu = inference_log_cpu_per_row(folder, config, test)
-        rows += http_rows(folder, models, pipeline, onnx_bytes, config, test, args.seconds, args.rounds, server_core)
-        load_http = _uptime()
-        memory = memory_rows(folder, models, config, test, server_core)
+        counts = (1,) if args.only_rollouts else tuple(sorted({1, SEVERAL, *MEMORY_COUNTS}))
+        models = _bentoml_store(folder, onnx_models, counts)
+        challenger = _store_challenger(config, challenger_onnx)
+        if not args.only_rollouts:
+            writer_cpu = inference_log_cpu_per_row(folder, config, test)
+            rows += http_rows(
+                folder, models, pipeline, onnx_bytes, config, test, args.seconds, args.rounds, server_core
+            )
+            load_http = _uptime()
+        rollouts = rollout_rows(
+            folder, models, challenger, config, test, args.seconds, args.rollout_rounds, server_core
+        )
+        load_rollouts = _uptime()
+        if not args.only_rollouts:
+            memory = memory_rows(folder, models, config, test, server_core)
     load_after = _uptime()
+    cores = (
+        f"servers on core {server_core}, load generator on core {client_core}"
+        if client_core is not None
+        else "not pinned (fewer than 2 cores allowed)"
+    )
+    if not args.only_rollouts:
+        publish(
+            "serving",
+            rows,
+            {
+                "model": f"{spec.name} on {len(splits['train']):,} rows, {len(config.dataset.features)} features",
+                "cores": cores,
+                "load generator": "aiohttp, one record per request, distinct records, keep-alive connections",
+                "BentoML route": f"/models/{config.name}/predict; the 1-model services serve a config folder holding "
+                f"only the demo config, the {SEVERAL}-model one the demo config and {SEVERAL - 1} copies (other "
+                "model.registered_name and dataset.name, each its own ONNX model); all are measured in turns "
+                "with the bare server, round by round",
+                "inference log CPU per row (SQLite, submit and write)": f"{writer_cpu * 1e6:.1f} us",
+                "targets": "onnxruntime >= 10x sklearn on one row, >= 1x on 1,000 rows; BentoML >= 2x mlflow serve, "
+                f">= 0.7x the bare server, p99 <= 20 ms at concurrency 8; inference log costs <= 10 % throughput; "
+                f"with {SEVERAL} models loaded, a model's throughput >= 0.8x that of a service of it alone",
+                **verdicts(rows),
+                "load average": f"before: {load_before}; after the HTTP figures: {load_http}",
+            },
+        )
     publish(
-        "serving",
-        rows,
+        "serving_rollout",
+        rollouts,
         {
-            "model": f"{spec.name} on {len(splits['train']):,} rows, {len(config.dataset.features)} features",
-            "cores": f"servers on core {server_core}, load generator on core {client_core}"
-            if client_core is not None
-            else "not pinned (fewer than 2 cores allowed)",
-            "load generator": "aiohttp, one record per request, distinct records, keep-alive connections",
-            "BentoML route": f"/models/{config.name}/predict; the 1-model services serve a config folder holding "
-            f"only the demo config, the {SEVERAL}-model one the demo config and {SEVERAL - 1} copies (other "
-            "model.registered_name and dataset.name, each its own ONNX model); all are measured in turns "
-            "with the bare server, round by round",
-            "inference log CPU per row (SQLite, submit and write)": f"{writer_cpu * 1e6:.1f} us",
-            "targets": "onnxruntime >= 10x sklearn on one row, >= 1x on 1,000 rows; BentoML >= 2x mlflow serve, "
-            f">= 0.7x the bare server, p99 <= 20 ms at concurrency 8; inference log costs <= 10 % throughput; "
-            f"with {SEVERAL} models loaded, a model's throughput >= 0.8x that of a service of it alone",
-            **verdicts(rows),
-            "load average": f"before: {load_before}; after the HTTP figures: {load_http}",
+            "model": f"champion {config.name}:v1, {spec.name} on {len(splits['train']):,} rows; challenger "
+            f"{challenger}, the same on another sample of 80 % of them",
+            "cores": cores + "; the service's shadow thread runs on the server's core",
+            "load generator": "aiohttp, one record per request, distinct records, keep-alive connections, "
+            f"{args.seconds:g} s measured after 1 s of warm-up, {args.rollout_rounds} rounds",
+            "service": f"1 worker, /models/{config.name}/predict, inference log on (SQLite): the model off the "
+            "path logs its predictions too; no rollout key (the canary's requests are drawn at random)",
+            "how": "one service process; a rollout is started (POST /admin/models/<model>/rollout) before and "
+            "ended (DELETE) after each of its measurements, and /metrics read before and after, once the model "
+            "off the path has caught up; the three configurations in turns round by round, in another order each "
+            "round. `records answered` counts the warm-up's too (mlops_predictions_total); `scored off the path` "
+            "is mlops_rollout_comparisons_total, `dropped off the path` mlops_shadow_dropped_total, `failed off "
+            "the path` mlops_scoring_errors_total; `model time` is the mean of mlops_model_duration_seconds by "
+            "role, on the path and off it (the shadow's challenger and the canary's champion score off it)",
+            "target": f"shadow p99 <= {SHADOW_P99_TARGET:.2f}x the champion alone's, at each concurrency",
+            **rollout_verdicts(rollouts),
+            "load average": f"before the rollout figures: {load_http if not args.only_rollouts else load_before}; "
+            f"after: {load_rollouts}",
         },
     )
-    publish(
-        "serving_memory",
-        memory,
-        {
-            "what": "PSS of the service's process tree (include/devstack/processes.py tree_pss_bytes: the "
-            "`bentoml serve` arbiter and its worker), median of 5 samples, each service alone on the machine's "
-            f"core {server_core}, after {WARM_UP_SECONDS:.0f} s of load spread over all its routes, inference log "
-            "on; USS (pages of the tree alone) beside it: PSS moves with other processes sharing the libraries",
-            "models": "the demo model and copies of it (other model and dataset names, each its own ONNX model of "
-            "the same size)",
-            **memory_verdicts(memory),
-            "load average": f"after: {load_after}",
-        },
-    )
+    if not args.only_rollouts:
+        publish(
+            "serving_memory",
+            memory,
+            {
+                "what": "PSS of the service's process tree (include/devstack/processes.py tree_pss_bytes: the "
+                "`bentoml serve` arbiter and its worker), median of 5 samples, each service alone on the machine's "
+                f"core {server_core}, after {WARM_UP_SECONDS:.0f} s of load spread over all its routes, inference log "
+                "on; USS (pages of the tree alone) beside it: PSS moves with other processes sharing the libraries",
+                "models": "the demo model and copies of it (other model and dataset names, each its own ONNX model of "
+                "the same size)",
+                **memory_verdicts(memory),
+                "load average": f"after: {load_after}",
+            },
+        )
 
 
 def _uptime() -> str:
@@ -428,6 +515,7 @@ def _summary(runs: list[Run]) -> dict[str, float]:
     return {
         "req/s": len(latencies) / seconds,
         "p50 (ms)": float(np.percentile(latencies, 50) * 1000),
+        "p95 (ms)": float(np.percentile(latencies, 95) * 1000),
         "p99 (ms)": float(np.percentile(latencies, 99) * 1000),
         "client CPU (%)": 100 * sum(run.client_cpu_seconds for run in runs) / seconds,
         "errors": _by_status([status for run in runs for status in run.errors]),
@@ -473,6 +561,143 @@ async def _load(urls: list[str], bodies: list[bytes], concurrency: int, seconds:
 
         await run(1.0)
         return await run(seconds)
+
+
+# --- 6. rollouts -----------------------------------------------------------------------------------------------
+
+
+def rollout_rows(
+    tmp: Path, models: Models, challenger: str, config, frame, seconds: float, rounds: int, core: int | None
+) -> list[dict[str, Any]]:
+    """The champion's latency alone, beside a shadow challenger and with a canary, on one service process (log
+    on): each rollout started over the admin API before its measurement and ended after it, the configurations
+    in turns round by round, each round in another order, so that a slow moment of the machine does not fall
+    on one only."""
+    import httpx
+
+    records = _records(frame.iloc[:DISTINCT_BODIES], config.dataset)
+    bodies = [json.dumps({"records": [r]}).encode() for r in records]
+    log = {"MLOPS_INFERENCE_LOG_URL": f"sqlite:///{tmp / 'inference_log_rollout.db'}"}
+    with _started_on(core):
+        service = _start_bentoml(tmp / "bento-rollout", {**models.settings, **log}, models.folders[1])
+    url = f"{service.url}/models/{config.name}/predict"
+    runs: dict[tuple[str, int], list[Run]] = {}
+    counts: dict[tuple[str, int], collections.Counter] = collections.defaultdict(collections.Counter)
+    rollout = f"{service.url}/admin/models/{config.name}/rollout"
+    admin = httpx.Client(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60)
+    try:
+        for concurrency in CONCURRENCY:
+            for index in range(rounds):
+                names = list(ROLLOUTS)
+                turn = index % len(names)
+                for name in names[turn:] + names[:turn]:
+                    plan = ROLLOUTS[name]
+                    print(f"  {name}, concurrency {concurrency} ...", flush=True)
+                    if plan is not None:
+                        started = admin.post(rollout, json={"tag": challenger, **plan})
+                        assert started.status_code == 200, started.text
+                        assert started.json()["rollout"]["loaded"], started.text
+                    before = _rollout_counts(service.url, config.name)
+                    runs.setdefault((name, concurrency), []).append(
+                        asyncio.run(_load([url], bodies, concurrency, seconds))
+                    )
+                    after = _settled_counts(service.url, config.name, before, plan)
+                    if plan is not None:
+                        ended = admin.delete(rollout)
+                        assert ended.status_code == 200 and ended.json()["rollout"] is None, ended.text
+                    counts[(name, concurrency)].update(after - before)
+    finally:
+        admin.close()
+        service.stop()
+
+    figures = {key: _summary(measured) for key, measured in runs.items()}
+    rows = []
+    for concurrency in CONCURRENCY:
+        alone = figures[(ALONE, concurrency)]
+        for name, plan in ROLLOUTS.items():
+            summary, delta = figures[(name, concurrency)], counts[(name, concurrency)]
+            by_round = [
+                _p99(run) / _p99(reference)
+                for run, reference in zip(runs[(name, concurrency)], runs[(ALONE, concurrency)], strict=True)
+            ]
+            # The model that scores off the path: the challenger beside a shadow, the champion beside a canary.
+            off_path = None if plan is None else ("challenger" if plan["mode"] == "shadow" else "champion")
+            rows.append(
+                {
+                    "configuration": name,
+                    "concurrency": concurrency,
+                    **summary,
+                    "p99 vs alone": f"{summary['p99 (ms)'] / alone['p99 (ms)']:.2f}x",
+                    "p99 vs alone, by round": "" if plan is None else ", ".join(f"{r:.2f}" for r in by_round),
+                    "records answered": int(delta["answered, champion"] + delta["answered, challenger"]),
+                    "answered by the challenger": int(delta["answered, challenger"]),
+                    "scored off the path": int(delta["compared"]),
+                    "dropped off the path": int(delta["dropped"]),
+                    "failed off the path": int(delta[f"failed, {off_path}"]) if off_path else 0,
+                    "model time (us), champion / challenger": " / ".join(
+                        f"{1e6 * delta[f'model seconds, {role}'] / delta[f'scorings, {role}']:.0f}"
+                        if delta[f"scorings, {role}"]
+                        else "-"
+                        for role in ("champion", "challenger")
+                    ),
+                }
+            )
+    return [{column: row[column] for column in ROLLOUT_COLUMNS} for row in rows]
+
+
+def _p99(run: Run) -> float:
+    return float(np.percentile(run.latencies, 99))
+
+
+def _rollout_counts(url: str, model: str) -> collections.Counter:
+    """The service's rollout counters of `model` from /metrics: records answered by each role, records both
+    models scored (`compared`), records dropped off the path, scorings that failed, and model time and scorings
+    (on the path or off it) by role."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names = {
+        "mlops_predictions_total": "answered",
+        "mlops_rollout_comparisons_total": "compared",
+        "mlops_shadow_dropped_total": "dropped",
+        "mlops_scoring_errors_total": "failed",
+        "mlops_model_duration_seconds_sum": "model seconds",
+        "mlops_model_duration_seconds_count": "scorings",
+    }
+    counts: collections.Counter = collections.Counter()
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name not in names or sample.labels.get("model") != model:
+                continue
+            what = names[sample.name]
+            counts[f"{what}, {sample.labels['role']}" if "role" in sample.labels else what] += sample.value
+    return counts
+
+
+def _settled_counts(
+    url: str, model: str, before: collections.Counter, plan: dict[str, Any] | None
+) -> collections.Counter:
+    """The counters once the model off the path has scored, dropped or failed every record it was handed since
+    `before` (at most SETTLE_SECONDS later): its queue is worked off after the load stops."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        counts = _rollout_counts(url, model)
+        if plan is None:
+            return counts
+        delta = counts - before
+        shadow = plan["mode"] == "shadow"
+        handed = delta["answered, champion" if shadow else "answered, challenger"]
+        done = delta["compared"] + delta["dropped"] + delta["failed, challenger" if shadow else "failed, champion"]
+        if done >= handed or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.2)
+
+
+def _store_challenger(config, onnx_bytes: bytes) -> str:
+    """The rollouts' challenger in the model store, beside the demo model's v1, as `<name>:v2`."""
+    from include.mlops import deployment
+
+    return deployment.save_to_model_store(onnx_bytes, config, "2", {"source": "benchmark"})
 
 
 def model_copies(tmp: Path, config, count: int) -> list[tuple[Path, Any]]:
@@ -717,6 +942,34 @@ def memory_verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
             f"{row['PSS per extra model (MiB)']:.1f} MiB PSS ({row['USS per extra model (MiB)']:.1f} MiB USS); "
             f"{first['PSS (MiB)']:.0f} MiB for the service of 1 model"
         )
+    return result
+
+
+def rollout_verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The shadow's target, met or not, the canary's cost (no target), and what the model off the path scored."""
+
+    def row(name: str, concurrency: int) -> dict[str, Any]:
+        return next(r for r in rows if r["configuration"] == name and r["concurrency"] == concurrency)
+
+    result = {}
+    for concurrency in CONCURRENCY:
+        alone = row(ALONE, concurrency)["p99 (ms)"]
+        for name in (SHADOW, CANARY):
+            figures = row(name, concurrency)
+            ratio = figures["p99 (ms)"] / alone
+            text = f"{ratio:.2f}x ({figures['p99 (ms)']:.1f} against {alone:.1f} ms"
+            key = f"{name} p99 vs champion alone, concurrency {concurrency}"
+            if name == SHADOW:
+                result[key] = _verdict(ratio <= SHADOW_P99_TARGET, f"{text}; target <= {SHADOW_P99_TARGET:.2f}x)")
+            else:
+                result[key] = f"{text}; no target)"
+            answered = figures["records answered"]
+            handed = answered if name == SHADOW else figures["answered by the challenger"]
+            share = f"; the challenger answered {100 * handed / answered:.1f} %" if name == CANARY and answered else ""
+            result[f"{name} off the path, concurrency {concurrency}"] = (
+                f"{figures['scored off the path']:,} of {handed:,} records scored, "
+                f"{figures['dropped off the path']:,} dropped, {figures['failed off the path']:,} failed{share}"
+            )
     return result
 
 

@@ -21,15 +21,19 @@ include/config/), run on a lakeFS branch of its own (`run-<model>-<run id>`).
    converts it to ONNX and fails the run unless it predicts like the sklearn model on the whole test split;
    **register_challenger** registers it as a new version with alias `challenger`, the decision and the parity
    figures as tags;
-9. when the gate passes (and param `promote` is on): **deploy_model** puts the ONNX model into the BentoML
+9. when the gate passes (and param `promote` is on), **go_live** chooses how it goes live (config `rollout.mode`).
+   `direct` (or no champion yet): **deploy_model** puts the ONNX model into the BentoML
    model store, builds a Bento, switches the model's route on the running service to it without downtime and
    smoke-tests it (the previous model is put back on failure); **store_reference** keeps a sample of the
    training split with the model's predictions on it under `reference/<model>/<run>/` for the model's drift
    monitor; then **promote_champion** moves `champion`, and **merge_snapshot** and **merge_reference** merge
-   the training snapshot and the reference into `main`. Otherwise **record_rejection** commits the decision on
-   the run branch, which `lakefs_housekeeping` deletes after `retention_days`.
+   the training snapshot and the reference into `main`. `shadow` or `canary`: **start_rollout** loads it beside
+   the champion on the service instead (the champion stays), and **store_reference** keeps its reference;
+   `model_rollout__<model>` judges it on live traffic and promotes it (moving `champion`, merging the snapshot
+   and the reference) or rolls it back. Otherwise **record_rejection** commits the decision on the run branch,
+   which `lakefs_housekeeping` deletes after `retention_days`.
    With `gate.approval: required` in the config, **approve_deployment** first waits for a person (Airflow's
-   Required Actions, showing both models' metrics and links): Approve goes on to deploy_model; Reject, or no
+   Required Actions, showing both models' metrics and links): Approve goes on to go_live; Reject, or no
    answer within `gate.approval_timeout_hours`, to record_rejection.
 
 Last, **finish_training_run** (a teardown) ends the MLflow run as FINISHED, or FAILED when a task failed.
@@ -56,11 +60,13 @@ from mlops_airflow.training_model import (
     deploy_model,
     finish_training_run,
     gate,
+    go_live,
     package_onnx,
     plan_candidates,
     promote_champion,
     register_challenger,
     resolve_training_data,
+    start_rollout,
     start_training_run,
     store_reference,
     train_candidate,
@@ -151,12 +157,12 @@ def ml_training(config) -> None:
         )
         decided = gate(config_file, results)
         decision = register_challenger(config_file, decided, package_onnx(config_file, decided))
-        if config.gate.approval == "required":
+        # With a shadow or canary rollout, model_rollout asks instead, once the challenger held up on live traffic.
+        if config.gate.approval == "required" and config.rollout.mode == "direct":
             outcome = ChallengerApprovalOperator(
-                task_id=APPROVAL_TASK,
                 model=model,
                 timeout=dt.timedelta(hours=config.gate.approval_timeout_hours),
-                deploy_task="deploy_model",
+                approve_task="go_live",
                 reject_task="record_rejection",
             )
             decision >> outcome
@@ -190,9 +196,13 @@ def ml_training(config) -> None:
         create_run_branch >> data_source >> [staged, data]
         validated >> commit_raw >> merge_raw
         snapshot >> commit_snapshot >> data
+        live = go_live(config_file)
+        outcome >> [live, record_rejection]
         deployed = deploy_model(config_file, decision)
-        outcome >> [deployed, record_rejection]
-        reference = store_reference(config_file, decision, deployed)
+        started = start_rollout(config_file, decision)
+        live >> [deployed, started]
+        reference = store_reference(config_file, decision)
+        [deployed, started] >> reference
         reference >> promote_champion(config_file, decision, deployed) >> merge_snapshot >> merge_reference
         [merge_reference, record_rejection] >> finish_training_run(training_run).as_teardown(setups=training_run)
 

@@ -28,7 +28,7 @@ from include.devstack.processes import StartupError, free_port, tree_pss_bytes
 from include.devstack.stack import DEFAULT_PORTS, DEMO_SEED, PortInUse, SourceHistory, Stack, StackOptions, start
 from include.devstack.supervisor import ServerFailed, Supervisor
 from include.mlops.config import CONFIG_DIR, ConfigError, PipelineConfig, load_folder
-from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
+from include.mlops.naming import model_dag_ids, training_dag_id
 
 # --demo-drift replays history: the world changed this many days ago, and the demo's first champion is trained
 # as of that day. The run its drift monitor starts collects its whole training window (the demo config's 30
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         the_demo = next((c for c in stack.configs if demo.is_demo(c)), None)
         api = stack.airflow_api()
         dag_ids = {"lakefs_housekeeping"}
-        per_model = (training_dag_id, monitor_dag_id, rollback_dag_id)
-        dag_ids |= {dag_id(c.name) for c in stack.configs for dag_id in per_model}
+        dag_ids |= {dag_id for c in stack.configs for dag_id in model_dag_ids(c.name)}
         api.wait_for_dags(dag_ids)
         for dag_id in sorted(api.paused_dag_ids()):
             api.unpause(dag_id)

@@ -94,6 +94,22 @@ class ServingEndpoint:
         response = self._request("POST", f"/admin/models/{self.model}", json={"tag": tag})
         return self._json(response, f"switching {self.model} to {tag}")
 
+    def rollout(self) -> dict[str, Any] | None:
+        """The model's shadow or canary rollout (`tag`, `model_version`, `mode`, `share`, `started_at`, `loaded`),
+        or None when none is on."""
+        response = self._request("GET", f"/admin/models/{self.model}")
+        return self._json(response, f"asking the service about {self.model}'s rollout")["rollout"]
+
+    def start_rollout(self, tag: str, mode: str, share: float) -> dict[str, Any]:
+        """Load `tag` beside the champion as a shadow or canary; refused (409) while another rollout is on."""
+        body = {"tag": tag, "mode": mode, "share": share if mode == "canary" else None}
+        response = self._request("POST", f"/admin/models/{self.model}/rollout", json=body)
+        return self._json(response, f"starting a {mode} rollout of {tag}")["rollout"]
+
+    def end_rollout(self) -> None:
+        """Unload the challenger of the model's rollout (nothing happens when none is on)."""
+        self._json(self._request("DELETE", f"/admin/models/{self.model}/rollout"), f"ending {self.model}'s rollout")
+
     def ready(self) -> bool:
         try:
             return self._request("GET", f"/models/{self.model}/readyz").status_code == 200

@@ -21,8 +21,17 @@ def monitor_dag_id(model: str) -> str:
     return f"drift_monitor__{model}"
 
 
+def rollout_dag_id(model: str) -> str:
+    return f"model_rollout__{model}"
+
+
 def rollback_dag_id(model: str) -> str:
     return f"model_rollback__{model}"
+
+
+def model_dag_ids(model: str) -> tuple[str, ...]:
+    """Every DAG one pipeline config builds."""
+    return training_dag_id(model), monitor_dag_id(model), rollback_dag_id(model), rollout_dag_id(model)
 
 
 def run_key(run_id: str) -> str:

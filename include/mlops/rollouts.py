@@ -375,3 +375,47 @@ def _plain(row: Any) -> dict[str, Any]:
         if found.get(moment) is not None:
             found[moment] = as_utc(found[moment])
     return found
+
+
+def approval_request(
+    on_trial: dict[str, Any], figures: dict[str, Any], judgement: dict[str, Any], links: dict[str, str]
+) -> str:
+    """The Markdown a person reads before promoting a challenger after its rollout: the check's verdict and the
+    two models side by side on the same live records."""
+
+    def shown(value: Any, digits: str = ".4f") -> str:
+        return "–" if value is None else format(value, digits)
+
+    drift = figures.get("prediction_drift") or {}
+    rows = [
+        ("records scored by both", str(figures["pairs"]), ""),
+        ("agreement", shown(figures["agreement"]), ""),
+        (
+            "prediction drift between the two",
+            f"{drift['method']} {drift['score']:.4g}, {'drifted' if drift['drifted'] else 'no drift'}"
+            if drift
+            else "–",
+            "",
+        ),
+        ("scorings that raised", f"{figures['challenger_errors']} of {figures['challenger_scorings']}", "0"),
+        ("p99 model time (ms)", shown(figures["challenger_p99_ms"], ".3f"), shown(figures["champion_p99_ms"], ".3f")),
+        (
+            f"live metric on {figures['labelled_pairs']} labelled records",
+            shown(figures["challenger_live_score"]),
+            shown(figures["champion_live_score"]),
+        ),
+    ]
+    table = "\n".join(f"| {name} | {challenger} | {champion} |" for name, challenger, champion in rows)
+    share = f" ({on_trial['share']:.0%} of requests)" if on_trial["mode"] == "canary" else ""
+    lines = [
+        f"**Rollout:** {on_trial['mode']}{share} of `{on_trial['tag']}` since {on_trial['started_at']}, "
+        f"{figures['hours']:.2f} h",
+        f"**Check:** {judgement['verdict'].upper()}: {judgement['reason']}",
+        "",
+        "| on the same live records | challenger | champion |",
+        "|---|---|---|",
+        table,
+        "",
+        *(f"- [{name}]({url})" for name, url in links.items()),
+    ]
+    return "\n".join(lines)

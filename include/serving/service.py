@@ -331,6 +331,7 @@ class ModelService:
             # Exposed as 0 from the start: a labelled counter has no series until its first increment, and a
             # dashboard or alert on it would read "no data" where it means "nothing lost".
             self.metrics.inference_log_dropped.labels(slot.name)
+            self.metrics.shadow_dropped.labels(slot.name)
             slot.start(self._startup_tags(slot))
         self.log = None
         if SETTINGS.inference_log_url:

@@ -1,8 +1,10 @@
-"""A person's approval before a challenger goes live (config `gate.approval: required`).
+"""A person's approval before a challenger becomes the champion (config `gate.approval: required`).
 
-The training run waits in Airflow's Required Actions, showing the gate's verdict, both models' metrics on the
-same test split and links to the evidence. Approve deploys and promotes the challenger; Reject, or no answer
-within `gate.approval_timeout_hours`, records the rejection on the run branch as a gate rejection does.
+With `rollout.mode: direct` the training run asks before the challenger goes live, showing the gate's verdict,
+both models' metrics on the same test split and links to the evidence. With a shadow or canary rollout, the
+rollout check asks once the challenger has held up on live traffic, showing the rollout's figures. Approve
+promotes the challenger; Reject, or no answer within `gate.approval_timeout_hours`, rejects it (recorded on the
+run branch, or as a rolled back rollout).
 
 It is a HITL *branch* and not the standard provider's ApprovalOperator: that one's Reject skips every task
 right after it, so nothing downstream could record the rejection.
@@ -16,45 +18,34 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Context
 
-# The task of ml_training that asks (the MLOps page lists the ones waiting).
+# The task that asks, in ml_training and in model_rollout (the MLOps page lists the ones waiting).
 APPROVAL_TASK = "approve_deployment"
 APPROVE = "Approve"
 REJECT = "Reject"
 ANSWER_KEY = "answer"
 
 
-class ChallengerApprovalOperator(HITLBranchOperator):
-    """Ask whether the challenger `register_challenger` handed on may be deployed: `deploy_task` on Approve,
-    `reject_task` on Reject or timeout. A challenger the gate rejected (or a run with param `promote` off) is
-    not asked about: the run goes straight to `reject_task`.
-
-    The answer is handed on as XCom `answer`: {approved, by (the user's name; none on timeout), at}.
-    """
+class _ApprovalOperator(HITLBranchOperator):
+    """Approve leads to `approve_task`, Reject or the timeout to `reject_task`. The answer is handed on as XCom
+    `answer`: {approved, by (the user's name; none on timeout), at}."""
 
     # Subject and body are written when the challenger is known (in execute), not rendered from templates.
     template_fields = ()
 
-    def __init__(self, *, model: str, timeout: dt.timedelta, deploy_task: str, reject_task: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, model: str, timeout: dt.timedelta, approve_task: str, reject_task: str, **kwargs: Any
+    ) -> None:
         super().__init__(
-            subject=f"Deploy the new challenger of {model}?",
+            subject=f"Promote the new challenger of {model}?",
             body="",
             options=[APPROVE, REJECT],
-            options_mapping={APPROVE: deploy_task, REJECT: reject_task},
+            options_mapping={APPROVE: approve_task, REJECT: reject_task},
             defaults=[REJECT],
             response_timeout=timeout,
+            task_id=APPROVAL_TASK,
             **kwargs,
         )
         self.model = model
-
-    def execute(self, context: Context) -> Any:
-        decision = context["ti"].xcom_pull(task_ids="register_challenger")
-        if not (decision["promote"] and context["params"].get("promote", True)):
-            why = "the gate rejected the challenger" if not decision["promote"] else "param promote is off"
-            self.log.info("Nothing to approve: %s", why)
-            return self.do_branch(context=context, branches_to_execute=[self.options_mapping[REJECT]])
-        self.subject = f"Deploy {decision['challenger']} as v{decision['version']} of {self.model}?"
-        self.body = _request(decision, context)
-        return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         user = event.get("responded_by_user") or {}
@@ -66,6 +57,50 @@ class ChallengerApprovalOperator(HITLBranchOperator):
         context["ti"].xcom_push(key=ANSWER_KEY, value=answer)
         self.log.info("Answer: %s", answer)
         return super().execute_complete(context, event)
+
+
+class ChallengerApprovalOperator(_ApprovalOperator):
+    """In ml_training: ask whether the challenger `register_challenger` handed on may go live. A challenger the
+    gate rejected (or a run with param `promote` off) is not asked about: the run goes straight to
+    `reject_task`."""
+
+    def execute(self, context: Context) -> Any:
+        decision = context["ti"].xcom_pull(task_ids="register_challenger")
+        if not (decision["promote"] and context["params"].get("promote", True)):
+            why = "the gate rejected the challenger" if not decision["promote"] else "param promote is off"
+            self.log.info("Nothing to approve: %s", why)
+            return self.do_branch(context=context, branches_to_execute=[self.options_mapping[REJECT]])
+        self.subject = f"Deploy {decision['challenger']} as v{decision['version']} of {self.model}?"
+        self.body = _request(decision, context)
+        return super().execute(context)
+
+
+class RolloutApprovalOperator(_ApprovalOperator):
+    """In model_rollout: ask whether the challenger whose rollout `check_rollout` judged worth promoting may
+    become the champion, showing the rollout's figures."""
+
+    def execute(self, context: Context) -> Any:
+        from include.mlops import rollouts, tracking
+        from mlops_airflow import mlflow_tracking
+        from mlops_airflow.run_context import airflow_run_url
+
+        ti: Any = context["ti"]
+        on_trial = ti.xcom_pull(task_ids="check_rollout", key="rollout")
+        figures = ti.xcom_pull(task_ids="check_rollout", key="figures")
+        judgement = ti.xcom_pull(task_ids="check_rollout", key="judgement")
+        version = on_trial["model_version"]
+        self.subject = f"Promote v{version} of {self.model} after its {on_trial['mode']} rollout?"
+        links = {"This Airflow run": airflow_run_url(ti.dag_id, ti.run_id)}
+        try:
+            found = mlflow_tracking.client().get_model_version(self.model, version)
+            run = mlflow_tracking.client().get_run(found.run_id)
+            links["Challenger's MLflow run"] = tracking.run_url(
+                mlflow_tracking.ui_url(), run.info.experiment_id, found.run_id
+            )
+        except Exception as exc:  # a challenger loaded by hand need not be a registered version
+            self.log.info("No MLflow run to link for v%s: %s", version, exc)
+        self.body = rollouts.approval_request(on_trial, figures, judgement, links)
+        return super().execute(context)
 
 
 def _request(decision: dict, context: Context) -> str:

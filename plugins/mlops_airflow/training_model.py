@@ -222,16 +222,25 @@ def register_challenger(config_file: str, decision: dict, package: dict) -> dict
 
 
 def record_alias_move(
-    model: str, alias: str, before: Any, version: str, detail: str, cause: Cause = "gate", actor: str | None = None
+    model: str,
+    alias: str,
+    before: Any,
+    version: str,
+    detail: str,
+    cause: Cause = "gate",
+    actor: str | None = None,
+    kept: bool = False,
 ) -> None:
     """Append the move of `alias` (from `before`, the version MLflow had, to `version`) by this run to the alias
-    history: made by `actor` (a person), or by the run itself."""
+    history: made by `actor` (a person), or by the run itself. `kept`: the alias stayed where it is (a rolled
+    back rollout), recorded from and to that version."""
     from include.mlops import alias_history
     from mlops_airflow.monitoring import inference_log_engine
 
     context = get_current_context()
     engine = inference_log_engine()
-    origin = alias_history.moved_from(engine, model, alias, None if before is None else str(before.version), version)
+    current = None if before is None else str(before.version)
+    origin = current if kept else alias_history.moved_from(engine, model, alias, current, version)
     dag_run: Any = context["dag_run"]
     move = alias_history.AliasMove(
         model_name=model,
@@ -253,7 +262,7 @@ def record_alias_move(
 @task.branch
 def choose_outcome(decision: dict, params: dict) -> str:
     if decision["promote"] and params.get("promote", True):
-        return "deploy_model"
+        return "go_live"
     return "record_rejection"
 
 
@@ -278,9 +287,32 @@ def deploy(config, version: str, onnx_model_uri: str, mlflow_run_id: str, data: 
     """Deploy `version` of the config's model: into the BentoML model store with its lineage (the MLflow run that
     trained it, the training snapshot `data`, the Airflow run that trained it), built into a Bento, rolled out
     to the service and smoke-tested on the snapshot's test rows; the previous model is put back on failure."""
-    from include.mlops import deployment, tracking, versioning
-    from include.mlops.lineage import PROJECT_ROOT
+    from include.mlops import deployment, versioning
     from mlops_airflow import serving
+
+    tag, bento, onnx_bytes = publish(config, version, onnx_model_uri, mlflow_run_id, data, airflow_run_id)
+    repo = LakeFSHook().get_repository(data["repository"])
+    rows = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(SMOKE_TEST_ROWS)
+    expected = deployment.offline_predictions(onnx_bytes, config, rows)
+    service = serving.endpoint(config.name)
+    try:
+        previous = deployment.roll_out(service, tag, deployment.records_of(rows, config.dataset), expected)
+    except deployment.ServiceUnreachable:
+        raise  # nothing was changed: the task's retries may find the service up again
+    except deployment.DeploymentError as failure:
+        raise AirflowFailException(str(failure)) from None
+    show_service_docs(serving.docs_url())
+    print(f"{tag} serves at {service.url}; smoke test passed on {len(rows)} rows")
+    return {"bentoml_model_tag": tag, "bento_tag": bento, "previous_tag": previous}
+
+
+def publish(
+    config, version: str, onnx_model_uri: str, mlflow_run_id: str, data: dict, airflow_run_id: str
+) -> tuple[str, str, bytes]:
+    """Put `version` into the BentoML model store with its lineage and build it into a Bento, both named on the
+    model version; returns the model store tag, the Bento tag and the ONNX model."""
+    from include.mlops import deployment, tracking
+    from include.mlops.lineage import PROJECT_ROOT
 
     client = mlflow_tracking.client()
     name = config.model.registered_name
@@ -298,24 +330,82 @@ def deploy(config, version: str, onnx_model_uri: str, mlflow_run_id: str, data: 
     client.set_model_version_tag(name, version, "bentoml_model_tag", tag)
     client.set_model_version_tag(name, version, "bento_tag", bento)
     print(f"{tag} is in the BentoML model store; Bento {bento}")
+    return tag, bento, onnx_bytes
 
-    repo = LakeFSHook().get_repository(data["repository"])
-    rows = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(SMOKE_TEST_ROWS)
-    expected = deployment.offline_predictions(onnx_bytes, config, rows)
+
+@task.branch
+def go_live(config_file: str) -> str:
+    """How an accepted challenger goes live: at once (`rollout.mode: direct`, or no champion yet to compare it
+    with), or as a shadow or canary beside the champion."""
+    from include.mlops import registry
+
+    config = pipelines.load(config_file)
+    if config.rollout.mode == "direct":
+        return "deploy_model"
+    if registry.version_by_alias(mlflow_tracking.client(), config.name, registry.CHAMPION) is None:
+        print(f"rollout.mode is {config.rollout.mode}, but there is no champion to compare with: deploying directly")
+        return "deploy_model"
+    return "start_rollout"
+
+
+@mlflow_task
+def start_rollout(config_file: str, decision: dict, **context: Context) -> dict:
+    """Load the challenger beside the champion on the running service as a shadow or canary (config
+    `rollout`), after what deploy_model does before its switch (model store, Bento). Refused, with the champion
+    untouched, when a rollout of the model is on already or the challenger does not load. model_rollout__<model>
+    judges it from here on."""
+    import datetime as dt
+
+    from include.mlops import deployment, registry, rollouts
+    from mlops_airflow import serving
+    from mlops_airflow.monitoring import inference_log_engine
+
+    ti = context["ti"]
+    config = pipelines.load(config_file)
+    name, version, mode = config.name, decision["version"], config.rollout.mode
+    engine = inference_log_engine()
     service = serving.endpoint(name)
-    try:
-        previous = deployment.roll_out(service, tag, deployment.records_of(rows, config.dataset), expected)
-    except deployment.ServiceUnreachable:
-        raise  # nothing was changed: the task's retries may find the service up again
-    except deployment.DeploymentError as failure:
-        raise AirflowFailException(str(failure)) from None
+    client = mlflow_tracking.client()
+    champion = registry.version_by_alias(client, name, registry.CHAMPION)
+    recorded = rollouts.running(engine, name)
+    if recorded is not None and recorded["airflow_run_id"] != ti.run_id:
+        raise AirflowFailException(
+            f"rollout refused: a {recorded['mode']} rollout of {name} v{recorded['challenger_version']} is on since "
+            f"{recorded['started_at']:%Y-%m-%d %H:%M} UTC (run {recorded['airflow_run_id']}); one per model at a time"
+        )
+    data = ti.xcom_pull(task_ids="resolve_training_data")
+    tag, bento, _ = publish(config, version, decision["onnx_model_uri"], decision["challenger_run_id"], data, ti.run_id)
+    on_trial = service.rollout()
+    if on_trial is None or on_trial["tag"] != tag:  # a retry finds its own rollout on
+        try:
+            on_trial = service.start_rollout(tag, mode, config.rollout.canary_share)
+        except deployment.ServiceUnreachable:
+            raise
+        except deployment.DeploymentError as refused:
+            raise AirflowFailException(f"rollout refused, champion untouched: {refused}") from None
+    started_at = dt.datetime.fromisoformat(on_trial["started_at"])
+    rollout_id = rollouts.record_start(
+        engine,
+        {
+            "model_name": name,
+            "challenger_version": version,
+            "champion_version": champion.version if champion else "",
+            "mode": mode,
+            "share": on_trial["share"],
+            "started_at": started_at,
+            "airflow_dag_id": ti.dag_id,
+            "airflow_run_id": ti.run_id,
+        },
+    )
+    client.set_model_version_tag(name, version, "rollout", f"{mode} from {on_trial['started_at']}")
     show_service_docs(serving.docs_url())
-    print(f"{tag} serves at {service.url}; smoke test passed on {len(rows)} rows")
-    return {"bentoml_model_tag": tag, "bento_tag": bento, "previous_tag": previous}
+    share = f" ({on_trial['share']:.0%} of requests)" if mode == "canary" else ""
+    print(f"{tag}: {mode} rollout{share} beside v{champion.version if champion else '-'} since {started_at}")
+    return {"bentoml_model_tag": tag, "bento_tag": bento, "rollout_id": rollout_id, "mode": mode}
 
 
-@lakefs_task
-def store_reference(config_file: str, decision: dict, deployed: dict, **context: Context) -> dict:
+@lakefs_task(trigger_rule="none_failed_min_one_success")
+def store_reference(config_file: str, decision: dict, **context: Context) -> dict:
     """Keep what drift_monitor compares live traffic with: a sample of the training split (`drift.reference_rows`
     rows) and the deployed model's predictions on it, committed on the run branch as
     `reference/<model>/<run>/reference.parquet` (merged into `main` with the snapshot) and named on the model
@@ -348,7 +438,7 @@ def store_reference(config_file: str, decision: dict, deployed: dict, **context:
     uri = lakefs_uri(repo.id, commit.id, path)
     client.set_model_version_tag(name, version, "drift_reference", uri)
     show_lakefs_commit(repo.id, commit.id)
-    print(f"drift reference of v{version} ({deployed['bentoml_model_tag']}): {len(reference)} rows at {uri}")
+    print(f"drift reference of v{version}: {len(reference)} rows at {uri}")
     return {"commit": commit.id, "path": path, "uri": uri, "rows": len(reference)}
 
 

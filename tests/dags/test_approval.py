@@ -17,7 +17,8 @@ def test_an_approval_stands_between_the_gate_and_the_deployment(write_config):
     write_config()
     gate_only = training_dag()
     assert "approve_deployment" not in gate_only.task_ids
-    assert gate_only.get_task("choose_outcome").downstream_task_ids == {"deploy_model", "record_rejection"}
+    assert gate_only.get_task("choose_outcome").downstream_task_ids == {"go_live", "record_rejection"}
+    assert gate_only.get_task("go_live").downstream_task_ids == {"deploy_model", "start_rollout"}
 
     config = Path(write_config().path)
     raw = yaml.safe_load(config.read_text())
@@ -28,11 +29,12 @@ def test_an_approval_stands_between_the_gate_and_the_deployment(write_config):
     assert isinstance(approval, ChallengerApprovalOperator)
     assert "choose_outcome" not in dag.task_ids
     assert approval.upstream_task_ids == {"register_challenger"}
-    assert approval.downstream_task_ids == {"deploy_model", "record_rejection"}
+    assert approval.downstream_task_ids == {"go_live", "record_rejection"}
     assert approval.options == [APPROVE, REJECT] and approval.defaults == [REJECT]
-    assert approval.options_mapping == {APPROVE: "deploy_model", REJECT: "record_rejection"}
+    assert approval.options_mapping == {APPROVE: "go_live", REJECT: "record_rejection"}
     assert approval.response_timeout == dt.timedelta(minutes=30)
-    assert dag.get_task("deploy_model").upstream_task_ids == {"approve_deployment", "register_challenger"}
+    assert dag.get_task("go_live").upstream_task_ids == {"approve_deployment"}
+    assert dag.get_task("deploy_model").upstream_task_ids == {"go_live", "register_challenger"}
 
 
 def test_the_rejection_commit_says_who_or_what_stopped_the_challenger():

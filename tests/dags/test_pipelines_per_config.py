@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from include.mlops.config import CONFIG_DIR
-from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
+from include.mlops.naming import model_dag_ids, monitor_dag_id, rollback_dag_id, training_dag_id
 from tests.conftest import REPO_ROOT
 
 SHIPPED = {"fraud_detector", "breast_cancer_classifier"}
@@ -62,8 +62,7 @@ def _config(folder: Path, name: str, model: str, dataset: str, **changes) -> Pat
 
 def test_every_shipped_config_has_its_dags_and_its_drift_dag_triggers_its_own_training():
     parsed = _parse()
-    per_model = (training_dag_id, monitor_dag_id, rollback_dag_id)
-    expected = {dag_id(m) for m in SHIPPED for dag_id in per_model} | {"lakefs_housekeeping"}
+    expected = {dag_id for m in SHIPPED for dag_id in model_dag_ids(m)} | {"lakefs_housekeeping"}
     assert set(parsed["dags"]) == expected
     assert parsed["errors"] == {}
     assert parsed["triggers"] == {monitor_dag_id(m): training_dag_id(m) for m in SHIPPED}
@@ -83,6 +82,7 @@ def test_a_broken_file_is_an_import_error_naming_it_and_the_other_models_load(tm
         "lakefs_housekeeping",
         "ml_training__good_model",
         "model_rollback__good_model",
+        "model_rollout__good_model",
     ]
     (check_file, error), *others = parsed["errors"].items()
     assert others == [] and check_file.endswith("pipeline_configs.py")

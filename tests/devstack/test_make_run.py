@@ -27,7 +27,7 @@ import yaml
 
 from include.devstack.processes import group_alive
 from include.mlops.config import CONFIG_DIR
-from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
+from include.mlops.naming import model_dag_ids, training_dag_id
 from tests.conftest import REPO_ROOT
 
 
@@ -130,8 +130,7 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
         token = _airflow_token(urls["Airflow UI"], credentials["airflow_admin_password"])
         dags = {d["dag_id"]: d for d in _get(f"{urls['Airflow UI']}/api/v2/dags", token)["dags"]}
         models = ("fraud_detector", "cell_classifier")
-        per_model = (training_dag_id, monitor_dag_id, rollback_dag_id)
-        expected = {dag(m) for m in models for dag in per_model} | {"lakefs_housekeeping"}
+        expected = {dag_id for m in models for dag_id in model_dag_ids(m)} | {"lakefs_housekeeping"}
         assert set(dags) == expected
         assert [d for d in expected if dags[d]["is_paused"]] == [], "make run unpauses every DAG"
         assert _get(f"{urls['Airflow UI']}/api/v2/importErrors", token)["total_entries"] == 0

@@ -32,11 +32,14 @@ def _status(service: Service) -> dict[str, Any]:
 
 
 def _rows(url: str) -> list[dict[str, Any]]:
+    """Every logged row, oldest first (none while the writer has not created the table yet)."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as connection:
             query = sa.text("SELECT * FROM inference_log ORDER BY id")
             return [dict(row._mapping) for row in connection.execute(query)]
+    except sa.exc.OperationalError:
+        return []
     finally:
         engine.dispose()
 
@@ -89,10 +92,8 @@ def test_a_shadow_challenger_scores_every_request_off_the_path_and_a_restart_res
 
     # Both models' predictions of every record, by request id: the champion's answered, the challenger's not.
     request_ids = {a["request_id"] for a in answers}
-    rows = wait_for(
-        lambda: [r for r in _rows(log_url) if r["request_id"] in request_ids] if len(_rows(log_url)) >= 80 else None,
-        what="both models' rows",
-    )
+    wait_for(lambda: len(_rows(log_url)) >= 80, timeout=30, what="both models' rows")
+    rows = [r for r in _rows(log_url) if r["request_id"] in request_ids]
     by_role = collections.defaultdict(list)
     for row in rows:
         by_role[(row["role"], row["model_version"], bool(row["served"]))].append(row)
@@ -165,10 +166,10 @@ def test_a_canary_answers_its_share_by_sticky_key_and_a_failing_challenger_costs
     share = sum(v == "2" for v in versions.values()) / len(versions)
     assert 0.2 <= share <= 0.4, share
     # The champion scored the challenger's records off the path: the pairs the rollout check compares.
-    canary_ids = set()
-    for row in _rows(log_url):
-        if row["role"] == "challenger" and row["served"]:
-            canary_ids.add(row["request_id"])
+    answered = 2 * len(records)
+    wait_for(lambda: sum(r["served"] for r in _rows(log_url)) >= answered, timeout=30, what="every answer logged")
+    canary_ids = {r["request_id"] for r in _rows(log_url) if r["role"] == "challenger" and r["served"]}
+    assert len(canary_ids) >= 0.2 * answered
     wait_for(
         lambda: {r["request_id"] for r in _rows(log_url) if r["role"] == "champion" and not r["served"]} >= canary_ids,
         what="the champion's scorings of the canary's requests",
@@ -189,11 +190,9 @@ def test_a_canary_answers_its_share_by_sticky_key_and_a_failing_challenger_costs
         failed_ids.append(response.json()["request_id"])
     answers_v4 = {service.predict(records[:2]).json()["model_version"] for _ in range(5)}
     assert answers_v4 == {"1"}
-    logged = wait_for(
-        lambda: [r for r in _rows(log_url) if r["request_id"] in failed_ids] if len(failed_ids) else None,
-        what="the failed canary's rows",
+    wait_for(
+        lambda: len([r for r in _rows(log_url) if r["request_id"] in failed_ids]) >= 80, timeout=30, what="all its rows"
     )
-    wait_for(lambda: len([r for r in _rows(log_url) if r["request_id"] in failed_ids]) >= 80, what="all its rows")
     logged = [r for r in _rows(log_url) if r["request_id"] in set(failed_ids)]
     errors = [r for r in logged if r["role"] == "challenger"]
     answered = [r for r in logged if r["role"] == "champion"]
