@@ -16,8 +16,8 @@ import sqlalchemy as sa
 import yaml
 from mlflow.tracking import MlflowClient
 
-from include.mlops import alias_history, monitoring, registry, tracking
-from include.mlops.config import CONFIG_DIR
+from include.mlops import alias_history, monitoring, registry, rollouts, tracking
+from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.naming import training_dag_id
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -73,11 +73,34 @@ def seed_model(
                 client.set_registered_model_alias(model, registry.PREVIOUS_CHAMPION, seeded[n - 2].version)
             client.set_registered_model_alias(model, registry.CHAMPION, v.version)
             _move(engine, model, registry.CHAMPION, seeded[n - 2].version if n > 1 else None, v, "gate")
+    if versions > 2:
+        _rolled_back_canary(engine, model, seeded[-1].version, champion.version)
     if checks:
         monitoring_run = tracking.monitoring_run(client, experiment, model, champion.version)
         for i in range(checks):
             monitoring.record_check(engine, drift_row(model, champion.version, i, checks, monitoring_run))
     return seeded
+
+
+def _rolled_back_canary(engine: sa.Engine, model: str, challenger: str, champion: str) -> None:
+    """A 10 % canary of `challenger` that its check rolled back for disagreeing with the champion."""
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+    row = {
+        "model_name": model,
+        "challenger_version": challenger,
+        "champion_version": champion,
+        "mode": "canary",
+        "share": 0.1,
+        "started_at": started,
+        "airflow_dag_id": training_dag_id(model),
+        "airflow_run_id": f"seeded__{challenger}",
+    }
+    rollout_id = rollouts.record_start(engine, row)
+    figures = rollouts.Figures(640, 0.81, None, 641, 1, 0.21, 0.25, hours=2.0)
+    # The demo's default criteria: agreement 0.81 is below its 0.9.
+    judgement = rollouts.judge(figures, load_config(CONFIG_DIR / "fraud_demo.yaml"))
+    rollouts.record_check(engine, rollout_id, figures, judgement, started + dt.timedelta(hours=2))
+    rollouts.record_end(engine, rollout_id, rollouts.ROLLED_BACK, judgement.reason, started + dt.timedelta(hours=2))
 
 
 def drift_row(model: str, version: str, i: int, checks: int, monitoring_run: str) -> dict:

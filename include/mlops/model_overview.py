@@ -19,13 +19,14 @@ from typing import Any
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from include.mlops import alias_history, monitoring, registry, tracking, versioning
+from include.mlops import alias_history, monitoring, registry, rollouts, tracking, versioning
 from include.mlops.config import PipelineConfig
 
 ALIASES = (registry.CHAMPION, registry.CHALLENGER, registry.PREVIOUS_CHAMPION)
 # The chart shows this many of the newest checks (six weeks of hourly checks); the table fewer.
 CHART_CHECKS = 1000
 LISTED_CHECKS = 10
+LISTED_ROLLOUTS = 5
 LISTED_MOVES = 20
 PARITY_TAGS = ("onnx_parity", "onnx_parity_rows")
 GATE_TAGS = ("decision", "reason", "metric", "challenger_score", "champion_version", "champion_score", "margin")
@@ -83,9 +84,13 @@ class ModelOverview:
     config_path: str
     metric: str
     drift_threshold: float
+    rollout_mode: str = "direct"
     versions: tuple[VersionCard, ...] = ()
     moves: tuple[alias_history.AliasMove, ...] = ()  # newest first
     checks: tuple[DriftPoint, ...] = ()  # oldest first
+    # Its last shadow or canary rollouts (the rollouts table's rows), newest first: the running one and how the
+    # ones before it ended.
+    rollouts: tuple[dict[str, Any], ...] = ()
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -109,8 +114,10 @@ def build(client: MlflowClient | None, engine: sa.Engine, config: PipelineConfig
             problems.append(f"MLflow: {_one_line(exc)}")
     moves: tuple[alias_history.AliasMove, ...] = ()
     checks: tuple[DriftPoint, ...] = ()
+    tried: tuple[dict[str, Any], ...] = ()
     try:
         moves = tuple(reversed(alias_history.moves(engine, name)))
+        tried = tuple(rollouts.history(engine, name, last=LISTED_ROLLOUTS))
         rows = monitoring.history(engine, name, last=CHART_CHECKS)
         checks = tuple(drift_point(row, links.mlflow_ui, experiment) for row in rows)
     except Exception as exc:
@@ -120,9 +127,11 @@ def build(client: MlflowClient | None, engine: sa.Engine, config: PipelineConfig
         config_path=config.path,
         metric=config.model.primary_metric,
         drift_threshold=config.drift.threshold,
+        rollout_mode=config.rollout.mode,
         versions=versions,
         moves=moves,
         checks=checks,
+        rollouts=tried,
         problems=tuple(problems),
     )
 

@@ -34,7 +34,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
+from include.mlops.naming import model_dag_ids, rollback_dag_id, rollout_dag_id, training_dag_id
 from mlops_airflow import pipelines
 from mlops_airflow.approval import APPROVAL_TASK
 from mlops_airflow.run_context import airflow_run_url
@@ -86,7 +86,8 @@ def page(request: Request, user: GetUserDep, session: SessionDep, triggered: str
     readable = get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session)
     models = [config.name for config in folder.configs]
     runs = _last_runs(session, [d for m in models for d in _dag_ids(m) if d in readable])
-    approvals = _approvals(session, [training_dag_id(m) for m in models if training_dag_id(m) in readable])
+    asking = [d for m in models for d in (training_dag_id(m), rollout_dag_id(m)) if d in readable]
+    approvals = _approvals(session, asking)
     overviews, problems = _overviews(folder.configs)
     from include.mlops import drift_chart
 
@@ -166,8 +167,8 @@ def rollback(
     return RedirectResponse(f"{request.scope.get('root_path', '')}/?{query}#{model}", status_code=303)
 
 
-def _dag_ids(model: str) -> tuple[str, str, str]:
-    return training_dag_id(model), monitor_dag_id(model), rollback_dag_id(model)
+def _dag_ids(model: str) -> tuple[str, ...]:
+    return model_dag_ids(model)
 
 
 def _last_runs(session, dag_ids: list[str]) -> list[DagRunRow]:

@@ -218,6 +218,16 @@ def test_each_version_links_its_lakefs_commit_mlflow_run_and_airflow_run(page, s
     assert any(h.endswith(run_link) for h in hrefs), hrefs
 
 
+def test_each_models_rollouts_are_listed_with_their_last_check(page):
+    alpha = section(page, ALPHA)
+    (row,) = re.findall(r'<tr data-rollout-state="(\w+)" data-version="(\d+)">', alpha)
+    assert row == ("rolled_back", "3")
+    rollout = alpha[alpha.index("data-rollout-state") :]
+    assert "canary 10%" in rollout and "0.810" in rollout and "1 / 641" in rollout
+    assert "agreement 0.810 below 0.9" in rollout
+    assert "No shadow or canary rollout yet (this config's rollout.mode is direct)" in section(page, BETA)
+
+
 def test_the_alias_history_is_listed_newest_first(page):
     rows = re.findall(r"<td>([\w-]+)</td>\s*<td>(?:v(\d+)|–) → v(\d+)</td>", section(page, ALPHA))
     assert rows == [
