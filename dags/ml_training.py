@@ -201,7 +201,7 @@ def ml_training(config) -> None:
         deployed = deploy_model(config_file, decision)
         started = start_rollout(config_file, decision)
         live >> [deployed, started]
-        reference = store_reference(config_file, decision)
+        reference = store_reference(config_file)
         [deployed, started] >> reference
         reference >> promote_champion(config_file, decision, deployed) >> merge_snapshot >> merge_reference
         [merge_reference, record_rejection] >> finish_training_run(training_run).as_teardown(setups=training_run)

@@ -404,8 +404,11 @@ def start_rollout(config_file: str, decision: dict, **context: Context) -> dict:
     return {"bentoml_model_tag": tag, "bento_tag": bento, "rollout_id": rollout_id, "mode": mode}
 
 
+# After deploy_model or start_rollout, whichever ran; skipped with both (a rejected challenger). The decision is
+# read from XCom, not passed in: as an argument it would make register_challenger an upstream task, whose
+# success alone would then run this task for a rejected challenger.
 @lakefs_task(trigger_rule="none_failed_min_one_success")
-def store_reference(config_file: str, decision: dict, **context: Context) -> dict:
+def store_reference(config_file: str, **context: Context) -> dict:
     """Keep what drift_monitor compares live traffic with: a sample of the training split (`drift.reference_rows`
     rows) and the deployed model's predictions on it, committed on the run branch as
     `reference/<model>/<run>/reference.parquet` (merged into `main` with the snapshot) and named on the model
@@ -416,6 +419,7 @@ def store_reference(config_file: str, decision: dict, **context: Context) -> dic
 
     ti = context["ti"]
     data = ti.xcom_pull(task_ids="resolve_training_data")
+    decision = ti.xcom_pull(task_ids="register_challenger")
     config = pipelines.load(config_file)
     # Points MLflow's fluent API (which load_onnx uses) at the server: in a worker, nothing else has.
     client = mlflow_tracking.client()

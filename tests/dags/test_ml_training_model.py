@@ -143,6 +143,8 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == decision["champion_version"]
     assert client.get_model_version_by_alias(name, registry.CHALLENGER).version == decision["version"]
     assert second.get_task_instance("promote_champion").state == "skipped"
+    for skipped in ("go_live", "deploy_model", "start_rollout", "store_reference"):
+        assert second.get_task_instance(skipped).state == "skipped", skipped
 
     branch = run_branch_name(name, second.run_id)
     recorded = versioning.get_commit(repo, branch)
