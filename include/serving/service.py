@@ -28,9 +28,11 @@ Endpoints, for each model <m> (the OpenAPI document, generated from the configs,
 at /):
 
     POST /models/<m>/predict   {"records": [{<feature>: value, ...}, ...]} (1 to MLOPS_MAX_RECORDS records)
-                               -> 200 {"model_name", "model_version", "request_id",
+                               -> 200 {"model_name", "model_version", "request_id", "role",
                                        "predictions": [{"label": 0, "probabilities": {"0": 0.98, "1": 0.02}}, ...]}
-                                  (regression: [{"value": 1.23}, ...]), one per record, in order.
+                                  (regression: [{"value": 1.23}, ...]), one per record, in order. "role" says
+                                  which model answered: champion, or challenger during a canary rollout. Header
+                                  X-Rollout-Key: requests with the same key get the same side of a canary.
     POST /models/<m>/predict_batched  {"records": [<one record>]} -> 200 [{"model_name", "model_version",
                                "request_id", "label", "probabilities"}] (or "value"). For clients that send one
                                record per call: BentoML's adaptive batching merges concurrent calls into one
@@ -43,7 +45,11 @@ at /):
     JSON, 413 beyond the body limit, 415 for a non-JSON content type, 503 while <m> has no model loaded.
     GET  /readyz /livez /healthz   readiness (200 once any model is loaded), liveness (always 200)
     GET  /metrics          BentoML's metrics (by route, so by model), and mlops_predictions_total{model,
-                           model_version, predicted_class} (regression: predicted_class="value"),
+                           model_version, role, predicted_class} (regression: predicted_class="value"),
+                           mlops_model_duration_seconds{model, model_version, role} (histogram: the model's time
+                           per scoring, answered or off the request path), mlops_scoring_errors_total{model,
+                           model_version, role}, mlops_rollout_comparisons_total{model, challenger_version,
+                           agreement}, mlops_shadow_dropped_total{model},
                            mlops_inference_log_dropped_total{model}, mlops_model_switches_total{model, outcome}
                            (switched, followed, not_found, rejected); from each drift monitor's last check of each
                            model version (with an inference log): mlops_drift_share, mlops_drift_live_score{metric},
@@ -56,6 +62,10 @@ at /):
                            404 for a tag not in the store, 422 (naming why) for a tag of another model or a model
                            that does not load, does not fit the config, or fails on a sample record; the old model
                            keeps serving.
+    POST /admin/models/<m>/rollout {"tag": "<m>:v5", "mode": "shadow" | "canary", "share": 0.1 (canary)} -> the
+                           model's status with "rollout"; 409 while a rollout of <m> is on or <m> serves nothing,
+                           422 for a bad mode or share, or a challenger that does not load (the champion serves on).
+    DELETE /admin/models/<m>/rollout   ends it: the challenger is unloaded. Promotion is a switch to its tag.
 
 Rollouts: a switch builds the new onnxruntime session beside the old one, checks it, writes the model's pointer
 and then swaps one reference, so requests in flight finish on the old model and none fails; the other models are

@@ -46,7 +46,7 @@ def test_a_regression_model_answers_values(start_service, stored_models, splits,
     (batched,) = httpx.post(f"{service.url}/predict_batched", json={"records": records[:1]}).json()
     assert batched["value"] == answer["predictions"][0]["value"] and "label" not in batched
 
-    labels = (("model", "amount_estimator"), ("model_version", "1"), ("predicted_class", "value"))
+    labels = (("model", "amount_estimator"), ("model_version", "1"), ("predicted_class", "value"), ("role", "champion"))
     counted = service.metrics()[("mlops_predictions_total", labels)]
     assert counted == 101
     rows = wait_for(lambda: logged_rows(log_url, answer["request_id"]), what="logged rows")

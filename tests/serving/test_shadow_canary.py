@@ -190,13 +190,18 @@ def test_a_canary_answers_its_share_by_sticky_key_and_a_failing_challenger_costs
         failed_ids.append(response.json()["request_id"])
     answers_v4 = {service.predict(records[:2]).json()["model_version"] for _ in range(5)}
     assert answers_v4 == {"1"}
-    wait_for(
-        lambda: len([r for r in _rows(log_url) if r["request_id"] in failed_ids]) >= 80, timeout=30, what="all its rows"
-    )
-    logged = [r for r in _rows(log_url) if r["request_id"] in set(failed_ids)]
-    errors = [r for r in logged if r["role"] == "challenger"]
-    answered = [r for r in logged if r["role"] == "champion"]
-    assert len(errors) == 40 and all(not r["served"] and r["label"] is None for r in errors)
+
+    # The failed scoring's rows are queued before the champion's answer, so once every answer is logged so is
+    # every failure. A key lands on the champion's side with a chance of 1 %: those requests have no failure.
+    def answered() -> list[dict[str, Any]]:
+        return [r for r in _rows(log_url) if r["request_id"] in set(failed_ids) and r["role"] == "champion"]
+
+    wait_for(lambda: len(answered()) >= 40, timeout=60, what="every answer logged")
+    assert all(r["served"] and r["label"] is not None for r in answered())
+    errors = [r for r in _rows(log_url) if r["request_id"] in set(failed_ids) and r["role"] == "challenger"]
+    failed_requests = collections.Counter(r["request_id"] for r in errors)
+    assert len(failed_requests) >= 15 and set(failed_requests.values()) == {2}, failed_requests
+    assert all(not r["served"] and r["label"] is None for r in errors)
     assert all("Got invalid dimensions" in r["error"] or "dimension" in r["error"] for r in errors), errors[0]
-    assert len(answered) == 40 and all(r["served"] and r["label"] is not None for r in answered)
-    assert _metric(service, "mlops_scoring_errors_total", model=MODEL, model_version="4", role="challenger") >= 20
+    failures = _metric(service, "mlops_scoring_errors_total", model=MODEL, model_version="4", role="challenger")
+    assert failures >= len(failed_requests)
