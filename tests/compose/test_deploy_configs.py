@@ -46,14 +46,15 @@ def mount_target(service: dict, source: str) -> str:
 # --- Prometheus ---------------------------------------------------------------------------------------------
 
 
-def test_promtool_accepts_the_prometheus_config():
-    promtool = debian_binary("promtool", "prometheus")
-    result = subprocess.run(
-        [str(promtool), "check", "config", str(DEPLOY / "prometheus/prometheus.yml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(debian_binary("promtool", "prometheus")), *args], capture_output=True, text=True, timeout=60
     )
+
+
+def test_promtool_accepts_the_prometheus_config():
+    """`check config` also checks the rule files the config names (alerts.yml, beside it)."""
+    result = promtool("check", "config", str(DEPLOY / "prometheus/prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -62,10 +63,50 @@ def test_promtool_rejects_a_broken_config(tmp_path: Path):
     broken.write_text(
         (DEPLOY / "prometheus/prometheus.yml").read_text().replace("scrape_interval: 15s", "scrape_interval: often")
     )
-    result = subprocess.run(
-        [str(debian_binary("promtool", "prometheus")), "check", "config", str(broken)], capture_output=True, text=True
-    )
+    # A copy elsewhere does not have alerts.yml beside it: only the interval is to blame here.
+    shutil.copy(DEPLOY / "prometheus/alerts.yml", tmp_path)
+    result = promtool("check", "config", str(broken))
     assert result.returncode != 0 and "often" in result.stdout + result.stderr
+
+
+def test_promtool_accepts_the_alerting_rules():
+    result = promtool("check", "rules", str(DEPLOY / "prometheus/alerts.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_alerting_rules_pass_their_unit_tests():
+    """alerts_test.yml: each alert fires on the series that should raise it, with the model and version in its
+    text, and stays silent on the healthy ones (no errors, no drops, a retired version's old gauges)."""
+    result = promtool("test", "rules", str(DEPLOY / "prometheus/alerts_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_rejects_a_broken_rule(tmp_path: Path):
+    """The two checks above can fail: an expression that does not parse is refused, naming it."""
+    rules = (DEPLOY / "prometheus/alerts.yml").read_text()
+    assert 'up{job="model-service"} == 0' in rules
+    broken = tmp_path / "alerts.yml"
+    broken.write_text(rules.replace('up{job="model-service"} == 0', 'up{job="model-service" == 0'))
+    result = promtool("check", "rules", str(broken))
+    assert result.returncode != 0 and "ModelServiceDown" in result.stdout + result.stderr
+
+
+def test_every_alert_says_how_bad_and_what_it_is_about():
+    """Prometheus accepts a rule without these; a reader of the /alerts page needs them: a wait (`for`), a
+    severity, and a summary and description that name the model (or the instance, for the service itself)."""
+    (group,) = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())["groups"]
+    names = [rule["alert"] for rule in group["rules"]]
+    assert len(names) == len(set(names)) and "ModelServiceDown" in names
+    tested = yaml.safe_load((DEPLOY / "prometheus/alerts_test.yml").read_text())
+    assert tested["rule_files"] == ["alerts.yml"]
+    fired = {alert["alertname"] for test in tested["tests"] for alert in test["alert_rule_test"] if alert["exp_alerts"]}
+    assert fired == set(names), "every alert has a unit test in which it fires"
+    for rule in group["rules"]:
+        assert rule.get("for"), rule["alert"]
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}, rule["alert"]
+        assert set(rule["annotations"]) == {"summary", "description"}, rule["alert"]
+        subject = "$labels.instance" if rule["alert"] == "ModelServiceDown" else "$labels.model"
+        assert all(subject in text for text in rule["annotations"].values()), rule["alert"]
 
 
 def test_prometheus_scrapes_the_model_service_where_compose_runs_it(compose):
@@ -80,6 +121,18 @@ def test_prometheus_scrapes_the_model_service_where_compose_runs_it(compose):
     prometheus = compose["services"]["prometheus"]
     assert mount_target(prometheus, "deploy/prometheus/prometheus.yml") == "/etc/prometheus/prometheus.yml"
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+def test_prometheus_loads_the_alerting_rules_mounted_beside_its_config(compose):
+    """rule_files is relative, so it is read from the config's folder: compose must mount alerts.yml into the same
+    folder as prometheus.yml (in the repository they already sit side by side, which promtool checks)."""
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    prometheus = compose["services"]["prometheus"]
+    config_target = mount_target(prometheus, "deploy/prometheus/prometheus.yml")
+    rules_target = mount_target(prometheus, "deploy/prometheus/alerts.yml")
+    assert rules_target == str(Path(config_target).parent / "alerts.yml")
+    assert "alerts.yml" in promtool("check", "config", str(DEPLOY / "prometheus/prometheus.yml")).stdout
 
 
 # --- Grafana -------------------------------------------------------------------------------------------------
