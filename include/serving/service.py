@@ -342,6 +342,8 @@ class ModelService:
             # dashboard or alert on it would read "no data" where it means "nothing lost".
             self.metrics.inference_log_dropped.labels(slot.name)
             self.metrics.shadow_dropped.labels(slot.name)
+            for refused in ("not_found", "rejected"):
+                self.metrics.model_switches.labels(slot.name, refused)
             slot.start(self._startup_tags(slot))
         self.log = None
         if SETTINGS.inference_log_url:

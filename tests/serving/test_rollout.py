@@ -67,6 +67,8 @@ def test_not_ready_without_a_model_then_switched_and_restarted_on_the_pointer(st
     assert refused.status_code == 503 and "fraud_detector has no model loaded yet" in refused.json()["error"]
     assert httpx.get(f"{service.url}/models/fraud_detector/readyz").status_code == 503
     assert service.serving() is None
+    # Refusals are exposed at 0 from the start: an alert on their increase sees the first one.
+    assert _switches(service) == {"not_found": 0, "rejected": 0}
 
     switched = service.admin("POST", {"tag": "fraud_detector:v2"})
     assert switched.json() == {"tag": "fraud_detector:v2", "model_version": "2", "previous_tag": None}
