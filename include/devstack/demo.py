@@ -109,10 +109,16 @@ def predict(serving_url: str, model: str, records: list[dict[str, Any]]) -> dict
 
 
 def sample_records(
-    lakefs_url: str, lakefs_keys: tuple[str, str], labels: Mapping[str, str], config: PipelineConfig, rows: int = 1
+    lakefs_url: str,
+    lakefs_keys: tuple[str, str],
+    labels: Mapping[str, str],
+    config: PipelineConfig,
+    rows: int = 1,
+    split: str = "test",
 ) -> list[dict[str, Any]]:
-    """The first `rows` rows of the test split the served model was checked on, read at the lakeFS commit its
-    lineage labels name, as request records: a prediction any model can answer, whatever its columns."""
+    """The first `rows` rows of a split of the served model's snapshot (by default the test split it was checked
+    on), read at the lakeFS commit its lineage labels name, as request records: a prediction any model can
+    answer, whatever its columns."""
     import lakefs
 
     from include.mlops import deployment, versioning
@@ -121,8 +127,8 @@ def sample_records(
     repo = lakefs.Repository(labels["lakefs_repository"], client=client)
     commit = labels["lakefs_commit"]
     manifest = json.loads(versioning.read_bytes(repo, commit, versioning.get_commit(repo, commit).metadata["manifest"]))
-    test = versioning.read_parquet(repo, commit, manifest["paths"]["test"])
-    return deployment.records_of(test.head(rows), config.dataset)
+    frame = versioning.read_parquet(repo, commit, manifest["paths"][split])
+    return deployment.records_of(frame.head(rows), config.dataset)
 
 
 def live_records(day: dt.date, rows_per_day: int, seed: int, changed: bool, config: PipelineConfig) -> list[dict]:

@@ -234,7 +234,7 @@ def compare(
         scores[role] = live_performance(config, live, labels)
     labelled = scores["champion"].labelled_rows
     if scores["champion"].score is None:
-        notes.append(f"live metric: {scores['champion'].reason}")
+        notes.append(f"live metric: {scores['champion'].note}")
     return dataclasses.replace(
         figures,
         labelled_pairs=labelled,

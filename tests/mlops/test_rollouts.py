@@ -136,6 +136,12 @@ def test_the_live_metric_once_labels_arrive(history_engine, config):
     )
     assert rollouts.judge(figures, forgiving).verdict == "promote"
 
+    # Too few labels yet: no live score, a note that says why, and the verdict comes from the rest.
+    few = rollouts.compare(history_engine, lenient, "2", START, START + dt.timedelta(hours=2), labels.head(10))
+    assert (few.labelled_pairs, few.champion_live_score, few.challenger_live_score) == (10, None, None)
+    needed = lenient.drift.min_labelled_rows
+    assert f"live metric: 10 live rows have labels, {needed} needed" in few.notes, few.notes
+
 
 def test_nothing_logged_waits_and_other_versions_do_not_count(history_engine, config):
     _log(history_engine, 300)
