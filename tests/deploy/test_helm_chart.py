@@ -433,7 +433,7 @@ def _no_policy_lets_clients_in(manifests):
         (secret_problems, _secret_with_data, "Secret leak holds values"),
         (secret_problems, _token_by_value, "MLOPS_ADMIN_TOKEN is set by value"),
         (secret_problems, _password_in_url, "holds a URL with a password"),
-        (service_problems, _service_misses_pods, "no Service selects its pods"),
+        (service_problems, _service_misses_pods, "Service airflow-mlops-model-service selects no pods"),
         (service_problems, _target_port_not_probed, "is not the port the readiness probe"),
         (service_problems, _selector_not_labels, "its selector does not match its pod labels"),
         (scaling_problems, _hpa_min_above_max, "minReplicas 9 is not within 1..8"),
@@ -490,6 +490,22 @@ def test_the_model_service_gets_its_interface(rendered):
         assert "emptyDir" in volumes[mounts[env["BENTOML_HOME"]["value"]]]
         assert "emptyDir" in volumes[mounts["/tmp"]]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_airflow_reaches_the_model_service_before_it_is_ready(rendered):
+    manifests = rendered["production"]
+    pods = named(manifests, "Deployment", "model-service")["spec"]["template"]["metadata"]["labels"]
+    clients = named(manifests, "Service", "model-service")
+    admin = named(manifests, "Service", "model-service-admin")
+    assert selects(admin["spec"]["selector"], pods) and selects(clients["spec"]["selector"], pods)
+    # Clients get ready replicas only; Airflow's switch gets through before the first model, and its smoke test
+    # meets the replica it switched.
+    assert not clients["spec"].get("publishNotReadyAddresses")
+    assert admin["spec"]["publishNotReadyAddresses"] is True
+    assert admin["spec"]["sessionAffinity"] == "ClientIP"
+    # Scraped once: the ServiceMonitor selects the clients' Service only.
+    monitor = named(manifests, "ServiceMonitor", "model-service")["spec"]["selector"]["matchLabels"]
+    assert selects(monitor, clients["metadata"]["labels"]) and not selects(monitor, admin["metadata"]["labels"])
 
 
 def test_s3_keys_come_from_a_secret_only_when_one_is_named(rendered):
