@@ -14,6 +14,11 @@ that every worker follows it and a restarted service resumes it. In `shadow` mod
 challenger scores the same records off the request path; in `canary` mode the challenger answers a share of
 the requests (sticky by a key the client sends, salted per rollout) and the champion scores those off the path.
 One rollout per model at a time; switching the model (to the challenger: a promotion) ends it.
+
+With an object store (MLOPS_MODEL_STORE_URL, include/mlops/object_store.py) the service runs as replicas that
+share nothing on disk: the pointers are objects in the store, which every replica's workers poll (by ETag), and
+a tag a replica does not have is pulled from the store, checked against its SHA-256, and put into the replica's
+own model store before it is loaded. A corrupted object is refused and the served model stays.
 """
 
 from __future__ import annotations
@@ -36,11 +41,14 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from include.mlops.config import PipelineConfig
-from include.serving.models import ModelNotFound, ModelRejected, ServedModel, load_model
+from include.mlops.object_store import ObjectNotFound, ObjectStore, ObjectStoreError
+from include.serving.models import ModelNotFound, ModelRejected, ServedModel, load_model, version_of
 
 logger = logging.getLogger(__name__)
 
 POINTER_FOLDER = "models"
+# In the object store the pointers sit beside the published models (include/mlops/object_store.py).
+POINTER_FOLDER_IN_STORE = "pointers"
 CHAMPION_ALIAS = "champion"
 Role = Literal["champion", "challenger"]
 ROLLOUT_MODES = ("shadow", "canary")
@@ -88,8 +96,38 @@ class Rollout:
         return int.from_bytes(digest) / 2**64 < self.plan.share
 
 
+def _pointer_content(tag: str, previous_tag: str | None, rollout: RolloutPlan | None) -> dict[str, Any]:
+    return {
+        "tag": tag,
+        "previous_tag": previous_tag,
+        "switched_at": dt.datetime.now(dt.UTC).isoformat(),
+        "rollout": asdict(rollout) if rollout else None,
+    }
+
+
+def _pointer_state(content: Any, where: str) -> tuple[str | None, RolloutPlan | None]:
+    try:
+        return content["tag"], RolloutPlan.of(content.get("rollout"))
+    except (KeyError, TypeError, AttributeError) as exc:
+        logger.warning("ignoring the unreadable model pointer %s: %s", where, exc)
+        return None, None
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Generator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @dataclass(frozen=True)
 class ModelPointer:
+    """The pointer in the state folder, shared by the workers of one service."""
+
     state_dir: Path
     model: str
 
@@ -97,7 +135,11 @@ class ModelPointer:
     def path(self) -> Path:
         return self.state_dir / POINTER_FOLDER / f"{self.model}.json"
 
-    def mtime_ns(self) -> int | None:
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def revision(self) -> int | None:
         """When the pointer last changed (None when there is none): one stat, cheap enough to ask every second."""
         try:
             return self.path.stat().st_mtime_ns
@@ -112,51 +154,93 @@ class ModelPointer:
         """The tag the pointer names and the rollout it records (None, None when there is no readable pointer)."""
         try:
             content = json.loads(self.path.read_text())
-            return content["tag"], RolloutPlan.of(content.get("rollout"))
         except FileNotFoundError:
             return None, None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             logger.warning("ignoring the unreadable model pointer %s: %s", self.path, exc)
             return None, None
+        return _pointer_state(content, self.where)
 
     def write(self, tag: str, previous_tag: str | None, rollout: RolloutPlan | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        content = {
-            "tag": tag,
-            "previous_tag": previous_tag,
-            "switched_at": dt.datetime.now(dt.UTC).isoformat(),
-            "rollout": asdict(rollout) if rollout else None,
-        }
         with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=f".{self.model}.", delete=False) as tmp:
-            json.dump(content, tmp)
+            json.dump(_pointer_content(tag, previous_tag, rollout), tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp.name, self.path)
 
-    @contextmanager
-    def switching(self) -> Generator[None]:
+    def switching(self):
         """Held while a worker switches this model, so that two switches do not interleave across workers."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return _exclusive(self.path.with_suffix(".lock"))
+
+
+@dataclass(frozen=True)
+class StoredModelPointer:
+    """The pointer in the object store, shared by every replica of the service (and each one's workers).
+
+    An object store write replaces the whole object, so a reader sees the old pointer or the new one. Switches
+    within a replica are serialised by a lock file in its state folder; across replicas the last pointer written
+    wins, and every replica ends up on it."""
+
+    store: ObjectStore
+    state_dir: Path
+    model: str
+
+    @property
+    def key(self) -> str:
+        return self.store.key(POINTER_FOLDER_IN_STORE, f"{self.model}.json")
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.store.bucket}/{self.key}"
+
+    def revision(self) -> str | None:
+        """The pointer object's ETag (None when there is none); raises ObjectStoreError while the store is down."""
+        return self.store.revision(self.key)
+
+    def read(self) -> str | None:
+        return self.read_state()[0]
+
+    def read_state(self) -> tuple[str | None, RolloutPlan | None]:
+        try:
+            content = self.store.get_json(self.key)
+        except ObjectNotFound:
+            return None, None
+        except (ObjectStoreError, ValueError) as exc:
+            logger.warning("cannot read the model pointer %s: %s", self.where, exc)
+            return None, None
+        return _pointer_state(content, self.where)
+
+    def write(self, tag: str, previous_tag: str | None, rollout: RolloutPlan | None = None) -> None:
+        self.store.put_json(self.key, _pointer_content(tag, previous_tag, rollout))
+
+    def switching(self):
+        return _exclusive(self.state_dir / POINTER_FOLDER / f"{self.model}.lock")
 
 
 class ModelSlot:
     """One model's place in the service: the model its routes serve, a challenger on trial beside it, and
     switching either without downtime."""
 
-    def __init__(self, config: PipelineConfig, record: type[BaseModel], state_dir: Path) -> None:
+    def __init__(
+        self, config: PipelineConfig, record: type[BaseModel], state_dir: Path, store: ObjectStore | None = None
+    ) -> None:
         self.config = config
         self.record = record
-        self.pointer = ModelPointer(state_dir, config.name)
+        self.state_dir = state_dir
+        # With an object store, models are pulled from it and the pointer is shared by every replica there.
+        self.store = store
+        self.pointer: ModelPointer | StoredModelPointer = (
+            ModelPointer(state_dir, config.name) if store is None else StoredModelPointer(store, state_dir, config.name)
+        )
         self.served: ServedModel | None = None
         self.rollout: Rollout | None = None
         self._lock = threading.Lock()
-        self._pointer_mtime = self.pointer.mtime_ns()
+        try:
+            self._pointer_revision = self.pointer.revision()
+        except ObjectStoreError as exc:
+            logger.warning("%s: the model pointer cannot be read yet: %s", config.name, exc)
+            self._pointer_revision = None
 
     @property
     def name(self) -> str:
@@ -193,7 +277,7 @@ class ModelSlot:
             promoted = rollout is not None and rollout.challenger.tag == tag
             served = rollout.challenger if promoted else self._load(tag)
             self.pointer.write(served.tag, previous)
-            self._pointer_mtime = self.pointer.mtime_ns()
+            self._pointer_revision = self.pointer.revision()
             self.served, self.rollout = served, None
         if rollout is not None:
             outcome = "promoted" if promoted else f"ended by the switch to {served.tag}"
@@ -226,7 +310,7 @@ class ModelSlot:
             challenger = self._load(tag)
             plan = RolloutPlan(tag, mode, share if mode == "canary" else 0.0, dt.datetime.now(dt.UTC).isoformat())
             self.pointer.write(self.served.tag, self.served.tag, plan)
-            self._pointer_mtime = self.pointer.mtime_ns()
+            self._pointer_revision = self.pointer.revision()
             self.rollout = Rollout(plan, challenger)
         logger.info("%s: %s rollout of %s beside %s started", self.name, mode, tag, self.served.tag)
         return self.rollout
@@ -243,7 +327,7 @@ class ModelSlot:
             current = self.served.tag if self.served else tag
             if current is not None:
                 self.pointer.write(current, current)
-                self._pointer_mtime = self.pointer.mtime_ns()
+                self._pointer_revision = self.pointer.revision()
             self.rollout = None
         logger.info("%s: the %s rollout of %s ended; %s serves alone", self.name, ended.mode, ended.tag, current)
         return ended
@@ -251,10 +335,10 @@ class ModelSlot:
     def follow_pointer(self) -> bool:
         """Switch to the model (and rollout) another worker switched to, when the pointer changed; True when
         anything changed."""
-        if self.pointer.mtime_ns() == self._pointer_mtime:
+        if self.pointer.revision() == self._pointer_revision:
             return False
         with self._lock, self.pointer.switching():
-            self._pointer_mtime = self.pointer.mtime_ns()
+            self._pointer_revision = self.pointer.revision()
             return self._follow(*self.pointer.read_state())
 
     def _follow(self, tag: str | None, plan: RolloutPlan | None) -> bool:
@@ -299,7 +383,49 @@ class ModelSlot:
         # A tag names its model before the colon; BentoML keeps names in lower case.
         if tag.partition(":")[0].lower() != self.name:
             raise ModelRejected(f"{tag} is not a model of {self.name} (its tags are {self.name}:v<version>)")
+        try:
+            return load_model(tag, self.config, self.record)
+        except ModelNotFound:
+            if self.store is None:
+                raise
+        self._pull(tag)
         return load_model(tag, self.config, self.record)
+
+    def _pull(self, tag: str) -> None:
+        """Put the published model `tag` into this replica's model store, once its checksum matched; raises
+        ModelNotFound (not published, or the store does not answer) or ModelRejected (a corrupted object)."""
+        from include.mlops import deployment, object_store
+
+        assert self.store is not None
+        # One worker pulls; the others find it in the model store when they get the lock.
+        with _exclusive(self.state_dir / "pulls" / f"{tag.replace(':', '_')}.lock"):
+            try:
+                load_model(tag, self.config, self.record)
+                return
+            except ModelNotFound:
+                pass
+            try:
+                onnx_bytes, published = object_store.fetch(self.store, tag)
+            except ObjectNotFound as exc:
+                raise ModelNotFound(
+                    f"{tag} is not in the BentoML model store nor published in {self.store.url}"
+                ) from exc
+            except object_store.ChecksumMismatch as exc:
+                raise ModelRejected(f"{tag} refused: {exc}") from exc
+            except ObjectStoreError as exc:
+                raise ModelNotFound(f"{tag} cannot be pulled: {exc}") from exc
+            try:
+                deployment.save_to_model_store(onnx_bytes, self.config, version_of(tag), published.lineage)
+            except deployment.DeploymentError as exc:  # the local store has another model under the tag
+                raise ModelRejected(f"{tag} refused: {exc}") from exc
+        logger.info(
+            "%s: pulled %s (%d bytes, sha256 %s) from %s",
+            self.name,
+            tag,
+            published.size,
+            published.sha256,
+            self.store.url,
+        )
 
 
 def champion_version(tracking_uri: str, registered_name: str) -> str | None:

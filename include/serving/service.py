@@ -17,6 +17,11 @@ Environment (read when the module is imported, i.e. in every worker):
     MLOPS_SERVING_STATE_DIR  where `models/<model>.json` (the pointer to the model a route serves) is kept; it is
                              written atomically on every switch and read first at start, so a restarted service
                              serves what it served before (default $BENTOML_HOME/serving).
+    MLOPS_MODEL_STORE_URL    s3://<bucket>/<prefix>: models come from the object store, where the deploy task
+                             publishes them (include/mlops/object_store.py), and the pointers live there, shared
+                             by every replica; BENTOML_HOME is then a local cache. MLOPS_MODEL_STORE_ENDPOINT_URL
+                             names an S3-compatible server (MinIO); credentials: boto3's chain (AWS_ACCESS_KEY_ID,
+                             AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, or the pod's role).
     MLOPS_ADMIN_TOKEN        the bearer token of the admin API; without it every admin call is refused (401).
     MLOPS_INFERENCE_LOG_URL  SQLAlchemy URL of the inference log database (SQLite locally, Postgres in compose);
                              unset, predictions are not logged. Table: include/mlops/monitoring.py.
@@ -100,6 +105,7 @@ from starlette.responses import Response
 
 from include.mlops.config import CONFIG_DIR, ConfigError, PipelineConfig, load_folder
 from include.mlops.deployment import model_store_tag
+from include.mlops.object_store import STORE_URL_ENV, ObjectStore, ObjectStoreError
 from include.mlops.rollouts import same_answer
 from include.serving import gate, schema
 from include.serving.drift_metrics import DriftMetrics
@@ -131,6 +137,7 @@ class Settings:
     admin_token: str | None
     inference_log_url: str | None
     drift_metrics_seconds: float
+    model_store: ObjectStore | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -145,6 +152,7 @@ class Settings:
             admin_token=env.get("MLOPS_ADMIN_TOKEN") or None,
             inference_log_url=env.get("MLOPS_INFERENCE_LOG_URL") or None,
             drift_metrics_seconds=float(env.get("MLOPS_DRIFT_METRICS_SECONDS") or 30),
+            model_store=ObjectStore.from_url(url) if (url := env.get(STORE_URL_ENV, "").strip()) else None,
         )
 
 
@@ -336,7 +344,9 @@ class ModelService:
         # (model, version, role): `labels()` is looked up once, not per request.
         self._predictions: dict[tuple[str, str, str, str], Any] = {}
         self._model_seconds: dict[tuple[str, str, str], Any] = {}
-        self.slots = {name: ModelSlot(s.config, s.record, SETTINGS.state_dir) for name, s in SCHEMAS.items()}
+        self.slots = {
+            name: ModelSlot(s.config, s.record, SETTINGS.state_dir, SETTINGS.model_store) for name, s in SCHEMAS.items()
+        }
         for slot in self.slots.values():
             # Exposed as 0 from the start: a labelled counter has no series until its first increment, and a
             # dashboard or alert on it would read "no data" where it means "nothing lost".
@@ -603,7 +613,7 @@ class ModelService:
 
     def _startup_tags(self, slot: ModelSlot) -> Iterator[tuple[str, str]]:
         if tag := slot.pointer.read():
-            yield str(slot.pointer.path), tag
+            yield slot.pointer.where, tag
         for tag in SETTINGS.model_tags:
             if tag.partition(":")[0].lower() == slot.name:
                 yield "MLOPS_MODEL_TAG", tag
@@ -612,14 +622,24 @@ class ModelService:
             yield "the MLflow champion", model_store_tag(slot.config, version)
 
     def _follow_pointers(self) -> None:
-        """Switch to the models other workers switched to: the pointers' mtimes are checked once a second."""
+        """Switch to the models other workers (or replicas) switched to: the pointers are checked once a second
+        (a stat, or an object store HEAD)."""
+        unreachable: set[str] = set()  # logged once while the object store is down, and once when it is back
         while not self._stopping.wait(POINTER_CHECK_SECONDS):
             for slot in self.slots.values():
                 try:
                     if slot.follow_pointer():
                         self.metrics.model_switches.labels(slot.name, "followed").inc()
+                except ObjectStoreError as exc:
+                    if slot.name not in unreachable:
+                        logger.warning("%s: the model pointer cannot be read, still serving: %s", slot.name, exc)
+                        unreachable.add(slot.name)
+                    continue
                 except Exception:  # a bad moment (a full disk, a vanished folder) must not end the watching
                     logger.exception("%s: checking the model pointer failed; checking again in a second", slot.name)
+                if slot.name in unreachable:
+                    logger.warning("%s: the model pointer can be read again", slot.name)
+                    unreachable.discard(slot.name)
 
 
 def _prediction_api(path: str, model: str, batched: bool) -> tuple[str, Any]:

@@ -310,8 +310,10 @@ def publish(
     config, version: str, onnx_model_uri: str, mlflow_run_id: str, data: dict, airflow_run_id: str
 ) -> tuple[str, str, bytes]:
     """Put `version` into the BentoML model store with its lineage and build it into a Bento, both named on the
-    model version; returns the model store tag, the Bento tag and the ONNX model."""
-    from include.mlops import deployment, tracking
+    model version, and publish it to the object store when one is configured (MLOPS_MODEL_STORE_URL: the
+    service's replicas pull it from there); returns the model store tag, the Bento tag and the ONNX model. An
+    unreachable object store fails the task before the service is asked to switch: the champion stays."""
+    from include.mlops import deployment, object_store, tracking
     from include.mlops.lineage import PROJECT_ROOT
 
     client = mlflow_tracking.client()
@@ -327,6 +329,10 @@ def publish(
     }
     tag = deployment.save_to_model_store(onnx_bytes, config, version, lineage)
     bento = deployment.build_bento(tag, PROJECT_ROOT / "include" / "serving" / "bentofile.yaml", PROJECT_ROOT, lineage)
+    if store := object_store.ObjectStore.from_environment():
+        published = object_store.publish(store, tag, onnx_bytes, lineage)
+        client.set_model_version_tag(name, version, "model_object", f"s3://{store.bucket}/{published.key}")
+        print(f"{tag} is published as s3://{store.bucket}/{published.key} ({published.size} bytes)")
     client.set_model_version_tag(name, version, "bentoml_model_tag", tag)
     client.set_model_version_tag(name, version, "bento_tag", bento)
     print(f"{tag} is in the BentoML model store; Bento {bento}")

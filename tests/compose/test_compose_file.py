@@ -178,6 +178,20 @@ def test_the_worker_can_be_scaled(compose):
     assert not any("container_name" in service for service in compose["services"].values())
 
 
+def test_the_model_service_shares_no_disk_with_the_workers_and_can_be_scaled(compose):
+    """Models travel through the object store: the deploy task publishes where every replica pulls from."""
+    services = compose["services"]
+    service, worker = services["model-service"], services["airflow-worker"]
+    assert "container_name" not in service
+    named = {str(v).split(":", 1)[0] for v in service.get("volumes") or [] if not str(v).startswith("./")}
+    assert not named, f"model-service mounts volumes {named}: replicas must share nothing but the object store"
+    settings = {name: stack.environment(s) for name, s in (("model-service", service), ("airflow-worker", worker))}
+    for key in ("MLOPS_MODEL_STORE_URL", "MLOPS_MODEL_STORE_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"):
+        assert settings["model-service"][key] == settings["airflow-worker"][key], key
+    bucket = settings["model-service"]["MLOPS_MODEL_STORE_URL"].removeprefix("s3://").split("/")[0]
+    assert f"minio/{bucket}" in services["minio-init"]["command"], "minio-init does not create the models bucket"
+
+
 def test_images_are_pinned_and_ports_are_published_on_loopback_only(compose):
     for name, service in compose["services"].items():
         image = str(service.get("image"))
