@@ -736,7 +736,7 @@ def test_a_misspelt_airflow_value_is_caught(changes, complaint):
     assert any(complaint in problem for problem in airflow_schema_problems(values, schema))
 
 
-def test_the_airflow_values_fit_the_project(rendered):
+def test_the_airflow_values_fit_the_project():
     values = airflow_values()
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     (base_version,) = re.findall(r"^FROM apache/airflow:([0-9.]+)-python", dockerfile, re.MULTILINE)
