@@ -10,6 +10,7 @@ the service's other models are not touched.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -136,16 +137,31 @@ class ServingEndpoint:
         return response.json()
 
 
+# How long a smoke test waits for the service's answers to come from the new model. Behind one address with
+# several replicas (compose's --scale, a Kubernetes Service) a request may land on a replica that has not yet
+# followed the pointer the switched one wrote: each polls it once a second, then pulls and checks the model.
+CONVERGENCE_SECONDS = 30.0
+
+
 def smoke_test(
-    endpoint: ServingEndpoint, tag: str, records: list[dict[str, Any]], expected: list[dict[str, Any]]
+    endpoint: ServingEndpoint,
+    tag: str,
+    records: list[dict[str, Any]],
+    expected: list[dict[str, Any]],
+    convergence_seconds: float = CONVERGENCE_SECONDS,
 ) -> None:
     """The live service is ready, serves `tag`, and answers `records` exactly as the offline model does."""
     if not endpoint.ready():
         raise DeploymentError(f"smoke test: {endpoint.url}/models/{endpoint.model}/readyz does not answer 200")
-    answer = endpoint.predict(records)
     version = tag.rpartition(":v")[2]
-    if str(answer.get("model_version")) not in (version, f"v{version}"):
-        raise DeploymentError(f"smoke test: the service answered with model {answer.get('model_version')}, not {tag}")
+    deadline = time.monotonic() + convergence_seconds
+    while str((answer := endpoint.predict(records)).get("model_version")) not in (version, f"v{version}"):
+        if time.monotonic() > deadline:
+            raise DeploymentError(
+                f"smoke test: the service answered with model {answer.get('model_version')}, not {tag}, "
+                f"for {convergence_seconds:.0f} s"
+            )
+        time.sleep(0.5)
     for index, (got, want) in enumerate(zip(answer["predictions"], expected, strict=True)):
         if not _same_prediction(got, want):
             raise DeploymentError(f"smoke test: record {index} got {got} from the service, {want} offline")

@@ -15,9 +15,9 @@ import boto3
 import httpx
 import pytest
 
-from include.mlops import object_store
+from include.mlops import deployment, object_store
 from include.mlops.object_store import ObjectStore, ObjectStoreError
-from tests.fixtures.serving import Service, service_launcher
+from tests.fixtures.serving import ADMIN_TOKEN, Service, service_launcher
 from tests.serving.conftest import LINEAGE, records_of, wait_for
 
 MODEL = "fraud_detector"
@@ -184,3 +184,22 @@ def test_a_bad_store_url_is_refused_naming_the_setting(url, message):
     with pytest.raises(ValueError, match=f"MLOPS_MODEL_STORE_URL={url!r}.*{message}".replace("(", r"\(")):
         ObjectStore.from_url(url)
     assert ObjectStore.from_url("s3://models/a/b/").key("x.json") == "a/b/x.json"
+
+
+def test_a_deploy_smoke_test_through_another_replica_waits_for_it_to_follow(
+    replicas, store, stored_models, config, splits
+):
+    """Behind one address the deploy task's switch and its smoke test may reach different replicas: the smoke
+    test waits (up to deployment.CONVERGENCE_SECONDS) for the answers to come from the new model."""
+    frame = splits["test"].iloc[:5]
+    records = deployment.records_of(frame, config.dataset)
+    on_a, on_b = (deployment.ServingEndpoint(r.url, ADMIN_TOKEN, MODEL) for r in (replicas.a, replicas.b))
+    target = f"{MODEL}:v1" if on_a.current_model()["tag"] != f"{MODEL}:v1" else f"{MODEL}:v2"
+    version = target.rpartition(":v")[2]
+    on_a.switch_to(target)
+    started = time.monotonic()
+    deployment.smoke_test(
+        on_b, target, records, deployment.offline_predictions(stored_models.onnx[version], config, frame)
+    )
+    print(f"replica b answered with {target} {time.monotonic() - started:.1f} s after a switched")
+    assert on_b.current_model()["tag"] == target
