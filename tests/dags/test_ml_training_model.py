@@ -122,6 +122,31 @@ def test_a_service_that_does_not_answer_fails_the_deploy_and_nothing_is_promoted
     assert not versioning.object_exists(LakeFSHook().get_repository(), "main", snapshot)
 
 
+def test_an_unreachable_object_store_fails_the_deploy_before_the_switch(
+    mlflow_connection, pipeline_config, model_service, monkeypatch, capfd
+):
+    """With models published to an object store, a store that does not answer fails deploy_model before the
+    service is asked to switch: nothing is served, promoted or merged."""
+    port = free_port()
+    monkeypatch.setenv("MLOPS_MODEL_STORE_URL", "s3://models/serving")
+    monkeypatch.setenv("MLOPS_MODEL_STORE_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    name = pipeline_config.model.registered_name
+    before = model_service.serving(name)
+    dag = training_dag()
+    dag.get_task("deploy_model").retry_delay = dt.timedelta(0)
+    dag_run = dag.test(logical_date=INTERVAL_END, run_conf={"history_days": 3})
+    failed = dag_run.get_task_instance("deploy_model")
+    assert dag_run.state == "failed" and failed.state == "failed" and failed.try_number == 3
+    out = capfd.readouterr().out
+    assert f"s3://models/serving/tags/{name}/v" in out and f"at http://127.0.0.1:{port} failed" in out
+    assert dag_run.get_task_instance("promote_champion").state == "upstream_failed"
+    assert model_service.serving(name) == before
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        _client(mlflow_connection).get_model_version_by_alias(name, registry.CHAMPION)
+
+
 def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_says_so_and_a_rollback_serves_it(
     mlflow_connection, pipeline_config, model_service, inference_log_db, capfd
 ):
