@@ -12,7 +12,8 @@ when missing; SQLite locally, Postgres in compose):
       model_version  TEXT NOT NULL          e.g. 3 (the MLflow registered model version)
       predicted_at   TIMESTAMP WITH TIME ZONE NOT NULL, UTC; on SQLite the text 'YYYY-MM-DD HH:MM:SS.ffffff'
                      in UTC (SQLAlchemy's form, the convention of include/mlops/sources.py)
-      inputs         JSON NOT NULL (JSONB on Postgres)   the features as received, null for a missing value
+      inputs         JSON NOT NULL (JSONB on Postgres)   the features as received, null for a missing value;
+                                            {} in a row that was not the answer (its answer's row has them)
       label          TEXT NULL              classification: the predicted class, as text
       probabilities  JSON NULL (JSONB on Postgres)       classification: {"<class>": probability, ...}
       value          DOUBLE PRECISION NULL  regression: the predicted value
@@ -153,9 +154,15 @@ class InferenceLog:
     def _rows(self, request: LoggedRequest) -> list[dict[str, Any]]:
         rows = []
         predictions = request.predictions if request.error is None else [{}] * len(request.records)
+        id_column = self._id_columns[request.model_name]
         for index, (record, prediction) in enumerate(zip(request.records, predictions, strict=True)):
-            inputs = record.model_dump()
-            record_id = inputs.pop(self._id_columns[request.model_name], None)
+            if request.served:
+                inputs = record.model_dump()
+                record_id = inputs.pop(id_column, None)
+            else:
+                # A rollout's scoring off the path: the answer's row beside it (same request id and record index)
+                # holds the inputs; not repeating them halves what the writer serialises during a rollout.
+                inputs, record_id = {}, getattr(record, id_column, None)
             rows.append(
                 {
                     "request_id": request.request_id,

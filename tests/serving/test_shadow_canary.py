@@ -105,6 +105,12 @@ def test_a_shadow_challenger_scores_every_request_off_the_path_and_a_restart_res
     labels, _ = offline_predictions(stored_models.onnx["2"], splits["test"].iloc[:40], config.dataset)
     shadow = sorted(by_role[("challenger", "2", False)], key=lambda r: r["id"])
     assert [int(r["label"]) for r in shadow] == [int(label) for label in labels]
+    # The inputs are kept once, in the answer's row; the shadow's row names the same record.
+    answers = {(r["request_id"], r["record_index"]): r for r in by_role[("champion", "1", True)]}
+    for row in shadow:
+        answer = answers[(row["request_id"], row["record_index"])]
+        assert json.loads(row["inputs"]) == {} and row["record_id"] == answer["record_id"] is not None
+        assert json.loads(answer["inputs"])["amount"] is not None
     compared = _metric(service, "mlops_rollout_comparisons_total", model=MODEL, challenger_version="2")
     assert compared == 40
     assert _metric(service, "mlops_model_duration_seconds_count", role="challenger", model_version="2") == 10
