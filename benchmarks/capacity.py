@@ -39,7 +39,7 @@ requests/s on one core (benchmarks/serving.py: BentoML, one worker pinned to one
 jitter); drift_monitor__<model> @hourly, at minute 0 (dags/drift_monitor.py), its sensor poking once when the
 window holds its rows (plugins/mlops_airflow/monitoring.py); model_rollout__<model> every
 `rollout.check_every_minutes`, default 60 (include/mlops/config.py); every worker of every replica reads each
-model's pointer once a second (POINTER_CHECK_SECONDS, include/serving/service.py: one HEAD per pointer); the
+model's pointer once a second (MLOPS_POINTER_CHECK_SECONDS, default 1: one HEAD per pointer); the
 production profile's model service: 2 workers a replica, the HPA at 65 % CPU, at least 2 replicas
 (deploy/helm/airflow-mlops/profiles/production.yaml).
 
@@ -75,7 +75,7 @@ EXECUTION_START = "::group::Pre Execute"
 SERVING_WORKERS = 2  # production profile: modelService.workers
 SERVING_TARGET_CPU = 0.65  # production profile: the HPA's targetCPUUtilizationPercentage
 SERVING_MIN_REPLICAS = 2  # production profile: the HPA's minReplicas
-POINTER_POLLS_PER_SECOND = 1.0  # include/serving/service.py POINTER_CHECK_SECONDS = 1.0
+POINTER_POLLS_PER_SECOND = 1.0  # the service's default MLOPS_POINTER_CHECK_SECONDS = 1
 ROLLOUT_CHECK_MINUTES = 60  # include/mlops/config.py rollout.check_every_minutes, its default
 ROLLOUT_CHECKS_PER_HOUR = 60 / ROLLOUT_CHECK_MINUTES
 # Measured by benchmarks/serving.py (README "Benchmarks"): BentoML, one worker on one core, log on, c = 8.

@@ -161,6 +161,7 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
         lineage = r"trained on lakeFS commit [0-9a-f]{12}, MLflow run [0-9a-f]{32}, Airflow run (\S+)"
         assert sorted(re.findall(lineage, output)) == sorted(runs.values())
         _the_champion_serves_and_comes_back_when_killed(stack.pid, urls["Model API"], state_dir, demo_path)
+        _no_secret_is_in_a_log(state_dir, credentials)
     finally:
         stack.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
@@ -179,6 +180,18 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
     assert len(stopped) == 4, output
     time.sleep(1)
     assert [pid for pid in stopped if group_alive(pid)] == [], "process groups left running"
+
+
+def _no_secret_is_in_a_log(state_dir: Path, credentials: dict[str, str]) -> None:
+    """The generated secrets are in credentials.json (and the configs that must hold them), never in a log: the
+    task logs of both trainings, the servers' logs."""
+    secrets = {name: value for name, value in credentials.items() if name != "lakefs_access_key_id"}  # an id
+    logs = [path for path in state_dir.rglob("*.log") if path.is_file()]
+    assert any("dag_id=" in str(path) for path in logs) and len(logs) > 20, logs
+    for path in logs:
+        text = path.read_text(errors="replace")
+        leaked = [name for name, value in secrets.items() if value in text]
+        assert leaked == [], f"{path} holds {leaked}"
 
 
 def _the_champion_serves_and_comes_back_when_killed(

@@ -49,6 +49,7 @@ def replicas(store: ObjectStore, stored_models, moto_s3: str, tmp_path_factory) 
         "MLOPS_MODEL_STORE_ENDPOINT_URL": moto_s3,
         "MLOPS_MODEL_STORE_URL": store.url,
         "MLOPS_MODEL_TAG": f"{MODEL}:v1",
+        "MLOPS_POINTER_CHECK_SECONDS": "0.5",
     }
     with service_launcher(tmp_path_factory) as start:
         yield Replicas(start(own_model_store=True, **env), start(own_model_store=True, **env))

@@ -112,7 +112,9 @@ def _load(url: str, record, stop: threading.Event, answers: list[Answer]) -> Non
                 answers.append(Answer(sent, time.monotonic(), 0, repr(exc)))
 
 
-SWITCH_EVERY = 4.0
+SWITCH_EVERY = 6.0
+# How long every worker may take to follow a switch; the rest of SWITCH_EVERY is the window checked.
+FOLLOW_SECONDS = 3.0
 
 
 @pytest.mark.slow
@@ -135,6 +137,7 @@ def test_switching_under_load_fails_no_request_and_every_worker_follows(start_se
             switches.append((version, asked, time.monotonic()))
         time.sleep(SWITCH_EVERY)
     finally:
+        stopped = time.monotonic()
         stop.set()
         for client in clients:
             client.join()
@@ -142,12 +145,12 @@ def test_switching_under_load_fails_no_request_and_every_worker_follows(start_se
     failed = [a for a in answers if a.status != 200]
     assert not failed, f"{len(failed)} of {len(answers)} requests failed, e.g. {failed[:3]}"
     assert len(answers) > 500
-    # Answers come from the old model until a switch is asked for, and only from the new one once every worker
-    # has had time to follow: its one-second pointer check and a model load, slow on a busy 2-core machine.
-    for (old, _, _), (new, asked, done) in zip(switches, switches[1:], strict=False):
-        before = {a.version for a in answers if asked - 0.9 < a.sent and a.received < asked}
-        after = {a.version for a in answers if done + SWITCH_EVERY - 1.0 < a.sent < done + SWITCH_EVERY - 0.1}
-        assert before == {old} and after == {new}, (old, new, before, after)
+    # Between two switches, once every worker has had time to follow (its one-second pointer check and a model
+    # load, slow on a busy 2-core machine), every answer comes from the model switched to, up to the next switch.
+    ends = [asked for _, asked, _ in switches[1:]] + [stopped]
+    for (version, _, done), until in zip(switches, ends, strict=True):
+        settled = {a.version for a in answers if done + FOLLOW_SECONDS < a.sent and a.received < until}
+        assert settled == {version}, (version, settled, until - done)
     # Every worker ended on the last model: new connections land on either worker.
     for _ in range(30):
         assert httpx.post(f"{service.url}/predict", json={"records": [record]}).json()["model_version"] == "2"
