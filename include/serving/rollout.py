@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from include.mlops import deployment, object_store
 from include.mlops.config import PipelineConfig
 from include.mlops.object_store import ObjectNotFound, ObjectStore, ObjectStoreError
 from include.serving.models import ModelNotFound, ModelRejected, ServedModel, load_model, version_of
@@ -394,8 +395,6 @@ class ModelSlot:
     def _pull(self, tag: str) -> None:
         """Put the published model `tag` into this replica's model store, once its checksum matched; raises
         ModelNotFound (not published, or the store does not answer) or ModelRejected (a corrupted object)."""
-        from include.mlops import deployment, object_store
-
         assert self.store is not None
         # One worker pulls; the others find it in the model store when they get the lock.
         with _exclusive(self.state_dir / "pulls" / f"{tag.replace(':', '_')}.lock"):

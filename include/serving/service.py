@@ -109,7 +109,7 @@ from starlette.responses import Response
 
 from include.mlops.config import CONFIG_DIR, ConfigError, PipelineConfig, load_folder
 from include.mlops.deployment import model_store_tag
-from include.mlops.object_store import STORE_URL_ENV, ObjectStore, ObjectStoreError
+from include.mlops.object_store import ObjectStore, ObjectStoreError
 from include.mlops.rollouts import same_answer
 from include.serving import gate, schema
 from include.serving.drift_metrics import DriftMetrics
@@ -156,7 +156,7 @@ class Settings:
             admin_token=env.get("MLOPS_ADMIN_TOKEN") or None,
             inference_log_url=env.get("MLOPS_INFERENCE_LOG_URL") or None,
             drift_metrics_seconds=float(env.get("MLOPS_DRIFT_METRICS_SECONDS") or 30),
-            model_store=ObjectStore.from_url(url) if (url := env.get(STORE_URL_ENV, "").strip()) else None,
+            model_store=ObjectStore.from_environment(env),
             pointer_check_seconds=float(env.get("MLOPS_POINTER_CHECK_SECONDS") or 1),
         )
 
