@@ -14,6 +14,14 @@ traceback:
 
 It also answers `GET /models/<model>/readyz` (200 while that model serves, 503 before). A good body goes on to
 BentoML unchanged, together with what it validated to (`validated(scope)`), so it is not parsed twice.
+
+Found by fuzzing (tests/serving/test_hostile_input.py), and answered here too:
+
+- a call under the admin prefix without the admin token is 401 before anything reads its body: FastAPI reads
+  and parses a body before it checks the endpoint's token, so a caller without the token got 422 for a body
+  that is not JSON, and could make the service read a body of any size (the admin API's own docs stay open);
+- a path with a control character is 404 naming it: Starlette's routes do not match a path holding a newline,
+  and the answer was a bare "Not Found".
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ logger = logging.getLogger(__name__)
 _VALIDATED = "mlops.validated_body"
 _JSON_TYPES = (b"application/json", b"")
 MODELS_PREFIX = "/models/"
+# The admin API's own docs (FastAPI's), open without the token.
+_OPEN_ADMIN_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 
 
 def validated(scope: Mapping[str, Any]) -> BaseModel | None:
@@ -47,16 +57,27 @@ class RequestGate:
         models: Collection[str],
         max_body_bytes: int,
         ready: Callable[[str], bool],
+        admin: tuple[str, Callable[[str], bool], str] | None = None,
     ):
-        """`routes`: prediction path -> (its model, its request model); `ready(model)`: whether it serves."""
+        """`routes`: prediction path -> (its model, its request model); `ready(model)`: whether it serves;
+        `admin`: (the admin API's path prefix, whether an Authorization header value admits a call, the refusal)."""
         self.app = app
         self.routes = routes
         self.models = models
         self.max_body_bytes = max_body_bytes
         self.ready = ready
+        self.admin = admin
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
+        if self.admin and path.startswith(self.admin[0]) and not path.endswith(_OPEN_ADMIN_PATHS):
+            _, authorized, refusal = self.admin
+            if not authorized(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")):
+                await self._refuse(scope, send, 401, [refusal], detail=True)
+                return
+        if any(ord(c) < 32 or ord(c) == 127 for c in path):
+            await self._refuse(scope, send, 404, [f"path {path!r}: no route has a control character"])
+            return
         route = self.routes.get(path)
         if route is None:
             if path.startswith(MODELS_PREFIX):
@@ -100,18 +121,25 @@ class RequestGate:
         else:
             await self.app(scope, receive, send)
 
-    async def _refuse(self, scope, send, status: int, problems: list[str]) -> None:
-        logger.info("refused %s %s (%d): %s", scope["method"], scope["path"], status, "; ".join(problems[:3]))
-        await _answer(send, status, {"error": "; ".join(problems), "problems": problems})
+    async def _refuse(self, scope, send, status: int, problems: list[str], detail: bool = False) -> None:
+        """Answer `status` naming `problems` (`detail`: as FastAPI does, for the admin API's clients)."""
+        path = scope["path"] if scope["path"].isprintable() else repr(scope["path"])
+        logger.info("refused %s %s (%d): %s", scope["method"], path, status, "; ".join(problems[:3]))
+        content = {"detail": problems[0]} if detail else {"error": "; ".join(problems), "problems": problems}
+        await _answer(send, status, content, [(b"www-authenticate", b"Bearer")] if status == 401 else [])
 
 
-async def _answer(send, status: int, content: dict[str, Any]) -> None:
+async def _answer(send, status: int, content: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps(content).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -80,6 +80,10 @@ def load_model(tag: str, config: PipelineConfig, record: type[BaseModel]) -> Ser
     except (ValueError, BentoMLException) as exc:  # a malformed name (ValueError) or version (BentoMLException)
         raise ModelRejected(f"{tag!r} is not a valid BentoML tag <model>:v<version> ({first_line(exc)})") from exc
     resolved = str(stored.tag)
+    # BentoML resolves a version that is not in the store to the one version that starts with it (v1 -> v12).
+    asked = tag.partition(":")[2]
+    if asked and asked.lower() != "latest" and stored.tag.version != asked:
+        raise ModelNotFound(f"{tag} is not in the BentoML model store (BentoML would have given {resolved})")
     try:
         onnx_bytes = Path(stored.path_of(MODEL_FILE)).read_bytes()
     except OSError as exc:

@@ -13,6 +13,8 @@ categories as strings with null as `MISSING_CATEGORY`. What the parity gate chec
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -27,6 +29,8 @@ Boolean = Annotated[bool, Field(strict=True)]
 Category = Annotated[str, Field(strict=True)]
 _TYPES: dict[str, Any] = {"numeric": Numeric, "boolean": Boolean, "categorical": Category}
 
+# A key shown without quotes in a problem's location (`records[0].amount`).
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 # Problems listed in one answer: enough to fix a request, and a bad 1,000-record request stays small.
 MAX_LISTED_PROBLEMS = 20
 
@@ -121,12 +125,17 @@ def problems(error: ValidationError) -> list[str]:
 
 
 def _where(location: tuple[int | str, ...]) -> str:
-    if not location:
-        return "body"
-    text = str(location[0])
-    for part in location[1:]:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
+    """`records[3].amount`; a key that is empty or not a plain name is quoted: `records[0]["my field"]`, `body[""]`
+    (fuzzing found `: unknown field` for an empty key, which named nothing)."""
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(str(part)):
+            text += f".{part}" if text else str(part)
+        else:
+            text += f"[{json.dumps(str(part), ensure_ascii=False)}]" if text else f"body[{json.dumps(str(part))}]"
+    return text or "body"
 
 
 def _what(error: dict[str, Any]) -> str:

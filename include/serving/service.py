@@ -295,12 +295,24 @@ admin = FastAPI(title="Model admin", description="What each model serves, and sw
 _bearer = HTTPBearer(auto_error=False, description="MLOPS_ADMIN_TOKEN")
 
 
-def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
-    given = credentials.credentials.encode() if credentials else b""
+_TOKEN_REQUIRED = "a valid admin bearer token is required"
+
+
+def _valid_token(given: str) -> bool:
     expected = (SETTINGS.admin_token or "").encode()
     # compare_digest takes as long whatever matches, so the token cannot be guessed byte by byte from timings.
-    if not expected or not hmac.compare_digest(given, expected):
-        raise HTTPException(401, "a valid admin bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    return bool(expected) and hmac.compare_digest(given.encode(errors="replace"), expected)
+
+
+def _authorized(authorization: str) -> bool:
+    """Whether an Authorization header carries the admin token (the gate asks before any admin call is read)."""
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and _valid_token(token.strip())
+
+
+def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
+    if not _valid_token(credentials.credentials if credentials else ""):
+        raise HTTPException(401, _TOKEN_REQUIRED, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _prediction_routes() -> dict[str, tuple[str, type[BaseModel], bool]]:
@@ -721,4 +733,5 @@ ModelService.add_asgi_middleware(
     models=list(SCHEMAS),
     max_body_bytes=_BODY_BYTES_BASE + _BODY_BYTES_PER_RECORD * SETTINGS.max_records,
     ready=_model_ready,
+    admin=("/admin/", _authorized, _TOKEN_REQUIRED),
 )

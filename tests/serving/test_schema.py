@@ -54,6 +54,10 @@ def test_nulls_become_nan_and_the_missing_category(config):
         (b'{"records": {}}', "records: expected a list of records, got an object"),
         (b'{"records": [1]}', "records[0]: expected an object of features, got a number"),
         (b'{"records": [], "extra": 1}', "extra: unknown field"),
+        # Keys that are empty or not plain names are quoted, so that the location still names them.
+        (b'{"records": [], "": 1}', 'body[""]: unknown field'),
+        (b'{"records": [{"my field": 1}]}', 'records[0]["my field"]: unknown field'),
+        (b'{"records": [{"": 1}]}', 'records[0][""]: unknown field'),
     ],
 )
 def test_problems_name_where_and_what(request_model, body, expected):
