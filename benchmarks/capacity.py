@@ -10,7 +10,7 @@ Inputs, and where each comes from:
 `airflow/logs`): an end-to-end test run (`pytest -m e2e tests/e2e`, state in `<basetemp>/e2e0/state/`: the
 CeleryExecutor with 4 slots, two models side by side; by default the newest one pytest kept under
 /tmp/pytest-of-<user>/, but pytest keeps only its last three basetemp folders, so copy it or pass `--basetemp`)
-or `make run --demo-drift` (`--state-dir`, default .local/: airflow standalone, LocalExecutor with parallelism
+or `make run --demo-drift` (`--state-dir`, default .local/: Airflow components on LocalExecutor with parallelism
 4: the demo model's first training, a drift check of its changed traffic and the retraining it starts, a rollout
 check with no rollout on), both on the 2-core machine:
 - a task's time: each execution in its log (`attempt=<n>.log`, JSON lines) runs from the task runner's

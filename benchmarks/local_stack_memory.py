@@ -4,7 +4,7 @@ Runs the real entry point, `python -m include.devstack --state-dir <tmp> --free-
 in a session of its own, and samples the PSS of its whole process tree every 2 s
 (`include.devstack.processes.tree_pss_bytes`): shared pages are split among the processes sharing them, so
 forked workers are not counted once each. The stack process's children are the servers' process-group leaders
-(lakeFS, MLflow, the BentoML service, `airflow standalone`), and each is measured with its own tree. Sampling
+(lakeFS, MLflow, the BentoML service, the Airflow components), and each is measured with its own tree. Sampling
 goes on through the stack's start-up and the first training runs that `make run` triggers itself, one
 `ml_training__<model>` per config of include/config/ (the demo's and the breast cancer model's), side by side
 (`--history-days` days collected, default each config's training window), up to "Ready; Ctrl-C stops

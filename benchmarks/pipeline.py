@@ -352,7 +352,6 @@ def main() -> None:
             ports={name: free_port() for name in devstack.DEFAULT_PORTS},
             airflow_db_url=airflow_db,
             executor="LocalExecutor",
-            standalone=False,
             source=history,
             config_dir=config_dir,
             env=env,

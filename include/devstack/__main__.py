@@ -1,14 +1,14 @@
 """`make run`: the whole stack on this machine, without Docker, until Ctrl-C.
 
 Starts lakeFS (the project's compatible server, or the real one at LAKEFS_ENDPOINT), `mlflow server`, the
-BentoML model service and `airflow standalone` with this project's DAGs, plugins and airflow_settings.yaml, all
-on 127.0.0.1, for the models of the chosen pipeline configs (every file of include/config/, or `--config`
-files); trains and deploys a first champion of each model, showing their progress; prints where everything is
-and, for each model, its route and a prediction of rows of its own training data, with its lineage; and plays
-live card transactions to the demo model, which its drift monitor checks every hour. With --demo-drift the
-demo's world changes and the terminal follows its drift monitor retraining it by itself. Ctrl-C (or SIGTERM)
-stops every process group it started. State and logs live under `.local/` so that a second run finds the data
-of the first.
+BentoML model service and Airflow (api-server, scheduler, dag-processor and triggerer, LocalExecutor on
+SQLite) with this project's DAGs, plugins and airflow_settings.yaml, all on 127.0.0.1, for the models of the
+chosen pipeline configs (every file of include/config/, or `--config` files); trains and deploys a first
+champion of each model, showing their progress; prints where everything is and, for each model, its route and
+a prediction of rows of its own training data, with its lineage; and plays live card transactions to the demo
+model, which its drift monitor checks every hour. With --demo-drift the demo's world changes and the terminal
+follows its drift monitor retraining it by itself. Ctrl-C (or SIGTERM) stops every process group it started.
+State and logs live under `.local/` so that a second run finds the data of the first.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Start and stop the local servers that `make run` and the tests use.
 
 Every server runs in a process group of its own (``start_new_session``) so that stopping it also stops the
-children it forked: `airflow standalone` and `mlflow server` both fork workers, and killing the parent alone
-leaves them running.
+children it forked: `airflow scheduler` (LocalExecutor's task workers) and `mlflow server` both fork workers,
+and killing the parent alone leaves them running.
 """
 
 from __future__ import annotations

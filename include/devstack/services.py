@@ -182,7 +182,7 @@ def airflow_env(
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")])),
-            # `airflow standalone` starts its components as `airflow ...` from PATH.
+            # Whatever a component starts by name (`airflow`, `mlflow`, ...) is this environment's.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         }
     )
@@ -198,21 +198,23 @@ def write_airflow_password(airflow_home: Path, username: str, password: str) -> 
     path.chmod(0o600)
 
 
-def start_airflow_standalone(env: dict[str, str], log_dir: Path, timeout: float = 240) -> ManagedProcess:
-    """`airflow standalone` (api-server, scheduler, dag-processor, triggerer) in one process group."""
-    url = env["AIRFLOW__API__BASE_URL"]
-    process = start_process("airflow", [venv_bin("airflow"), "standalone"], log_dir / "airflow.log", env=env, url=url)
-    _wait_or_stop(process, f"{url}/api/v2/monitor/health", timeout)
-    return process
-
-
 def airflow_components(env: dict[str, str]) -> list[list[str]]:
     """The `airflow` commands of a deployment with one process per component (compose's shape), for the
-    executor `env` names."""
-    components = [["api-server"], ["scheduler"], ["dag-processor"], ["triggerer"]]
+    executor `env` names.
+
+    None starts a log server (`--skip-serve-logs`): Airflow binds it to every address (0.0.0.0 and ::, on the
+    fixed ports 8793 and 8794), which would show task logs to the network. All components of this stack run on
+    one machine and write into one log folder, from which the api-server reads the logs itself."""
+    components = [
+        ["api-server"],
+        ["scheduler", "--skip-serve-logs"],
+        ["dag-processor"],
+        ["triggerer", "--skip-serve-logs"],
+    ]
     if env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor":
         # Only this stack's queue: other stacks may share the broker.
-        components.append(["celery", "worker", "--queues", env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]])
+        queue = env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+        components.append(["celery", "worker", "--queues", queue, "--skip-serve-logs"])
     return components
 
 

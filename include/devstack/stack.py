@@ -1,9 +1,9 @@
 """The local stack: lakeFS, MLflow, the model service, the demo source and Airflow, started on 127.0.0.1.
 
-`make run` starts it with `airflow standalone` on SQLite; the end-to-end tests and the pipeline benchmark start
-the same stack with one process per Airflow component (api-server, scheduler, dag-processor, triggerer and,
-for CeleryExecutor, a worker) on Postgres, the way compose runs them. Every server is a process group of its
-own, started and stopped through one `Supervisor`.
+Airflow runs as one process per component (api-server, scheduler, dag-processor, triggerer and, for
+CeleryExecutor, a worker), the way compose runs them: `make run` on SQLite with LocalExecutor, the end-to-end
+tests and the pipeline benchmark on Postgres. Every server is a process group of its own, started and stopped
+through one `Supervisor`.
 """
 
 from __future__ import annotations
@@ -54,8 +54,6 @@ class StackOptions:
     executor: str = "LocalExecutor"
     # CeleryExecutor's broker; each stack sends its tasks to a queue of its own on it.
     celery_broker_url: str | None = None
-    # One `airflow standalone` (make run), or one process per component (as compose and the e2e tests run it).
-    standalone: bool = True
     source: SourceHistory = field(default_factory=SourceHistory)
     # The pipeline configs (one model per file) that Airflow and the model service both read.
     config_dir: Path = CONFIG_DIR
@@ -142,17 +140,13 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
     say("Airflow     migrating the metadata database and loading airflow_settings.yaml ...")
     _run_airflow(["db", "migrate"], env, logs / "airflow-setup.log")
     airflow_settings.import_into_airflow(settings, services.venv_bin("airflow"), env)
-    if options.standalone:
-        say("Airflow     starting (takes 15-45 s) ...")
-        airflow = supervisor.start("airflow", lambda: services.start_airflow_standalone(env, logs))
-    else:
-        say(f"Airflow     starting its components ({options.executor}) ...")
-        for component in services.airflow_components(env):
-            process = supervisor.start(
-                f"airflow-{component[0]}", lambda c=component: services.start_airflow_component(c, env, logs)
-            )
-            if component[0] == "api-server":
-                airflow = process
+    say(f"Airflow     starting its components ({options.executor}; takes 15-45 s) ...")
+    for component in services.airflow_components(env):
+        process = supervisor.start(
+            f"airflow-{component[0]}", lambda c=component: services.start_airflow_component(c, env, logs)
+        )
+        if component[0] == "api-server":
+            airflow = process
     say(f"Airflow     {airflow.url}  (login: admin / {credentials['airflow_admin_password']})")
     return Stack(
         urls={"lakeFS": lakefs["url"], "MLflow": mlflow.url, "Serving": serving.url, "Airflow": airflow.url},

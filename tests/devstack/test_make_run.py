@@ -115,6 +115,7 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
         output = "\n".join(lines)
         assert "Ready" in output, f"the stack did not come up:\n{output}\n{_logs(state_dir)}"
         server_groups = [child.pid for child in psutil.Process(stack.pid).children()]
+        _nothing_listens_beyond_loopback(stack.pid)
 
         urls = dict(
             re.findall(r"\[make run\] (lakeFS|MLflow UI|Model API|Airflow UI)\s+(http://127\.0\.0\.1:\d+)", output)
@@ -160,6 +161,7 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
         assert datasets == {"transactions": 3, "cell_samples": 30}
         lineage = r"trained on lakeFS commit [0-9a-f]{12}, MLflow run [0-9a-f]{32}, Airflow run (\S+)"
         assert sorted(re.findall(lineage, output)) == sorted(runs.values())
+        _task_logs_are_read_from_the_local_folder(urls["Airflow UI"], token, runs["fraud_detector"], state_dir)
         _the_champion_serves_and_comes_back_when_killed(stack.pid, urls["Model API"], state_dir, demo_path)
         _no_secret_is_in_a_log(state_dir, credentials)
     finally:
@@ -176,10 +178,52 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
 
     output = "\n".join(lines)
     assert stack.returncode == 0, output
-    stopped = [int(pid) for pid in re.findall(r"stopping \w+ \(pid (\d+)\)", output)]
-    assert len(stopped) == 4, output
+    stopped = dict(re.findall(r"stopping ([\w-]+) \(pid (\d+)\)", output))
+    airflow = {"airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
+    assert set(stopped) == {"lakefs", "mlflow", "serving", *airflow}, output
+    stopped = [int(pid) for pid in stopped.values()]
     time.sleep(1)
     assert [pid for pid in stopped if group_alive(pid)] == [], "process groups left running"
+
+
+def _nothing_listens_beyond_loopback(stack_pid: int) -> None:
+    """No process of the stack (the make run process and all its descendants) accepts connections from other
+    machines: every listening socket is on 127.0.0.1 or ::1."""
+    stack = psutil.Process(stack_pid)
+    listening, exposed = [], []
+    for process in [stack, *stack.children(recursive=True)]:
+        try:
+            name = process.name()
+            connections = process.net_connections("inet")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue  # a short-lived child that ended between the listing and the reading
+        for connection in connections:
+            if connection.status == psutil.CONN_LISTEN:
+                address = f"{connection.laddr.ip}:{connection.laddr.port}"
+                listening.append(address)
+                if connection.laddr.ip not in ("127.0.0.1", "::1"):
+                    exposed.append(f"{name} (pid {process.pid}) on {address}")
+    assert listening, "no listening socket found: the check would pass for nothing"
+    assert exposed == [], f"listening beyond loopback: {'; '.join(exposed)} (all listening: {', '.join(listening)})"
+
+
+def _task_logs_are_read_from_the_local_folder(airflow_url: str, token: str, run_id: str, state_dir: Path) -> None:
+    """With no log server (`--skip-serve-logs`), the REST API reads a finished task's log from the log folder that
+    the task wrote it to, on this machine."""
+    dag_id = training_dag_id("fraud_detector")
+    run_path = f"{airflow_url}/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+    instances = _get(f"{run_path}/taskInstances", token)["task_instances"]
+    done = [ti for ti in instances if ti["state"] == "success" and ti["try_number"] >= 1]
+    assert done, instances
+    log_folder = str(state_dir / "airflow" / "logs")
+    for ti in done:
+        query = f"full_content=true&map_index={ti['map_index']}"
+        url = f"{run_path}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}?{query}"
+        events = [str(line.get("event", "")) for line in _get(url, token)["content"]]
+        start, end = events.index("::group::Log message source details"), events.index("::endgroup::")
+        sources, body = events[start + 1 : end], events[end + 1 :]
+        assert sources and all(source.startswith(log_folder) for source in sources), (ti["task_id"], sources)
+        assert body, f"{ti['task_id']}: the log is empty: {events}"
 
 
 def _no_secret_is_in_a_log(state_dir: Path, credentials: dict[str, str]) -> None:

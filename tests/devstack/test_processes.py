@@ -12,7 +12,7 @@ import pytest
 
 from include.devstack.processes import StartupError, free_port, start_process, wait_until_healthy
 
-# A parent that forks two children which ignore nothing and sleep: what `airflow standalone` looks like.
+# A parent that forks two children which ignore nothing and sleep: what `airflow scheduler` looks like.
 FORKING_SERVER = textwrap.dedent(
     """
     import os, sys, time

@@ -82,6 +82,25 @@ def test_every_airflow_component_gets_the_same_secrets_and_celery_its_own_queue(
         _airflow_components_env(StackOptions(state=tmp_path, ports=ports, executor="CeleryExecutor"), credentials)
 
 
+def test_no_airflow_component_starts_a_log_server_that_listens_on_every_address(tmp_path: Path):
+    """`airflow serve-logs` binds 0.0.0.0 and :: (host "" in Airflow's code); the stack's components all run on
+    one machine and the api-server reads the task logs from its log folder. make run's test checks the sockets of
+    the LocalExecutor stack; the Celery worker is checked here."""
+    credentials = local_credentials(tmp_path / "credentials.json")
+    options = StackOptions(
+        state=tmp_path,
+        ports={"AIRFLOW_PORT": 8123},
+        airflow_db_url="postgresql+psycopg2://postgres@127.0.0.1:5432/airflow",
+        executor="CeleryExecutor",
+        celery_broker_url="redis://127.0.0.1:6379/0",
+    )
+    components = services.airflow_components(_airflow_components_env(options, credentials))
+    by_name = {" ".join(c[:2]) if c[0] == "celery" else c[0]: c for c in components}
+    assert set(by_name) == {"api-server", "scheduler", "dag-processor", "triggerer", "celery worker"}
+    for name in ("scheduler", "triggerer", "celery worker"):
+        assert "--skip-serve-logs" in by_name[name], by_name[name]
+
+
 def test_progress_names_what_runs_and_what_failed():
     tasks = [
         TaskState("collect", "success"),
