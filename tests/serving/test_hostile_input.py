@@ -45,9 +45,9 @@ BODY_LIMIT = _BODY_BYTES_BASE + _BODY_BYTES_PER_RECORD * MAX_RECORDS
 MODES = list(schemathesis.GenerationMode)
 # Cases per operation and generation mode: enough for hypothesis to reach every kind of bad body the schema
 # allows (it shrinks towards the simplest ones) within the suite's time budget.
-PREDICTION_CASES = 60
-ADMIN_CASES = 40
-REFUSED_ADMIN_CASES = 12
+PREDICTION_CASES = 40
+ADMIN_CASES = 25
+REFUSED_ADMIN_CASES = 8
 OTHER_CASES = 5
 # A problem the prediction gate names: `records[3].amount: ...`, `records: ...`, `body: ...`, `body[""]: ...`,
 # `extra: unknown field`; `path '/admin/models/\\n': ...` (a control character in the path).
