@@ -29,12 +29,18 @@ simulated demo data:
    scored and how many it dropped. Target: shadow p99 <= 1.10x the champion alone's (table
    `serving_rollout`).
 
+7. Hostile input (`--only-hostile` alone): the RSS of the service's process tree (arbiter and worker, sampled
+   every 5 ms with psutil) while oversized bodies are refused, against its RSS at rest: a 50 MB body, 100,000
+   real records (~30 MB), 100,000 empty records (400 KB: under the byte limit, over MLOPS_MAX_RECORDS) to
+   /predict, /predict_batched and /models/<model>/predict, a 50 MB admin call without the token, and a valid
+   1,000-record request for comparison (table `serving_hostile_input`).
+
 Each server runs with one worker. When the machine allows it, the servers are pinned to one core and the load
 generator (aiohttp, in this process) to another, and the generator's own CPU use is reported: a figure is
 only the server's if the generator had CPU to spare.
 
     .venv/bin/python -m benchmarks.serving [--rows N] [--seconds S] [--rounds R] [--rollout-rounds R]
-                                           [--only-rollouts]
+                                           [--only-rollouts] [--only-hostile]
 """
 
 from __future__ import annotations
@@ -129,7 +135,11 @@ def main() -> None:
         "--rollout-rounds", type=int, default=4, help="rounds of the rollout figures (each: the 3 configurations)"
     )
     parser.add_argument("--only-rollouts", action="store_true", help="measure the rollout figures (6.) only")
+    parser.add_argument("--only-hostile", action="store_true", help="measure the hostile input figures (7.) only")
     args = parser.parse_args()
+    if args.only_hostile:
+        hostile_main()
+        return
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
     load_before = _uptime()
 
@@ -179,6 +189,7 @@ def main() -> None:
         load_rollouts = _uptime()
         if not args.only_rollouts:
             memory = memory_rows(folder, models, config, test, server_core)
+            hostile = hostile_rows(folder, models, config, test, server_core)
     load_after = _uptime()
     cores = (
         f"servers on core {server_core}, load generator on core {client_core}"
@@ -244,6 +255,136 @@ def main() -> None:
                 "load average": f"after: {load_after}",
             },
         )
+
+    if not args.only_rollouts:
+        publish("serving_hostile_input", hostile, HOSTILE_NOTES)
+
+
+HOSTILE_NOTES = {
+    "what": "RSS of the service's process tree (the `bentoml serve` arbiter and its one worker), sampled every 5 ms "
+    "with psutil while each body is sent 3 times, against the tree's RSS at rest (after 200 valid requests); "
+    "the demo model alone, so /predict and /predict_batched exist",
+    "limits": "body: 64 KiB + 4 KiB x MLOPS_MAX_RECORDS (4,161,536 bytes at the default 1,000), read no further; "
+    "records: MLOPS_MAX_RECORDS per /predict request, 1 per /predict_batched call",
+}
+
+
+def hostile_main() -> None:
+    from include.mlops import packaging, training
+    from include.mlops.config import load_config
+
+    config = load_config("fraud_demo.yaml")
+    splits = demo_splits(config, 5_000)
+    spec = next(s for s in training.expand_candidates(config) if s.estimator == "GradientBoosting")
+    onnx_bytes = packaging.to_onnx(training.fit(training.build_pipeline(config, spec), config, splits["train"]), config)
+    server_core, client_core = _cores()
+    if client_core is not None:
+        os.sched_setaffinity(0, {client_core})
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        folder = Path(tmp)
+        copies = model_copies(folder, config, 1)
+        models = _bentoml_store(folder, [(copies[0][0], copies[0][1], onnx_bytes)], (1,))
+        rows = hostile_rows(folder, models, config, splits["test"], server_core)
+    publish("serving_hostile_input", rows, HOSTILE_NOTES)
+
+
+def hostile_rows(tmp: Path, models: Models, config, frame, core: int | None) -> list[dict[str, Any]]:
+    """Peak RSS of the service's tree while oversized bodies are refused, against its RSS at rest."""
+    import httpx
+
+    record = _records(frame.iloc[:1], config.dataset)[0]
+    bodies = {
+        "50 MB (one 50 MB category)": json.dumps({"records": [{**record, "channel": "x" * 50_000_000}]}).encode(),
+        "100,000 records": json.dumps({"records": [record] * 100_000}).encode(),
+        "100,000 empty records": json.dumps({"records": [{}] * 100_000}).encode(),
+        "1,000 records (valid)": json.dumps({"records": _records(frame.iloc[:1000], config.dataset)}).encode(),
+    }
+    with _started_on(core):
+        service = _start_bentoml(tmp / "bento-hostile", models.settings, models.folders[1])
+    rows = []
+    try:
+        with httpx.Client(base_url=service.url, timeout=60) as client:
+            for _ in range(200):
+                assert client.post("/predict", json={"records": [record]}).status_code == 200
+            time.sleep(1.0)
+            rest = statistics.median(_tree_rss_bytes(service.pid) for _ in range(5))
+            cases = [
+                (route, what, body)
+                for route in ("/predict", "/predict_batched", f"/models/{config.name}/predict")
+                for what, body in bodies.items()
+                if not (route == "/predict_batched" and what.endswith("(valid)"))
+            ]
+            cases.append((f"/admin/models/{config.name} (no token)", "50 MB", b'{"tag": "' + b"x" * 50_000_000 + b'"}'))
+            for route, what, body in cases:
+                path = route.split(" ")[0]
+                statuses, seconds = collections.Counter(), []
+                with _RssSampler(service.pid) as sampler:
+                    for _ in range(3):
+                        started = time.perf_counter()
+                        response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+                        seconds.append(time.perf_counter() - started)
+                        statuses[response.status_code] += 1
+                    time.sleep(0.05)
+                answer = response.json()
+                problem = answer.get("problems", [answer.get("detail")])[0] if response.status_code >= 400 else ""
+                rows.append(
+                    {
+                        "route": route,
+                        "body": f"{what}, {len(body) / 2**20:,.1f} MiB",
+                        "answer": f"{_by_status(list(statuses.elements()))} {str(problem)[:70]}".strip(),
+                        "median answer (ms)": statistics.median(seconds) * 1000,
+                        "RSS at rest (MiB)": rest / 2**20,
+                        "peak RSS (MiB)": sampler.peak / 2**20,
+                        "peak - rest (MiB)": (sampler.peak - rest) / 2**20,
+                    }
+                )
+            rows.append(
+                {
+                    "route": "(after all of the above)",
+                    "body": "",
+                    "answer": "",
+                    "median answer (ms)": "",
+                    "RSS at rest (MiB)": rest / 2**20,
+                    "peak RSS (MiB)": _tree_rss_bytes(service.pid) / 2**20,
+                    "peak - rest (MiB)": (_tree_rss_bytes(service.pid) - rest) / 2**20,
+                }
+            )
+    finally:
+        service.stop()
+    return rows
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    import psutil
+
+    total = 0
+    for process in [psutil.Process(pid), *psutil_children(pid)]:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += process.memory_info().rss
+    return total
+
+
+class _RssSampler:
+    """The peak of the tree's RSS, sampled every 5 ms in a thread."""
+
+    def __init__(self, pid: int):
+        import threading
+
+        self.pid, self.peak = pid, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _tree_rss_bytes(self.pid))
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _uptime() -> str:
