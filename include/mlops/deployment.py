@@ -48,6 +48,9 @@ def save_to_model_store(onnx_bytes: bytes, config: PipelineConfig, version: str,
         existing = bentoml.models.get(tag)
     except NotFound:
         existing = None
+    # BentoML resolves a version that is not in the store to the one version that starts with it (v1 -> v12).
+    if existing is not None and str(existing.tag) != tag:
+        existing = None
     if existing is not None:
         if existing.info.labels.get(SHA256_LABEL) == digest:
             return tag
