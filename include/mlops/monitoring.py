@@ -498,10 +498,13 @@ def record_check(engine: sa.Engine, row: dict[str, Any]) -> None:
         connection.execute(drift_history.insert(), [row])
 
 
-def last_retraining(engine: sa.Engine, model_name: str) -> dt.datetime | None:
-    """The window end of the last check that asked to retrain `model_name`."""
+def last_retraining(engine: sa.Engine, model_name: str, other_than_run: str | None = None) -> dt.datetime | None:
+    """The window end of the last check that asked to retrain `model_name`; not counting the check of Airflow
+    run `other_than_run` (a retried check finds its own first try's row, which must not cool it down)."""
     query = sa.select(sa.func.max(drift_history.c.window_end)).where(
-        drift_history.c.model_name == model_name, drift_history.c.retrain.is_(True)
+        drift_history.c.model_name == model_name,
+        drift_history.c.retrain.is_(True),
+        drift_history.c.airflow_run_id != (other_than_run or ""),
     )
     with engine.begin() as connection:
         create_drift_history(connection)

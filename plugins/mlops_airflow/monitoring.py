@@ -167,7 +167,7 @@ def decide_retraining(config_file: str, check: dict, **context: Context) -> dict
     config = pipelines.load(config_file)
     engine = inference_log_engine()
     end = dt.datetime.fromisoformat(check["end"])
-    last = monitoring.last_retraining(engine, config.name)
+    last = monitoring.last_retraining(engine, config.name, other_than_run=context["run_id"])
     training = training_dag_id(config.name)
     active = context["ti"].get_dr_count(dag_id=training, states=["queued", "running"]) > 0
     measured = monitoring.DriftCheck(

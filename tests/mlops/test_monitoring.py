@@ -258,6 +258,10 @@ def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(histo
     assert [r["airflow_run_id"] for r in rows] == ["a", "b"] and rows[0]["drifted_columns"] == ["amount"]
     assert monitoring.last_retraining(engine, "fraud") == NOW
     assert monitoring.last_retraining(engine, "another_model") is None
+    # A check retried after it recorded "retrain" (and died before triggering) is not cooled down by itself.
+    monitoring.record_check(engine, row("c", 2, True))
+    assert monitoring.last_retraining(engine, "fraud") == NOW + dt.timedelta(hours=2)
+    assert monitoring.last_retraining(engine, "fraud", other_than_run="c") == NOW
 
 
 def test_a_day_of_drifted_hours_retrains_once_and_again_after_the_cool_down(config):
