@@ -22,7 +22,7 @@ from include.devstack import stack as devstack
 from include.devstack.processes import free_port
 from include.devstack.supervisor import Supervisor
 from include.mlops.config import CONFIG_DIR, PipelineConfig
-from tests.e2e import browser
+from tests.e2e import browser, faults
 from tests.fixtures.services import (
     REDIS_HOST,
     REDIS_PORT,
@@ -94,6 +94,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             pytest.skip(reason)
     folder = tmp_path_factory.mktemp("e2e")
     said: list[str] = []
+    # Faults injected into task runs (tests/e2e/faults.py) by a cluster policy that every Airflow process of
+    # the stack loads; it does nothing until a test writes a plan.
+    airflow_config = folder / "state" / "airflow" / "config"
+    airflow_config.mkdir(parents=True)
+    (airflow_config / "airflow_local_settings.py").write_text("from tests.e2e.faults import task_policy\n")
+    (folder / "faults").mkdir()
     with postgres_database() as airflow_db:
         options = devstack.StackOptions(
             state=folder / "state",
@@ -101,14 +107,16 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             airflow_db_url=airflow_db,
             executor="CeleryExecutor",
             celery_broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
-            standalone=False,
             source=devstack.SourceHistory(
                 days=TRAINING_DAYS + DAYS_SINCE_CHANGE + 3, rows_per_day=ROWS_PER_DAY, drifted_since=changed_since()
             ),
             config_dir=_configs(folder),
             # No scheduled runs: every run here is started by a test or by a drift monitor, so that a nightly or
             # hourly run cannot hold back (max_active_runs=1) the one under test.
-            env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
+            env={
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+                faults.PLAN_ENV: str(folder / "faults" / "plan.json"),
+            },
         )
         supervisor = Supervisor(say=said.append)
         try:
