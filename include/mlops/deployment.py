@@ -13,9 +13,12 @@ import hashlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include.mlops.config import Dataset, PipelineConfig
+
+if TYPE_CHECKING:
+    import bentoml
 
 MODEL_FILE = "model.onnx"
 SHA256_LABEL = "onnx_sha256"
@@ -45,11 +48,8 @@ def save_to_model_store(onnx_bytes: bytes, config: PipelineConfig, version: str,
     tag = model_store_tag(config, version)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     try:
-        existing = bentoml.models.get(tag)
+        existing = stored_model(tag)
     except NotFound:
-        existing = None
-    # BentoML resolves a version that is not in the store to the one version that starts with it (v1 -> v12).
-    if existing is not None and str(existing.tag) != tag:
         existing = None
     if existing is not None:
         if existing.info.labels.get(SHA256_LABEL) == digest:
@@ -71,6 +71,24 @@ def save_to_model_store(onnx_bytes: bytes, config: PipelineConfig, version: str,
         with open(f"{model.path}/{MODEL_FILE}", "wb") as target:
             target.write(onnx_bytes)
     return tag
+
+
+def stored_model(tag: str) -> bentoml.Model:
+    """The model `tag` in the BentoML model store (BENTOML_HOME): exactly that version, or the latest one for a
+    tag without a version or with `latest`; raises bentoml's NotFound naming the tag when it is not there."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        model = bentoml.models.get(tag)
+    except NotFound as exc:
+        raise NotFound(f"{tag} is not in the BentoML model store") from exc
+    # BentoML resolves a version that is not in the store to the one version that starts with it (v1 -> v12),
+    # and keeps versions in lower case.
+    asked = tag.partition(":")[2].lower()
+    if asked not in ("", "latest", model.tag.version):
+        raise NotFound(f"{tag} is not in the BentoML model store (BentoML would have given {model.tag})")
+    return model
 
 
 def _label(value: object) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from include.mlops.config import PipelineConfig
-from include.mlops.deployment import MODEL_FILE
+from include.mlops.deployment import MODEL_FILE, stored_model
 from include.mlops.packaging import LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT
 from include.serving import schema
 
@@ -70,20 +70,15 @@ def version_of(tag: str) -> str:
 
 def load_model(tag: str, config: PipelineConfig, record: type[BaseModel]) -> ServedModel:
     """The model `tag` from the store (BENTOML_HOME), ready to serve: raises ModelNotFound or ModelRejected."""
-    import bentoml
     from bentoml.exceptions import BentoMLException, NotFound
 
     try:
-        stored = bentoml.models.get(tag)
+        stored = stored_model(tag)
     except NotFound as exc:
-        raise ModelNotFound(f"{tag} is not in the BentoML model store") from exc
+        raise ModelNotFound(str(exc)) from exc
     except (ValueError, BentoMLException) as exc:  # a malformed name (ValueError) or version (BentoMLException)
         raise ModelRejected(f"{tag!r} is not a valid BentoML tag <model>:v<version> ({first_line(exc)})") from exc
     resolved = str(stored.tag)
-    # BentoML resolves a version that is not in the store to the one version that starts with it (v1 -> v12).
-    asked = tag.partition(":")[2]
-    if asked and asked.lower() != "latest" and stored.tag.version != asked:
-        raise ModelNotFound(f"{tag} is not in the BentoML model store (BentoML would have given {resolved})")
     try:
         onnx_bytes = Path(stored.path_of(MODEL_FILE)).read_bytes()
     except OSError as exc:

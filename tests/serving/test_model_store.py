@@ -6,6 +6,7 @@ import uuid
 
 import bentoml
 import pytest
+from bentoml.exceptions import NotFound
 
 from include.mlops import deployment
 
@@ -26,6 +27,18 @@ def test_a_version_is_saved_under_its_own_tag_when_a_longer_one_starts_with_it(o
     assert str(bentoml.models.get(v1).tag) == v1
     saved = bentoml.models.get(v1).info.labels[deployment.SHA256_LABEL]
     assert saved != bentoml.models.get(v12).info.labels[deployment.SHA256_LABEL]
+
+
+def test_stored_model_is_the_tag_asked_for_never_a_longer_version_starting_with_it(own):
+    v12 = deployment.save_to_model_store(b"any bytes", own, "12", {})
+    assert str(deployment.stored_model(v12).tag) == v12
+    assert str(deployment.stored_model(f"{own.name}:latest").tag) == v12
+    with pytest.raises(
+        NotFound, match=rf"^{own.name}:v1 is not in the BentoML model store \(BentoML would have given {v12}\)$"
+    ):
+        deployment.stored_model(f"{own.name}:v1")
+    with pytest.raises(NotFound, match=rf"^{own.name}:v2 is not in the BentoML model store$"):
+        deployment.stored_model(f"{own.name}:v2")
 
 
 def test_the_same_model_again_is_a_no_op_and_another_under_its_tag_is_refused(own, stored_models):
