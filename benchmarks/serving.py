@@ -292,6 +292,8 @@ def hostile_rows(tmp: Path, models: Models, config, frame, core: int | None) -> 
     """Peak RSS of the service's tree while oversized bodies are refused, against its RSS at rest."""
     import httpx
 
+    from include.devstack.memory import TreeMemory
+
     record = _records(frame.iloc[:1], config.dataset)[0]
     bodies = {
         "50 MB (one 50 MB category)": json.dumps({"records": [{**record, "channel": "x" * 50_000_000}]}).encode(),
@@ -303,11 +305,12 @@ def hostile_rows(tmp: Path, models: Models, config, frame, core: int | None) -> 
         service = _start_bentoml(tmp / "bento-hostile", models.settings, models.folders[1])
     rows = []
     try:
+        tree = TreeMemory(service.pid)
         with httpx.Client(base_url=service.url, timeout=60) as client:
             for _ in range(200):
                 assert client.post("/predict", json={"records": [record]}).status_code == 200
             time.sleep(1.0)
-            rest = statistics.median(_tree_rss_bytes(service.pid) for _ in range(5))
+            rest = statistics.median(tree.rss() for _ in range(5))
             cases = [
                 (route, what, body)
                 for route in ("/predict", "/predict_batched", f"/models/{config.name}/predict")
@@ -318,7 +321,7 @@ def hostile_rows(tmp: Path, models: Models, config, frame, core: int | None) -> 
             for route, what, body in cases:
                 path = route.split(" ")[0]
                 statuses, seconds = collections.Counter(), []
-                with _RssSampler(service.pid) as sampler:
+                with TreeMemory(service.pid) as memory:
                     for _ in range(3):
                         started = time.perf_counter()
                         response = client.post(path, content=body, headers={"Content-Type": "application/json"})
@@ -334,10 +337,11 @@ def hostile_rows(tmp: Path, models: Models, config, frame, core: int | None) -> 
                         "answer": f"{_by_status(list(statuses.elements()))} {str(problem)[:70]}".strip(),
                         "median answer (ms)": statistics.median(seconds) * 1000,
                         "RSS at rest (MiB)": rest / 2**20,
-                        "peak RSS (MiB)": sampler.peak / 2**20,
-                        "peak - rest (MiB)": (sampler.peak - rest) / 2**20,
+                        "peak RSS (MiB)": memory.peak / 2**20,
+                        "peak - rest (MiB)": (memory.peak - rest) / 2**20,
                     }
                 )
+            after = tree.rss()
             rows.append(
                 {
                     "route": "(after all of the above)",
@@ -345,46 +349,13 @@ def hostile_rows(tmp: Path, models: Models, config, frame, core: int | None) -> 
                     "answer": "",
                     "median answer (ms)": "",
                     "RSS at rest (MiB)": rest / 2**20,
-                    "peak RSS (MiB)": _tree_rss_bytes(service.pid) / 2**20,
-                    "peak - rest (MiB)": (_tree_rss_bytes(service.pid) - rest) / 2**20,
+                    "peak RSS (MiB)": after / 2**20,
+                    "peak - rest (MiB)": (after - rest) / 2**20,
                 }
             )
     finally:
         service.stop()
     return rows
-
-
-def _tree_rss_bytes(pid: int) -> int:
-    import psutil
-
-    total = 0
-    for process in [psutil.Process(pid), *psutil_children(pid)]:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            total += process.memory_info().rss
-    return total
-
-
-class _RssSampler:
-    """The peak of the tree's RSS, sampled every 5 ms in a thread."""
-
-    def __init__(self, pid: int):
-        import threading
-
-        self.pid, self.peak = pid, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _tree_rss_bytes(self.pid))
-
-    def __enter__(self) -> _RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _uptime() -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,11 +24,11 @@ from typing import Any
 import httpx
 import hypothesis
 import pandas as pd
-import psutil
 import pytest
 import requests
 import schemathesis
 
+from include.devstack.memory import TreeMemory
 from include.mlops import packaging, training
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.datasets import split_rows
@@ -292,37 +291,6 @@ def test_every_admin_operation_without_the_right_token_is_401_and_changes_nothin
 # -- Oversized bodies ---------------------------------------------------------------------------------------------
 
 
-class TreeMemory:
-    """The service's process tree's RSS (the arbiter and its workers), sampled every 10 ms in a thread."""
-
-    def __init__(self, pid: int):
-        self.root = psutil.Process(pid)
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def rss(self) -> int:
-        total = 0
-        for process in [self.root, *self.root.children(recursive=True)]:
-            try:
-                total += process.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.samples.append(self.rss())
-
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def oversized_bodies(record: dict[str, Any]) -> dict[str, bytes]:
     """A 50 MB body (one record whose category is 50 MB long), 100,000 real records (~25 MB), and 100,000 records
     small enough that the body fits under the byte limit (empty objects)."""
@@ -376,7 +344,7 @@ def _refused_with_bounded_memory(service: Service, route: str, record: dict[str,
             assert (response.status_code, response.json()["problems"]) == (status, [problem]), (what, response.text)
             print(f"{route}: {what} ({len(body):,} bytes) -> {status} in {seconds:.2f} s: {problem}")
         time.sleep(0.05)
-    peak = max(memory.samples)
+    peak = memory.peak
     print(f"{route}: RSS at rest {rest / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB (+{(peak - rest) / 2**20:.1f})")
     assert peak - rest < GROWTH_BOUND, (rest, peak)
     # Still serving.
