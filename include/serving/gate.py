@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 _VALIDATED = "mlops.validated_body"
 _JSON_TYPES = (b"application/json", b"")
 MODELS_PREFIX = "/models/"
-# The admin API's own docs (FastAPI's), open without the token.
-_OPEN_ADMIN_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+# The admin API's own docs (FastAPI's), under its prefix, open without the token.
+_OPEN_ADMIN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 def validated(scope: Mapping[str, Any]) -> BaseModel | None:
@@ -70,7 +70,7 @@ class RequestGate:
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if self.admin and path.startswith(self.admin[0]) and not path.endswith(_OPEN_ADMIN_PATHS):
+        if self._needs_admin_token(path):
             _, authorized, refusal = self.admin
             if not authorized(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")):
                 await self._refuse(scope, send, 401, [refusal], detail=True)
@@ -108,6 +108,13 @@ class RequestGate:
             await self._refuse(scope, send, 400 if not_json else 422, schema.problems(exc))
             return
         await self.app(scope, _replay(body, receive), send)
+
+    def _needs_admin_token(self, path: str) -> bool:
+        """Whether `path` is under the admin prefix and not one of the admin API's docs pages (compared whole: a
+        model named `docs` has its routes at `<prefix>models/docs`)."""
+        if self.admin is None or not path.startswith(self.admin[0]):
+            return False
+        return path.removeprefix(self.admin[0].rstrip("/")) not in _OPEN_ADMIN_PATHS
 
     async def _model_path(self, scope, receive, send, path: str) -> None:
         """A path under /models/ that is no prediction route: a model's readiness, or an unknown model."""

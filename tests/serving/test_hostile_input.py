@@ -288,6 +288,19 @@ def test_every_admin_operation_without_the_right_token_is_401_and_changes_nothin
     assert _state(two_models) == before
 
 
+def test_a_model_named_like_the_docs_needs_the_token_before_its_body_is_read_and_the_docs_stay_open(two_models):
+    """The gate's 401 comes before anything reads the body: FastAPI parses a body before it checks the token, so
+    a body that is not JSON would be 422 had the call reached it. Only the admin API's own docs pages are open,
+    not every admin path ending like one (`/admin/models/docs`: the routes of a model named docs)."""
+    for path in ("/admin/models/docs", "/admin/models/redoc", "/admin/models/openapi.json"):
+        refused = httpx.post(
+            two_models.url + path, content=b"not JSON", headers={"Content-Type": "application/json"}, timeout=30
+        )
+        assert (refused.status_code, refused.json()) == (401, {"detail": "a valid admin bearer token is required"})
+    for page in ("/admin/docs", "/admin/redoc", "/admin/openapi.json"):
+        assert httpx.get(two_models.url + page, timeout=30).status_code == 200, page
+
+
 # -- Oversized bodies ---------------------------------------------------------------------------------------------
 
 
