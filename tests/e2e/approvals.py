@@ -35,3 +35,14 @@ def wait_until_asked(api: AirflowAPI, dag_id: str, run_id: str, timeout: float =
 def answer(api: AirflowAPI, dag_id: str, run_id: str, option: str) -> dict[str, Any]:
     """Answer the run's request with `option` (Approve or Reject); returns the recorded answer."""
     return api.request("PATCH", hitl_path(dag_id, run_id), json={"chosen_options": [option], "params_input": {}})
+
+
+def review(stack, dag_id: str, run_id: str, option: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A person's review of a run's challenger, through the REST API on a connection of its own (it runs in a
+    thread beside the test): the request they read, and their answer."""
+    api = stack.airflow_api()
+    try:
+        request = wait_until_asked(api, dag_id, run_id)
+        return request, answer(api, dag_id, run_id, option)
+    finally:
+        api.close()

@@ -54,7 +54,7 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     # The reviewer goes on (while the steps below run) with two more challengers, retrained on the first one's
     # data snapshot: nobody answers the first, and the reviewer rejects the second (queued behind it).
     reviewer = ThreadPoolExecutor(1)
-    review = reviewer.submit(_review, e2e, cancer_run, "Approve")
+    review = reviewer.submit(approvals.review, stack, cancer_dag, cancer_run, "Approve")
     more = reviewer.submit(_two_more_challengers, e2e, cancer_run)
     runs = demo.train(api, said.append, {DEMO: {"reason": "manual", "history_days": TRAINING_DAYS}}, as_of, timeout=900)
     request, approved = review.result(timeout=900)
@@ -140,17 +140,6 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
         approvals.answer(api, cancer_dag, rejected_run, "Approve")
     assert demo.served_model(serving, token, BREAST_CANCER).model_version == after.model_version
     api.close()
-
-
-def _review(e2e, run_id: str, option: str) -> tuple[dict, dict]:
-    """A person's review of a breast cancer run's challenger, through the REST API: the request they read, and
-    their answer."""
-    api = e2e.stack.airflow_api()
-    try:
-        request = approvals.wait_until_asked(api, training_dag_id(BREAST_CANCER), run_id)
-        return request, approvals.answer(api, training_dag_id(BREAST_CANCER), run_id, option)
-    finally:
-        api.close()
 
 
 def _two_more_challengers(e2e, first_run: str) -> tuple[str, str, dict]:

@@ -1,4 +1,4 @@
-"""Faults in every task of a drift check and of the model half of a training run, on the real scheduler.
+"""Faults in every task of a drift check and of the model half of training runs, on the real scheduler.
 
 Each planned task fails four times before it succeeds: an exception at its start, a SIGKILL of its process at
 its start, an exception in its middle and a SIGKILL in its middle (tests/e2e/faults.py injects them through a
@@ -8,11 +8,14 @@ serves and the drift reference name the same version; no version is registered t
 triggered twice; and a client sending a request every 0.1 s to the model's route throughout got no error.
 
 The runs: a drift check of the demo model (its trigger's training run is left queued and deleted: this is about
-the check), a retraining on the champion's snapshot that is promoted, and one that the gate rejects (faults on its
-own way only: choose_outcome and record_rejection). The middle of a task is half its median duration in this
-stack's earlier runs (tests/e2e/faults.py).
+the check), a retraining on the champion's snapshot that is promoted, and one that goes live as a shadow beside the
+champion (faults on its own way only: go_live and start_rollout; the rollout is ended afterwards). Beside them, a
+retraining of the breast cancer model, whose config asks a person to approve each challenger, faults its approval
+task and the rejection's commit: a reviewer rejects the challenger through the REST API once it asks. The middle of
+a task is half its median duration in this stack's earlier runs (tests/e2e/faults.py).
 
-It runs last of the e2e package (pytest runs the files in name order), on the demo model's champion.
+It runs last of the e2e package (pytest runs the files in name order), on the champions the other tests left;
+run on its own, it trains them first.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +38,14 @@ import yaml
 
 from include.devstack import demo
 from include.devstack.airflow_api import AirflowAPI
-from include.mlops import alias_history, monitoring, registry, versioning
+from include.mlops import alias_history, monitoring, registry, rollouts, versioning
 from include.mlops.lineage import parse_lakefs_uri
 from include.mlops.naming import monitor_dag_id, run_branch_name, run_key, training_dag_id
-from tests.e2e import faults
-from tests.e2e.conftest import DEMO, TRAINING_DAYS, changed_since
+from tests.e2e import approvals, faults
+from tests.e2e.conftest import BREAST_CANCER, DEMO, TRAINING_DAYS, changed_since
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+# Over the suite's 900 s per test when the machine is busy, or when run on its own (it trains a champion first).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(1800)]
 
 RUN_TIMEOUT = 1200
 DRIFT_TASKS = ["wait_for_traffic", "check_drift", "decide_retraining", "trigger_ml_training"]
@@ -61,8 +66,10 @@ PROMOTED_TASKS = [
     "merge_reference",
     "finish_training_run",
 ]
-# The rejected run's own way (the tasks before it are the promoted run's).
-REJECTED_TASKS = ["choose_outcome", "record_rejection"]
+# The own ways of a run that goes live as a shadow and of one that asks a person, who rejects its challenger (the
+# tasks before them are the promoted run's).
+SHADOW_TASKS = ["go_live", "start_rollout"]
+REJECTED_TASKS = [approvals.APPROVAL_TASK, "record_rejection"]
 
 
 @dataclass(eq=False)  # a thread must stay hashable
@@ -95,7 +102,7 @@ class Client(threading.Thread):
                     self.failures.append(f"{type(error).__name__}: {error}")
 
 
-def test_four_faults_in_every_task_of_a_drift_check_and_of_two_trainings_leave_the_models_consistent(e2e):
+def test_four_faults_in_every_task_of_a_drift_check_and_of_three_trainings_leave_the_models_consistent(e2e):
     stack = e2e.stack
     api = stack.airflow_api()
     serving, token = stack.urls["Serving"], stack.credentials["serving_admin_token"]
@@ -103,9 +110,9 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_two_trainings_leave_t
     log_engine = sa.create_engine(f"sqlite:///{stack.inference_log_db}")
     lakefs_client = versioning.connect(f"{stack.urls['lakeFS']}/api/v1", *stack.lakefs_keys)
     config = e2e.config(DEMO)
-    training_dag, monitor_dag = training_dag_id(DEMO), monitor_dag_id(DEMO)
-    api.wait_for_dags({training_dag, monitor_dag})
-    for dag_id in api.paused_dag_ids() & {training_dag, monitor_dag}:
+    training_dag, monitor_dag, cancer_dag = training_dag_id(DEMO), monitor_dag_id(DEMO), training_dag_id(BREAST_CANCER)
+    api.wait_for_dags({training_dag, monitor_dag, cancer_dag})
+    for dag_id in api.paused_dag_ids() & {training_dag, monitor_dag, cancer_dag}:
         api.unpause(dag_id)
     if registry.version_by_alias(mlflow_client, DEMO, registry.CHAMPION) is None:  # this file run on its own
         as_of = {DEMO: dt.datetime.combine(changed_since(), dt.time(), dt.UTC)}
@@ -121,20 +128,29 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_two_trainings_leave_t
     raw["gate"]["min_improvement"] = 0.0
     raw["drift"] |= {"threshold": 0.1, "cooldown_hours": 0.02}
     Path(config.path).write_text(yaml.safe_dump(raw))
+    # The breast cancer model asks a person again before a challenger goes live (test_rollouts left it rolling
+    # out instead): its DAG has the approval task once the dag-processor has parsed it again.
+    cancer_path = Path(e2e.config(BREAST_CANCER).path)
+    cancer_raw = yaml.safe_load(cancer_path.read_text())
+    cancer_raw["rollout"] = {"mode": "direct"}
+    cancer_path.write_text(yaml.safe_dump(cancer_raw))
 
-    runs = {name: f"faults_{name}_{uuid.uuid4().hex[:6]}" for name in ("drift", "promoted", "rejected")}
+    names = ("drift", "promoted", "shadow", "rejected")
+    runs = {name: f"faults_{name}_{uuid.uuid4().hex[:6]}" for name in names}
     plan_path = e2e.folder / "faults" / "plan.json"
     folder = plan_path.parent
     plan = {
         "runs": {
             monitor_dag: {runs["drift"]: DRIFT_TASKS},
-            training_dag: {runs["promoted"]: PROMOTED_TASKS, runs["rejected"]: REJECTED_TASKS},
+            training_dag: {runs["promoted"]: PROMOTED_TASKS, runs["shadow"]: SHADOW_TASKS},
+            cancer_dag: {runs["rejected"]: REJECTED_TASKS},
         },
         "tasks": {
             monitor_dag: {task: faults.ALL_FAULTS for task in DRIFT_TASKS},
-            training_dag: {task: faults.ALL_FAULTS for task in PROMOTED_TASKS + REJECTED_TASKS},
+            training_dag: {task: faults.ALL_FAULTS for task in PROMOTED_TASKS + SHADOW_TASKS},
+            cancer_dag: {task: faults.ALL_FAULTS for task in REJECTED_TASKS},
         },
-        "middle_seconds": {dag: faults.middle_seconds(folder, dag) for dag in (monitor_dag, training_dag)},
+        "middle_seconds": {dag: faults.middle_seconds(folder, dag) for dag in (monitor_dag, training_dag, cancer_dag)},
     }
     faults.write_plan(plan_path, plan)
     _wait_for_retries(api, plan["tasks"])
@@ -143,7 +159,20 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_two_trainings_leave_t
     drifted = [_drifted(record) for record in records]
     client = Client(serving, drifted[0])
     client.start()
+    reviewer = ThreadPoolExecutor(1)
     try:
+        # 0. Beside the demo's runs: a breast cancer retraining whose approval task fails four times before it
+        # asks; a reviewer rejects the challenger as soon as it does, and the rejection's commit fails four times.
+        cancer_champion = registry.version_by_alias(mlflow_client, BREAST_CANCER, registry.CHAMPION)
+        cancer_conf = (
+            {"reason": "faults", "data_commit": cancer_champion.tags["lakefs_commit"]}
+            if cancer_champion
+            else {"reason": "faults", "history_days": e2e.config(BREAST_CANCER).training.window_days}
+        )
+        cancer_main_before = versioning.get_commit(repo, "main").id  # one repository holds every model's data
+        api.trigger(cancer_dag, cancer_conf, run_id=runs["rejected"])
+        review = reviewer.submit(approvals.review, stack, cancer_dag, runs["rejected"], "Reject")
+
         # 1. A drift check: drifted traffic, every task of the check failing four times.
         for start in range(0, len(drifted), 100):
             demo.predict(serving, DEMO, drifted[start : start + 100])
@@ -157,7 +186,7 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_two_trainings_leave_t
         assert [r["dag_run_id"] for r in triggered if r["state"] == "queued"] == [f"drift__{runs['drift']}"]
         api.request("DELETE", f"/api/v2/dags/{training_dag}/dagRuns/drift__{runs['drift']}")
         api.unpause(training_dag)
-        _check_consistency(stack, mlflow_client, log_engine, repo, serving, token, champion.version)
+        _check_consistency(stack, mlflow_client, log_engine, lakefs_client, DEMO, champion.version)
 
         # 2. A retraining on the champion's snapshot, promoted, every task from start_training_run on failing.
         conf = {"reason": "faults", "data_commit": champion.tags["lakefs_commit"]}
@@ -165,33 +194,59 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_two_trainings_leave_t
         api.trigger(training_dag, conf, run_id=runs["promoted"])
         assert api.wait_for_run(training_dag, runs["promoted"], RUN_TIMEOUT) == "success", e2e.logs()
         _check_every_fault_fired(api, folder, training_dag, runs["promoted"], PROMOTED_TASKS)
-        promoted = api.xcom(training_dag, runs["promoted"], "register_challenger")["version"]
+        decision = api.xcom(training_dag, runs["promoted"], "register_challenger")
+        promoted = decision["version"]
         assert promoted != champion.version
-        _check_consistency(stack, mlflow_client, log_engine, repo, serving, token, promoted)
+        _check_consistency(stack, mlflow_client, log_engine, lakefs_client, DEMO, promoted)
         # One merge into main: the reference (the snapshot is the champion's, on main already: merging it again
         # adds nothing), however many tries merged.
-        merges = [c.message for c in _first_parents_since(repo, "main", main_before)]
+        merges = _merges_into_main(repo, main_before, runs["promoted"])
         assert merges == [f"Drift reference of {DEMO} v{promoted}"], merges
-        moves = [m for m in alias_history.moves(log_engine, DEMO) if m.airflow_run_id == runs["promoted"]]
-        assert sorted(m.alias for m in moves) == ["challenger", "champion"], moves
-        (to_champion,) = [m for m in moves if m.alias == registry.CHAMPION]
-        assert (to_champion.from_version, to_champion.to_version) == (champion.version, promoted), to_champion
+        _check_one_champion_move(log_engine, DEMO, runs["promoted"], champion.version, promoted)
 
-        # 3. A retraining that the gate rejects (it asks for an improvement no model makes).
-        raw["gate"]["min_improvement"] = 1.0
+        # 3. A retraining that goes live as a shadow beside the champion (the mode is read when go_live runs). It
+        # trains the candidate that won the promoted run only (every point of its grid, if it has one): on the same
+        # snapshot it scores as the champion does, and passes; fitting the others again would only cost minutes.
+        (won,) = [c for c in raw["model"]["candidates"] if c["name"] == decision["challenger"].partition("__")[0]]
+        raw["model"]["candidates"] = [won]
+        raw["rollout"] = {"mode": "shadow"}
         Path(config.path).write_text(yaml.safe_dump(raw))
         main_before = versioning.get_commit(repo, "main").id
-        api.trigger(training_dag, conf, run_id=runs["rejected"])
-        assert api.wait_for_run(training_dag, runs["rejected"], RUN_TIMEOUT) == "success", e2e.logs()
-        _check_every_fault_fired(api, folder, training_dag, runs["rejected"], REJECTED_TASKS)
-        _check_consistency(stack, mlflow_client, log_engine, repo, serving, token, promoted)
-        assert versioning.get_commit(repo, "main").id == main_before
-        branch = run_branch_name(DEMO, runs["rejected"])
-        rejections = [c for c in versioning.log(repo, branch, 20) if c.message.startswith("Not promoted")]
-        assert len(rejections) == 1, [c.message for c in rejections]
+        api.trigger(training_dag, conf, run_id=runs["shadow"])
+        assert api.wait_for_run(training_dag, runs["shadow"], RUN_TIMEOUT) == "success", e2e.logs()
+        _check_every_fault_fired(api, folder, training_dag, runs["shadow"], SHADOW_TASKS)
+        shadow = api.xcom(training_dag, runs["shadow"], "register_challenger")["version"]
+        _check_one_shadow_rollout(api, log_engine, serving, token, records[0], runs["shadow"], promoted, shadow)
+        _check_consistency(stack, mlflow_client, log_engine, lakefs_client, DEMO, promoted)
+        assert _merges_into_main(repo, main_before, runs["shadow"]) == []
+        _end_rollout(log_engine, serving, token)
+
+        # 4. The breast cancer run, rejected by the reviewer after its faults: nothing of it went live or to main.
+        request, answered = review.result(timeout=RUN_TIMEOUT)
+        assert answered["chosen_options"] == ["Reject"], answered
+        assert api.wait_for_run(cancer_dag, runs["rejected"], RUN_TIMEOUT) == "success", e2e.logs()
+        _check_every_fault_fired(api, folder, cancer_dag, runs["rejected"], REJECTED_TASKS)
+        cancer_version = api.xcom(cancer_dag, runs["rejected"], "register_challenger")["version"]
+        assert request["subject"].endswith(f"v{cancer_version} of {BREAST_CANCER}?"), request["subject"]
+        moves = [
+            m.alias for m in alias_history.moves(log_engine, BREAST_CANCER) if m.airflow_run_id == runs["rejected"]
+        ]
+        assert moves == ["challenger"], moves
+        # Its validated data goes to main (run on its own, it collected some); nothing of its model does.
+        merges = _merges_into_main(repo, cancer_main_before, runs["rejected"])
+        assert set(merges) <= {"Validated data"}, merges
+        branch = run_branch_name(BREAST_CANCER, runs["rejected"])
+        rejections = [c.message for c in versioning.log(repo, branch, 20) if c.message.startswith("Not promoted")]
+        assert rejections == ["Not promoted: rejected by admin"], rejections
+        if cancer_champion:
+            _check_consistency(stack, mlflow_client, log_engine, lakefs_client, BREAST_CANCER, cancer_champion.version)
+        else:  # this file run on its own: the model had no champion, and has none
+            assert registry.version_by_alias(mlflow_client, BREAST_CANCER, registry.CHAMPION) is None
     finally:
+        reviewer.shutdown(wait=False, cancel_futures=True)
         client.stop()
         faults.write_plan(plan_path, {})
+        api.close()
 
     cells = Counter((f["kind"], f["point"]) for f in faults.fired(folder) if f["run_id"] in runs.values())
     print(f"faults fired: {dict(cells)}; client: {client.answered} answered, {len(client.failures)} failed")
@@ -204,14 +259,17 @@ def _drifted(record: dict) -> dict:
 
 
 def _wait_for_retries(api: AirflowAPI, tasks: dict[str, dict[str, list]], timeout: float = 180) -> None:
-    """Until the dag-processor has parsed the DAGs again with the plan: each planned task has its retries."""
+    """Until the dag-processor has parsed the DAGs again with the plan (and the configs): each planned task is
+    there, with its retries."""
     deadline = time.monotonic() + timeout
     while True:
+        serialized = {dag_id: api.request("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"] for dag_id in tasks}
+        retries = {(dag_id, t["task_id"]): t["retries"] for dag_id, found in serialized.items() for t in found}
         waiting = [
             f"{dag_id}.{task_id}"
             for dag_id, planned in tasks.items()
             for task_id, task_faults in planned.items()
-            if api.request("GET", f"/api/v2/dags/{dag_id}/tasks/{task_id}")["retries"] != len(task_faults)
+            if retries.get((dag_id, task_id)) != len(task_faults)
         ]
         if not waiting:
             return
@@ -243,24 +301,26 @@ def _check_every_fault_fired(api: AirflowAPI, folder: Path, dag_id: str, run_id:
             assert instance["state"] in done and instance["try_number"] == tries, instance
 
 
-def _check_consistency(stack, mlflow_client, log_engine, repo, serving: str, token: str, version: str) -> None:
-    """The champion, the served model and the drift reference are `version`; main holds validated data and the
-    snapshots and references of promoted models only; no version is registered twice."""
-    champion = registry.version_by_alias(mlflow_client, DEMO, registry.CHAMPION)
-    served = demo.served_model(serving, token, DEMO)
+def _check_consistency(stack, mlflow_client, log_engine, lakefs_client, model: str, version: str) -> None:
+    """The model's champion, served model and drift reference are `version`; main holds validated data and the
+    snapshots and references of promoted models only; no version of any model is registered twice."""
+    serving, token = stack.urls["Serving"], stack.credentials["serving_admin_token"]
+    champion = registry.version_by_alias(mlflow_client, model, registry.CHAMPION)
+    served = demo.served_model(serving, token, model)
     assert (champion.version, served.model_version) == (version, version), (champion.version, served)
+    repo = lakefs.Repository(served.labels["lakefs_repository"], client=lakefs_client)
     _, reference_commit, reference_path = parse_lakefs_uri(champion.tags["drift_reference"])
     reference = versioning.get_commit(repo, reference_commit)
     assert reference.metadata["model_version"] == version, reference.metadata
     assert versioning.object_exists(repo, "main", reference_path), reference_path
 
     promoted_runs = set()
-    for model in {c.name for c in stack.configs}:
-        champions = {m.to_version for m in alias_history.moves(log_engine, model) if m.alias == registry.CHAMPION}
-        versions = mlflow_client.search_model_versions(f"name = '{model}'")
+    for name in {c.name for c in stack.configs}:
+        champions = {m.to_version for m in alias_history.moves(log_engine, name) if m.alias == registry.CHAMPION}
+        versions = mlflow_client.search_model_versions(f"name = '{name}'")
         run_ids = [v.tags.get("airflow_run_id") for v in versions]
         duplicates = {run: n for run, n in Counter(run_ids).items() if n > 1}
-        assert not duplicates, f"{model}: versions registered twice by {duplicates}"
+        assert not duplicates, f"{name}: versions registered twice by {duplicates}"
         promoted_runs |= {run_key(v.tags["airflow_run_id"]) for v in versions if v.version in champions}
     for entry in versioning.list_objects(repo, "main", ""):
         top, *rest = entry.path.split("/")
@@ -270,11 +330,58 @@ def _check_consistency(stack, mlflow_client, log_engine, repo, serving: str, tok
             assert entry.path.startswith("raw/") and "/date=" in entry.path, f"{entry.path} on main"
 
 
-def _first_parents_since(repo, branch: str, since: str) -> list:
-    """The commits of `branch` after `since` along first parents (its own commits and merges), newest first."""
-    commits, commit = [], versioning.get_commit(repo, branch)
-    while commit.id != since:
-        commits.append(commit)
-        assert commit.parents and len(commits) < 50, f"{since} is not a first parent of {branch}'s head"
+def _check_one_champion_move(log_engine, model: str, run_id: str, before: str, after: str) -> None:
+    """The run moved `challenger` once and `champion` once, from `before` to `after`, however many tries did."""
+    moves = [m for m in alias_history.moves(log_engine, model) if m.airflow_run_id == run_id]
+    assert sorted(m.alias for m in moves) == ["challenger", "champion"], moves
+    (to_champion,) = [m for m in moves if m.alias == registry.CHAMPION]
+    assert (to_champion.from_version, to_champion.to_version) == (before, after), to_champion
+
+
+def _check_one_shadow_rollout(
+    api, log_engine, serving: str, token: str, record: dict, run_id: str, champion: str, shadow: str
+) -> None:
+    """The run left one shadow rollout of `shadow` beside the unchanged champion, on the service and recorded
+    once; the champion answers; nothing went to main."""
+    states = {t.task_id: t.state for t in api.task_states(training_dag_id(DEMO), run_id)}
+    assert {states[t] for t in ("deploy_model", "promote_champion", "merge_snapshot", "merge_reference")} == {
+        "skipped"
+    }, states
+    on_trial = httpx.get(
+        f"{serving}/admin/models/{DEMO}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ).json()["rollout"]
+    assert (on_trial["tag"], on_trial["mode"], on_trial["loaded"]) == (f"{DEMO}:v{shadow}", "shadow", True), on_trial
+    recorded = [r for r in rollouts.history(log_engine, DEMO, 50) if r["airflow_run_id"] == run_id]
+    assert [(r["challenger_version"], r["champion_version"], r["state"]) for r in recorded] == [
+        (shadow, champion, rollouts.RUNNING)
+    ], recorded
+    moves = [m.alias for m in alias_history.moves(log_engine, DEMO) if m.airflow_run_id == run_id]
+    assert moves == ["challenger"], moves
+    answer = demo.predict(serving, DEMO, [record])
+    assert (answer["model_version"], answer["role"]) == (champion, "champion"), answer
+
+
+def _end_rollout(log_engine, serving: str, token: str) -> None:
+    """End the shadow rollout as a person would who decided against it: the service unloads the challenger and
+    the rollout is recorded as rolled back."""
+    response = httpx.delete(
+        f"{serving}/admin/models/{DEMO}/rollout", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    assert response.status_code == 200 and response.json()["rollout"] is None, response.text
+    recorded = rollouts.running(log_engine, DEMO)
+    now = dt.datetime.now(dt.UTC)
+    rollouts.record_end(log_engine, recorded["id"], rollouts.ROLLED_BACK, "ended by the fault matrix", now)
+
+
+def _merges_into_main(repo, since: str, run_id: str) -> list[str]:
+    """The messages of the commits `run_id` made on main after `since` (its merges), newest first. Main's own
+    history is its first parents; other models' runs merge into it meanwhile."""
+    messages, commit = [], versioning.get_commit(repo, "main")
+    for _ in range(200):
+        if commit.id == since:
+            return messages
+        if commit.metadata.get("airflow_run_id") == run_id:
+            messages.append(commit.message)
+        assert commit.parents, f"{since} is not a first parent of main's head"
         commit = versioning.get_commit(repo, commit.parents[0])
-    return commits
+    raise AssertionError(f"{since} is not among the last 200 first parents of main's head")
