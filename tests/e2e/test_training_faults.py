@@ -38,7 +38,7 @@ import yaml
 
 from include.devstack import demo
 from include.devstack.airflow_api import AirflowAPI
-from include.mlops import alias_history, monitoring, registry, rollouts, versioning
+from include.mlops import alias_history, deployment, monitoring, registry, rollouts, versioning
 from include.mlops.lineage import parse_lakefs_uri
 from include.mlops.naming import monitor_dag_id, run_branch_name, run_key, training_dag_id
 from tests.e2e import approvals, faults
@@ -347,9 +347,7 @@ def _check_one_shadow_rollout(
     assert {states[t] for t in ("deploy_model", "promote_champion", "merge_snapshot", "merge_reference")} == {
         "skipped"
     }, states
-    on_trial = httpx.get(
-        f"{serving}/admin/models/{DEMO}", headers={"Authorization": f"Bearer {token}"}, timeout=10
-    ).json()["rollout"]
+    on_trial = deployment.ServingEndpoint(serving, token, DEMO).rollout()
     assert (on_trial["tag"], on_trial["mode"], on_trial["loaded"]) == (f"{DEMO}:v{shadow}", "shadow", True), on_trial
     recorded = [r for r in rollouts.history(log_engine, DEMO, 50) if r["airflow_run_id"] == run_id]
     assert [(r["challenger_version"], r["champion_version"], r["state"]) for r in recorded] == [
@@ -364,10 +362,9 @@ def _check_one_shadow_rollout(
 def _end_rollout(log_engine, serving: str, token: str) -> None:
     """End the shadow rollout as a person would who decided against it: the service unloads the challenger and
     the rollout is recorded as rolled back."""
-    response = httpx.delete(
-        f"{serving}/admin/models/{DEMO}/rollout", headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
-    assert response.status_code == 200 and response.json()["rollout"] is None, response.text
+    endpoint = deployment.ServingEndpoint(serving, token, DEMO)
+    endpoint.end_rollout()
+    assert endpoint.rollout() is None
     recorded = rollouts.running(log_engine, DEMO)
     now = dt.datetime.now(dt.UTC)
     rollouts.record_end(log_engine, recorded["id"], rollouts.ROLLED_BACK, "ended by the fault matrix", now)
