@@ -23,6 +23,13 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A model's name becomes DAG ids, a URL path segment and a BentoML tag (which BentoML lowercases): kept to
 # what all of them take unchanged.
 _MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# The most categories one categorical feature may have (`allowed`, or learned with `max_categories`): each is a
+# column of the one-hot encoding the model and its ONNX form carry.
+MAX_CATEGORIES = 1000
+# A class label as YAML gives it: strict, so that `true` stays a boolean and `1` an integer.
+ClassLabel = (
+    Annotated[bool, Field(strict=True)] | Annotated[int, Field(strict=True)] | Annotated[str, Field(strict=True)]
+)
 
 
 class ConfigError(ValueError):
@@ -41,7 +48,11 @@ class Feature(_Strict):
     nullable: bool = False
     min: float | None = None
     max: float | None = None
+    # Categorical: the categories a row may carry (others are quarantined). Without it the set is open: any
+    # value is accepted, the model learns the `max_categories` most frequent of its training data, and the rest
+    # count as one "other".
     allowed: list[str] | None = None
+    max_categories: int = Field(default=100, ge=1, le=MAX_CATEGORIES)
     description: str = ""
 
     @model_validator(mode="after")
@@ -50,10 +61,23 @@ class Feature(_Strict):
             raise ValueError(f"min/max apply to numeric features, and {self.name!r} is {self.type}")
         if self.type != "categorical" and self.allowed is not None:
             raise ValueError(f"allowed applies to categorical features, and {self.name!r} is {self.type}")
+        if "max_categories" in self.model_fields_set and (self.type != "categorical" or self.allowed is not None):
+            raise ValueError(
+                f"{self.name!r}: max_categories applies to categorical features without allowed (an open set)"
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"{self.name!r}: min {self.min} is above max {self.max}")
         if self.allowed is not None and not self.allowed:
             raise ValueError(f"{self.name!r}: allowed is empty")
+        if self.allowed is not None and len(self.allowed) > MAX_CATEGORIES:
+            raise ValueError(
+                f"{self.name!r}: allowed lists {len(self.allowed)} categories, at most {MAX_CATEGORIES} (each is a "
+                "column of the model's input): leave allowed out to keep the most frequent (max_categories), or "
+                "make it a numeric feature"
+            )
+        if self.allowed is not None and len(set(self.allowed)) < len(self.allowed):
+            twice = sorted({a for a in self.allowed if self.allowed.count(a) > 1})
+            raise ValueError(f"{self.name!r}: allowed names {twice} more than once")
         return self
 
 
@@ -66,8 +90,12 @@ class Dataset(_Strict):
     # Labels that arrive after the transaction leave the target empty until then; such rows are collected and
     # kept on `main`, and left out of training.
     target_nullable: bool = True
-    # For classification: the labels a row may carry (others are quarantined). Empty: any label.
-    target_classes: list[int | str] = Field(default_factory=list)
+    # For classification: the labels a row may carry (others are quarantined), all of one kind: integers, text
+    # or booleans. Empty: any label.
+    target_classes: list[ClassLabel] = Field(default_factory=list)
+    # Binary classification: the class that average precision, F1, precision, recall and ROC AUC are about.
+    # Default: the greater of the two labels in sort order, as scikit-learn takes it (1, true, 'yes' over 'no').
+    positive_class: ClassLabel | None = None
     features: list[Feature] = Field(min_length=1)
 
     @field_validator("name")
@@ -79,8 +107,32 @@ class Dataset(_Strict):
 
     @model_validator(mode="after")
     def _classes_only_for_classification(self) -> Dataset:
-        if self.target_classes and self.task != "classification":
-            raise ValueError("target_classes applies to classification only")
+        if self.task != "classification":
+            if self.target_classes:
+                raise ValueError("target_classes applies to classification only")
+            if self.positive_class is not None:
+                raise ValueError("positive_class applies to classification only")
+        return self
+
+    @model_validator(mode="after")
+    def _classes_of_one_kind(self) -> Dataset:
+        classes = self.target_classes
+        kinds = sorted({type(c).__name__ for c in classes})
+        if len(kinds) > 1:
+            raise ValueError(f"target_classes mixes {' and '.join(kinds)} labels {classes}: write them all alike")
+        if len(set(classes)) < len(classes):
+            raise ValueError(f"target_classes names a class more than once: {classes}")
+        if classes and len(classes) < 2:
+            raise ValueError(f"target_classes has one class {classes}: a classifier needs two or more")
+        positive = self.positive_class
+        if positive is not None and classes:
+            if not any(type(positive) is type(c) and positive == c for c in classes):
+                raise ValueError(f"positive_class {positive!r} is not one of target_classes {classes}")
+            if len(classes) != 2:
+                raise ValueError(
+                    f"positive_class applies to binary classification; target_classes has {len(classes)} classes "
+                    "(multi-class metrics are macro averages over every class)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -107,6 +159,11 @@ class SqlSource(_Strict):
     connection_id: str | None = None
     url: str | None = None
     query: str
+    # How the query's event-time column is stored, so that :start and :end compare with it as times: a
+    # `timestamp` type (bound as UTC datetimes), ISO 8601 `text` (any of 2026-11-14, 2026-11-14 00:00:00,
+    # ...T00:00:00.000Z: bound as the shortest text that orders right), or `epoch_seconds` /
+    # `epoch_milliseconds` numbers. Default: `text` on SQLite (it has no timestamp type), `timestamp` elsewhere.
+    event_time_type: Literal["timestamp", "text", "epoch_seconds", "epoch_milliseconds"] | None = None
 
     @model_validator(mode="after")
     def _one_database_and_a_windowed_query(self) -> SqlSource:
@@ -132,8 +189,36 @@ class HttpPagination(_Strict):
     max_pages: int = Field(default=10_000, gt=0)
 
 
+class Secret(_Strict):
+    """A value kept out of the config: a field of an Airflow connection, or an environment variable; `prefix`
+    goes before it (`"Bearer "`)."""
+
+    connection: str | None = None
+    # password, login, host, or extra.<key> (a key of the connection's extra JSON)
+    field: str = "password"
+    env: str | None = None
+    prefix: str = ""
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Secret:
+        if (self.connection is None) == (self.env is None):
+            raise ValueError("give exactly one of connection (an Airflow connection id) or env (a variable name)")
+        if self.env is not None and "field" in self.model_fields_set:
+            raise ValueError("field applies to a connection, not to env")
+        if not re.fullmatch(r"password|login|host|extra\.[^.]+", self.field):
+            raise ValueError(f"field {self.field!r} must be password, login, host or extra.<key>")
+        return self
+
+
+# Header names whose value is a credential: written into the config, it would end up in the repository.
+_SECRET_HEADER = re.compile(r"authorization|key|token|secret|password|cookie", re.IGNORECASE)
+
+
 class HttpSource(_Strict):
-    """Rows from an HTTP API answering JSON or CSV, asked for the interval with `start_param`/`end_param`."""
+    """Rows from an HTTP API answering JSON or CSV, asked for the interval with `start_param`/`end_param`.
+
+    A header's value is text, or a `Secret` (`{connection: my_api}`, `{env: MY_API_TOKEN, prefix: "Bearer "}`);
+    a credential-like header (Authorization, *key*, *token*, ...) must be a Secret."""
 
     kind: Literal["http"]
     url: str
@@ -141,12 +226,22 @@ class HttpSource(_Strict):
     records_path: str = ""
     start_param: str = "start"
     end_param: str = "end"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str | Secret] = Field(default_factory=dict)
     connection_id: str | None = None
     pagination: HttpPagination = Field(default_factory=HttpPagination)
     timeout_seconds: float = Field(default=30, gt=0)
     max_retries: int = Field(default=4, ge=0)
     backoff_seconds: float = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _no_credential_in_the_file(self) -> HttpSource:
+        for name, value in self.headers.items():
+            if isinstance(value, str) and _SECRET_HEADER.search(name):
+                raise ValueError(
+                    f"headers.{name}: a credential must not be written into the config; use "
+                    f"{{connection: <Airflow connection id>}} (its password) or {{env: <VARIABLE>}}"
+                )
+        return self
 
 
 class FileSource(_Strict):

@@ -81,21 +81,89 @@ _DELETE = object()
         ("rollout.min_hours", 100, r"rollout: max_hours \(72.0\) is below min_hours \(100.0\)"),
         ("rollout.criteria.min_agreement", 1.2, r"rollout\.criteria\.min_agreement: Input should be less than"),
         ("rollout.criteria.max_error_rat", 0.1, r"rollout\.criteria\.max_error_rat: Extra inputs are not permitted"),
-        ("dataset.target_classes", ["a"], None),
+        ("dataset.target_classes", ["a"], r"dataset: target_classes has one class \['a'\]"),
+        ("dataset.target_classes", [0, "yes"], r"dataset: target_classes mixes int and str labels"),
+        ("dataset.target_classes", [True, 1], r"dataset: target_classes mixes bool and int labels"),
+        ("dataset.target_classes", ["no", "no"], r"dataset: target_classes names a class more than once"),
+        ("dataset.positive_class", 2, r"dataset: positive_class 2 is not one of target_classes \[0, 1\]"),
+        # `true` is not the class 1: a boolean label is not an integer one.
+        ("dataset.positive_class", True, r"dataset: positive_class True is not one of target_classes"),
+        ("dataset.positive_class", [1], r"dataset\.positive_class"),
+        ("dataset.features.1.max_categories", 5000, r"dataset\.features\.1\.max_categories: .*less than or equal"),
+        ("dataset.features.0.max_categories", 10, r"features\.0: 'amount': max_categories applies to categorical"),
+        ("dataset.features.1.max_categories", 10, r"'merchant_category': max_categories applies to .* without allowed"),
+        (
+            "dataset.features.1.allowed",
+            [f"c{i}" for i in range(1001)],
+            r"'merchant_category': allowed lists 1001 categories, at most 1000",
+        ),
+        ("dataset.features.1.allowed", ["a", "b", "a"], r"'merchant_category': allowed names \['a'\] more than once"),
+        ("source.event_time_type", "local", r"source\.sql\.event_time_type: Input should be 'timestamp'"),
     ],
 )
-def test_mistakes_name_the_file_and_the_key(tmp_path: Path, path: str, value, message: str | None):
+def test_mistakes_name_the_file_and_the_key(tmp_path: Path, path: str, value, message: str):
     config = _edit(path, value)
-    if message is None:  # a valid change: text classes are fine
-        config_file = tmp_path / "ok.yaml"
-        config_file.write_text(yaml.safe_dump(config))
-        assert load_config(str(config_file)).dataset.target_classes == ["a"]
-        return
     config_file = tmp_path / "broken.yaml"
     config_file.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match=message) as error:
         load_config(str(config_file))
     assert str(error.value).startswith(str(config_file))
+
+
+@pytest.mark.parametrize(
+    ("classes", "positive"),
+    [(["bad", "good"], "bad"), ([False, True], False), ([0, 1], None), (["Fair", "Good", "Ideal"], None)],
+)
+def test_class_labels_of_every_kind_load_as_written(tmp_path: Path, classes: list, positive):
+    config = _edit("dataset.target_classes", classes)
+    config["dataset"]["positive_class"] = positive
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    dataset = load_config(str(path)).dataset
+    assert dataset.target_classes == classes and [type(c) for c in dataset.target_classes] == [type(c) for c in classes]
+    assert dataset.positive_class == positive and type(dataset.positive_class) is type(positive)
+
+
+def _http_source(headers: dict) -> dict:
+    config = _demo()
+    config["source"] = {"kind": "http", "url": "https://api.example.test/rows", "headers": headers}
+    return config
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"X-Api-Key": "abc123"}, r"source\.http: headers\.X-Api-Key: a credential must not be written"),
+        ({"Authorization": "Bearer abc"}, r"headers\.Authorization: a credential must not be written"),
+        ({"X-Api-Key": {"connection": "a", "env": "B"}}, r"headers\.X-Api-Key.*exactly one of connection"),
+        ({"X-Api-Key": {}}, r"headers\.X-Api-Key.*exactly one of connection"),
+        ({"X-Api-Key": {"connection": "a", "field": "schema"}}, r"field 'schema' must be password, login, host"),
+        ({"X-Api-Key": {"env": "A", "field": "login"}}, r"field applies to a connection, not to env"),
+    ],
+)
+def test_a_credential_in_an_http_header_must_come_from_a_connection_or_the_environment(
+    tmp_path: Path, headers: dict, message: str
+):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_http_source(headers)))
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))
+
+
+def test_http_headers_from_a_connection_and_the_environment_load(tmp_path: Path):
+    headers = {
+        "Accept": "application/json",
+        "X-Api-Key": {"connection": "holdout_api"},
+        "Authorization": {"env": "HOLDOUT_TOKEN", "prefix": "Bearer "},
+        "X-Tenant-Token": {"connection": "holdout_api", "field": "extra.tenant"},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_http_source(headers)))
+    loaded = load_config(str(path)).source.headers
+    assert loaded["Accept"] == "application/json"
+    assert loaded["X-Api-Key"].connection == "holdout_api" and loaded["X-Api-Key"].field == "password"
+    assert loaded["Authorization"].env == "HOLDOUT_TOKEN" and loaded["Authorization"].prefix == "Bearer "
+    assert loaded["X-Tenant-Token"].field == "extra.tenant"
 
 
 def test_target_classes_only_for_classification(tmp_path: Path):
