@@ -90,8 +90,8 @@ class Dataset(_Strict):
     # Labels that arrive after the transaction leave the target empty until then; such rows are collected and
     # kept on `main`, and left out of training.
     target_nullable: bool = True
-    # For classification: the labels a row may carry (others are quarantined), all of one kind: integers, text
-    # or booleans. Empty: any label.
+    # Classification: the labels a row may carry (others are quarantined), all of one kind: integers, text or
+    # booleans, as the data holds them. The model service answers with them.
     target_classes: list[ClassLabel] = Field(default_factory=list)
     # Binary classification: the class that average precision, F1, precision, recall and ROC AUC are about.
     # Default: the greater of the two labels in sort order, as scikit-learn takes it (1, true, 'yes' over 'no').
@@ -107,6 +107,11 @@ class Dataset(_Strict):
 
     @model_validator(mode="after")
     def _classes_only_for_classification(self) -> Dataset:
+        if self.task == "classification" and not self.target_classes:
+            raise ValueError(
+                "target_classes: list the labels a row may carry, as the data holds them, e.g. [0, 1], [no, yes] "
+                "or [false, true] (the model service answers with them; a row with another label is quarantined)"
+            )
         if self.task != "classification":
             if self.target_classes:
                 raise ValueError("target_classes applies to classification only")

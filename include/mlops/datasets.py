@@ -16,7 +16,7 @@ import lakefs
 import numpy as np
 import pandas as pd
 
-from include.mlops import versioning
+from include.mlops import classes, versioning
 from include.mlops.config import Dataset, PipelineConfig, Split
 
 SPLITS = ("train", "valid", "test")
@@ -37,7 +37,8 @@ class SnapshotManifest:
     partitions: list[str]
     paths: dict[str, str]
     rows: dict[str, int]
-    positives: dict[str, int]
+    # Classification: rows per class in each split, by the label as text.
+    class_counts: dict[str, dict[str, int]]
     unlabelled_rows: int
     split_method: str
 
@@ -113,11 +114,11 @@ def build_snapshot(
         )
 
     prefix = snapshot_prefix(config.model.registered_name, run)
-    paths, counts, positives = {}, {}, {}
+    paths, counts, class_counts = {}, {}, {}
     for name, frame in split_rows(labelled, dataset, config.split).items():
         paths[name] = f"{prefix}{name}.parquet"
         counts[name] = len(frame)
-        positives[name] = _positives(frame, dataset)
+        class_counts[name] = _class_counts(frame, dataset)
         versioning.write_parquet(repo, branch, paths[name], frame)
     manifest = SnapshotManifest(
         model=config.model.registered_name,
@@ -128,7 +129,7 @@ def build_snapshot(
         partitions=partitions,
         paths=paths,
         rows=counts,
-        positives=positives,
+        class_counts=class_counts,
         unlabelled_rows=len(rows) - len(labelled),
         split_method=config.split.method,
     )
@@ -138,8 +139,8 @@ def build_snapshot(
     return manifest
 
 
-def _positives(frame: pd.DataFrame, dataset: Dataset) -> int:
-    """Rows of the positive class (1 / True), or -1 where that means nothing (regression, text labels)."""
-    if dataset.task != "classification" or not pd.api.types.is_numeric_dtype(frame[dataset.target]):
-        return -1
-    return int((frame[dataset.target] == 1).sum())
+def _class_counts(frame: pd.DataFrame, dataset: Dataset) -> dict[str, int]:
+    if dataset.task != "classification":
+        return {}
+    counts = frame[dataset.target].value_counts()
+    return {classes.text_of(label): int(n) for label, n in sorted(counts.items(), key=lambda item: str(item[0]))}

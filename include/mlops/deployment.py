@@ -216,7 +216,7 @@ def roll_out(
 
 def offline_predictions(onnx_bytes: bytes, config: PipelineConfig, frame) -> list[dict[str, Any]]:
     """What the service must answer for the rows of `frame`, computed here with onnxruntime."""
-    from include.mlops import packaging, training
+    from include.mlops import classes, packaging, training
 
     runtime = packaging.session(onnx_bytes)
     names = [output.name for output in runtime.get_outputs()]
@@ -229,32 +229,25 @@ def offline_predictions(onnx_bytes: bytes, config: PipelineConfig, frame) -> lis
     )
     if config.dataset.task == "regression":
         return [{"value": float(v)} for v in outputs[packaging.VALUE_OUTPUT].reshape(-1)]
-    classes = [str(c) for c in _classes(config, outputs[packaging.PROBABILITIES_OUTPUT].shape[1])]
+    dataset = config.dataset
+    keys = [classes.text_of(classes.label_of(c, dataset)) for c in packaging.onnx_classes(onnx_bytes)]
+    labels, probabilities = outputs[packaging.LABEL_OUTPUT].reshape(-1), outputs[packaging.PROBABILITIES_OUTPUT]
     return [
-        {"label": _plain(label), "probabilities": dict(zip(classes, map(float, row), strict=True))}
-        for label, row in zip(
-            outputs[packaging.LABEL_OUTPUT].reshape(-1), outputs[packaging.PROBABILITIES_OUTPUT], strict=True
-        )
+        {"label": classes.label_of(label, dataset), "probabilities": dict(zip(keys, map(float, row), strict=True))}
+        for label, row in zip(labels, probabilities, strict=True)
     ]
-
-
-def _classes(config: PipelineConfig, count: int) -> list:
-    return list(config.dataset.target_classes) if len(config.dataset.target_classes) == count else list(range(count))
 
 
 def _same_prediction(got: dict[str, Any], want: dict[str, Any], tolerance: float = 1e-6) -> bool:
     if "value" in want:
         return abs(float(got.get("value", float("nan"))) - want["value"]) <= tolerance * max(1.0, abs(want["value"]))
-    if str(got.get("label")) != str(want["label"]):
+    # A JSON answer's label has its JSON type: `true` is not `1`, nor "1".
+    if type(got.get("label")) is not type(want["label"]) or got.get("label") != want["label"]:
         return False
     probabilities = got.get("probabilities") or {}
     return all(
         abs(float(probabilities.get(k, float("nan"))) - v) <= tolerance for k, v in want["probabilities"].items()
     )
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def records_of(frame, dataset: Dataset, with_id: bool = False) -> list[dict[str, Any]]:

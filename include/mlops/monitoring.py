@@ -29,8 +29,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from include.mlops import training
+from include.mlops import classes, training
 from include.mlops.config import Dataset, Feature, PipelineConfig
+from include.mlops.validation import read_target
 
 PREDICTION_COLUMN = "prediction"
 # Reasons kept per window for the task log: enough to see what is wrong, not one per bad row.
@@ -429,7 +430,7 @@ def with_predictions(frame: pd.DataFrame, predictions: list[dict[str, Any]], dat
     if dataset.task == "regression":
         values = [float(p["value"]) for p in predictions]
     else:
-        values = [str(p["label"]) for p in predictions]
+        values = [classes.text_of(p["label"]) for p in predictions]
     return frame.assign(**{PREDICTION_COLUMN: values})
 
 
@@ -447,7 +448,9 @@ def live_performance(config: PipelineConfig, live: pd.DataFrame, source: pd.Data
     predictions on those with a label, as training scores the test split."""
     dataset, metric = config.dataset, config.model.primary_metric
     needed = config.drift.min_labelled_rows
-    labels = source[[dataset.id_column, dataset.target]].dropna(subset=[dataset.target])
+    # The source's labels as validation reads them (a CSV's 1.0 is the class 1, 'yes' the boolean true).
+    labels = source[[dataset.id_column]].assign(**{dataset.target: read_target(source[dataset.target], dataset)})
+    labels = labels.dropna(subset=[dataset.target])
     labels = labels.assign(record_id=labels[dataset.id_column].astype(str)).drop_duplicates("record_id", keep="last")
     joined = live.dropna(subset=["record_id"]).merge(labels[["record_id", dataset.target]], on="record_id")
     if len(joined) < needed:
@@ -458,14 +461,19 @@ def live_performance(config: PipelineConfig, live: pd.DataFrame, source: pd.Data
         return LivePerformance(len(joined), training.metrics_of(config, y, predicted)[metric], "")
     if len(np.unique(y)) < 2:
         return LivePerformance(len(joined), None, f"the {len(joined)} labelled live rows are all of one class")
+    # The logged probabilities are keyed by each class's text: the classes the model knew are those keys. A row
+    # labelled with a class it did not know cannot be scored against them (and one such row would fail them all).
     probabilities = [_parsed(p) for p in joined["probabilities"]]
-    classes = list(dataset.target_classes) or sorted(probabilities[0], key=str)
-    by_text = {str(c): c for c in classes}
-    matrix = np.array([[p.get(str(c), np.nan) for c in classes] for p in probabilities], dtype="float64")
-    predicted = matrix[:, -1] if len(classes) == 2 else matrix
-    labels = np.array([by_text.get(str(label), label) for label in joined[PREDICTION_COLUMN]])
-    score = training.metrics_of(config, y, predicted, labels, np.array(classes)).get(metric)
-    return LivePerformance(len(joined), score, "")
+    known = set().union(*(p.keys() for p in probabilities))
+    learned = [c for c in dataset.target_classes if classes.text_of(c) in known]
+    texts = [classes.text_of(c) for c in learned]
+    trained = classes.for_training(pd.Series(learned), dataset)
+    scorable = np.isin(y, trained) & joined[PREDICTION_COLUMN].isin(texts).to_numpy()
+    matrix = np.array([[p.get(text, 0.0) for text in texts] for p in probabilities], dtype="float64")
+    by_text = dict(zip(texts, trained, strict=True))
+    predicted = np.array([by_text.get(label, trained[0]) for label in joined[PREDICTION_COLUMN]], dtype=trained.dtype)
+    score = training.metrics_of(config, y[scorable], matrix[scorable], predicted[scorable], trained).get(metric)
+    return LivePerformance(int(scorable.sum()), score, "")
 
 
 def check_figures(

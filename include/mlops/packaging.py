@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from include.mlops import training
+from include.mlops import classes, training
 from include.mlops.config import Dataset, PipelineConfig
 
 # The opsets the pinned onnx/onnxruntime/skl2onnx agree on; a new model must not depend on what they add later.
@@ -29,6 +29,9 @@ MIN_LABEL_AGREEMENT = 0.999
 MAX_PROBABILITY_DIFFERENCE = 1e-4
 MAX_RELATIVE_ERROR = 1e-5
 _LISTED_DIFFERENCES = 1000
+# skl2onnx's and onnxmltools' classifiers keep their classes in one of these attributes (TreeEnsembleClassifier,
+# LinearClassifier, SVMClassifier).
+_CLASS_ATTRIBUTES = ("classlabels_int64s", "classlabels_ints", "classlabels_strings")
 
 
 class ParityFailed(RuntimeError):
@@ -175,8 +178,8 @@ def check_parity(pipeline, onnx_bytes: bytes, config: PipelineConfig, frame: pd.
     listed = [
         {
             "id": ids[i],
-            "sklearn_label": _plain(expected_labels[i]),
-            "onnx_label": _plain(labels[i]),
+            "sklearn_label": classes.label_of(expected_labels[i], dataset),
+            "onnx_label": classes.label_of(labels[i], dataset),
             "sklearn_probabilities": expected_probabilities[i].round(8).tolist(),
             "onnx_probabilities": probabilities[i].round(8).tolist(),
         }
@@ -196,6 +199,18 @@ def check_parity(pipeline, onnx_bytes: bytes, config: PipelineConfig, frame: pd.
     )
 
 
+def onnx_classes(onnx_bytes: bytes) -> list[int | str]:
+    """The classes of an ONNX classifier, in the order of its probabilities' columns, as it was trained on them
+    (`classes.label_of` gives the user's labels)."""
+    import onnx
+
+    for node in onnx.load_model_from_string(onnx_bytes).graph.node:
+        for attribute in node.attribute:
+            if attribute.name in _CLASS_ATTRIBUTES:
+                return list(attribute.ints) or [value.decode() for value in attribute.strings]
+    raise ValueError("the classifier's class labels are not in the ONNX graph")
+
+
 def _name_outputs(model, task: str) -> None:
     """skl2onnx names outputs after the estimator (output_label, output_probability); give them our names."""
     names = [LABEL_OUTPUT, PROBABILITIES_OUTPUT] if task == "classification" else [VALUE_OUTPUT]
@@ -205,7 +220,3 @@ def _name_outputs(model, task: str) -> None:
         output.name = name
     for node in model.graph.node:
         node.output[:] = [renames.get(o, o) for o in node.output]
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value

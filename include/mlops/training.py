@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
+from include.mlops import classes
 from include.mlops.config import ESTIMATORS, METRICS, Dataset, PipelineConfig
 
 MISSING_CATEGORY = "__missing__"
@@ -89,25 +90,37 @@ def features_of(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
 
 
 def target_of(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
+    """The target as a model is fitted and scored on it: class labels as `classes.for_training` gives them, or
+    regression values as float64."""
     values = frame[dataset.target]
-    return (
-        values.astype("int64").to_numpy() if dataset.task == "classification" else values.astype("float64").to_numpy()
-    )
+    if dataset.task == "classification":
+        return classes.for_training(values, dataset)
+    return values.astype("float64").to_numpy()
+
+
+_MORE_DATA = "collect more days (param history_days) or widen training.window_days"
 
 
 def split_problem(config: PipelineConfig, splits: dict[str, pd.DataFrame]) -> str | None:
     """Why these splits cannot train and evaluate a classifier, or None: each needs at least two classes (a
-    model cannot learn one, and average precision and ROC AUC are undefined on one)."""
-    if config.dataset.task != "classification":
+    model cannot learn one, and average precision and ROC AUC are undefined on one), and a class the valid or
+    test split holds must be in the train split (a model cannot predict a class it never saw)."""
+    dataset = config.dataset
+    if dataset.task != "classification":
         return None
-    for name, frame in splits.items():
-        counts = frame[config.dataset.target].value_counts()
-        if len(counts) < 2:
-            found = ", ".join(f"{n} row(s) of class {c}" for c, n in counts.items()) or "no labelled rows"
+    counts = {name: frame[dataset.target].value_counts() for name, frame in splits.items()}
+    for name, found in counts.items():
+        if len(found) < 2:
+            rows = ", ".join(f"{n} row(s) of class {classes.text_of(c)}" for c, n in found.items())
             return (
-                f"the {name} split has {found} and no other class: too little data to train and compare models; "
-                "collect more days (param history_days) or widen training.window_days"
+                f"the {name} split has {rows or 'no labelled rows'} and no other class: too little data to train "
+                f"and compare models; {_MORE_DATA}"
             )
+    trained = set(counts.get("train", pd.Series(dtype="int64")).index)
+    for name, found in counts.items():
+        if unseen := [c for c in found.index if c not in trained]:
+            rows = ", ".join(f"{found[c]} row(s) of class {classes.text_of(c)}" for c in unseen)
+            return f"the {name} split has {rows}, and the train split has none to learn from; {_MORE_DATA}"
     return None
 
 
@@ -132,20 +145,18 @@ def fit(pipeline: Pipeline, config: PipelineConfig, frame: pd.DataFrame) -> Pipe
 
 
 def scores(pipeline: Pipeline, config: PipelineConfig, frame: pd.DataFrame) -> np.ndarray:
-    """The positive class's probability (binary), all class probabilities (multi-class), or predicted values."""
+    """Each class's probability, a column per class in `pipeline.classes_` order; or the predicted values."""
     X = features_of(frame, config.dataset)
-    if config.dataset.task == "regression":
-        return pipeline.predict(X)
-    probabilities = pipeline.predict_proba(X)
-    return probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities
+    return pipeline.predict(X) if config.dataset.task == "regression" else pipeline.predict_proba(X)
 
 
 def evaluate(pipeline: Pipeline, config: PipelineConfig, frame: pd.DataFrame) -> dict[str, float]:
     """The task's metrics of `pipeline` on `frame` (every metric in config.METRICS, plus a few to read)."""
     X = features_of(frame, config.dataset)
-    labels = None if config.dataset.task == "regression" else pipeline.predict(X)
-    classes = None if labels is None else pipeline.classes_
-    return metrics_of(config, target_of(frame, config.dataset), scores(pipeline, config, frame), labels, classes)
+    y = target_of(frame, config.dataset)
+    if config.dataset.task == "regression":
+        return metrics_of(config, y, pipeline.predict(X))
+    return metrics_of(config, y, pipeline.predict_proba(X), pipeline.predict(X), pipeline.classes_)
 
 
 def metrics_of(
@@ -153,10 +164,16 @@ def metrics_of(
     y: np.ndarray,
     predicted: np.ndarray,
     labels: np.ndarray | None = None,
-    classes: np.ndarray | None = None,
+    model_classes: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The task's metrics from true values `y` and what a model gave: `predicted` as `scores` returns it, and
-    for classification the predicted `labels` and the model's `classes` (in its probability order)."""
+    """The task's metrics from true values `y` (as `target_of` gives them) and what a model gave: predicted
+    values; or for classification each class's probability (a column per class of `model_classes`, in that
+    order) and the predicted `labels`.
+
+    Two classes: F1, precision, recall, ROC AUC and average precision are about the positive class
+    (`classes.positive_class`). More: F1, precision and recall are macro averages, ROC AUC and average precision
+    the mean over the classes `y` holds of each class against the rest.
+    """
     from sklearn import metrics
 
     if config.dataset.task == "regression":
@@ -165,22 +182,28 @@ def metrics_of(
             "mae": float(metrics.mean_absolute_error(y, predicted)),
             "r2": float(metrics.r2_score(y, predicted)),
         }
-    binary = predicted.ndim == 1
-    average = "binary" if binary else "macro"
-    result = {
-        "f1": float(metrics.f1_score(y, labels, average=average, zero_division=0)),
-        "precision": float(metrics.precision_score(y, labels, average=average, zero_division=0)),
-        "recall": float(metrics.recall_score(y, labels, average=average, zero_division=0)),
-        "log_loss": float(metrics.log_loss(y, predicted, labels=classes)),
-        "predicted_positive_rate": float(np.mean(labels == classes[-1])),
+    model_classes = np.asarray(model_classes)
+    result = {"log_loss": float(metrics.log_loss(y, predicted, labels=model_classes))}
+    if len(model_classes) == 2:
+        positive = classes.positive_class(config.dataset, model_classes)
+        is_positive = y == positive
+        column = predicted[:, list(model_classes).index(positive)]
+        kept = {"average": "binary", "pos_label": positive, "zero_division": 0}
+        result["predicted_positive_rate"] = float(np.mean(labels == positive))
+        one_vs_rest = [(is_positive, column)]
+    else:
+        kept = {"average": "macro", "zero_division": 0}
+        one_vs_rest = [(y == c, predicted[:, i]) for i, c in enumerate(model_classes) if (y == c).any()]
+    result |= {
+        "f1": float(metrics.f1_score(y, labels, **kept)),
+        "precision": float(metrics.precision_score(y, labels, **kept)),
+        "recall": float(metrics.recall_score(y, labels, **kept)),
     }
-    if len(np.unique(y)) > 1:
-        result["roc_auc"] = float(metrics.roc_auc_score(y, predicted, multi_class="ovr" if not binary else "raise"))
-        result["average_precision"] = float(
-            metrics.average_precision_score(y, predicted)
-            if binary
-            else metrics.average_precision_score(pd.get_dummies(y).to_numpy(), predicted)
-        )
+    # A class against the rest is measurable only where both occur.
+    measurable = [(truth, score) for truth, score in one_vs_rest if 0 < truth.sum() < len(truth)]
+    if measurable:
+        result["roc_auc"] = float(np.mean([metrics.roc_auc_score(t, s) for t, s in measurable]))
+        result["average_precision"] = float(np.mean([metrics.average_precision_score(t, s) for t, s in measurable]))
     return result
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from include.mlops import classes
 from include.mlops.config import Dataset, Feature, Validation
 
 FAILED_CHECKS_COLUMN = "_failed_checks"
@@ -196,7 +197,7 @@ def _coerce(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dict[s
             values = pd.to_numeric(raw, errors="coerce").astype("float64")
             values[np.isinf(values)] = np.nan  # inf is not a measurement: a type failure below
         elif kind == "label":
-            values = _to_label(raw, dataset.target_classes)
+            values = read_target(raw, dataset)
         elif kind == "boolean":
             values = _to_boolean(raw)
         elif kind == "timestamp":
@@ -230,17 +231,19 @@ def _to_text(raw: pd.Series) -> pd.Series:
     return raw.astype("string[pyarrow]")
 
 
-def _to_label(raw: pd.Series, classes: list[int | str]) -> pd.Series:
-    """Class labels: whole numbers when the classes are (0/1 and the like; anything else fails the type check),
-    text when they are text; without classes, whole numbers if every label is one."""
+def read_target(raw: pd.Series, dataset: Dataset) -> pd.Series:
+    """Class labels of the kind `target_classes` are (null where a value is not of that kind): whole numbers
+    (1.0 from a CSV is 1; 1.5 or 'yes' is not), booleans (true/false, yes/no, 1/0 as `_to_boolean` reads them) or
+    text; regression values as numbers."""
+    if dataset.task == "regression":
+        return pd.to_numeric(raw, errors="coerce").astype("float64")
+    kind = classes.kind_of(dataset)
+    if kind == "boolean":
+        return _to_boolean(raw)
+    if kind == "text":
+        return _to_text(raw)
     numbers = pd.to_numeric(raw, errors="coerce")
-    whole = numbers.where(numbers % 1 == 0)
-    if classes:
-        numeric_classes = all(isinstance(c, int) for c in classes)
-        return whole.astype("Int64") if numeric_classes else _to_text(raw)
-    if (whole.notna() == raw.notna()).all():
-        return whole.astype("Int64")
-    return _to_text(raw)
+    return numbers.where(numbers % 1 == 0).astype("Int64")
 
 
 def _to_boolean(raw: pd.Series) -> pd.Series:
@@ -290,7 +293,7 @@ def _describe(check: str, column: str, dataset: Dataset, start: dt.datetime, end
     if check == "category":
         return f"value not among the allowed {dataset.feature(column).allowed}"
     if check == "class":
-        return f"label not among the classes {dataset.target_classes}"
+        return f"label not among target_classes {dataset.target_classes}"
     if check == "duplicate_id":
         return "id seen earlier in the batch (the first is kept)"
     return f"event time outside the interval [{start.isoformat()}, {end.isoformat()})"

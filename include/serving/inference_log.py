@@ -45,6 +45,7 @@ import pydantic_core
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from include.mlops.classes import text_of
 from include.mlops.monitoring import create_inference_log, inference_log
 from include.serving.models import first_line
 
@@ -172,7 +173,7 @@ class InferenceLog:
                     "model_version": request.model_version,
                     "predicted_at": request.predicted_at,
                     "inputs": inputs,
-                    "label": None if "label" not in prediction else str(prediction["label"]),
+                    "label": None if "label" not in prediction else text_of(prediction["label"]),
                     "probabilities": prediction.get("probabilities"),
                     "value": prediction.get("value"),
                     "role": request.role,

@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from include.mlops.config import PipelineConfig
+from include.mlops import classes
+from include.mlops.config import ClassLabel, PipelineConfig
 from include.mlops.deployment import MODEL_FILE, stored_model
-from include.mlops.packaging import LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT
+from include.mlops.packaging import LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT, onnx_classes
 from include.serving import schema
 
 _STORE_VERSION = re.compile(r"^v(\d+)$")
-# skl2onnx's classifiers keep their classes in one of these attributes (TreeEnsembleClassifier, LinearClassifier, SVM).
-_CLASS_ATTRIBUTES = ("classlabels_int64s", "classlabels_ints", "classlabels_strings")
 
 
 class ModelNotFound(LookupError):
@@ -47,6 +46,8 @@ class ServedModel:
     session: Any = field(repr=False)
     # The probabilities' columns, as the keys of the answer's `probabilities` (classification only).
     class_keys: tuple[str, ...] = ()
+    # The user's label of each class the model outputs (booleans were trained as 0/1).
+    class_labels: Mapping[int | str, ClassLabel] = field(default_factory=dict)
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     def predict(self, feeds: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -56,7 +57,7 @@ class ServedModel:
             return [{"value": value} for value in values.reshape(-1).tolist()]
         labels, probabilities = self.session.run([LABEL_OUTPUT, PROBABILITIES_OUTPUT], dict(feeds))
         return [
-            {"label": label, "probabilities": dict(zip(self.class_keys, row, strict=True))}
+            {"label": self.class_labels[label], "probabilities": dict(zip(self.class_keys, row, strict=True))}
             for label, row in zip(labels.reshape(-1).tolist(), probabilities.tolist(), strict=True)
         ]
 
@@ -88,6 +89,7 @@ def load_model(tag: str, config: PipelineConfig, record: type[BaseModel]) -> Ser
     except Exception as exc:  # onnxruntime raises its own exception types for a broken model
         raise ModelRejected(f"{resolved}: onnxruntime cannot load {MODEL_FILE}: {first_line(exc)}") from exc
     _check_signature(session, config, resolved)
+    class_labels = _class_labels(onnx_bytes, config, resolved) if config.dataset.task == "classification" else {}
     served = ServedModel(
         tag=resolved,
         name=stored.tag.name,
@@ -95,7 +97,8 @@ def load_model(tag: str, config: PipelineConfig, record: type[BaseModel]) -> Ser
         task=config.dataset.task,
         labels=dict(stored.info.labels),
         session=session,
-        class_keys=_class_keys(onnx_bytes, resolved) if config.dataset.task == "classification" else (),
+        class_keys=tuple(classes.text_of(label) for label in class_labels.values()),
+        class_labels=class_labels,
     )
     _check_sample(served, config, record)
     return served
@@ -137,15 +140,13 @@ def _check_signature(session, config: PipelineConfig, tag: str) -> None:
         )
 
 
-def _class_keys(onnx_bytes: bytes, tag: str) -> tuple[str, ...]:
-    import onnx
-
-    for node in onnx.load_model_from_string(onnx_bytes).graph.node:
-        for attribute in node.attribute:
-            if attribute.name in _CLASS_ATTRIBUTES:
-                values = attribute.ints or [s.decode() for s in attribute.strings]
-                return tuple(str(v) for v in values)
-    raise ModelRejected(f"{tag}: the classifier's class labels are not in the ONNX graph")
+def _class_labels(onnx_bytes: bytes, config: PipelineConfig, tag: str) -> dict[int | str, ClassLabel]:
+    """Each class the model outputs, in the order of its probabilities, with the user's label for it."""
+    try:
+        model_classes = onnx_classes(onnx_bytes)
+        return {c: classes.label_of(c, config.dataset) for c in model_classes}
+    except ValueError as exc:  # no class labels, or integers where the config's labels are booleans (2, say)
+        raise ModelRejected(f"{tag}: {exc}") from exc
 
 
 def _check_sample(served: ServedModel, config: PipelineConfig, record: type[BaseModel]) -> None:

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from include.mlops.classes import text_of
 from include.mlops.config import Dataset, Feature
 from include.mlops.training import MISSING_CATEGORY
 
@@ -59,11 +60,6 @@ def request_model(record: type[BaseModel], max_records: int, base: type[BaseMode
     return create_model(name, __base__=base, records=(records, Field(description="the records to predict")))
 
 
-class ClassPrediction(BaseModel):
-    label: int | str = Field(description="the predicted class")
-    probabilities: dict[str, float] = Field(description="each class's probability, by class")
-
-
 class ValuePrediction(BaseModel):
     value: float = Field(description="the predicted value")
 
@@ -77,10 +73,22 @@ class Served(BaseModel):
     )
 
 
-def response_models(task: str, suffix: str = "") -> tuple[type[BaseModel], type[BaseModel]]:
+def class_prediction(dataset: Dataset, suffix: str = "") -> type[BaseModel]:
+    """A classifier's answer for one record: `label`, one of the dataset's classes as the data holds them, and
+    `probabilities` keyed by each class as text (`classes.text_of`)."""
+    label = Literal[tuple(dataset.target_classes)]  # type: ignore[valid-type]
+    keys = ", ".join(text_of(c) for c in dataset.target_classes)
+    return create_model(
+        f"ClassPrediction{suffix}",
+        label=(label, Field(description="the predicted class")),
+        probabilities=(dict[str, float], Field(description=f"each class's probability, by class ({keys})")),
+    )
+
+
+def response_models(dataset: Dataset, suffix: str = "") -> tuple[type[BaseModel], type[BaseModel]]:
     """The answer of /predict (one prediction per record, in order) and of one /predict_batched record, named
     `PredictResponse<suffix>` and `BatchedPrediction<suffix>` in the OpenAPI document."""
-    prediction = ClassPrediction if task == "classification" else ValuePrediction
+    prediction = class_prediction(dataset, suffix) if dataset.task == "classification" else ValuePrediction
     answer = create_model(f"PredictResponse{suffix}", __base__=Served, predictions=(list[prediction], ...))
     batched = create_model(f"BatchedPrediction{suffix}", __base__=(Served, prediction))
     return answer, batched

@@ -107,6 +107,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from include.mlops.classes import text_of
 from include.mlops.config import CONFIG_DIR, ConfigError, PipelineConfig, load_folder
 from include.mlops.deployment import model_store_tag
 from include.mlops.object_store import ObjectStore, ObjectStoreError
@@ -192,7 +193,7 @@ class ModelSchema:
             record,
             schema.request_model(record, max_records, _GatedInput, f"PredictRequest{suffix}"),
             schema.request_model(record, 1, _GatedInput, f"BatchedRequest{suffix}"),
-            *schema.response_models(config.dataset.task, suffix),
+            *schema.response_models(config.dataset, suffix),
         )
 
 
@@ -580,7 +581,7 @@ class ModelService:
         if error is not None:
             self.metrics.scoring_errors.labels(*timing).inc()
         elif served and predictions is not None:
-            classes = collections.Counter(str(p.get("label", "value")) for p in predictions)
+            classes = collections.Counter(text_of(p["label"]) if "label" in p else "value" for p in predictions)
             for predicted_class, count in classes.items():
                 key = (*timing, predicted_class)
                 counter = self._predictions.get(key)

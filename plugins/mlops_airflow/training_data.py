@@ -85,5 +85,5 @@ def build_training_snapshot(config_file: str, validated: dict, merged_commit: st
     window_end = dt.date.fromisoformat(validated["window_end"])
     manifest = datasets.build_snapshot(repo, merged_commit, branch, config, run_key(context["run_id"]), window_end)
     show_lakefs_commit(repo.id, merged_commit)
-    print(f"snapshot of {manifest.rows} rows ({manifest.positives} positive) from commit {merged_commit}")
+    print(f"snapshot of {manifest.rows} rows (by class: {manifest.class_counts}) from commit {merged_commit}")
     return {**manifest.to_dict(), "manifest_path": datasets.manifest_path(manifest.model, manifest.run)}

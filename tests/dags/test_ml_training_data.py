@@ -62,7 +62,8 @@ def test_the_data_half_lands_validated_days_on_main_and_a_snapshot_on_the_run_br
     )
     assert manifest["source_commit"] == versioning.head_commit(repo, "main")
     assert sum(manifest["rows"].values()) + manifest["unlabelled_rows"] == 3 * ROWS_PER_DAY
-    assert 0 < sum(manifest["positives"].values()) < 0.05 * 3 * ROWS_PER_DAY
+    assert {name: sum(counts.values()) for name, counts in manifest["class_counts"].items()} == manifest["rows"]
+    assert 0 < sum(counts["1"] for counts in manifest["class_counts"].values()) < 0.05 * 3 * ROWS_PER_DAY
     train = versioning.read_parquet(repo, snapshot_commit, manifest["paths"]["train"])
     assert abs(len(train) / sum(manifest["rows"].values()) - 0.7) < 0.03
     assert "datasets/" not in str(_tree(repo, "main", ""))  # the snapshot reaches main only at promotion

@@ -82,6 +82,7 @@ _DELETE = object()
         ("rollout.criteria.min_agreement", 1.2, r"rollout\.criteria\.min_agreement: Input should be less than"),
         ("rollout.criteria.max_error_rat", 0.1, r"rollout\.criteria\.max_error_rat: Extra inputs are not permitted"),
         ("dataset.target_classes", ["a"], r"dataset: target_classes has one class \['a'\]"),
+        ("dataset.target_classes", [], r"dataset: target_classes: list the labels a row may carry"),
         ("dataset.target_classes", [0, "yes"], r"dataset: target_classes mixes int and str labels"),
         ("dataset.target_classes", [True, 1], r"dataset: target_classes mixes bool and int labels"),
         ("dataset.target_classes", ["no", "no"], r"dataset: target_classes names a class more than once"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pydantic_core
 import pytest
 from pydantic import BaseModel, ValidationError
 
@@ -95,10 +96,34 @@ def test_unknown_categories_and_out_of_range_numbers_are_accepted(config):
     assert record.model_validate({**sample, "channel": "carrier_pigeon", "amount": 1e9})
 
 
-def test_a_regression_config_answers_values():
-    answer, batched = schema.response_models("regression")
+def test_a_regression_config_answers_values(config):
+    regression = config.dataset.model_copy(update={"task": "regression", "target_classes": []})
+    answer, batched = schema.response_models(regression)
     assert set(answer.model_fields["predictions"].annotation.__args__[0].model_fields) == {"value"}
     assert {"value", "model_version", "request_id"} <= set(batched.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("target_classes", "label", "refused"),
+    [
+        ([0, 1], 1, 2),
+        ([False, True], True, "true"),
+        (["bad", "good"], "bad", "Bad"),
+        (["Fair", "Good", "Ideal"], "Ideal", 2),
+    ],
+)
+def test_a_classifier_answers_one_of_its_classes_as_the_data_holds_them(config, target_classes, label, refused):
+    dataset = config.dataset.model_copy(update={"target_classes": target_classes})
+    _, batched = schema.response_models(dataset, "Zoo")
+    answer = {"model_name": "m", "model_version": "1", "request_id": "r", "role": "champion"}
+    prediction = batched.model_validate({**answer, "label": label, "probabilities": {"a": 1.0}})
+    assert prediction.label == label and type(prediction.label) is type(label)
+    sent = json.loads(pydantic_core.to_json(prediction.model_dump()))["label"]
+    assert sent == label and type(sent) is type(label)
+    with pytest.raises(ValidationError):
+        batched.model_validate({**answer, "label": refused, "probabilities": {}})
+    documented = batched.model_json_schema()["properties"]["label"]
+    assert documented["enum"] == target_classes
 
 
 def test_the_demo_config_makes_a_documented_schema():
