@@ -8,6 +8,7 @@ and for the served model, so that what is checked is what is served.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 LABEL_OUTPUT = "label"
 PROBABILITIES_OUTPUT = "probabilities"
 VALUE_OUTPUT = "variable"
+# The model's metadata property holding each categorical feature's known categories (JSON).
+CATEGORIES_PROPERTY = "mlops.categories"
 
 # The parity gate (issue 5): labels equal on at least this share of rows, probabilities within this distance,
 # regression values within this relative error.
@@ -100,6 +103,7 @@ def input_types(dataset: Dataset) -> list[tuple[str, Any]]:
 
 def to_onnx(pipeline, config: PipelineConfig) -> bytes:
     """The fitted pipeline as a serialized ONNX model with named outputs (label/probabilities, or variable)."""
+    import onnx
     from skl2onnx import convert_sklearn
 
     estimator = pipeline.named_steps["model"]
@@ -113,7 +117,25 @@ def to_onnx(pipeline, config: PipelineConfig) -> bytes:
     )
     _name_outputs(model, config.dataset.task)
     model.doc_string = f"{config.model.registered_name}: {config.dataset.task} on {config.dataset.name}"
+    onnx.helper.set_model_props(model, {CATEGORIES_PROPERTY: json.dumps(_categories(pipeline, config.dataset))})
     return model.SerializeToString()
+
+
+def onnx_categories(onnx_bytes: bytes) -> dict[str, list[str]] | None:
+    """The categories each categorical feature's one-hot encoding knows, as `to_onnx` recorded them (None for a
+    model packaged before it did): a value outside them counts as one "other"."""
+    import onnx
+
+    properties = {p.key: p.value for p in onnx.load_model_from_string(onnx_bytes).metadata_props}
+    return json.loads(properties[CATEGORIES_PROPERTY]) if CATEGORIES_PROPERTY in properties else None
+
+
+def _categories(pipeline, dataset: Dataset) -> dict[str, list[str]]:
+    categorical = [f.name for f in dataset.features if f.type == "categorical"]
+    if not categorical:
+        return {}
+    one_hot = pipeline.named_steps["features"].named_transformers_["categorical"].named_steps["one_hot"]
+    return {name: [str(c) for c in known] for name, known in zip(categorical, one_hot.categories_, strict=True)}
 
 
 def onnx_feeds(features: pd.DataFrame, dataset: Dataset) -> dict[str, np.ndarray]:

@@ -1,9 +1,10 @@
 """Candidates, the sklearn pipeline built from the config's feature types, fitting and metrics.
 
 Every candidate is one sklearn `Pipeline`: a `ColumnTransformer` (numeric and boolean columns imputed, and
-scaled for linear models; categorical columns one-hot encoded with unknown categories ignored) followed by the
-estimator, so that the whole thing converts to ONNX in one piece. Seeds come from the config, and rows are
-sorted by id before fitting, so that the same snapshot always gives the same model.
+scaled for linear models; categorical columns one-hot encoded) followed by the estimator, so that the whole
+thing converts to ONNX in one piece. The one-hot encoding keeps the categories `learned_categories` picks from
+the training rows; any other value, unseen or rare, is encoded as all zeros: one "other". Seeds come from the
+config, and rows are sorted by id before fitting, so that the same snapshot always gives the same model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,8 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from include.mlops import classes
 from include.mlops.config import ESTIMATORS, METRICS, Dataset, PipelineConfig
+
+logger = logging.getLogger(__name__)
 
 MISSING_CATEGORY = "__missing__"
 SCALE_SENSITIVE = {"LogisticRegression", "Ridge"}
@@ -61,7 +65,9 @@ def build_pipeline(config: PipelineConfig, spec: CandidateSpec) -> Pipeline:
     transformers = []
     # A transformer whose column list is empty makes the ONNX conversion fail: leave it out.
     if numeric:
-        steps = [("impute", SimpleImputer(strategy="median"))]
+        # keep_empty_features: a nullable column with no value in the training rows stays an input (imputed as
+        # 0) instead of vanishing from the model, whose ONNX form must take every feature.
+        steps = [("impute", SimpleImputer(strategy="median", keep_empty_features=True))]
         # Scaling helps linear models only. Before trees it would cost exactness: sklearn scales in float64 and
         # ONNX in float32, and a value that lands on the other side of a split threshold changes a prediction.
         if spec.estimator in SCALE_SENSITIVE:
@@ -69,7 +75,9 @@ def build_pipeline(config: PipelineConfig, spec: CandidateSpec) -> Pipeline:
         transformers.append(("numeric", Pipeline(steps), numeric))
     if categorical:
         # Missing categories arrive as MISSING_CATEGORY (see features_of), not NaN: skl2onnx converts a string
-        # imputer only for string missing values, and ONNX string tensors have no NaN.
+        # imputer only for string missing values, and ONNX string tensors have no NaN. The categories are set in
+        # `fit` (learned_categories): sklearn's own max_categories/min_frequency make "infrequent" columns, which
+        # skl2onnx cannot convert for unseen values.
         categories = Pipeline([("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))])
         transformers.append(("categorical", categories, categorical))
     features = ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
@@ -124,6 +132,32 @@ def split_problem(config: PipelineConfig, splits: dict[str, pd.DataFrame]) -> st
     return None
 
 
+def learned_categories(features: pd.DataFrame, dataset: Dataset) -> list[list[str]]:
+    """Per categorical feature (in config order), the categories its one-hot encoding keeps, from training rows
+    as `features_of` gives them: every value a closed set (`allowed`) shows, or the `max_categories` most frequent
+    values of an open set (ties broken by value, so the same rows keep the same ones). Each is logged with the
+    share of rows the kept categories cover."""
+    kept = []
+    for feature in dataset.features:
+        if feature.type != "categorical":
+            continue
+        counts = features[feature.name].value_counts()
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        if feature.allowed is None:
+            ranked = ranked[: feature.max_categories]
+        kept.append(sorted(value for value, _ in ranked))
+        covered = sum(n for _, n in ranked) / max(len(features), 1)
+        logger.info(
+            "%s: %d distinct value(s) in the training rows, %d kept as categories (%.1f %% of rows); any other "
+            "value counts as one 'other'",
+            feature.name,
+            len(counts),
+            len(ranked),
+            100 * covered,
+        )
+    return kept
+
+
 def ordered(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
     """Rows sorted by id: fitting does not depend on the order files were read in."""
     return frame.sort_values(dataset.id_column, kind="stable").reset_index(drop=True)
@@ -136,6 +170,8 @@ def fit(pipeline: Pipeline, config: PipelineConfig, frame: pd.DataFrame) -> Pipe
         raise ValueError("the training split has no rows")
     rows = ordered(frame, dataset)
     X, y = features_of(rows, dataset), target_of(rows, dataset)
+    if any(f.type == "categorical" for f in dataset.features):
+        pipeline.set_params(features__categorical__one_hot__categories=learned_categories(X, dataset))
     fit_params = {}
     estimator = pipeline.named_steps["model"]
     wants_balance = config.model.class_weight == "balanced" and dataset.task == "classification"

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from include.mlops import classes
 from include.mlops.config import ClassLabel, PipelineConfig
 from include.mlops.deployment import MODEL_FILE, stored_model
-from include.mlops.packaging import LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT, onnx_classes
+from include.mlops.packaging import LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT, onnx_categories, onnx_classes
 from include.serving import schema
 
 _STORE_VERSION = re.compile(r"^v(\d+)$")
@@ -48,6 +48,9 @@ class ServedModel:
     class_keys: tuple[str, ...] = ()
     # The user's label of each class the model outputs (booleans were trained as 0/1).
     class_labels: Mapping[int | str, ClassLabel] = field(default_factory=dict)
+    # The categories each categorical feature's encoding knows (a value outside them counts as one "other"), as
+    # the model records them, or a closed set's `allowed` for a model packaged before it did.
+    categories: Mapping[str, frozenset[str]] = field(default_factory=dict)
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     def predict(self, feeds: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -99,6 +102,7 @@ def load_model(tag: str, config: PipelineConfig, record: type[BaseModel]) -> Ser
         session=session,
         class_keys=tuple(classes.text_of(label) for label in class_labels.values()),
         class_labels=class_labels,
+        categories=_categories(onnx_bytes, config),
     )
     _check_sample(served, config, record)
     return served
@@ -147,6 +151,13 @@ def _class_labels(onnx_bytes: bytes, config: PipelineConfig, tag: str) -> dict[i
         return {c: classes.label_of(c, config.dataset) for c in model_classes}
     except ValueError as exc:  # no class labels, or integers where the config's labels are booleans (2, say)
         raise ModelRejected(f"{tag}: {exc}") from exc
+
+
+def _categories(onnx_bytes: bytes, config: PipelineConfig) -> dict[str, frozenset[str]]:
+    recorded = onnx_categories(onnx_bytes)
+    if recorded is not None:
+        return {name: frozenset(known) for name, known in recorded.items()}
+    return {f.name: frozenset(f.allowed) for f in config.dataset.features if f.allowed is not None}
 
 
 def _check_sample(served: ServedModel, config: PipelineConfig, record: type[BaseModel]) -> None:

@@ -2,8 +2,8 @@
 
 A record has one field per feature of `dataset.features`: numeric features take a finite number (NaN and
 infinities are refused), boolean features `true`/`false`, categorical features a string (a category the model
-never saw is accepted: its one-hot encoder ignores it). A nullable feature must still be sent, and may be
-`null`. Types are strict: `"3"` is not a number and `1` is not a boolean. Unknown fields are refused, except the
+never saw is accepted: its one-hot encoding counts it as one "other"). A nullable feature must still be sent, and
+may be `null`. Types are strict: `"3"` is not a number and `1` is not a boolean. Unknown fields are refused, except the
 dataset's id column, which a client may send so that the prediction can later be joined with its label.
 
 `feeds` turns validated records into the ONNX model's inputs exactly as `packaging.onnx_feeds` does for rows
@@ -180,6 +180,11 @@ def _doc(feature: Feature) -> str:
         parts.append(f"usually {feature.min} to {feature.max}")
     if feature.allowed:
         parts.append("known categories: " + ", ".join(feature.allowed) + " (others are accepted and ignored)")
+    elif feature.type == "categorical":
+        parts.append(
+            f"any text: the model knows up to {feature.max_categories} of the most frequent values of its training "
+            "data, and any other counts as one 'other'"
+        )
     if feature.nullable:
         parts.append("may be null")
     return "; ".join(parts)

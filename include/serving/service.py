@@ -58,6 +58,8 @@ at /):
                            per scoring, answered or off the request path), mlops_scoring_errors_total{model,
                            model_version, role}, mlops_rollout_comparisons_total{model, challenger_version,
                            agreement}, mlops_shadow_dropped_total{model},
+                           mlops_unseen_categories_total{model, model_version, feature} (answered records whose
+                           category the model's encoding does not know: it counts as one "other"),
                            mlops_inference_log_dropped_total{model}, mlops_model_switches_total{model, outcome}
                            (switched, followed, not_found, rejected); from each drift monitor's last check of each
                            model version (with an inference log): mlops_drift_share, mlops_drift_live_score{metric},
@@ -219,6 +221,7 @@ class Metrics:
     scoring_errors: Any
     rollout_comparisons: Any
     shadow_dropped: Any
+    unseen_categories: Any
 
     @classmethod
     def create(cls) -> Metrics:
@@ -246,6 +249,11 @@ class Metrics:
                 ["model", "challenger_version", "agreement"],
             ),
             Counter("mlops_shadow_dropped", "Records not scored off the request path (queue full)", ["model"]),
+            Counter(
+                "mlops_unseen_categories",
+                "Answered records whose categorical feature held a value the model's encoding does not know",
+                ["model", "model_version", "feature"],
+            ),
         )
 
 
@@ -581,6 +589,7 @@ class ModelService:
         if error is not None:
             self.metrics.scoring_errors.labels(*timing).inc()
         elif served and predictions is not None:
+            self._count_unseen(model_name, model, records)
             classes = collections.Counter(text_of(p["label"]) if "label" in p else "value" for p in predictions)
             for predicted_class, count in classes.items():
                 key = (*timing, predicted_class)
@@ -606,6 +615,13 @@ class ModelService:
                         latency_ms=latency_ms,
                     )
                 )
+
+    def _count_unseen(self, model_name: str, model: ServedModel, records: list[BaseModel]) -> None:
+        for feature, known in model.categories.items():
+            values = (getattr(record, feature) for record in records)
+            unseen = sum(1 for value in values if value is not None and value not in known)
+            if unseen:
+                self.metrics.unseen_categories.labels(model_name, model.version, feature).inc(unseen)
 
     def _shadow_scored(self, job: ShadowJob, predictions: list[dict] | None, error: str | None, ms: float) -> None:
         self._scored(job.model_name, job.model, job.role, job.records, job.requests, predictions, error, ms, False)

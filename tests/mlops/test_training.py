@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
-from include.mlops import training
+from include.mlops import packaging, training
 from include.mlops.config import CONFIG_DIR, ConfigError, load_config
 
 
@@ -154,3 +155,50 @@ def test_a_split_with_one_class_is_named_with_its_counts(config, splits):
     problem = training.split_problem(config, one_class)
     assert problem.startswith(f"the valid split has {len(one_class['valid'])} row(s) of class 0 and no other class")
     assert "history_days" in problem
+
+
+def _open_categories(config, max_categories: int):
+    """The demo config with merchant_category as an open set keeping `max_categories` values."""
+    features = [
+        f.model_copy(update={"allowed": None, "max_categories": max_categories}) if f.name == "merchant_category" else f
+        for f in config.dataset.features
+    ]
+    return config.model_copy(update={"dataset": config.dataset.model_copy(update={"features": features})})
+
+
+def test_an_open_categorical_keeps_its_most_frequent_values_and_the_rest_is_one_other(config, splits):
+    opened = _open_categories(config, 3)
+    spec = training.CandidateSpec("rf", "RandomForest", {"n_estimators": 20, "max_depth": 6})
+    pipeline = training.fit(training.build_pipeline(opened, spec), opened, splits["train"])
+    one_hot = pipeline.named_steps["features"].named_transformers_["categorical"].named_steps["one_hot"]
+    ranked = splits["train"]["merchant_category"].value_counts()
+    assert list(one_hot.categories_[0]) == sorted(ranked.index[:3])
+    assert list(one_hot.categories_[1]) == sorted(splits["train"]["channel"].unique())  # a closed set keeps all
+
+    rare = ranked.index[-1]
+    rows = splits["test"].head(50)
+    as_rare, as_unseen = rows.assign(merchant_category=rare), rows.assign(merchant_category="space_travel")
+    np.testing.assert_array_equal(
+        training.scores(pipeline, opened, as_rare), training.scores(pipeline, opened, as_unseen)
+    )
+    onnx_bytes = packaging.to_onnx(pipeline, opened)
+    assert packaging.onnx_categories(onnx_bytes)["merchant_category"] == sorted(ranked.index[:3])
+    assert packaging.check_parity(pipeline, onnx_bytes, opened, pd.concat([splits["test"], as_unseen])).passed
+
+
+def test_a_categorical_of_a_thousand_levels_trains_converts_and_stays_small(config, splits):
+    """Merchant ids: 1,500 levels in the rows, the 1,000 most frequent kept (the most the config allows)."""
+    opened = _open_categories(config, 1000)
+    rng = np.random.default_rng(5)
+    merchants = {
+        name: frame.head(3000).assign(
+            merchant_category=[f"m{n:05d}" for n in rng.integers(0, 1500, min(3000, len(frame)))]
+        )
+        for name, frame in splits.items()
+    }
+    spec = training.CandidateSpec("rf", "RandomForest", {"n_estimators": 10, "max_depth": 8})
+    pipeline = training.fit(training.build_pipeline(opened, spec), opened, merchants["train"])
+    onnx_bytes = packaging.to_onnx(pipeline, opened)
+    assert len(packaging.onnx_categories(onnx_bytes)["merchant_category"]) == 1000
+    assert len(onnx_bytes) < 2_000_000
+    assert packaging.check_parity(pipeline, onnx_bytes, opened, merchants["test"]).passed

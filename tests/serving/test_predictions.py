@@ -129,10 +129,27 @@ def test_a_nullable_feature_takes_null(service, config, splits):
     assert len(response.json()["predictions"]) == 2
 
 
-def test_unknown_categories_are_served(service, config, splits):
+def test_unknown_categories_are_served_and_counted_by_feature(service, config, splits):
+    def unseen() -> dict[str, float]:
+        return {
+            dict(labels)["feature"]: value
+            for (name, labels), value in service.metrics().items()
+            if name == "mlops_unseen_categories_total" and dict(labels)["model_version"] == "1"
+        }
+
     record = _good_record(config, splits)
-    response = service.predict([{**record, "merchant_category": "space_travel", "country": "ZZ"}])
+    before = unseen()
+    odd = [{**record, "country": "ZZ"}, {**record, "country": "XX", "merchant_category": "space_travel"}, record]
+    odd.append({**odd[1], "country": "ZZ"})
+    response = service.predict(odd)
     assert response.status_code == 200, response.text
+    # Two values the model never saw are the same "other" to it.
+    first, second, _, third = response.json()["predictions"]
+    assert second == third and first["probabilities"] != third["probabilities"]
+    after = unseen()
+    assert after["country"] - before.get("country", 0) == 3
+    assert after["merchant_category"] - before.get("merchant_category", 0) == 2
+    assert after.get("channel", 0) == before.get("channel", 0)
 
 
 def test_predictions_are_counted_by_model_version_and_class(service, config, splits):
