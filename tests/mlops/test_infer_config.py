@@ -402,6 +402,7 @@ def test_columns_that_are_no_features_are_left_out_with_the_reason(tmp_path, api
             r"already filters on :start/:end",
         ),
     ],
+    ids=["no file", "no glob match", "no sqlite file", "no table", "no dialect", "a windowed query"],
 )
 def test_a_source_that_cannot_be_read_is_named(tmp_path, read, message):
     with pytest.raises(SampleError, match=message):
