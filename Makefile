@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 # The stamp records that the venv matches the pinned requirements, so a second `make test` installs nothing.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-fast lint run bench lock clean env
+.PHONY: install test test-fast lint run infer-config bench lock clean env
 
 install: $(INSTALLED)
 
@@ -30,6 +30,12 @@ test: lint
 
 run: $(INSTALLED)
 	$(PY) -m include.devstack $(ARGS)
+
+# A model's config drafted from a sample of its data, to review before use (README, "Bring your own data"):
+#   make infer-config ARGS="exports/ --target churned --name churn -o include/config/churn.yaml"
+# `@`: without -o the config goes to standard output, where an echo of the command would corrupt it.
+infer-config: $(INSTALLED)
+	@$(PY) -m include.mlops.infer_config $(ARGS)
 
 # Speed and memory figures, printed as tables and kept as JSON in benchmarks/results/.
 BENCHMARKS := data_pipeline training_overhead serving drift_check pipeline local_stack_memory mlops_page

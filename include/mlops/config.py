@@ -219,6 +219,11 @@ class Secret(_Strict):
 _SECRET_HEADER = re.compile(r"authorization|key|token|secret|password|cookie", re.IGNORECASE)
 
 
+def is_credential_header(name: str) -> bool:
+    """Whether an HTTP header of this name carries a credential, whose value must be a `Secret` in a config."""
+    return _SECRET_HEADER.search(name) is not None
+
+
 class HttpSource(_Strict):
     """Rows from an HTTP API answering JSON or CSV, asked for the interval with `start_param`/`end_param`.
 
@@ -241,7 +246,7 @@ class HttpSource(_Strict):
     @model_validator(mode="after")
     def _no_credential_in_the_file(self) -> HttpSource:
         for name, value in self.headers.items():
-            if isinstance(value, str) and _SECRET_HEADER.search(name):
+            if isinstance(value, str) and is_credential_header(name):
                 raise ValueError(
                     f"headers.{name}: a credential must not be written into the config; use "
                     f"{{connection: <Airflow connection id>}} (its password) or {{env: <VARIABLE>}}"
