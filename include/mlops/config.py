@@ -97,6 +97,9 @@ class Dataset(_Strict):
     # Default: the greater of the two labels in sort order, as scikit-learn takes it (1, true, 'yes' over 'no').
     positive_class: ClassLabel | None = None
     features: list[Feature] = Field(min_length=1)
+    # Columns the source holds that are not for the model (free text, a row number, a second date): dropped at
+    # validation. Any other column the config does not name rejects the batch, as a change of the source's shape.
+    ignored_columns: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -143,9 +146,12 @@ class Dataset(_Strict):
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> Dataset:
         names = [self.id_column, self.event_time_column, self.target, *(f.name for f in self.features)]
+        names += self.ignored_columns
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"columns named more than once (id, event time, target, features): {duplicates}")
+            raise ValueError(
+                f"columns named more than once (id, event time, target, features, ignored_columns): {duplicates}"
+            )
         return self
 
     @property

@@ -252,11 +252,6 @@ def _features_lines(features: list[FeatureDraft], sample: Sample) -> list[str]:
         "otherwise its set is open (any value is accepted, and the model keeps the max_categories most frequent, "
         "100 by default). nullable: true where the rows read have missing values."
     )
-    if not isinstance(sample.origin, SqlRead) and any(f.left_out for f in features):
-        rules += (
-            " Each file or record must hold exactly the columns this config names (validation rejects a batch with "
-            "others): drop the columns left out below from the export, or make them features."
-        )
     lines = _comment(rules, 2) + ["  features:"]
     for feature in features:
         if feature.left_out:
@@ -264,6 +259,14 @@ def _features_lines(features: list[FeatureDraft], sample: Sample) -> list[str]:
             lines.append(f"    # - {flow(feature.entry)}")
         else:
             lines += _comment(feature.seen, 4) + [f"    - {flow(feature.entry)}"]
+    left_out = [f.entry["name"] for f in features if f.left_out]
+    if left_out and not isinstance(sample.origin, SqlRead):  # a drafted query selects the config's columns only
+        lines += _comment(
+            "The columns left out above, which the source holds: dropped at validation (a column the config does "
+            "not name otherwise rejects the batch, as a change of the source's shape).",
+            2,
+        )
+        lines.append(f"  ignored_columns: {flow(left_out)}")
     return lines
 
 

@@ -179,9 +179,15 @@ def _schema_failures(frame: pd.DataFrame, dataset: Dataset) -> list[CheckFailure
         role = {dataset.id_column: "id", dataset.event_time_column: "event time", dataset.target: "target"}
         named = ", ".join(f"{c!r}" + (f" ({role[c]})" if c in role else "") for c in missing)
         failures.append(CheckFailure("missing_column", ", ".join(missing), "batch", 0, f"missing column(s): {named}"))
-    if extra := [c for c in present if c not in expected]:
+    if extra := [c for c in present if c not in expected and c not in dataset.ignored_columns]:
         failures.append(
-            CheckFailure("extra_column", ", ".join(map(str, extra)), "batch", 0, f"unexpected column(s): {extra}")
+            CheckFailure(
+                "extra_column",
+                ", ".join(map(str, extra)),
+                "batch",
+                0,
+                f"unexpected column(s): {extra} (name them in dataset.ignored_columns if the model is not to use them)",
+            )
         )
     return failures
 

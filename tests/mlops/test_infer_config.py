@@ -70,7 +70,7 @@ def _accepts(config: PipelineConfig, frame: pd.DataFrame) -> None:
     times = pd.to_datetime(frame[config.dataset.event_time_column], utc=True, format="ISO8601")
     start, end = times.min().to_pydatetime(), times.max().to_pydatetime() + dt.timedelta(seconds=1)
     strict = Validation(max_invalid_row_fraction=0.0)
-    report = validate_batch(frame[config.dataset.columns], config.dataset, strict, start, end, "drafted").report
+    report = validate_batch(frame, config.dataset, strict, start, end, "drafted").report
     assert report.status == "passed", report.summary()
 
 
@@ -132,8 +132,8 @@ def test_diamonds_parquet_five_text_grades_native_timestamps_and_a_row_number_le
     assert dataset.id_column == "listing_id" and "other unique columns: rownames" in _said(text)
     assert dataset.event_time_column == "sold_at" and "A timestamp type, e.g." in _said(text)
     assert _left_out(text, "rownames") and "a running number" in _said(text)
-    # Files must not carry it: the draft says so.
-    assert "drop the columns left out below from the export" in _said(text)
+    # The files still carry it: validation drops it.
+    assert dataset.ignored_columns == ["rownames"]
     assert _feature(config, "color").allowed == list("DEFGHIJ")
     assert _feature(config, "clarity").allowed == sorted(diamonds.clarity.unique())
     assert {f.name for f in dataset.features} == {"carat", "color", "clarity", "depth", "table", "price", "x", "y", "z"}

@@ -223,3 +223,13 @@ def test_the_quarantine_threshold_is_inclusive():
     assert validate_batch(at_limit, DATASET, rules, START, END, "b").report.status == "passed_with_quarantine"
     over = _set("amount", list(range(11)), -1.0)(good_batch())
     assert validate_batch(over, DATASET, rules, START, END, "b").report.status == "failed"
+
+
+def test_ignored_columns_are_dropped_and_others_still_reject_the_batch():
+    dataset = DATASET.model_copy(update={"ignored_columns": ["note", "row_number"]})
+    batch = good_batch().assign(note="called twice", row_number=range(ROWS))
+    result = validate_batch(batch, dataset, RULES, START, END, "b")
+    assert result.report.status == "passed" and list(result.valid.columns) == DATASET.columns
+    assert validate_batch(good_batch(), dataset, RULES, START, END, "b").report.status == "passed"  # may be absent
+    (failure,) = validate_batch(batch.assign(cvv="1"), dataset, RULES, START, END, "b").report.failures
+    assert (failure.check, failure.column) == ("extra_column", "cvv") and "dataset.ignored_columns" in failure.detail
