@@ -23,14 +23,14 @@ def sqlalchemy_url(conn_id: str) -> str:
 
 
 def fetcher(config, as_of: dt.datetime) -> Callable:
-    """`fetch(start, end) -> DataFrame` for `config.source`: the rows whose event time is in [start, end)."""
+    """`fetch(start, end) -> Fetched` for `config.source`: the rows whose event time is in [start, end)."""
     from include.mlops import sources
 
     source = config.source
     event_time = config.dataset.event_time_column
     if source.kind == "sql":
         url = source.url or sqlalchemy_url(source.connection_id)
-        return lambda start, end: sources.fetch_sql(source, url, start, end, as_of)
+        return lambda start, end: sources.fetch_sql(source, url, start, end, event_time, as_of)
     if source.kind == "http":
         auth = None
         if source.connection_id:
