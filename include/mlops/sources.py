@@ -40,9 +40,10 @@ from __future__ import annotations
 import email.utils
 import io
 import logging
+import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,7 +57,7 @@ import pandas as pd
 import pyarrow
 import sqlalchemy as sa
 
-from include.mlops.config import EventTimeType, FileSource, HttpPagination, HttpSource, SqlSource
+from include.mlops.config import EventTimeType, FileSource, HttpPagination, HttpSource, Secret, SqlSource
 from include.mlops.event_times import read_event_times
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ _MAX_RETRY_AFTER_SECONDS = 300.0
 _ERROR_BODY_CHARS = 200
 _MISSING = object()  # a JSON path that is not in the body (None is a value JSON can hold)
 _EXAMPLES = 3  # event times shown in the log line about rows outside the interval
+
+# (connection id, field) -> the field's value; raises LookupError when there is no such connection or field.
+ConnectionField = Callable[[str, str], str]
 
 
 class SourceError(RuntimeError):
@@ -179,11 +183,42 @@ def fetch_sql(
     return _in_interval(rows, event_time_column, start, end, where)
 
 
+def header_values(
+    headers: Mapping[str, str | Secret], connection_field: ConnectionField | None = None
+) -> dict[str, str]:
+    """`headers` with each `Secret` replaced by its prefix and value: an environment variable's, or a
+    connection's field through `connection_field` (plugins/mlops_airflow/sources.py reads Airflow's).
+
+    An error names the header and where its value was looked for, never a value.
+    """
+    values = {}
+    for name, value in headers.items():
+        if isinstance(value, str):
+            values[name] = value
+            continue
+        if value.env is not None:
+            found = os.environ.get(value.env)
+            if not found:
+                raise SourceError(f"headers.{name}: the environment variable {value.env!r} is not set, or empty")
+        elif connection_field is None:
+            raise SourceError(
+                f"headers.{name}: its value is in connection {value.connection!r}, and no connection lookup was given"
+            )
+        else:
+            try:
+                found = connection_field(value.connection, value.field)
+            except LookupError as exc:
+                raise SourceError(f"headers.{name}: {exc}") from exc
+        values[name] = value.prefix + found
+    return values
+
+
 def fetch_http(
     source: HttpSource,
     start: datetime,
     end: datetime,
     event_time_column: str,
+    headers: Mapping[str, str] | None = None,
     auth: tuple[str, str] | None = None,
     transport: httpx.BaseTransport | None = None,
 ) -> Fetched:
@@ -191,13 +226,15 @@ def fetch_http(
 
     The interval goes out as ISO-8601 query parameters. Connection errors, timeouts, 429 and 5xx answers are
     retried with exponential backoff (or after the server's Retry-After); other 4xx answers are not.
-    `auth` is (user, password) for basic auth; `transport` replaces the network (for tests).
+    `headers` are `source.headers` with their secrets looked up (`header_values`); by default they are looked
+    up here, which reaches environment variables but no connection. `auth` is (user, password) for basic auth;
+    `transport` replaces the network (for tests).
     """
     if source.pagination.style == "cursor" and source.format != "json":
         raise SourceError(f"{source.url}: cursor pagination reads the cursor from a JSON body, and format is csv")
     interval = {source.start_param: _utc(start).isoformat(), source.end_param: _utc(end).isoformat()}
     with httpx.Client(
-        headers=source.headers,
+        headers=header_values(source.headers) if headers is None else dict(headers),
         auth=auth,
         timeout=source.timeout_seconds,
         transport=transport,

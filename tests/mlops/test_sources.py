@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import boto3
@@ -14,7 +16,7 @@ import pytest
 from include.devstack import simulator
 from include.devstack.processes import free_port
 from include.mlops import sources
-from include.mlops.config import FileSource, HttpPagination, HttpSource, SqlSource, load_config
+from include.mlops.config import FileSource, HttpPagination, HttpSource, Secret, SqlSource, load_config
 from include.mlops.sources import SourceError
 from tests.mlops.fake_api import FakeApi, Hit, Reply
 
@@ -265,6 +267,62 @@ def test_http_sends_headers_basic_auth_and_keeps_the_urls_own_query(api):
     assert hit.headers["x-client"] == "mlops"
     assert hit.headers["authorization"] == "Basic cmVhZGVyOnB3"  # reader:pw
     assert hit.query == {"api_version": "2", "start": START.isoformat(), "end": END.isoformat()}
+
+
+def _guarded(expected: str) -> Callable[[Hit], Reply]:
+    """Records for a request whose Authorization header is `expected`; 401 otherwise."""
+    return lambda hit: Reply(body=RECORDS) if hit.headers.get("authorization") == expected else Reply(401, "no")
+
+
+def test_http_header_from_an_environment_variable(api, monkeypatch):
+    monkeypatch.setenv("TEST_API_TOKEN", "t0k3n")
+    url = api.route("/tx", _guarded("Bearer t0k3n"))
+    source = _http(url, headers={"Authorization": Secret(env="TEST_API_TOKEN", prefix="Bearer ")})
+    assert _fetch(source)["id"].tolist() == IN_INTERVAL
+
+
+def test_http_header_from_a_connection_through_the_callers_lookup(api):
+    url = api.route("/tx", _guarded("Token pw-9"))
+    source = _http(url, headers={"Authorization": Secret(connection="vendor", prefix="Token ")})
+    fields = {("vendor", "password"): "pw-9"}
+    headers = sources.header_values(source.headers, lambda conn_id, field: fields[conn_id, field])
+    assert _fetch(source, headers=headers)["id"].tolist() == IN_INTERVAL
+
+
+def _no_such_field(conn_id: str, field: str) -> str:
+    raise LookupError(f"{conn_id!r} has no {field}")
+
+
+@pytest.mark.parametrize(
+    ("secret", "lookup", "named"),
+    [
+        (
+            Secret(env="NO_SUCH_VARIABLE_9"),
+            None,
+            "headers.Authorization: the environment variable 'NO_SUCH_VARIABLE_9'",
+        ),
+        (Secret(connection="vendor"), None, "headers.Authorization: its value is in connection 'vendor', and no"),
+        (
+            Secret(connection="vendor", field="extra.key"),
+            _no_such_field,
+            "headers.Authorization: 'vendor' has no extra.key",
+        ),
+    ],
+    ids=["missing variable", "no lookup", "lookup fails"],
+)
+def test_a_header_secret_that_cannot_be_found_names_the_header_and_where_it_was_looked_for(secret, lookup, named):
+    with pytest.raises(SourceError, match=re.escape(named)):
+        sources.header_values({"Authorization": secret, "Accept": "text/csv"}, lookup)
+
+
+def test_a_header_secret_is_in_no_log_and_no_error(api, monkeypatch, caplog):
+    monkeypatch.setenv("TEST_API_TOKEN", "t0k3n-never-shown")
+    url = api.route("/tx", lambda hit: Reply(403, "forbidden"))
+    source = _http(url, headers={"Authorization": Secret(env="TEST_API_TOKEN", prefix="Bearer ")})
+    with caplog.at_level("DEBUG"), pytest.raises(SourceError) as caught:
+        _fetch(source)
+    assert "HTTP 403" in str(caught.value)
+    assert "t0k3n-never-shown" not in str(caught.value) and "t0k3n-never-shown" not in caplog.text
 
 
 def test_http_503_then_200_is_retried(api):
