@@ -51,7 +51,7 @@ class EventTimes:
 
 
 def read_event_times(values: pd.Series) -> EventTimes:
-    """`values` (any dtype) as datetime64[ns, UTC], by the rules of this module's docstring."""
+    """`values` (any dtype) as UTC datetimes, by the rules of this module's docstring."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return EventTimes(pd.to_datetime(values, utc=True), TIMESTAMPS if values.notna().any() else None)
     utc = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
