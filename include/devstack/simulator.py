@@ -16,8 +16,8 @@ replaces that day's rows, so writing it again changes nothing.
 channels, merchant categories the config does not know) and concept drift (fraud moves to daytime in-store
 purchases of normal amounts while every feature's distribution stays as it was).
 
-Timestamps are UTC, stored by the convention of include/mlops/sources.py (text in SQLite, timestamptz in
-Postgres), so that `fetch_sql` with the demo query returns exactly an interval's rows.
+Timestamps are UTC, written by `sources.sql_timestamps` (text with six fraction digits in SQLite, timestamptz
+in Postgres), the forms the demo config's source reads by default.
 
     python -m include.devstack.simulator --url sqlite:///tx.db --start 2024-01-01 --days 30 --rows-per-day 5000
 """
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from include.mlops.sources import sql_timestamp, sql_timestamps
+from include.mlops.sources import default_event_time_type, sql_time, sql_timestamps
 
 # The demo config's allowed values, with the share of traffic (or of card holders) each gets.
 MERCHANT_CATEGORIES = {
@@ -391,9 +391,9 @@ def _index(values: pd.Series, names: tuple[str, ...]) -> np.ndarray:
 
 def _delete_day(conn: sa.Connection, transactions: sa.Table, labels: sa.Table, day: date) -> None:
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    dialect = conn.dialect.name
-    in_day = (transactions.c.event_time >= sql_timestamp(start, dialect)) & (
-        transactions.c.event_time < sql_timestamp(start + timedelta(days=1), dialect)
+    stored_as = default_event_time_type(conn.dialect.name)
+    in_day = (transactions.c.event_time >= sql_time(start, stored_as)) & (
+        transactions.c.event_time < sql_time(start + timedelta(days=1), stored_as, round_up=True)
     )
     day_ids = sa.select(transactions.c.transaction_id).where(in_day)
     conn.execute(sa.delete(labels).where(labels.c.transaction_id.in_(day_ids)))

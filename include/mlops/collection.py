@@ -20,9 +20,10 @@ import pandas as pd
 
 from include.mlops import versioning
 from include.mlops.config import Dataset, PipelineConfig
+from include.mlops.sources import Fetched
 from include.mlops.validation import ValidationReport, validate_batch
 
-Fetch = Callable[[dt.datetime, dt.datetime], pd.DataFrame]
+Fetch = Callable[[dt.datetime, dt.datetime], Fetched]
 SHA256_KEY = "sha256"
 
 
@@ -37,6 +38,7 @@ class StagedPartition:
     start: str
     end: str
     rows: int
+    outside_interval: int = 0  # rows the source gave for the day that were not of it (left out)
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,12 @@ def stage_raw(
     """Fetch each day from the source and stage it, as given, under `incoming/` on `branch`."""
     staged = []
     for start, end in days:
-        frame = fetch(start, end)
+        fetched = fetch(start, end)
         path = raw_partition_path(dataset.name, start.date())
-        versioning.write_parquet(repo, branch, incoming_path(path), _as_stored(frame))
-        staged.append(StagedPartition(f"{start:%Y-%m-%d}", path, start.isoformat(), end.isoformat(), len(frame)))
+        versioning.write_parquet(repo, branch, incoming_path(path), _as_stored(fetched.rows))
+        day = f"{start:%Y-%m-%d}"
+        rows = len(fetched.rows)
+        staged.append(StagedPartition(day, path, start.isoformat(), end.isoformat(), rows, fetched.outside_interval))
     return staged
 
 

@@ -32,6 +32,10 @@ ClassLabel = (
 )
 
 
+# How a SQL source's event-time column is stored (SqlSource.event_time_type).
+EventTimeType = Literal["timestamp", "text", "epoch_seconds", "epoch_milliseconds"]
+
+
 class ConfigError(ValueError):
     """The configuration file is missing, unreadable, or a key in it is wrong."""
 
@@ -174,7 +178,7 @@ class SqlSource(_Strict):
     # `timestamp` type (bound as UTC datetimes), ISO 8601 `text` (any of 2026-11-14, 2026-11-14 00:00:00,
     # ...T00:00:00.000Z: bound as the shortest text that orders right), or `epoch_seconds` /
     # `epoch_milliseconds` numbers. Default: `text` on SQLite (it has no timestamp type), `timestamp` elsewhere.
-    event_time_type: Literal["timestamp", "text", "epoch_seconds", "epoch_milliseconds"] | None = None
+    event_time_type: EventTimeType | None = None
 
     @model_validator(mode="after")
     def _one_database_and_a_windowed_query(self) -> SqlSource:

@@ -1,13 +1,36 @@
 """Collection: one interval's rows from the dataset's source (a SQL query, an HTTP API, or files).
 
-Every function returns a pandas DataFrame with the rows whose event time is in [start, end), as the source
-gives them. Types are coerced and rows checked later, by validation, which must see bad rows to report them:
-so HTTP and file rows whose event time cannot be parsed are kept here, not dropped.
+Every function returns the rows whose event time is in [start, end), as the source gives them, and the count
+of rows the source gave outside the interval, which are left out and logged (a file may hold several days, an
+API may answer loosely, a SQL query's text bounds may be coarser than the interval). Event times are read by
+include/mlops/event_times.py, as validation reads them. Types are coerced and rows checked later, by
+validation, which must see bad rows to report them: so rows whose event time cannot be read are kept here.
 
-Timestamps in SQL sources follow one convention, which the simulator (include/devstack/simulator.py) writes:
-Postgres stores `timestamptz`, and the interval is bound as timezone-aware datetimes; SQLite has no timestamp
-type, so times are ISO-8601 UTC text `YYYY-MM-DD HH:MM:SS.ffffff` (always six fraction digits, so that text
-order is time order; the form SQLAlchemy's own SQLite DateTime writes) and the interval is bound as such text.
+A SQL query gets the interval as the bind parameters :start and :end (and :as_of), in the form its event-time
+column is stored in (`source.event_time_type`):
+
+- `timestamp` (Postgres `timestamptz` or `timestamp`, the session in UTC; a naive column holds UTC): the
+  instants, as timezone-aware datetimes.
+- `epoch_seconds`, `epoch_milliseconds`: the numbers, exact (an integer when whole).
+- `text` (ISO 8601; SQLite's default, as it has no timestamp type): text compares character by character, so
+  each bound is a text that sorts right against every ISO form of every instant, whatever the separator
+  (space or `T`), fraction or zone suffix (`Z`, `+00:00`). At midnight that is the date alone, `2026-11-14`:
+  it sorts at or below every form of that day and above every form of the day before. Elsewhere it is
+  `2026-11-14 12:30` or `2026-11-14 12:30:15`: :start and :as_of round down to the second with a space
+  (which sorts below `T`), :end rounds up to the second with a `T`, so that no row of the interval is missed;
+  the rows of the same day they let through are outside the interval and left out here. An :as_of so bound
+  counts no fact later than it, and may leave out facts of its own day written with a `T`.
+  What text comparison cannot get right, and no bound mends: a time with a non-UTC offset
+  (`2026-11-14T00:30:00+01:00` is 23:30 UTC on the 13th) sorts by its local date, so near midnight it comes
+  back on the wrong day (left out here, and counted) and never on its own. On SQLite compare
+  `datetime(event_time)` instead, which is UTC text (SQLite keeps milliseconds: a time less than one before
+  midnight may move to the next day); on Postgres cast to `timestamptz` with `event_time_type: timestamp`.
+  Text that is not ISO 8601 with the date first (`14/11/2026`) does not sort as time: the database decides
+  which rows come back, and validation sees only those. On Postgres a text column compares by its collation:
+  byte order (`C`) and ICU's (`en-x-icu`) are tested; with another, write `event_time COLLATE "C" >= :start`.
+
+Writers of the demo's data (include/devstack/simulator.py) use `sql_timestamps`: SQLite text with six fraction
+digits, `YYYY-MM-DD HH:MM:SS.ffffff` (the form SQLAlchemy's own SQLite DateTime writes), datetimes elsewhere.
 
 Every error is a `SourceError` whose message names the source (query, URL or file) and what went wrong.
 """
@@ -17,10 +40,12 @@ from __future__ import annotations
 import email.utils
 import io
 import logging
+import os
 import re
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,38 +57,76 @@ import pandas as pd
 import pyarrow
 import sqlalchemy as sa
 
-from include.mlops.config import FileSource, HttpPagination, HttpSource, SqlSource
+from include.mlops.config import EventTimeType, FileSource, HttpPagination, HttpSource, Secret, SqlSource
+from include.mlops.event_times import read_event_times
 
 logger = logging.getLogger(__name__)
 
-SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 # Rows fetched per round trip: large enough to be fast, small enough that the driver's row tuples for one
 # chunk stay a few tens of MB.
 _SQL_CHUNK_ROWS = 50_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A server may ask for a long pause; a task should rather fail and be retried by Airflow than sleep for hours.
 _MAX_RETRY_AFTER_SECONDS = 300.0
 _ERROR_BODY_CHARS = 200
 _MISSING = object()  # a JSON path that is not in the body (None is a value JSON can hold)
+_EXAMPLES = 3  # event times shown in the log line about rows outside the interval
+
+# (connection id, field) -> the field's value; raises LookupError when there is no such connection or field.
+ConnectionField = Callable[[str, str], str]
 
 
 class SourceError(RuntimeError):
     """The source could not be read: the message names the query, URL or file, and what went wrong."""
 
 
-def sql_timestamp(moment: datetime, dialect: str) -> datetime | str:
-    """`moment` as a bind parameter for a database of `dialect` (SQLAlchemy's name), by the convention above."""
+@dataclass(frozen=True)
+class Fetched:
+    """An interval's rows, and how many rows outside it the source also gave (left out)."""
+
+    rows: pd.DataFrame
+    outside_interval: int
+
+
+def default_event_time_type(dialect: str) -> EventTimeType:
+    """How event times are stored when the config does not say: SQLite has no timestamp type."""
+    return "text" if dialect == "sqlite" else "timestamp"
+
+
+def sql_time(moment: datetime, event_time_type: EventTimeType, round_up: bool = False) -> datetime | int | float | str:
+    """`moment` as a bind parameter compared with an event-time column stored as `event_time_type`.
+
+    Timestamps and epoch numbers are exact. Text is the shortest of `YYYY-MM-DD`, `YYYY-MM-DD HH:MM` and
+    `YYYY-MM-DD HH:MM:SS` (see the module's docstring): rounded down, it sorts at or below every ISO 8601
+    form of `moment` and of the instants after it (a lower bound misses no row, `< :as_of` counts none too
+    late); rounded up, above every form of the instants before `moment` (an upper bound misses no row).
+    """
     moment = _utc(moment)
-    return moment.strftime(SQLITE_TIMESTAMP_FORMAT) if dialect == "sqlite" else moment
+    if event_time_type == "timestamp":
+        return moment
+    if event_time_type in ("epoch_seconds", "epoch_milliseconds"):
+        micros = (moment - _EPOCH) // timedelta(microseconds=1)
+        per_unit = 10**6 if event_time_type == "epoch_seconds" else 10**3
+        whole, part = divmod(micros, per_unit)
+        return whole if part == 0 else micros / per_unit
+    if round_up and moment.microsecond:
+        moment += timedelta(seconds=1)
+    moment = moment.replace(microsecond=0)
+    if moment == moment.replace(hour=0, minute=0, second=0):
+        return f"{moment:%Y-%m-%d}"
+    separator = "T" if round_up else " "  # the greatest and the least separator an ISO form may have
+    return moment.strftime(f"%Y-%m-%d{separator}%H:%M" + (":%S" if moment.second else ""))
 
 
 def sql_timestamps(times: pd.Series, dialect: str) -> list[Any]:
-    """A column of timezone-aware times as values to write to a database of `dialect`, by the convention above."""
+    """A column of timezone-aware times as values to write to a database of `dialect`: SQLite text with six
+    fraction digits, `YYYY-MM-DD HH:MM:SS.ffffff`, UTC; datetimes elsewhere."""
     utc = times.dt.tz_convert(UTC)
     if utc.empty:  # np.char.replace fails on an empty array
         return []
     if dialect != "sqlite":
         return [None if pd.isna(t) else t.to_pydatetime() for t in utc]
-    # Vectorised, and the same text as SQLITE_TIMESTAMP_FORMAT: strftime per value is ten times slower.
+    # Vectorised: strftime per value is ten times slower.
     text = np.datetime_as_string(utc.dt.tz_localize(None).to_numpy("datetime64[us]"), unit="us")
     values = np.char.replace(text, "T", " ").astype(object)
     values[utc.isna().to_numpy()] = None
@@ -71,13 +134,19 @@ def sql_timestamps(times: pd.Series, dialect: str) -> list[Any]:
 
 
 def fetch_sql(
-    source: SqlSource, url: str, start: datetime, end: datetime, as_of: datetime | None = None
-) -> pd.DataFrame:
+    source: SqlSource,
+    url: str,
+    start: datetime,
+    end: datetime,
+    event_time_column: str,
+    as_of: datetime | None = None,
+) -> Fetched:
     """The rows of `source.query` on the database at `url` (SQLAlchemy), for the interval [start, end).
 
     The query gets the bind parameters :start and :end, and :as_of when it uses it (the time up to which later
-    facts, such as labels, count). Rows are streamed in chunks (a server-side cursor on Postgres), so the driver
-    never holds the whole result as Python tuples next to the frame.
+    facts, such as labels, count), bound by `source.event_time_type` (module docstring). Rows are streamed in
+    chunks (a server-side cursor on Postgres), so the driver never holds the whole result as Python tuples next
+    to the frame. Rows the query returns outside [start, end) are left out and counted.
     """
     query = sa.text(source.query)
     where = f"query {_first_line(source.query)!r} on {_safe_url(url)}"
@@ -86,23 +155,62 @@ def fetch_sql(
     except sa.exc.ArgumentError as exc:  # a malformed URL, or a database SQLAlchemy has no dialect for
         raise SourceError(f"{where}: not a usable database URL: {exc}") from exc
     dialect = engine.dialect.name
-    params = {"start": sql_timestamp(start, dialect), "end": sql_timestamp(end, dialect)}
+    time_type = source.event_time_type or default_event_time_type(dialect)
+    if dialect == "sqlite" and time_type == "timestamp":
+        raise SourceError(
+            f"{where}: SQLite has no timestamp type; set source.event_time_type to text (ISO 8601 text) or "
+            "epoch_seconds / epoch_milliseconds (numbers), as the event times are stored"
+        )
+    params = {"start": sql_time(start, time_type), "end": sql_time(end, time_type, round_up=True)}
     if "as_of" in query.compile().params:
         if as_of is None:
             raise SourceError(f"{where}: the query uses :as_of, and no as_of time was given")
-        params["as_of"] = sql_timestamp(as_of, dialect)
+        params["as_of"] = sql_time(as_of, time_type)
     try:
         with engine.connect() as conn:
             if dialect == "postgresql":
-                # timestamptz comes back in the session's time zone; the pipeline speaks UTC.
+                # timestamptz comes back in the session's time zone, and a naive timestamp compares with
+                # :start as a time in it; the pipeline speaks UTC.
                 conn.exec_driver_sql("SET TIME ZONE 'UTC'")
             streaming = conn.execution_options(stream_results=True, max_row_buffer=_SQL_CHUNK_ROWS)
             chunks = list(pd.read_sql_query(query, streaming, params=params, chunksize=_SQL_CHUNK_ROWS))
     except sa.exc.SQLAlchemyError as exc:
-        raise SourceError(f"{where} failed: {getattr(exc, 'orig', None) or exc}") from exc
+        problem = getattr(exc, "orig", None) or exc
+        raise SourceError(f"{where} failed (source.event_time_type {time_type}): {problem}") from exc
     finally:
         engine.dispose()
-    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+    rows = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+    return _in_interval(rows, event_time_column, start, end, where)
+
+
+def header_values(
+    headers: Mapping[str, str | Secret], connection_field: ConnectionField | None = None
+) -> dict[str, str]:
+    """`headers` with each `Secret` replaced by its prefix and value: an environment variable's, or a
+    connection's field through `connection_field` (plugins/mlops_airflow/sources.py reads Airflow's).
+
+    An error names the header and where its value was looked for, never a value.
+    """
+    values = {}
+    for name, value in headers.items():
+        if isinstance(value, str):
+            values[name] = value
+            continue
+        if value.env is not None:
+            found = os.environ.get(value.env)
+            if not found:
+                raise SourceError(f"headers.{name}: the environment variable {value.env!r} is not set, or empty")
+        elif connection_field is None:
+            raise SourceError(
+                f"headers.{name}: its value is in connection {value.connection!r}, and no connection lookup was given"
+            )
+        else:
+            try:
+                found = connection_field(value.connection, value.field)
+            except LookupError as exc:
+                raise SourceError(f"headers.{name}: {exc}") from exc
+        values[name] = value.prefix + found
+    return values
 
 
 def fetch_http(
@@ -110,20 +218,23 @@ def fetch_http(
     start: datetime,
     end: datetime,
     event_time_column: str,
+    headers: Mapping[str, str] | None = None,
     auth: tuple[str, str] | None = None,
     transport: httpx.BaseTransport | None = None,
-) -> pd.DataFrame:
-    """The records an HTTP API answers for [start, end), every page of them, left in the interval.
+) -> Fetched:
+    """The records an HTTP API answers for [start, end), every page of them; those outside it are left out.
 
     The interval goes out as ISO-8601 query parameters. Connection errors, timeouts, 429 and 5xx answers are
     retried with exponential backoff (or after the server's Retry-After); other 4xx answers are not.
-    `auth` is (user, password) for basic auth; `transport` replaces the network (for tests).
+    `headers` are `source.headers` with their secrets looked up (`header_values`); by default they are looked
+    up here, which reaches environment variables but no connection. `auth` is (user, password) for basic auth;
+    `transport` replaces the network (for tests).
     """
     if source.pagination.style == "cursor" and source.format != "json":
         raise SourceError(f"{source.url}: cursor pagination reads the cursor from a JSON body, and format is csv")
     interval = {source.start_param: _utc(start).isoformat(), source.end_param: _utc(end).isoformat()}
     with httpx.Client(
-        headers=source.headers,
+        headers=header_values(source.headers) if headers is None else dict(headers),
         auth=auth,
         timeout=source.timeout_seconds,
         transport=transport,
@@ -138,7 +249,7 @@ def fetch_http(
 
 def fetch_files(
     source: FileSource, start: datetime, end: datetime, event_time_column: str, s3_client: Any = None
-) -> pd.DataFrame:
+) -> Fetched:
     """The rows of the CSV or Parquet files matching `source.pattern` under `source.path`, in [start, end).
 
     `path` is a local folder or `s3://bucket/prefix`; `pattern` is a glob relative to it (`*` and `?` stay in
@@ -147,16 +258,17 @@ def fetch_files(
     is empty with the files' columns. `s3_client` is a boto3 S3 client; by default one is made for
     `s3_endpoint_url` (MinIO) with credentials from the environment.
     """
-    interval_rows = [
+    per_file = [
         _in_interval(frame, event_time_column, start, end, name)
         for name, frame in _read_files(source, s3_client)
         if not frame.columns.empty  # an empty CSV file
     ]
-    if not interval_rows:
-        return pd.DataFrame()
+    outside = sum(fetched.outside_interval for fetched in per_file)
+    if not per_file:
+        return Fetched(pd.DataFrame(), 0)
     # Empty frames would only decide the dtypes of columns the other files fill.
-    non_empty = [frame for frame in interval_rows if not frame.empty] or interval_rows[:1]
-    return pd.concat(non_empty, ignore_index=True)
+    non_empty = [f.rows for f in per_file if not f.rows.empty] or [per_file[0].rows]
+    return Fetched(pd.concat(non_empty, ignore_index=True), outside)
 
 
 # --- SQL ---
@@ -343,16 +455,24 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _in_interval(frame: pd.DataFrame, column: str, start: datetime, end: datetime, where: str) -> pd.DataFrame:
-    """The rows in [start, end) by `column` read as UTC; rows whose time cannot be read stay, for validation."""
+def _in_interval(frame: pd.DataFrame, column: str, start: datetime, end: datetime, where: str) -> Fetched:
+    """The rows in [start, end) by `column`; rows whose time cannot be read stay, for validation to report."""
     if frame.columns.empty:
-        return frame
+        return Fetched(frame, 0)
     if column not in frame.columns:
         raise SourceError(f"{where}: has no event-time column {column!r} (columns: {list(frame.columns)})")
-    values = frame[column]
-    if pd.api.types.is_datetime64_any_dtype(values):
-        times = pd.to_datetime(values, utc=True)
-    else:
-        times = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-    keep = times.isna() | ((times >= _utc(start)) & (times < _utc(end)))
-    return frame.loc[keep.to_numpy()].reset_index(drop=True)
+    times = read_event_times(frame[column]).times
+    outside = (times.notna() & ((times < _utc(start)) | (times >= _utc(end)))).to_numpy()
+    count = int(outside.sum())
+    if count:
+        examples = frame.loc[outside, column].head(_EXAMPLES).tolist()
+        logger.info(
+            "%s: %d row(s) outside [%s, %s) left out (%s: %s)",
+            where,
+            count,
+            _utc(start).isoformat(),
+            _utc(end).isoformat(),
+            column,
+            examples,
+        )
+    return Fetched(frame.loc[~outside].reset_index(drop=True), count)

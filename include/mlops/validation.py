@@ -21,8 +21,10 @@ import pandas as pd
 
 from include.mlops import classes
 from include.mlops.config import Dataset, Feature, Validation
+from include.mlops.event_times import read_event_times
 
 FAILED_CHECKS_COLUMN = "_failed_checks"
+_TIME_FORMS = "ISO 8601 text, epoch seconds or milliseconds, or timestamps"
 _TRUE = {"true", "1", "yes", "t", "y", "1.0"}
 _FALSE = {"false", "0", "no", "f", "n", "0.0"}
 
@@ -107,12 +109,14 @@ def validate_batch(
     if failures:  # columns missing or unexpected: nothing below can be trusted
         return _result(frame, dataset, batch, rows_in, "failed", failures)
 
-    typed, bad = _coerce(frame, dataset)
+    typed, bad, time_form = _coerce(frame, dataset)
     row_failures: dict[str, pd.Series] = {}
 
     for column, unparseable in bad.items():
         if unparseable.all():
-            detail = f"no value is a valid {_kind(dataset, column)}"
+            detail = f"no value is a valid {_kind(dataset, column)}" + (
+                f" ({_TIME_FORMS})" if column == dataset.event_time_column else ""
+            )
             failures.append(
                 CheckFailure("wrong_type", column, "batch", rows_in, detail, _sample(frame, unparseable, rules))
             )
@@ -144,7 +148,7 @@ def validate_batch(
 
     for name, mask in row_failures.items():
         check, column = name.split(":", 1)
-        detail = _describe(check, column, dataset, start, end)
+        detail = _describe(check, column, dataset, start, end, time_form)
         failures.append(CheckFailure(check, column, "row", int(mask.sum()), detail, _sample(frame, mask, rules)))
 
     invalid = np.zeros(rows_in, dtype=bool)
@@ -192,10 +196,12 @@ def _schema_failures(frame: pd.DataFrame, dataset: Dataset) -> list[CheckFailure
     return failures
 
 
-def _coerce(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
-    """Canonical dtypes; and per column, the rows whose non-null value could not be read as its type."""
+def _coerce(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dict[str, pd.Series], str | None]:
+    """Canonical dtypes; per column, the rows whose non-null value could not be read as its type; and the form
+    of the event times (include/mlops/event_times.py)."""
     typed = pd.DataFrame(index=frame.index)
     bad: dict[str, pd.Series] = {}
+    time_form = None
     for column in dataset.columns:
         raw = frame[column]
         kind = _kind(dataset, column)
@@ -207,7 +213,8 @@ def _coerce(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dict[s
         elif kind == "boolean":
             values = _to_boolean(raw)
         elif kind == "timestamp":
-            values = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+            event_times = read_event_times(raw)
+            values, time_form = event_times.times, event_times.form
         else:
             values = _to_text(raw)
         # A value that was given (not null, not blank) but did not parse is a type failure, not a null.
@@ -218,7 +225,7 @@ def _coerce(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dict[s
             unparseable[candidates[given]] = True
             bad[column] = pd.Series(unparseable, index=raw.index)
         typed[column] = values
-    return typed, bad
+    return typed, bad, time_form
 
 
 def _kind(dataset: Dataset, column: str) -> str:
@@ -288,7 +295,11 @@ def _unknown_category(values: pd.Series, feature: Feature) -> pd.Series:
     return values.notna() & ~values.isin(feature.allowed)
 
 
-def _describe(check: str, column: str, dataset: Dataset, start: dt.datetime, end: dt.datetime) -> str:
+def _describe(
+    check: str, column: str, dataset: Dataset, start: dt.datetime, end: dt.datetime, time_form: str | None
+) -> str:
+    if check == "type" and column == dataset.event_time_column:
+        return f"value is not a time in the column's form, {time_form} (one form per column: {_TIME_FORMS})"
     if check == "type":
         return f"value is not a valid {_kind(dataset, column)}"
     if check == "null":

@@ -120,7 +120,7 @@ def check_drift(config_file: str, window: dict, **context: Context) -> dict:
                 verdict = "DRIFTED" if column.drifted else "stable"
                 print(f"  {column.column}: {column.method} {column.score:.4f} (threshold {column.threshold}) {verdict}")
     lookback = dt.timedelta(hours=config.drift.label_lookback_hours)
-    performance = monitoring.live_performance(config, current, fetcher(config, as_of=end)(end - lookback, end))
+    performance = monitoring.live_performance(config, current, fetcher(config, as_of=end)(end - lookback, end).rows)
     # The champion's test score, as the gate measured it when it was promoted.
     tested = champion.tags.get("gate_metric") == metric
     champion_score = float(champion.tags["gate_challenger_score"]) if tested else None

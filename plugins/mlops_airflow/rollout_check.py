@@ -50,7 +50,7 @@ def check_rollout(config_file: str, **context: Context) -> list[str]:
         return ["roll_back"]
     try:
         lookback = dt.timedelta(hours=config.drift.label_lookback_hours)
-        labels = fetcher(config, as_of=now)(max(started_at - lookback, now - lookback), now)
+        labels = fetcher(config, as_of=now)(max(started_at - lookback, now - lookback), now).rows
     except Exception as exc:  # labels are optional evidence: the other criteria still judge
         print(f"no labels from the source ({exc}); judging without the live metric")
         labels = None

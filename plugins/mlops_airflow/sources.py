@@ -1,7 +1,7 @@
 """Turn a pipeline config's `source` into a fetch function, resolving Airflow connections on the way.
 
-The library's sources (include/mlops/sources.py) take URLs and credentials; which Airflow connection holds
-them is this module's business.
+The library's sources (include/mlops/sources.py) take URLs, credentials and header values; which Airflow
+connection holds them is this module's business.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import datetime as dt
 from collections.abc import Callable
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.log import mask_secret
 
 
 def sqlalchemy_url(conn_id: str) -> str:
@@ -22,21 +24,44 @@ def sqlalchemy_url(conn_id: str) -> str:
     return hook.get_uri()
 
 
+def connection_field(conn_id: str, field: str) -> str:
+    """A field of an Airflow connection: `password`, `login`, `host` or `extra.<key>`; LookupError names what
+    is missing (AirflowNotFoundException names neither the header nor the field)."""
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise LookupError(f"there is no Airflow connection {conn_id!r}") from None
+    if field.startswith("extra."):
+        value = connection.extra_dejson.get(field.removeprefix("extra."))
+    else:
+        value = getattr(connection, field)
+    if value is None or value == "":
+        raise LookupError(f"Airflow connection {conn_id!r} has no {field}")
+    return str(value)
+
+
 def fetcher(config, as_of: dt.datetime) -> Callable:
-    """`fetch(start, end) -> DataFrame` for `config.source`: the rows whose event time is in [start, end)."""
+    """`fetch(start, end) -> Fetched` for `config.source`: the rows whose event time is in [start, end)."""
     from include.mlops import sources
+    from include.mlops.config import Secret
 
     source = config.source
     event_time = config.dataset.event_time_column
     if source.kind == "sql":
         url = source.url or sqlalchemy_url(source.connection_id)
-        return lambda start, end: sources.fetch_sql(source, url, start, end, as_of)
+        return lambda start, end: sources.fetch_sql(source, url, start, end, event_time, as_of)
     if source.kind == "http":
+        headers = sources.header_values(source.headers, connection_field)
+        for name, value in source.headers.items():
+            if isinstance(value, Secret):
+                # Airflow masks a connection's password and extra in task logs, not its login or host, nor an
+                # environment variable.
+                mask_secret(headers[name].removeprefix(value.prefix))
         auth = None
         if source.connection_id:
             connection = BaseHook.get_connection(source.connection_id)
             auth = (connection.login, connection.password) if connection.login else None
-        return lambda start, end: sources.fetch_http(source, start, end, event_time, auth=auth)
+        return lambda start, end: sources.fetch_http(source, start, end, event_time, headers=headers, auth=auth)
     s3_client = None
     if source.path.startswith("s3://") and source.connection_id:
         # Credentials (and a MinIO endpoint, in the connection's extra) from Airflow; without a connection the

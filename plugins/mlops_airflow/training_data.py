@@ -31,7 +31,9 @@ def collect(config_file: str, params: dict, **context: Context) -> list[dict]:
     branch = run_branch_name(config.name, context["run_id"])
     staged = collection.stage_raw(repo, branch, config.dataset, fetcher(config, as_of), days)
     for partition in staged:
-        print(f"collected {partition.rows} row(s) of {config.dataset.name} for {partition.day}")
+        left_out = partition.outside_interval
+        note = f"; {left_out} row(s) the source gave outside the day left out" if left_out else ""
+        print(f"collected {partition.rows} row(s) of {config.dataset.name} for {partition.day}{note}")
     show_lakefs_commit(repo.id, versioning.head_commit(repo, branch))
     return [asdict(p) for p in staged]
 

@@ -119,7 +119,7 @@ def test_every_day_collects_and_validates_without_a_quarantined_row(drops):
     for path in drops:
         day = date.fromisoformat(path.stem.removeprefix("date="))
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        frame = fetch_files(source, start, start + timedelta(days=1), CONFIG.dataset.event_time_column)
+        frame = fetch_files(source, start, start + timedelta(days=1), CONFIG.dataset.event_time_column).rows
         result = validate_batch(frame, CONFIG.dataset, CONFIG.validation, start, start + timedelta(days=1), path.name)
         assert result.report.status == "passed", result.report.summary()
         collected += len(result.valid)

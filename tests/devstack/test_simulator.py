@@ -153,7 +153,7 @@ def test_demo_query_returns_the_intervals_rows_with_the_labels_known_as_of(datab
     write_days(url, start, 3, 400, seed=7)
     interval = datetime(2024, 6, 2, tzinfo=UTC), datetime(2024, 6, 3, tzinfo=UTC)
     as_of = datetime(2024, 6, 3, 12, tzinfo=UTC)  # some of the day's fraud labels are still to come
-    rows = sources.fetch_sql(CONFIG.source, url, *interval, as_of=as_of)
+    rows = sources.fetch_sql(CONFIG.source, url, *interval, CONFIG.dataset.event_time_column, as_of=as_of).rows
 
     expected = generate_day(date(2024, 6, 2), 400, seed=7)
     known = expected.labels[expected.labels["labelled_at"] < as_of].set_index("transaction_id")["is_fraud"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import boto3
@@ -14,7 +16,7 @@ import pytest
 from include.devstack import simulator
 from include.devstack.processes import free_port
 from include.mlops import sources
-from include.mlops.config import FileSource, HttpPagination, HttpSource, SqlSource, load_config
+from include.mlops.config import FileSource, HttpPagination, HttpSource, Secret, SqlSource, load_config
 from include.mlops.sources import SourceError
 from tests.mlops.fake_api import FakeApi, Hit, Reply
 
@@ -66,7 +68,9 @@ def _demo_source() -> SqlSource:
 def test_sql_returns_exactly_the_rows_of_the_interval_in_order(database):
     url, day = database
     start = datetime(2024, 1, 2, tzinfo=UTC)
-    rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=1), as_of=start + timedelta(days=3))
+    rows = sources.fetch_sql(
+        _demo_source(), url, start, start + timedelta(days=1), "event_time", as_of=start + timedelta(days=3)
+    ).rows
     assert rows["transaction_id"].tolist() == day["transaction_id"].tolist()
     assert rows.columns.tolist() == load_config("fraud_demo.yaml").dataset.columns
 
@@ -75,21 +79,21 @@ def test_sql_interval_bounds_are_start_inclusive_end_exclusive_to_the_microsecon
     url, day = database
     start, end = day["event_time"].iloc[100].to_pydatetime(), day["event_time"].iloc[200].to_pydatetime()
     assert start.microsecond and end.microsecond  # the bounds are not whole seconds
-    rows = sources.fetch_sql(_demo_source(), url, start, end, as_of=end)
+    rows = sources.fetch_sql(_demo_source(), url, start, end, "event_time", as_of=end).rows
     assert rows["transaction_id"].tolist() == day["transaction_id"].iloc[100:200].tolist()
 
 
 def test_sql_binds_a_non_utc_interval_as_the_same_instant(database):
     url, day = database
     start = datetime(2024, 1, 2, 1, tzinfo=timezone(timedelta(hours=1)))  # midnight UTC
-    rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=1), as_of=start)
+    rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=1), "event_time", as_of=start).rows
     assert len(rows) == len(day)
 
 
 def test_sql_times_come_back_as_stored_text_in_sqlite_and_utc_timestamps_in_postgres(database):
     url, day = database
     start = datetime(2024, 1, 2, tzinfo=UTC)
-    rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=1), as_of=start)
+    rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=1), "event_time", as_of=start).rows
     if url.startswith("sqlite"):
         assert rows["event_time"].tolist() == sources.sql_timestamps(day["event_time"], "sqlite")
     else:
@@ -101,7 +105,7 @@ def test_sql_reads_in_chunks_and_joins_them(database, monkeypatch):
     url, day = database
     monkeypatch.setattr(sources, "_SQL_CHUNK_ROWS", 64)
     start = datetime(2024, 1, 1, tzinfo=UTC)
-    rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=3), as_of=start)
+    rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=3), "event_time", as_of=start).rows
     assert len(rows) == 1500
     assert rows.index.tolist() == list(range(1500))
     assert rows["transaction_id"].iloc[500:1000].tolist() == day["transaction_id"].tolist()
@@ -110,7 +114,7 @@ def test_sql_reads_in_chunks_and_joins_them(database, monkeypatch):
 def test_sql_empty_interval_gives_the_query_columns(database):
     url, _ = database
     start = datetime(2030, 1, 1, tzinfo=UTC)
-    rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=1), as_of=start)
+    rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=1), "event_time", as_of=start).rows
     assert rows.empty
     assert rows.columns.tolist() == load_config("fraud_demo.yaml").dataset.columns
 
@@ -120,41 +124,42 @@ def test_sql_without_as_of_in_the_query_needs_none(database):
     source = SqlSource(
         kind="sql",
         url=url,
-        query="SELECT transaction_id FROM transactions WHERE event_time >= :start AND "
+        query="SELECT transaction_id, event_time FROM transactions WHERE event_time >= :start AND "
         "event_time < :end ORDER BY event_time, transaction_id",
     )
-    rows = sources.fetch_sql(source, url, datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC))
+    interval = datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC)
+    rows = sources.fetch_sql(source, url, *interval, "event_time").rows
     assert rows["transaction_id"].tolist() == day["transaction_id"].tolist()
 
 
 def test_sql_query_using_as_of_without_one_is_an_error(database):
     url, _ = database
     with pytest.raises(SourceError, match="uses :as_of, and no as_of time was given"):
-        sources.fetch_sql(_demo_source(), url, START, END)
+        sources.fetch_sql(_demo_source(), url, START, END, "event_time")
 
 
 def test_sql_error_names_the_query_and_the_database_without_its_password(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     source = SqlSource(kind="sql", url=url, query="SELECT * FROM nowhere\nWHERE t >= :start AND t < :end")
-    with pytest.raises(SourceError, match=r"query 'SELECT \* FROM nowhere' on sqlite:///.*empty.db failed: .*nowhere"):
-        sources.fetch_sql(source, url, START, END)
+    named = r"query 'SELECT \* FROM nowhere' on sqlite:///.*empty.db failed \(source.event_time_type text\): .*nowhere"
+    with pytest.raises(SourceError, match=named):
+        sources.fetch_sql(source, url, START, END, "t")
     secret_url = "postgresql+psycopg2://reader:s3cret@127.0.0.1:1/none"
     with pytest.raises(SourceError) as caught:
-        sources.fetch_sql(source, secret_url, START, END)
+        sources.fetch_sql(source, secret_url, START, END, "t")
     assert "reader:***@127.0.0.1:1/none" in str(caught.value)
     assert "s3cret" not in str(caught.value)
 
 
 def test_naive_interval_bounds_are_refused(tmp_path):
     with pytest.raises(ValueError, match="no time zone"):
-        sources.fetch_sql(_demo_source(), f"sqlite:///{tmp_path / 'x.db'}", datetime(2024, 1, 1), END, END)
+        sources.fetch_sql(_demo_source(), f"sqlite:///{tmp_path / 'x.db'}", datetime(2024, 1, 1), END, "event_time")
 
 
-def test_sqlite_text_times_sort_like_the_instants():
+def test_the_simulators_sqlite_text_has_six_fraction_digits_and_other_databases_get_datetimes():
     moments = [datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2024, 1, 2, 3, 4, 5, 7, tzinfo=UTC)]
-    texts = [sources.sql_timestamp(m, "sqlite") for m in moments]
-    assert texts == ["2024-01-02 03:04:05.000000", "2024-01-02 03:04:05.000007"]
     column = pd.Series(pd.to_datetime(moments + [None], utc=True))
+    texts = ["2024-01-02 03:04:05.000000", "2024-01-02 03:04:05.000007"]
     assert sources.sql_timestamps(column, "sqlite") == [*texts, None]
     assert sources.sql_timestamps(column, "postgresql") == [*moments, None]
 
@@ -181,7 +186,7 @@ def _http(url: str, **settings) -> HttpSource:
 
 
 def _fetch(source: HttpSource, **kwargs) -> pd.DataFrame:
-    return sources.fetch_http(source, START, END, "event_time", **kwargs)
+    return sources.fetch_http(source, START, END, "event_time", **kwargs).rows
 
 
 def _pages(size_of: str, first: int = 0):
@@ -256,12 +261,68 @@ def test_http_csv_empty_body_is_no_rows(api):
 
 def test_http_sends_headers_basic_auth_and_keeps_the_urls_own_query(api):
     url = api.route("/v2/tx", lambda hit: Reply(body={"items": RECORDS[:3]}))
-    source = _http(url + "?api_version=2", records_path="items", headers={"X-Api-Key": "k-123"})
+    source = _http(url + "?api_version=2", records_path="items", headers={"X-Client": "mlops"})
     _fetch(source, auth=("reader", "pw"))
     (hit,) = api.hits
-    assert hit.headers["x-api-key"] == "k-123"
+    assert hit.headers["x-client"] == "mlops"
     assert hit.headers["authorization"] == "Basic cmVhZGVyOnB3"  # reader:pw
     assert hit.query == {"api_version": "2", "start": START.isoformat(), "end": END.isoformat()}
+
+
+def _guarded(expected: str) -> Callable[[Hit], Reply]:
+    """Records for a request whose Authorization header is `expected`; 401 otherwise."""
+    return lambda hit: Reply(body=RECORDS) if hit.headers.get("authorization") == expected else Reply(401, "no")
+
+
+def test_http_header_from_an_environment_variable(api, monkeypatch):
+    monkeypatch.setenv("TEST_API_TOKEN", "t0k3n")
+    url = api.route("/tx", _guarded("Bearer t0k3n"))
+    source = _http(url, headers={"Authorization": Secret(env="TEST_API_TOKEN", prefix="Bearer ")})
+    assert _fetch(source)["id"].tolist() == IN_INTERVAL
+
+
+def test_http_header_from_a_connection_through_the_callers_lookup(api):
+    url = api.route("/tx", _guarded("Token pw-9"))
+    source = _http(url, headers={"Authorization": Secret(connection="vendor", prefix="Token ")})
+    fields = {("vendor", "password"): "pw-9"}
+    headers = sources.header_values(source.headers, lambda conn_id, field: fields[conn_id, field])
+    assert _fetch(source, headers=headers)["id"].tolist() == IN_INTERVAL
+
+
+def _no_such_field(conn_id: str, field: str) -> str:
+    raise LookupError(f"{conn_id!r} has no {field}")
+
+
+@pytest.mark.parametrize(
+    ("secret", "lookup", "named"),
+    [
+        (
+            Secret(env="NO_SUCH_VARIABLE_9"),
+            None,
+            "headers.Authorization: the environment variable 'NO_SUCH_VARIABLE_9'",
+        ),
+        (Secret(connection="vendor"), None, "headers.Authorization: its value is in connection 'vendor', and no"),
+        (
+            Secret(connection="vendor", field="extra.key"),
+            _no_such_field,
+            "headers.Authorization: 'vendor' has no extra.key",
+        ),
+    ],
+    ids=["missing variable", "no lookup", "lookup fails"],
+)
+def test_a_header_secret_that_cannot_be_found_names_the_header_and_where_it_was_looked_for(secret, lookup, named):
+    with pytest.raises(SourceError, match=re.escape(named)):
+        sources.header_values({"Authorization": secret, "Accept": "text/csv"}, lookup)
+
+
+def test_a_header_secret_is_in_no_log_and_no_error(api, monkeypatch, caplog):
+    monkeypatch.setenv("TEST_API_TOKEN", "t0k3n-never-shown")
+    url = api.route("/tx", lambda hit: Reply(403, "forbidden"))
+    source = _http(url, headers={"Authorization": Secret(env="TEST_API_TOKEN", prefix="Bearer ")})
+    with caplog.at_level("DEBUG"), pytest.raises(SourceError) as caught:
+        _fetch(source)
+    assert "HTTP 403" in str(caught.value)
+    assert "t0k3n-never-shown" not in str(caught.value) and "t0k3n-never-shown" not in caplog.text
 
 
 def test_http_503_then_200_is_retried(api):
@@ -378,7 +439,7 @@ def _files(path: str, fmt: str, **settings) -> FileSource:
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_files_in_a_folder_in_path_order_within_the_interval(tmp_path, fmt):
     _write_tree(tmp_path, fmt)
-    rows = sources.fetch_files(_files(str(tmp_path), fmt), START, END, "event_time")
+    rows = sources.fetch_files(_files(str(tmp_path), fmt), START, END, "event_time").rows
     assert rows["id"].tolist() == FILE_IDS
     assert rows.index.tolist() == list(range(len(FILE_IDS)))
 
@@ -386,24 +447,24 @@ def test_files_in_a_folder_in_path_order_within_the_interval(tmp_path, fmt):
 def test_files_pattern_stays_in_its_folder(tmp_path):
     _write_tree(tmp_path, "csv")
     source = FileSource(kind="files", path=str(tmp_path), format="csv", pattern="2024/*/*.csv")
-    assert sources.fetch_files(source, START, END, "event_time")["id"].tolist() == ["a1", "a2"]
+    assert sources.fetch_files(source, START, END, "event_time").rows["id"].tolist() == ["a1", "a2"]
 
 
 def test_files_parquet_naive_times_are_utc(tmp_path):
     frame = _frame(["in", "out"], ["2024-03-01T00:00:00", "2024-03-02T00:00:00"])
     frame.assign(event_time=pd.to_datetime(frame["event_time"])).to_parquet(tmp_path / "naive.parquet")
-    assert sources.fetch_files(_files(str(tmp_path), "parquet"), START, END, "event_time")["id"].tolist() == ["in"]
+    assert sources.fetch_files(_files(str(tmp_path), "parquet"), START, END, "event_time").rows["id"].tolist() == ["in"]
 
 
 def test_files_none_matching_is_an_empty_frame_without_columns(tmp_path):
     (tmp_path / "notes.txt").write_text("not data")
-    rows = sources.fetch_files(_files(str(tmp_path), "csv"), START, END, "event_time")
+    rows = sources.fetch_files(_files(str(tmp_path), "csv"), START, END, "event_time").rows
     assert rows.empty and rows.columns.empty
 
 
 def test_files_none_in_the_interval_keep_their_columns(tmp_path):
     _frame(["old"], ["2020-01-01T00:00:00Z"]).to_csv(tmp_path / "old.csv", index=False)
-    rows = sources.fetch_files(_files(str(tmp_path), "csv"), START, END, "event_time")
+    rows = sources.fetch_files(_files(str(tmp_path), "csv"), START, END, "event_time").rows
     assert rows.empty and rows.columns.tolist() == ["id", "event_time", "amount"]
 
 
@@ -448,7 +509,7 @@ def _upload_tree(client, bucket: str, prefix: str, fmt: str) -> None:
 def test_files_on_s3_in_key_order_within_the_interval(moto_s3, bucket, fmt):
     client = _s3(moto_s3)
     _upload_tree(client, bucket, "exports", fmt)
-    rows = sources.fetch_files(_files(f"s3://{bucket}/exports", fmt), START, END, "event_time", s3_client=client)
+    rows = sources.fetch_files(_files(f"s3://{bucket}/exports", fmt), START, END, "event_time", s3_client=client).rows
     assert rows["id"].tolist() == FILE_IDS
 
 
@@ -463,7 +524,7 @@ def test_files_on_s3_with_the_endpoint_from_the_config_and_credentials_from_the_
     }.items():
         monkeypatch.setenv(name, value)
     source = _files(f"s3://{bucket}/exports/", "csv", s3_endpoint_url=moto_s3)
-    assert sources.fetch_files(source, START, END, "event_time")["id"].tolist() == FILE_IDS
+    assert sources.fetch_files(source, START, END, "event_time").rows["id"].tolist() == FILE_IDS
 
 
 def test_files_a_garbage_object_on_s3_is_named(moto_s3, bucket):

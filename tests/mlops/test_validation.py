@@ -109,6 +109,16 @@ CORPUS: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str, dict[tuple,
         "passed_with_quarantine",
         {("row", "type", "event_time"): 1},
     ),
+    "epoch numbers among ISO text": (
+        _set("event_time", [2, 3], 1772323200),  # 2026-03-01T00:00:00Z, in the interval, but of another form
+        "passed_with_quarantine",
+        {("row", "type", "event_time"): 2},
+    ),
+    "a day-first date": (
+        _set("event_time", [6], "01/03/2026"),
+        "passed_with_quarantine",
+        {("row", "type", "event_time"): 1},
+    ),
     "a boolean that is not one": (
         _set("is_international", [3], "maybe"),
         "passed_with_quarantine",
@@ -201,13 +211,53 @@ def test_a_good_batch_passes_with_canonical_types():
         lambda f: f.astype(str).replace({"nan": None, "None": None}),  # everything as text, as CSV and APIs give it
         lambda f: f.assign(is_international=f["is_international"].map({0: "false", 1: "true"})),
         lambda f: f.assign(event_time=pd.to_datetime(f["event_time"], utc=True)),  # real timestamps
+        lambda f: f.assign(event_time=pd.to_datetime(f["event_time"])),  # naive ones, UTC
+        lambda f: f.assign(event_time=_epoch(f["event_time"]) // 1000),
+        lambda f: f.assign(event_time=_epoch(f["event_time"])),
+        lambda f: f.assign(event_time=(_epoch(f["event_time"]) // 1000).astype(str)),  # as a CSV's text
+        lambda f: f.assign(event_time=pd.to_datetime(f["event_time"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")),
     ],
-    ids=["column order", "all text", "boolean words", "timestamps"],
+    ids=[
+        "column order",
+        "all text",
+        "boolean words",
+        "timestamps",
+        "naive timestamps",
+        "epoch seconds",
+        "epoch milliseconds",
+        "epoch seconds as text",
+        "ISO with T and Z",
+    ],
 )
 def test_good_variants_pass(variant):
     result = validate_batch(variant(good_batch()), DATASET, RULES, START, END, "b")
     assert result.report.status == "passed", result.report.summary()
     assert len(result.valid) == ROWS
+
+
+def _epoch(text: pd.Series) -> pd.Series:
+    """Milliseconds since the epoch."""
+    return (pd.to_datetime(text, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+
+
+def test_event_times_of_another_form_are_quarantined_and_the_report_says_which_form_the_column_has():
+    batch = _set("event_time", [2, 3], 1772323200)(_set("event_time", [6], "01/03/2026")(good_batch()))
+    result = validate_batch(batch, DATASET, RULES, START, END, "raw/transactions/date=2026-03-01")
+    (failure,) = result.report.failures
+    assert (failure.check, failure.column, failure.level, failure.rows) == ("type", "event_time", "row", 3)
+    assert "the column's form, ISO 8601 text" in failure.detail
+    assert [row["event_time"] for row in failure.sample] == [1772323200, 1772323200, "01/03/2026"]
+    quarantined = result.quarantined.set_index("transaction_id")
+    assert quarantined.loc[["tx-000002", "tx-000006"], "event_time"].tolist() == ["1772323200", "01/03/2026"]
+    assert set(quarantined[FAILED_CHECKS_COLUMN]) == {"type:event_time"}
+    assert len(result.valid) == ROWS - 3
+
+
+def test_a_column_of_no_time_at_all_rejects_the_batch_naming_the_forms_it_may_have():
+    batch = good_batch().assign(event_time="01/03/2026")
+    (failure,) = validate_batch(batch, DATASET, RULES, START, END, "b").report.failures
+    assert (failure.check, failure.column, failure.level) == ("wrong_type", "event_time", "batch")
+    assert "ISO 8601 text, epoch seconds or milliseconds, or timestamps" in failure.detail
 
 
 @pytest.mark.parametrize("empty", [good_batch().iloc[0:0], pd.DataFrame()], ids=["with columns", "without"])
