@@ -44,6 +44,7 @@ def test_the_key_pins_are_the_ones_the_design_needs():
     assert int(pins["pandas"].split(".")[0]) == 2  # evidently 0.7 does not import with pandas 3
     assert tuple(int(p) for p in pins["bentoml"].split(".")[:2]) >= (1, 4)
     assert "lakefs-client" not in pins  # frozen and deprecated; lakefs + lakefs-sdk instead
+    assert "xgboost" not in pins  # xgboost-cpu: the same package without 125 MB of CUDA libraries
     for name in (
         "lakefs",
         "lakefs-sdk",
@@ -52,6 +53,9 @@ def test_the_key_pins_are_the_ones_the_design_needs():
         "onnx",
         "skl2onnx",
         "onnxruntime",
+        "lightgbm",
+        "xgboost-cpu",
+        "onnxmltools",
         "evidently",
         "boto3",
         "pandera",
@@ -63,7 +67,7 @@ def test_the_key_pins_are_the_ones_the_design_needs():
 
 def test_the_libraries_import_together():
     modules = "airflow.sdk mlflow lakefs lakefs_sdk sklearn pandas onnx skl2onnx onnxruntime bentoml evidently boto3"
-    modules += " pandera"
+    modules += " pandera lightgbm xgboost onnxmltools"
     code = "import " + ", ".join(modules.split())
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -324,19 +324,24 @@ class Split(_Strict):
         return self
 
 
-# Estimators that skl2onnx converts, by the name a config uses, for each task.
+# Estimators that convert to ONNX (skl2onnx; LightGBM and XGBoost through onnxmltools' converters), by the name a
+# config uses, for each task.
 ESTIMATORS = {
     "classification": {
         "LogisticRegression": "sklearn.linear_model.LogisticRegression",
         "RandomForest": "sklearn.ensemble.RandomForestClassifier",
         "ExtraTrees": "sklearn.ensemble.ExtraTreesClassifier",
         "GradientBoosting": "sklearn.ensemble.GradientBoostingClassifier",
+        "LightGBM": "lightgbm.LGBMClassifier",
+        "XGBoost": "include.mlops.boosting.XGBoostClassifier",
     },
     "regression": {
         "Ridge": "sklearn.linear_model.Ridge",
         "RandomForest": "sklearn.ensemble.RandomForestRegressor",
         "ExtraTrees": "sklearn.ensemble.ExtraTreesRegressor",
         "GradientBoosting": "sklearn.ensemble.GradientBoostingRegressor",
+        "LightGBM": "lightgbm.LGBMRegressor",
+        "XGBoost": "xgboost.XGBRegressor",
     },
 }
 REFUSED_ESTIMATORS = {

@@ -256,7 +256,7 @@ def _log_model_and_data(
             input_example=example,
             serialization_format="skops",
             skops_trusted_types=trusted,
-            pip_requirements=_model_requirements(),
+            pip_requirements=_model_requirements(pipeline),
         )
         for name, frame in splits.items():
             mlflow.log_input(_dataset_input(dataset, name, frame, split_uris[name]), context=_CONTEXTS.get(name, name))
@@ -283,10 +283,26 @@ def _dataset_input(dataset, split: str, frame: pd.DataFrame, uri: str):
     return MetaDataset(LakeFSDatasetSource(uri), name=f"{dataset.name}_{split}", digest=digest, schema=schema)
 
 
-def _model_requirements() -> list[str]:
+# The distributions that install a boosting library, the project's first (xgboost-cpu: the CPU-only wheel).
+_BOOSTING_DISTRIBUTIONS = {"lightgbm": ("lightgbm",), "xgboost": ("xgboost-cpu", "xgboost")}
+
+
+def _model_requirements(pipeline) -> list[str]:
     """What loading the pipeline needs, pinned as installed. Given explicitly because MLflow's own inference
     of requirements reloads the model in a subprocess: 4 s per model, against 0.05 s."""
-    return _requirements("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas")
+    library = training.boosting_library(pipeline.named_steps["model"])
+    installed = [name for name in _BOOSTING_DISTRIBUTIONS.get(library, ()) if _installed(name)]
+    return _requirements("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas", *installed[:1])
+
+
+def _installed(distribution: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def _requirements(*names: str) -> list[str]:

@@ -10,7 +10,6 @@ config, and rows are sorted by id before fitting, so that the same snapshot alwa
 from __future__ import annotations
 
 import importlib
-import inspect
 import itertools
 import logging
 import math
@@ -32,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 MISSING_CATEGORY = "__missing__"
 SCALE_SENSITIVE = {"LogisticRegression", "Ridge"}
+# What every candidate of a family gets unless its params say otherwise. LightGBM prints its settings and
+# warnings on every fit unless told not to, and only its deterministic mode (which wants a fixed histogram
+# layout, force_col_wise) promises the same trees whatever the number of threads.
+FAMILY_DEFAULTS = {"LightGBM": {"verbose": -1, "deterministic": True, "force_col_wise": True}}
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,12 @@ def metrics_of(
     return result
 
 
+def boosting_library(estimator) -> str | None:
+    """`lightgbm` or `xgboost` when `estimator` is one of their models (or derives from one), else None."""
+    packages = {cls.__module__.partition(".")[0] for cls in type(estimator).__mro__}
+    return next((library for library in ("lightgbm", "xgboost") if library in packages), None)
+
+
 def higher_is_better(config: PipelineConfig, metric: str) -> bool:
     return METRICS[config.dataset.task][metric]
 
@@ -250,10 +259,11 @@ def higher_is_better(config: PipelineConfig, metric: str) -> bool:
 def _estimator(config: PipelineConfig, spec: CandidateSpec):
     module, _, name = ESTIMATORS[config.dataset.task][spec.estimator].rpartition(".")
     estimator_class = getattr(importlib.import_module(module), name)
-    accepted = inspect.signature(estimator_class).parameters
-    params = dict(spec.params)
-    if unknown := sorted(set(params) - set(accepted)):
+    # Not the constructor's signature: XGBoost's takes nearly every parameter through **kwargs.
+    accepted = estimator_class().get_params()
+    if unknown := sorted(set(spec.params) - set(accepted)):
         raise ValueError(f"candidate {spec.name!r}: {spec.estimator} has no parameter(s) {unknown}")
+    params = {**FAMILY_DEFAULTS.get(spec.estimator, {}), **spec.params}
     if "random_state" in accepted:
         params.setdefault("random_state", config.model.random_seed)
     if config.model.class_weight == "balanced" and "class_weight" in accepted:

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from include.devstack.processes import free_port
-from include.mlops import registry, tracking, training
+from include.mlops import packaging, registry, tracking, training
 
 AIRFLOW = {"airflow_dag_id": "ml_training", "airflow_run_id": "manual__test", "airflow_task_id": "t"}
 GOOD = training.CandidateSpec("gradient_boosting", "GradientBoosting", {"n_estimators": 60, "max_depth": 3})
@@ -126,6 +126,26 @@ def test_same_data_same_model(client, model_config, splits):
         mlflow.sklearn.load_model(first.model_uri).predict_proba(features),
         mlflow.sklearn.load_model(second.model_uri).predict_proba(features),
     )
+
+
+@pytest.mark.parametrize(("estimator", "distribution"), [("LightGBM", "lightgbm"), ("XGBoost", "xgboost-cpu")])
+def test_a_boosting_model_is_logged_and_loaded_back_as_it_was_fitted(
+    client, model_config, splits, estimator, distribution
+):
+    """skops with the pipeline's own types trusted: the booster comes back from its model text (LightGBM) or
+    buffer (XGBoost) with the same predictions, and the champion's scores on a new split are its own."""
+    spec = training.CandidateSpec(estimator.lower(), estimator, {"n_estimators": 40, "max_depth": 3})
+    result = _train(client, model_config, spec, splits, f"round-trip-{estimator}")
+    loaded = tracking.load_sklearn_model(result.model_uri)
+    assert training.evaluate(loaded, model_config, splits["test"]) == result.test
+    requirements = open(mlflow.pyfunc.get_model_dependencies(result.model_uri)).read().split()
+    assert any(r.startswith(f"{distribution}==") for r in requirements), requirements
+
+    decision = _gate(client, model_config, result, splits)
+    registry.promote(client, model_config.model.registered_name, decision.version)
+    assert registry.champion_test_metrics(client, model_config, splits["test"]) == (decision.version, result.test)
+    onnx_bytes = packaging.to_onnx(loaded, model_config)
+    assert packaging.check_parity(loaded, onnx_bytes, model_config, splits["test"]).passed
 
 
 def test_a_child_run_carries_its_lineage(client, model_config, splits):

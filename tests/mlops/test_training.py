@@ -202,3 +202,64 @@ def test_a_categorical_of_a_thousand_levels_trains_converts_and_stays_small(conf
     assert len(packaging.onnx_categories(onnx_bytes)["merchant_category"]) == 1000
     assert len(onnx_bytes) < 2_000_000
     assert packaging.check_parity(pipeline, onnx_bytes, opened, merchants["test"]).passed
+
+
+BOOSTING = ("LightGBM", "XGBoost")
+
+
+@pytest.mark.parametrize("estimator", BOOSTING)
+def test_boosting_candidates_are_seeded_quiet_and_repeatable(config, splits, estimator, capfd):
+    spec = training.CandidateSpec("b", estimator, {"n_estimators": 30, "max_depth": 3})
+    first = training.fit(training.build_pipeline(config, spec), config, splits["train"])
+    assert first.named_steps["model"].get_params()["random_state"] == config.model.random_seed
+    shuffled = splits["train"].sample(frac=1.0, random_state=7)
+    one_thread = training.CandidateSpec("b", estimator, {**spec.params, "n_jobs": 1})
+    second = training.fit(training.build_pipeline(config, one_thread), config, shuffled)
+    np.testing.assert_array_equal(
+        training.scores(first, config, splits["test"]), training.scores(second, config, splits["test"])
+    )
+    logged = capfd.readouterr()
+    assert "[LightGBM]" not in logged.out + logged.err and "WARNING" not in logged.out + logged.err
+
+
+@pytest.mark.parametrize("estimator", BOOSTING)
+def test_balanced_boosting_raises_recall_of_the_rare_class(config, splits, estimator):
+    """LightGBM weighs classes with its own class_weight; XGBoost has none and gets balanced sample weights."""
+    unweighted = config.model_copy(update={"model": config.model.model_copy(update={"class_weight": "none"})})
+    spec = training.CandidateSpec("b", estimator, {"n_estimators": 30, "max_depth": 3})
+    assert ("class_weight" in training.build_pipeline(config, spec).named_steps["model"].get_params()) == (
+        estimator == "LightGBM"
+    )
+    recall = {}
+    for name, variant in (("balanced", config), ("none", unweighted)):
+        pipeline = training.fit(training.build_pipeline(variant, spec), variant, splits["train"])
+        recall[name] = training.evaluate(pipeline, variant, splits["test"])["recall"]
+    assert recall["balanced"] > recall["none"] + 0.2, recall
+
+
+def test_xgboost_takes_its_keyword_parameters_and_refuses_a_misspelt_one(config):
+    model = training.build_pipeline(config, training.CandidateSpec("x", "XGBoost", {"subsample": 0.8})).named_steps
+    assert model["model"].get_params()["subsample"] == 0.8
+    with pytest.raises(ValueError, match=r"candidate 'x': XGBoost has no parameter\(s\) \['n_estimator'\]"):
+        training.build_pipeline(config, training.CandidateSpec("x", "XGBoost", {"n_estimator": 10}))
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [np.array([3, 5, 9]), np.array(["card_present", "online", "phone"], dtype=object)],
+    ids=["integers", "text"],
+)
+def test_the_xgboost_classifier_answers_in_the_labels_it_was_fitted_on(labels):
+    from include.mlops.boosting import XGBoostClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 3))
+    y = labels[np.digitize(X[:, 0], [-0.4, 0.4])]
+    model = XGBoostClassifier(n_estimators=20, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(model.classes_, labels)
+    assert np.mean(model.predict(X) == y) > 0.9
+    np.testing.assert_array_equal(model.predict(X), labels[model.predict_proba(X).argmax(axis=1)])
+    # Fitted again on other labels (as many: XGBoost itself cannot refit to another number of classes).
+    others = labels[::-1].copy()
+    np.testing.assert_array_equal(model.fit(X, others[np.digitize(X[:, 1], [-0.4, 0.4])]).classes_, labels)
+    assert np.mean(model.predict(X) == others[np.digitize(X[:, 1], [-0.4, 0.4])]) > 0.9
