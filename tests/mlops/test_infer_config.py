@@ -165,7 +165,7 @@ def test_sacramento_daily_csv_files_by_glob_a_regression_with_open_categories(tm
     assert dataset.task == "regression" and not dataset.target_classes and dataset.positive_class is None
     assert config.model.registered_name == "sacramento_regressor" and config.model.primary_metric == "rmse"
     assert config.model.class_weight == "none"
-    assert {c.estimator for c in config.model.candidates} == {"Ridge", "RandomForest"}
+    assert {c.estimator for c in config.model.candidates} == {"Ridge", "LightGBM"}
     zip_code, city, kind = (_feature(config, n) for n in ("zip", "city", "type"))
     assert zip_code.type == "categorical" and zip_code.allowed is None and "68 values" in _said(text)
     assert city.allowed is None  # 37 cities: more than a closed set's 20
