@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import yaml
 from pydantic import ValidationError
 
@@ -342,7 +343,10 @@ def _sql(origin: SqlRead, id_name: str, time_name: str, features: list[FeatureDr
 
 
 def _http_lines(origin: HttpRead, name: str) -> list[str]:
-    lines = ["  kind: http", f"  url: {flow(origin.url)}", f"  format: {origin.format}"]
+    # The interval a draft was read with is every run's own: its parameters are added to each request.
+    url = httpx.URL(origin.url)
+    url = url.copy_with(params=[(k, v) for k, v in url.params.multi_items() if k not in ("start", "end")])
+    lines = ["  kind: http", f"  url: {flow(str(url))}", f"  format: {origin.format}"]
     if origin.format == "json":
         how = "found by infer_config, the one list of objects in the body" if origin.records_path_found else "as given"
         lines += _comment(f"Where the records are in the JSON body ({how}).", 2)

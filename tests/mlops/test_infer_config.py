@@ -285,14 +285,16 @@ def test_default_over_http_json_records_found_epoch_milliseconds_and_no_credenti
 
     url = api.route("/v1/accounts", answer)
     headers = {"Authorization": "Bearer s3cr3t-token", "Accept": "application/json"}
-    text = draft_config(read_http(url, MAX_ROWS, headers=headers), "default", "default")
+    # The interval the draft was read with is not written: every run asks for its own.
+    read_with = f"{url}?start=2025-01-01T00:00:00Z&end=2026-01-01T00:00:00Z&region=eu"
+    text = draft_config(read_http(read_with, MAX_ROWS, headers=headers), "default", "default")
     config = _loaded(text, tmp_path)
 
     source = config.source
     assert "s3cr3t" not in text
     assert source.headers["Authorization"] == Secret(env="DEFAULT_AUTHORIZATION", prefix="Bearer ")
     assert source.headers["Accept"] == "application/json"
-    assert (source.url, source.format, source.records_path) == (url, "json", "data.items")
+    assert (source.url, source.format, source.records_path) == (f"{url}?region=eu", "json", "data.items")
     dataset = config.dataset
     assert dataset.target_classes == ["No", "Yes"] and dataset.positive_class == "Yes"
     assert config.model.primary_metric == "average_precision" and config.model.class_weight == "balanced"
