@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = demo.train(api, _say, confs, logical_dates=as_of)
         champions = {c.name: demo.served_model(stack.urls["Serving"], token, c.name) for c in stack.configs}
         for model, run in runs.items():
-            if champions[model] is None:
+            if champions[model] is None and run.state == "failed":
+                _say(f"{model}: no model is served: {training_dag_id(model)} run {run.run_id} failed:")
+                for line in demo.what_failed(api, training_dag_id(model), run.run_id):
+                    _say(line)
+            elif champions[model] is None:
                 _say(f"{model}: no model is served: {training_dag_id(model)} ended {run.state}; see the Airflow UI")
         if the_demo is not None:
             traffic = demo.Traffic(stack.urls["Serving"], the_demo, source.rows_per_day, DEMO_SEED)

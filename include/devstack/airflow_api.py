@@ -113,6 +113,21 @@ class AirflowAPI:
         instances = self.request("GET", path, params={"limit": 500})["task_instances"]
         return [TaskState(t["task_id"], t["state"]) for t in instances]
 
+    def failed_task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's task instances that failed (not those left upstream_failed by them), first failed first."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
+        instances = self.request("GET", path, params={"state": "failed", "limit": 500})["task_instances"]
+        return sorted(instances, key=lambda t: (t["end_date"] or "", t["map_index"]))
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> list[dict]:
+        """One try's log as Airflow 3 keeps it: structured lines (event, level, and the exception of a failed
+        try as `error_detail`), the whole of it once the try has ended."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+            f"/logs/{try_number}"
+        )
+        return self.request("GET", path, params={"map_index": map_index})["content"]
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = (
             f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"

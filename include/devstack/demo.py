@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from include.devstack.airflow_api import FINISHED, AirflowAPI, AirflowAPIError, progress_line
+from include.mlops import failures
 from include.mlops.config import PipelineConfig
 from include.mlops.naming import monitor_dag_id, training_dag_id
 
@@ -85,6 +86,42 @@ def follow(api: AirflowAPI, runs: Mapping[str, str], say: Say, timeout: float = 
             waiting = sorted(set(runs) - set(states))
             raise AirflowAPIError(f"runs of {', '.join(waiting)} still not finished after {timeout:.0f} s")
         time.sleep(3.0)
+
+
+def what_failed(api: AirflowAPI, dag_id: str, run_id: str) -> list[str]:
+    """For a terminal: each failed task of a run (the first few), the first lines of its error and the address
+    of its log in the Airflow UI."""
+    try:
+        instances = api.failed_task_instances(dag_id, run_id)
+        tasks = [_failed_task(api, dag_id, run_id, ti) for ti in instances[: failures.SHOWN_TASKS]]
+    except AirflowAPIError as exc:
+        return [f"  what failed could not be read: {exc}"]
+    lines = []
+    for task in tasks:
+        lines.append(f"  {task.name} failed:")
+        if task.error is None:
+            lines.append("    its log does not say why")
+        else:
+            lines += [f"    {line}" for line in task.error.first_lines]
+            if task.error.lines_left_out:
+                lines.append(f"    ({task.error.lines_left_out} more lines in the log)")
+        lines.append(f"    log: {task.log_url}")
+    if rest := instances[failures.SHOWN_TASKS :]:
+        lines.append(f"  and {len(rest)} more failed: {', '.join(sorted({ti['task_id'] for ti in rest}))}")
+    return lines
+
+
+def _failed_task(api: AirflowAPI, dag_id: str, run_id: str, ti: dict[str, Any]) -> failures.FailedTask:
+    """A task instance of the REST API with why it failed, from the log of its last try."""
+    task_id, map_index, try_number = ti["task_id"], ti["map_index"], ti["try_number"]
+    return failures.FailedTask(
+        task_id=task_id,
+        map_index=map_index,
+        map_name=ti["rendered_map_index"],
+        try_number=try_number,
+        error=failures.task_error(api.task_log(dag_id, run_id, task_id, try_number, map_index)),
+        log_url=failures.task_log_url(api.base_url, dag_id, run_id, task_id, map_index, try_number),
+    )
 
 
 @dataclass(frozen=True)
@@ -239,6 +276,10 @@ def drift_loop(
     elif state == "success":
         decision = api.xcom(training_dag, training_run, "gate")
         say(f"the gate kept the champion ({decision['reason']}); it keeps serving")
+    else:
+        say(f"{training_dag} run {training_run} failed; the champion keeps serving:")
+        for line in what_failed(api, training_dag, training_run):
+            say(line)
     return LoopOutcome(
         monitor_run,
         verdict,

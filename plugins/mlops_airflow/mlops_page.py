@@ -1,18 +1,21 @@
 """The MLOps page in the Airflow UI: every model's champion, challenger and previous champion, their lineage, the
-alias and drift history, the last runs of its DAGs, approvals waiting, and a Rollback button; and a tab on each
-DAG run saying what that run did to the models.
+alias and drift history, the last runs of its DAGs, approvals waiting, its last training run that failed (unless
+one succeeded since) with why, and a Rollback button; and a tab on each DAG run saying what that run did to the
+models.
 
 A FastAPI app mounted by the plugin at /mlops (mlops_plugin.py). Airflow does not guard plugin apps, so every
 route here carries Airflow's own authorization dependencies: the caller's JWT (Bearer header, or the UI's
-`_token` cookie) checked by Airflow's auth manager. Reading needs the plugins view and read access to DAG runs;
-a rollback needs the right to trigger a run of the model's rollback DAG.
+`_token` cookie) checked by Airflow's auth manager. Reading needs the plugins view and read access to DAG runs
+(the lines of a failed task's log need read access to its DAG's task logs as well); a rollback needs the right
+to trigger a run of the model's rollback DAG.
 
     GET  /mlops/                             the page (every configured model)
     GET  /mlops/runs/{dag_id}/{run_id}       the DAG-run tab
     POST /mlops/models/{model}/rollback      form field `version` (empty: the previous champion); 303 to the page
 
 What needs no Airflow is built by include/mlops/model_overview.py and drawn by include/mlops/drift_chart.py;
-here are the Airflow parts: connections, the metadata DB (runs, approvals), the trigger, the templates.
+here are the Airflow parts: connections, the metadata DB (runs, approvals), the task logs (through Airflow's own
+log reader, as the REST API reads them), the trigger, the templates.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 import sqlalchemy as sa
-from airflow.api_fastapi.auth.managers.models.resource_details import AccessView, DagAccessEntity
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView, DagAccessEntity, DagDetails
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag, requires_access_view
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
@@ -34,6 +37,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+from include.mlops import failures
 from include.mlops.naming import model_dag_ids, rollback_dag_id, rollout_dag_id, training_dag_id
 from mlops_airflow import pipelines
 from mlops_airflow.approval import APPROVAL_TASK
@@ -78,6 +82,19 @@ class Approval:
     url: str
 
 
+@dataclass(frozen=True)
+class FailedRun:
+    """A model's newest finished training run, when it failed."""
+
+    dag_id: str
+    run_id: str
+    url: str
+    end: dt.datetime | None
+    tasks: tuple[failures.FailedTask, ...]  # the first failures.SHOWN_TASKS that failed
+    more_tasks: int
+    logs_readable: bool  # False: the user may not read the DAG's task logs, so no line of them is shown
+
+
 @app.get("/", response_class=HTMLResponse, dependencies=[Depends(_may_read)])
 def page(request: Request, user: GetUserDep, session: SessionDep, triggered: str = "", run: str = "") -> HTMLResponse:
     from airflow.api_fastapi.app import get_auth_manager
@@ -88,6 +105,9 @@ def page(request: Request, user: GetUserDep, session: SessionDep, triggered: str
     runs = _last_runs(session, [d for m in models for d in _dag_ids(m) if d in readable])
     asking = [d for m in models for d in (training_dag_id(m), rollout_dag_id(m)) if d in readable]
     approvals = _approvals(session, asking)
+    failed, log_problems = _failed_trainings(
+        session, user, [training_dag_id(m) for m in models if training_dag_id(m) in readable]
+    )
     overviews, problems = _overviews(folder.configs)
     from include.mlops import drift_chart
 
@@ -103,9 +123,10 @@ def page(request: Request, user: GetUserDep, session: SessionDep, triggered: str
             "charts": charts,
             "runs": {m: [r for r in runs if r.dag_id in _dag_ids(m)] for m in models},
             "approvals": {m: [a for a in approvals if a.dag_id == training_dag_id(m)] for m in models},
+            "failed": {m: next((f for f in failed if f.dag_id == training_dag_id(m)), None) for m in models},
             "dag_ids": {m: _dag_ids(m) for m in models},
             "config_errors": [str(error) for error in folder.errors],
-            "problems": problems,
+            "problems": problems + log_problems,
             "notice": notice,
             "required_actions_url": _ui_url("/required_actions"),
             "user": user.get_name(),
@@ -230,6 +251,66 @@ def _approvals(session, dag_ids: list[str]) -> list[Approval]:
     ]
 
 
+def _failed_trainings(session, user, dag_ids: list[str]) -> tuple[list[FailedRun], list[str]]:
+    """Each training DAG's newest finished run when it failed, with its failed tasks and the first lines of
+    their errors; and the task logs that could not be read. A failure that a later successful run has made good
+    is not shown (the last runs table still lists it): what is left is what a person has to act on."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    if not dag_ids:
+        return [], []
+    finished = (DagRunState.SUCCESS, DagRunState.FAILED)
+    newest = sa.func.row_number().over(partition_by=DagRun.dag_id, order_by=DagRun.run_after.desc()).label("n")
+    ranked = sa.select(DagRun.id, newest).where(DagRun.dag_id.in_(dag_ids), DagRun.state.in_(finished)).subquery()
+    query = sa.select(DagRun).join(ranked, ranked.c.id == DagRun.id).where(ranked.c.n == 1)
+    found, problems = [], []
+    for run in session.scalars(query.where(DagRun.state == DagRunState.FAILED)):
+        instances = session.scalars(
+            sa.select(TaskInstance)
+            .where(
+                TaskInstance.dag_id == run.dag_id,
+                TaskInstance.run_id == run.run_id,
+                TaskInstance.state == TaskInstanceState.FAILED,
+            )
+            .order_by(TaskInstance.end_date, TaskInstance.map_index)
+        ).all()
+        readable = get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.TASK_LOGS, details=DagDetails(id=run.dag_id), user=user
+        )
+        tasks = [_failed_task(ti, readable, problems) for ti in instances[: failures.SHOWN_TASKS]]
+        found.append(
+            FailedRun(
+                dag_id=run.dag_id,
+                run_id=run.run_id,
+                url=airflow_run_url(run.dag_id, run.run_id),
+                end=run.end_date,
+                tasks=tuple(tasks),
+                more_tasks=max(0, len(instances) - failures.SHOWN_TASKS),
+                logs_readable=readable,
+            )
+        )
+    return found, problems
+
+
+def _failed_task(ti, logs_readable: bool, problems: list[str]) -> failures.FailedTask:
+    """A failed task instance with why its last try failed, from its log, read as the REST API's log endpoint
+    reads it (local file, log server or remote store, as this deployment's logging says)."""
+    from airflow.utils.log.log_reader import TaskLogReader
+
+    error = None
+    if logs_readable:
+        try:
+            lines, _ = TaskLogReader().read_log_chunks(ti, ti.try_number, {})
+            error = failures.task_error(line.model_dump() for line in lines)
+        except Exception as exc:  # a log store that does not answer must not take the page down
+            problems.append(f"the log of {ti.dag_id} {ti.task_id} could not be read: {exc}")
+    log_url = failures.task_log_url(_airflow_ui(), ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.try_number)
+    return failures.FailedTask(ti.task_id, ti.map_index, ti.rendered_map_index, ti.try_number, error, log_url)
+
+
 def _overviews(configs) -> tuple[list, list[str]]:
     """Each model's overview from MLflow and the history tables, the models side by side."""
     from include.mlops import model_overview
@@ -295,9 +376,13 @@ def _engine(url: str) -> sa.Engine:
 
 
 def _ui_url(path: str) -> str:
+    return _airflow_ui() + path
+
+
+def _airflow_ui() -> str:
     from airflow.configuration import conf
 
-    return conf.get("api", "base_url", fallback="").rstrip("/") + path
+    return conf.get("api", "base_url", fallback="").rstrip("/")
 
 
 def _same_origin(request: Request) -> None:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import quote
 
 from airflow.sdk import Context
+
+from include.mlops.failures import run_url
 
 # lakeFS's UI shows metadata keys of this form as a clickable link named "Airflow".
 LAKEFS_UI_LINK_KEY = "::lakefs::Airflow::url[url:ui]"
 
 
 def airflow_run_url(dag_id: str, run_id: str) -> str:
-    """The Airflow UI page of a DAG run (Airflow 3's UI: /dags/<dag_id>/runs/<run_id>)."""
+    """The Airflow UI page of a DAG run, at the address this deployment serves its UI at ([api] base_url)."""
     from airflow.configuration import conf
 
-    base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
-    return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    return run_url(conf.get("api", "base_url", fallback="http://localhost:8080"), dag_id, run_id)
 
 
 def run_interval_end(context: Context) -> dt.datetime:

@@ -2,7 +2,8 @@
 database: what it shows per model, the per-run tab, the Rollback button, and who may see and do what.
 
 The api-server shares the session's metadata DB (SQLite), where this module writes the DAGs the page reads runs
-of (small stand-ins with the real ids), their runs and a challenger awaiting approval, through Airflow's ORM.
+of (small stand-ins with the real ids), their runs, a challenger awaiting approval and failed training runs,
+through Airflow's ORM; the failed tasks' logs are real ones (tests/mlops/task_logs/) in the api-server's log folder.
 The connections are read by the api-server from that DB (MLflow, the history database) and from the
 environment (lakeFS), as a deployment has them.
 """
@@ -10,12 +11,13 @@ environment (lakeFS), as a deployment has them.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import os
 import re
 import textwrap
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import httpx
 import jwt
@@ -23,7 +25,8 @@ import pytest
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from include.devstack import page_seed, services
+from include.devstack import demo, page_seed, services
+from include.devstack.airflow_api import AirflowAPI
 from include.devstack.processes import free_port
 from include.mlops import alias_history, monitoring
 from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
@@ -33,6 +36,9 @@ MODELS = [ALPHA, BETA, GAMMA]
 LAKEFS_UI = "http://lakefs.example:8000"
 JWT_SECRET = "mlops-page-test-secret-" + "0123456789abcdef" * 4
 PASSWORDS = {"admin": "admin-pw", "viewer": "viewer-pw", "nobody": "nobody-pw"}
+TASK_LOGS = Path(__file__).parents[1] / "mlops" / "task_logs"
+# A training run of ALPHA that failed before its runs that succeeded (made good since), and BETA's last one.
+ALPHA_FAILED, BETA_FAILED = "manual__2026-10-31T02:00:00+00:00", "manual__2026-11-04T02:00:00+00:00"
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -50,7 +56,7 @@ def seeded(tmp_path_factory, mlflow_server, airflow_db) -> dict:
         BETA: page_seed.seed_model(client, engine, BETA, versions=1, checks=0),
     }
     _write_connections(mlflow_server.url, history_url)
-    runs = _write_dags_and_runs(root / "dags")
+    runs = _write_dags_and_runs(root / "dags", root / "logs")
     return {"root": root, "engine": engine, "client": client, "versions": versions, "runs": runs}
 
 
@@ -69,9 +75,10 @@ def _write_connections(mlflow_url: str, history_url: str) -> None:
         )
 
 
-def _write_dags_and_runs(folder: Path) -> dict:
+def _write_dags_and_runs(folder: Path, log_folder: Path) -> dict:
     """Stand-in DAGs with the models' DAG ids (no rollback DAG for GAMMA), parsed into the metadata DB as the
-    dag-processor would; three training runs of ALPHA (the last waiting at approve_deployment), a drift run."""
+    dag-processor would; three training runs of ALPHA (the last waiting at approve_deployment) after one that
+    failed, a drift run; a failed training run of BETA, whose two candidates failed."""
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
@@ -88,11 +95,19 @@ def _write_dags_and_runs(folder: Path) -> dict:
         textwrap.dedent(
             f"""
             from airflow.providers.standard.operators.empty import EmptyOperator
+            from airflow.providers.standard.operators.python import PythonOperator
             from airflow.sdk import DAG
 
             for dag_id in {dag_ids!r}:
                 with DAG(dag_id, schedule=None, is_paused_upon_creation=False) as dag:
-                    EmptyOperator(task_id="approve_deployment" if dag_id.startswith("ml_training") else "work")
+                    if dag_id.startswith("ml_training"):
+                        EmptyOperator(task_id="validate")
+                        PythonOperator.partial(task_id="train_candidate", python_callable=print).expand(
+                            op_args=[["logreg"], ["forest"]]
+                        )
+                        EmptyOperator(task_id="approve_deployment")
+                    else:
+                        EmptyOperator(task_id="work")
                 globals()[dag_id] = dag
             """
         )
@@ -101,6 +116,8 @@ def _write_dags_and_runs(folder: Path) -> dict:
     bag = DagBag(dag_folder=str(folder))
     assert not bag.import_errors, bag.import_errors
     sync_bag_to_db(bag, "dags-folder", None)
+    trigger_dag(training_dag_id(ALPHA), triggered_by=DagRunTriggeredByType.TEST, run_id=ALPHA_FAILED, conf={})
+    _fail(training_dag_id(ALPHA), ALPHA_FAILED, [("validate", -1, None, "validate_rejected_batches.log")], log_folder)
     runs = {}
     for n, state in ((1, DagRunState.SUCCESS), (2, DagRunState.SUCCESS), (3, DagRunState.RUNNING)):
         run_id = page_seed.training_run_id(n)
@@ -117,6 +134,12 @@ def _write_dags_and_runs(folder: Path) -> dict:
                 },
             )
     trigger_dag(monitor_dag_id(ALPHA), triggered_by=DagRunTriggeredByType.TEST, run_id="drift_check_1", conf={})
+    trigger_dag(training_dag_id(BETA), triggered_by=DagRunTriggeredByType.TEST, run_id=BETA_FAILED, conf={})
+    candidates = [
+        ("train_candidate", 0, "logreg", "train_candidate_failed_to_fit.log"),
+        ("train_candidate", 1, "forest", "train_candidate_killed.log"),
+    ]
+    _fail(training_dag_id(BETA), BETA_FAILED, candidates, log_folder)
     with create_session() as session:
         waiting = session.scalars(
             sa.select(TaskInstance).where(
@@ -130,6 +153,33 @@ def _write_dags_and_runs(folder: Path) -> dict:
             HITLDetail(ti_id=waiting.id, options=["Approve", "Reject"], subject=f"Deploy {ALPHA} v3?", params={})
         )
     return runs
+
+
+def _fail(dag_id: str, run_id: str, failed: list[tuple[str, int, str | None, str]], log_folder: Path) -> None:
+    """The run failed in the tasks `failed` names (task id, map index, the UI's name of the mapped instance, log),
+    each after one try that wrote the log named, at the path Airflow's own log handler gives it."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.log.file_task_handler import FileTaskHandler
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    with create_session() as session:
+        run = session.scalars(sa.select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
+        run.state = DagRunState.FAILED
+        for task_id, map_index, map_name, log in failed:
+            ti = session.scalars(
+                sa.select(TaskInstance).where(
+                    TaskInstance.dag_id == dag_id,
+                    TaskInstance.run_id == run_id,
+                    TaskInstance.task_id == task_id,
+                    TaskInstance.map_index == map_index,
+                )
+            ).one()
+            ti.state, ti.try_number, ti._rendered_map_index = TaskInstanceState.FAILED, 1, map_name
+            path = log_folder / FileTaskHandler(str(log_folder))._render_filename(ti, 1, session=session)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text((TASK_LOGS / log).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +197,7 @@ def api_server(seeded, tmp_path_factory, service_logs) -> str:
             "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
             "AIRFLOW__API__WORKERS": "1",
             "MLOPS_CONFIG_DIR": str(seeded["root"] / "configs"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(seeded["root"] / "logs"),
             "AIRFLOW_CONN_LAKEFS_DEFAULT": json.dumps(
                 {"conn_type": "lakefs", "host": "http://lakefs.internal:8000", "extra": {"ui_url": LAKEFS_UI}}
             ),
@@ -266,12 +317,62 @@ def test_the_last_runs_and_the_approval_waiting_are_shown(page, seeded):
     runs = re.findall(r'<tr data-dag-id="([\w]+)">.*?>([^<]+)</a>', alpha, re.S)
     newest_first = [(monitor_dag_id(ALPHA), "drift_check_1")]
     newest_first += [(training_dag_id(ALPHA), seeded["runs"][n]) for n in (3, 2, 1)]
+    newest_first += [(training_dag_id(ALPHA), ALPHA_FAILED)]
     assert runs == newest_first
     approval = re.search(r'<div class="notice approval" data-run-id="([^"]+)">(.*?)</div>', alpha, re.S)
     assert approval and approval.group(1) == seeded["runs"][3]
     assert f"Deploy {ALPHA} v3?" in approval.group(2)
     assert "/tasks/approve_deployment/required_actions" in approval.group(2)
     assert "No run of" in section(page, GAMMA)
+
+
+def test_a_models_last_training_run_that_failed_shows_its_failed_tasks_why_and_their_logs(page, api_server):
+    beta = section(page, BETA)
+    failed = html.unescape(beta[beta.index('class="problem failed-run"') : beta.index("<h3>Versions</h3>")])
+    assert f'data-run-id="{BETA_FAILED}"' in failed
+    assert re.findall(r'data-task-id="(\w+)" data-map-index="(\d+)"', failed) == [
+        ("train_candidate", "0"),
+        ("train_candidate", "1"),
+    ]
+    assert "train_candidate (map index 0, logreg)" in failed and "train_candidate (map index 1, forest)" in failed
+    assert (
+        "AirflowFailException: candidate logreg (LogisticRegression) failed to fit: The 'C' parameter of "
+        "LogisticRegression must be a float in the range (0.0, inf]. Got -1.0 instead." in failed
+    )
+    assert "Process terminated by signal. Likely out of memory error (OOM)." in failed
+    run = f"{api_server}/dags/{training_dag_id(BETA)}/runs/{quote(BETA_FAILED, safe='')}"
+    links = re.findall(r'<a class="task-log" href="([^"]+)" target="_top">', failed)
+    assert links == [f"{run}/tasks/train_candidate/mapped/{i}?try_number=1" for i in (0, 1)]
+    assert f'href="{run}" target="_top"' in failed
+
+
+def test_a_failed_training_run_made_good_by_a_later_success_is_only_listed(page):
+    assert "failed-run" not in section(page, ALPHA) and "failed-run" not in section(page, GAMMA)
+    assert ALPHA_FAILED in section(page, ALPHA)  # in the last runs
+
+
+def test_make_run_explains_a_failed_run_through_the_rest_api(api_server):
+    """What `make run` prints for a model whose first training failed, from the same runs and logs."""
+    api = AirflowAPI(api_server, "admin", PASSWORDS["admin"])
+    try:
+        validate = demo.what_failed(api, training_dag_id(ALPHA), ALPHA_FAILED)
+        candidates = demo.what_failed(api, training_dag_id(BETA), BETA_FAILED)
+    finally:
+        api.close()
+    run = f"{api_server}/dags/{training_dag_id(ALPHA)}/runs/{quote(ALPHA_FAILED, safe='')}"
+    assert validate[0] == "  validate failed:"
+    assert validate[1].startswith("    AirflowFailException: 30 batch(es) rejected, kept in quarantine on branch")
+    assert validate[4:] == [
+        "    - batch check 'invalid_share': 16 row(s) - 100.00% of rows fail row-level checks; at most 10.00% may "
+        "be quarantined",
+        "    (87 more lines in the log)",
+        f"    log: {run}/tasks/validate?try_number=1",
+    ]
+    assert [line for line in candidates if not line.startswith("    ")] == [
+        "  train_candidate (map index 0, logreg) failed:",
+        "  train_candidate (map index 1, forest) failed:",
+    ]
+    assert "    AirflowFailException: candidate logreg (LogisticRegression) failed to fit: " in candidates[1]
 
 
 def test_the_run_tab_shows_the_moves_and_the_gate_of_a_training_run(admin, seeded):
