@@ -21,7 +21,7 @@ def log(name: str) -> list[dict]:
 
 
 def test_a_task_that_raised_shows_its_exception_type_and_message():
-    error = failures.task_error(log("train_candidate_failed_to_fit.log"))
+    error = failures.task_error(log("train_candidate_failed_to_fit.jsonl"))
     assert error == failures.TaskError(
         (
             "AirflowFailException: candidate logreg (LogisticRegression) failed to fit: The 'C' parameter of "
@@ -31,7 +31,7 @@ def test_a_task_that_raised_shows_its_exception_type_and_message():
 
 
 def test_a_long_error_shows_its_first_lines_and_how_many_are_left_out():
-    error = failures.task_error(log("validate_rejected_batches.log"))
+    error = failures.task_error(log("validate_rejected_batches.jsonl"))
     assert error.first_lines[0].startswith("AirflowFailException: 30 batch(es) rejected, kept in quarantine")
     assert error.first_lines[1:] == (
         "raw/cells_data/date=2026-11-07/part-0000.parquet: failed (16 rows in, 0 valid, 16 quarantined)",
@@ -40,11 +40,11 @@ def test_a_long_error_shows_its_first_lines_and_how_many_are_left_out():
         "quarantined",
     )
     assert error.lines_left_out == 87
-    assert failures.task_error(log("validate_rejected_batches.log"), first_lines=1).lines_left_out == 90
+    assert failures.task_error(log("validate_rejected_batches.jsonl"), first_lines=1).lines_left_out == 90
 
 
 def test_a_line_longer_than_a_screen_is_cut():
-    lines = log("train_candidate_failed_to_fit.log")
+    lines = log("train_candidate_failed_to_fit.jsonl")
     [failed] = [line for line in lines if "error_detail" in line]
     failed["error_detail"][0]["exc_value"] = "x" * 5000
     [shown] = failures.task_error(lines).first_lines
@@ -52,7 +52,7 @@ def test_a_line_longer_than_a_screen_is_cut():
 
 
 def test_a_killed_task_shows_what_its_supervisor_wrote():
-    error = failures.task_error(log("train_candidate_killed.log"))
+    error = failures.task_error(log("train_candidate_killed.jsonl"))
     assert error.first_lines == (
         "Process terminated by signal. Likely out of memory error (OOM). For more information, see "
         "https://airflow.apache.org/docs/apache-airflow/stable/troubleshooting.html#process-terminated-by-signal.",
@@ -60,7 +60,7 @@ def test_a_killed_task_shows_what_its_supervisor_wrote():
 
 
 def test_a_log_without_an_error_says_nothing():
-    lines = log("train_candidate_failed_to_fit.log")
+    lines = log("train_candidate_failed_to_fit.jsonl")
     before_the_failure = lines[: next(n for n, line in enumerate(lines) if "error_detail" in line)]
     assert before_the_failure and failures.task_error(before_the_failure) is None
     assert failures.task_error([]) is None

@@ -117,7 +117,7 @@ def _write_dags_and_runs(folder: Path, log_folder: Path) -> dict:
     assert not bag.import_errors, bag.import_errors
     sync_bag_to_db(bag, "dags-folder", None)
     trigger_dag(training_dag_id(ALPHA), triggered_by=DagRunTriggeredByType.TEST, run_id=ALPHA_FAILED, conf={})
-    _fail(training_dag_id(ALPHA), ALPHA_FAILED, [("validate", -1, None, "validate_rejected_batches.log")], log_folder)
+    _fail(training_dag_id(ALPHA), ALPHA_FAILED, [("validate", -1, None, "validate_rejected_batches.jsonl")], log_folder)
     runs = {}
     for n, state in ((1, DagRunState.SUCCESS), (2, DagRunState.SUCCESS), (3, DagRunState.RUNNING)):
         run_id = page_seed.training_run_id(n)
@@ -136,8 +136,8 @@ def _write_dags_and_runs(folder: Path, log_folder: Path) -> dict:
     trigger_dag(monitor_dag_id(ALPHA), triggered_by=DagRunTriggeredByType.TEST, run_id="drift_check_1", conf={})
     trigger_dag(training_dag_id(BETA), triggered_by=DagRunTriggeredByType.TEST, run_id=BETA_FAILED, conf={})
     candidates = [
-        ("train_candidate", 0, "logreg", "train_candidate_failed_to_fit.log"),
-        ("train_candidate", 1, "forest", "train_candidate_killed.log"),
+        ("train_candidate", 0, "logreg", "train_candidate_failed_to_fit.jsonl"),
+        ("train_candidate", 1, "forest", "train_candidate_killed.jsonl"),
     ]
     _fail(training_dag_id(BETA), BETA_FAILED, candidates, log_folder)
     with create_session() as session:
