@@ -62,16 +62,19 @@ def text_of(label: Any) -> str:
     return str(label)
 
 
+def positive_label(dataset: Dataset) -> ClassLabel:
+    """The class the binary metrics are about, as the user writes it: `dataset.positive_class`, or by default the
+    greater of the two labels in sort order, as scikit-learn takes it (1, true, 'yes' over 'no')."""
+    return dataset.positive_class if dataset.positive_class is not None else sorted(dataset.target_classes)[-1]
+
+
 def positive_class(dataset: Dataset, model_classes: Sequence[Any]) -> Any:
-    """The class the binary metrics are about, in the form the model was trained on: `dataset.positive_class`,
-    or by default the greater of the two labels in sort order, as scikit-learn takes it."""
+    """`positive_label` in the form the model was trained on, which must be one of `model_classes`."""
     trained = list(model_classes)
-    if dataset.positive_class is None:
-        return sorted(trained)[-1]
-    wanted = for_training(pd.Series([dataset.positive_class]), dataset)[0]
+    wanted = for_training(pd.Series([positive_label(dataset)]), dataset)[0]
     if wanted not in trained:
         raise ValueError(
-            f"dataset.positive_class {dataset.positive_class!r} is not among the classes the model learned "
+            f"the positive class {positive_label(dataset)!r} is not among the classes the model learned "
             f"{labels_of(trained, dataset)}"
         )
     return wanted

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from include.mlops import alias_history, monitoring, registry, rollouts, tracking, versioning
+from include.mlops import alias_history, classes, monitoring, registry, rollouts, tracking, versioning
 from include.mlops.config import PipelineConfig
 
 ALIASES = (registry.CHAMPION, registry.CHALLENGER, registry.PREVIOUS_CHAMPION)
@@ -84,6 +84,8 @@ class ModelOverview:
     config_path: str
     metric: str
     drift_threshold: float
+    # What it predicts, in the user's words: `Status: bad (positive), good`, or `price (regression)`.
+    target: str = ""
     rollout_mode: str = "direct"
     versions: tuple[VersionCard, ...] = ()
     moves: tuple[alias_history.AliasMove, ...] = ()  # newest first
@@ -127,6 +129,7 @@ def build(client: MlflowClient | None, engine: sa.Engine, config: PipelineConfig
         config_path=config.path,
         metric=config.model.primary_metric,
         drift_threshold=config.drift.threshold,
+        target=predicts(config),
         rollout_mode=config.rollout.mode,
         versions=versions,
         moves=moves,
@@ -134,6 +137,18 @@ def build(client: MlflowClient | None, engine: sa.Engine, config: PipelineConfig
         rollouts=tried,
         problems=tuple(problems),
     )
+
+
+def predicts(config: PipelineConfig) -> str:
+    """What the model predicts: its target, and the classes as the data holds them (the positive one marked)."""
+    dataset = config.dataset
+    if dataset.task == "regression":
+        return f"{dataset.target} (regression)"
+    labels = [classes.text_of(c) for c in dataset.target_classes]
+    if len(labels) == 2:
+        positive = classes.text_of(classes.positive_label(dataset))
+        labels = [f"{label} (positive)" if label == positive else label for label in labels]
+    return f"{dataset.target}: {', '.join(labels)}"
 
 
 def version_card(alias: str, version: Any, experiment: str | None, links: Links) -> VersionCard:

@@ -91,3 +91,19 @@ def test_the_training_run_of_an_airflow_run_is_found_by_its_tag(seeded):
     assert tracking.training_run(client, experiment, "manual__never") is None
     with pytest.raises(ValueError, match="runs:/"):
         tracking.artifact_url("http://m", "1", "s3://bucket/report.html")
+
+
+@pytest.mark.parametrize(
+    ("update", "said"),
+    [
+        ({}, "is_fraud: 0, 1 (positive)"),
+        ({"target_classes": ["bad", "good"], "positive_class": "bad"}, "is_fraud: bad (positive), good"),
+        ({"target_classes": [False, True]}, "is_fraud: false, true (positive)"),
+        ({"target_classes": ["Fair", "Good", "Ideal"]}, "is_fraud: Fair, Good, Ideal"),
+        ({"task": "regression", "target_classes": []}, "is_fraud (regression)"),
+    ],
+)
+def test_the_page_says_what_a_model_predicts_in_the_datas_own_labels(update, said):
+    config = load_config("fraud_demo.yaml")
+    changed = config.model_copy(update={"dataset": config.dataset.model_copy(update=update)})
+    assert model_overview.predicts(changed) == said
