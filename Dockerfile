@@ -2,6 +2,15 @@
 # service and the demo sources (the transactions simulator, the breast cancer CSV exports).
 FROM apache/airflow:3.3.2-python3.11
 
+# LightGBM's wheel links the system's OpenMP runtime (libgomp.so.1), which it does not carry (scikit-learn's and
+# xgboost-cpu's wheels carry their own); without it `import lightgbm` fails. The base image is Debian bookworm's,
+# and this is bookworm's package version, pinned as hadolint asks.
+USER 0
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
+
 # The base image's airflow user (uid 50000, gid 0, as the image expects), named here so that nothing below
 # runs as root by accident.
 USER 50000:0

@@ -16,10 +16,10 @@ def test_grids_expand_into_named_candidates(config):
     assert [s.name for s in specs] == [
         "logistic_regression",
         "random_forest",
-        "gradient_boosting__learning_rate=0.05",
-        "gradient_boosting__learning_rate=0.1",
+        "lightgbm__learning_rate=0.05",
+        "lightgbm__learning_rate=0.1",
     ]
-    assert specs[3].params == {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.1}
+    assert specs[3].params == {"n_estimators": 150, "max_depth": 3, "n_jobs": 1, "learning_rate": 0.1}
 
 
 def _with_model(**model) -> dict:
@@ -56,7 +56,7 @@ def test_the_allow_list_and_its_messages(tmp_path, model, message):
 
 
 def test_the_pipeline_learns_the_demo_and_is_one_sklearn_pipeline(config, splits):
-    spec = next(s for s in training.expand_candidates(config) if s.estimator == "GradientBoosting")
+    spec = next(s for s in training.expand_candidates(config) if s.estimator == "LightGBM")
     pipeline = training.fit(training.build_pipeline(config, spec), config, splits["train"])
     assert [name for name, _ in pipeline.steps] == ["features", "model"]
     metrics = training.evaluate(pipeline, config, splits["test"])
