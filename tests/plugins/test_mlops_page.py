@@ -256,7 +256,7 @@ def test_the_page_lists_every_configured_model_with_its_aliases_and_their_gate_a
         "challenger": "1",
     }
     assert "No version has an alias yet" in section(page, GAMMA)
-    assert "predicts is_fraud: 0, 1 (positive)" in alpha  # in the data's own labels (model_overview.predicts)
+    assert "predicts malignant: 0, 1 (positive)" in alpha  # in the data's own labels (model_overview.predicts)
 
 
 def test_each_version_links_its_lakefs_commit_mlflow_run_and_airflow_run(page, seeded, mlflow_server):
