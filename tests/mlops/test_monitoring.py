@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import yaml
 
 from include.devstack import simulator
-from include.mlops import deployment, monitoring
+from include.mlops import classes, deployment, monitoring, validation
 from include.mlops.config import CONFIG_DIR, ConfigError, load_config
 
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
@@ -314,3 +314,46 @@ def test_a_checks_figures_name_what_was_measured(config, reference):
     }
     no_verdict = monitoring.check_figures(config, 12, 0, None, monitoring.LivePerformance(0, None, "none"))
     assert no_verdict == {"rows": 12, "malformed_rows": 0, "labelled_rows": 0}
+
+
+def _zoo_config(name: str):
+    from tests.zoo.datasets import CONFIGS
+
+    return load_config(CONFIGS / f"{name}.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "source_labels", "positive"),
+    [
+        # modeldata's credit data: 'bad'/'good' text, the positive class 'bad' (not the default 'good').
+        ("credit_risk", "Status", ["bad", "good", "good", "bad", "good"] * 60, "bad"),
+        # carData's Titanic: survival as booleans, as a Parquet source or a database hands them over, or as a
+        # CSV's words.
+        ("titanic", "survived", [True, False, False, True, False] * 60, True),
+        ("titanic", "survived", ["yes", "no", "no", "yes", "no"] * 60, True),
+    ],
+)
+def test_the_live_score_reads_labels_of_any_kind_as_the_source_holds_them(name, target, source_labels, positive):
+    config = _zoo_config(name)
+    config = config.model_copy(update={"drift": config.drift.model_copy(update={"min_labelled_rows": 100})})
+    ids = [f"r{n}" for n in range(len(source_labels))]
+    source = pd.DataFrame({"id": ids, target: source_labels})
+    truth = validation.read_target(source[target], config.dataset).tolist()
+    keys = [classes.text_of(c) for c in config.dataset.target_classes]
+    other = dict(zip(config.dataset.target_classes, reversed(config.dataset.target_classes), strict=True))
+
+    def live(right: bool) -> pd.DataFrame:
+        predicted = [label if right else other[label] for label in truth]
+        return pd.DataFrame(
+            {
+                "record_id": ids,
+                monitoring.PREDICTION_COLUMN: [classes.text_of(p) for p in predicted],
+                "probabilities": [{k: (0.9 if k == classes.text_of(p) else 0.1) for k in keys} for p in predicted],
+            }
+        )
+
+    right = monitoring.live_performance(config, live(True), source)
+    assert right.labelled_rows == len(ids) and right.score == pytest.approx(1.0)
+    wrong = monitoring.live_performance(config, live(False), source)
+    assert wrong.score == pytest.approx(0.0)
+    assert classes.positive_label(config.dataset) == positive
