@@ -13,15 +13,13 @@ so each is also fitted on one thread. Speed is reported as ratios to GradientBoo
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from benchmarks.report import publish
+from benchmarks.report import median_seconds, publish
 from benchmarks.training_overhead import demo_splits
 
 DEMO_PARAMS = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.1}
@@ -59,8 +57,8 @@ def measure(config, splits, estimator: str, threads: int | None) -> tuple[dict[s
         "fit (s)": fit_seconds,
         "test average_precision": f"{test['average_precision']:.4f}",
         "test roc_auc": f"{test['roc_auc']:.4f}",
-        "ONNX 1 row (us)": _median_seconds(lambda i: session.run(None, one_row[i % 300]), 300) * 1e6,
-        "ONNX 1,000 rows (ms)": _median_seconds(lambda _: session.run(None, batch), 15) * 1000,
+        "ONNX 1 row (us)": median_seconds(lambda i: session.run(None, one_row[i % 300]), 300) * 1e6,
+        "ONNX 1,000 rows (ms)": median_seconds(lambda _: session.run(None, batch), 15) * 1000,
         "label agreement": parity.label_agreement,
         "max probability difference": f"{parity.max_probability_difference:.2g}",
         "parity": f"{'passed' if parity.passed else 'FAILED'} ({parity.tolerance.family} tolerance)",
@@ -104,17 +102,6 @@ def main() -> None:
 def _uptime() -> str:
     """The machine's load: the cores are shared, and fit times move with it."""
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
-def _median_seconds(call: Callable[[int], Any], repeat: int) -> float:
-    for i in range(min(repeat, 20)):  # warm caches and lazy initialisation
-        call(i)
-    times = []
-    for i in range(repeat):
-        began = time.perf_counter()
-        call(i)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import platform
 import resource
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,19 @@ def process_peak_rss_bytes(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def median_seconds(call: Callable[[int], Any], repeat: int) -> float:
+    """The median time of `repeat` calls of `call(i)`, after up to 20 calls that warm caches and lazy
+    initialisation."""
+    for i in range(min(repeat, 20)):
+        call(i)
+    times = []
+    for i in range(repeat):
+        began = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
 
 
 def publish(name: str, rows: list[dict[str, Any]], notes: dict[str, Any]) -> Path:

@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import publish
+from benchmarks.report import median_seconds, publish
 from benchmarks.training_overhead import demo_splits
 
 # The pipeline served: the demo's gradient boosting candidate (its first grid point) before the demo moved to
@@ -384,7 +384,7 @@ def in_process_rows(pipeline, onnx_bytes: bytes, config, frame) -> list[dict[str
     one_feeds = [packaging.onnx_feeds(row, dataset) for row in one_row]
 
     def single(run: Callable[[int], Any]) -> float:
-        return _median_seconds(lambda i: run(i % 300), 300)
+        return median_seconds(lambda i: run(i % 300), 300)
 
     timings = {
         ("1 row", "sklearn predict_proba"): single(lambda i: pipeline.predict_proba(one_row[i])),
@@ -392,9 +392,9 @@ def in_process_rows(pipeline, onnx_bytes: bytes, config, frame) -> list[dict[str
         ("1 row", "onnxruntime + records to inputs"): single(
             lambda i: session.run(None, schema.feeds(records[i : i + 1], dataset))
         ),
-        ("1,000 rows", "sklearn predict_proba"): _median_seconds(lambda _: pipeline.predict_proba(batch), 15),
-        ("1,000 rows", "onnxruntime"): _median_seconds(lambda _: session.run(None, batch_feeds), 15),
-        ("1,000 rows", "onnxruntime + records to inputs"): _median_seconds(
+        ("1,000 rows", "sklearn predict_proba"): median_seconds(lambda _: pipeline.predict_proba(batch), 15),
+        ("1,000 rows", "onnxruntime"): median_seconds(lambda _: session.run(None, batch_feeds), 15),
+        ("1,000 rows", "onnxruntime + records to inputs"): median_seconds(
             lambda _: session.run(None, schema.feeds(records[:1000], dataset)), 15
         ),
     }
@@ -439,17 +439,6 @@ def inference_log_cpu_per_row(tmp: Path, config, frame, requests: int = 10_000) 
 
 def _no_drops(model: str, rows: int) -> None:
     raise AssertionError(f"the inference log dropped {rows} rows of {model}")
-
-
-def _median_seconds(call: Callable[[int], Any], repeat: int) -> float:
-    for i in range(min(repeat, 20)):  # warm caches and lazy initialisation
-        call(i)
-    times = []
-    for i in range(repeat):
-        began = time.perf_counter()
-        call(i)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 # --- 2. and 3. over HTTP ---------------------------------------------------------------------------------------
