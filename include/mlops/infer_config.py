@@ -13,6 +13,7 @@ unedited, each inferred line under a comment saying what the sample showed.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 import textwrap
@@ -26,8 +27,6 @@ from pydantic import ValidationError
 from include.mlops.config import PipelineConfig, is_credential_header
 from include.mlops.samples import FilesRead, HttpRead, Sample, SampleError, SqlRead, read_files, read_http, read_sql
 from include.mlops.schema_inference import (
-    CLOSED_SET_MAX_VALUES,
-    CLOSED_SET_MIN_COUNT,
     Column,
     DraftError,
     FeatureDraft,
@@ -58,6 +57,8 @@ _WIDTH = 116
 # The candidates every drafted config starts with, by task: the one place to change them. Once config.ESTIMATORS
 # has LightGBM (another branch adds it, and XGBoost), it should replace RandomForest here: it fits large data many
 # times faster.
+# Rows a day may quarantine before it is rejected, as the draft sets validation.max_invalid_row_fraction.
+QUARANTINED_A_DAY = 3
 DEFAULT_CANDIDATES: dict[str, list[dict[str, Any]]] = {
     "classification": [
         {"name": "logistic_regression", "estimator": "LogisticRegression", "params": {"C": 1.0, "max_iter": 5000}},
@@ -142,7 +143,7 @@ def draft_config(
     lines += _target_lines(label)
     lines += _features_lines(features, sample)
     lines += _source_lines(sample, name, id_name, time_name, chosen_time, features, label, connection_id)
-    lines += _validation_lines()
+    lines += _validation_lines(chosen_time)
     lines += _training_lines(chosen_time)
     lines += _model_lines(label, name)
     text = "\n".join(lines) + "\n"
@@ -248,10 +249,10 @@ def _features_lines(features: list[FeatureDraft], sample: Sample) -> list[str]:
         "Ranges: each bound is ten times the largest value seen on its side of zero, rounded up to 1, 2 or 5 times "
         "a power of ten, and 0 where no value of that sign was seen (0 to 48 gives 0 to 500): loose enough that "
         "real new rows are not quarantined, tight enough to catch another unit or garbage; tighten them where you "
-        f"know better. A categorical feature lists `allowed` (a closed set: other values are quarantined) when the "
-        f"rows read hold at most {CLOSED_SET_MAX_VALUES} values, each at least {CLOSED_SET_MIN_COUNT} times; "
-        "otherwise its set is open (any value is accepted, and the model keeps the max_categories most frequent, "
-        "100 by default). nullable: true where the rows read have missing values."
+        "know better. Categorical features are open sets: any value is accepted, the model keeps the "
+        "max_categories most frequent (100 by default) and any other counts as one 'other'; where other values "
+        "are errors, list the values in `allowed` (a closed set: a row with another value is quarantined). "
+        "nullable: true where the rows read have missing values."
     )
     lines = _comment(rules, 2) + ["  features:"]
     for feature in features:
@@ -376,18 +377,31 @@ def _http_lines(origin: HttpRead, name: str) -> list[str]:
     return lines
 
 
-def _validation_lines() -> list[str]:
+def _validation_lines(time: Column | None) -> list[str]:
+    """A day may quarantine about QUARANTINED_A_DAY rows (the share of its rows, from 1 % to 5 %) before it is
+    rejected: the ranges and nullability come from a sample, and one row they did not foresee must not reject a
+    day of a hundred."""
+    per_day = _rows_a_day(time)
+    share = 0.01 if per_day is None else min(0.05, max(0.01, math.ceil(100 * QUARANTINED_A_DAY / per_day) / 100))
     return [
         "",
         "validation:",
         "  empty_batch: fail",
         *_comment(
-            "The ranges and closed sets above come from a sample: a few rows a day they did not foresee go to "
-            "quarantine (with a report) instead of rejecting the day. Lower it to 0 once they are right.",
+            "The ranges and nullability above come from a sample: a few rows a day they did not foresee (about "
+            f"{QUARANTINED_A_DAY}{'' if per_day is None else f' of the {per_day:,.0f} a day'}) go to quarantine, "
+            "with a report, instead of rejecting the day. Lower it once they are right.",
             2,
         ),
-        "  max_invalid_row_fraction: 0.01",
+        f"  max_invalid_row_fraction: {share}",
     ]
+
+
+def _rows_a_day(time: Column | None) -> float | None:
+    if time is None:
+        return None
+    times = as_times(time)
+    return len(times) / ((times.max().normalize() - times.min().normalize()).days + 1)
 
 
 def _training_lines(time: Column | None) -> list[str]:
@@ -397,7 +411,7 @@ def _training_lines(time: Column | None) -> list[str]:
         days = (times.max().normalize() - times.min().normalize()).days + 1
         lines += _comment(
             f"The rows read span {times.min():%Y-%m-%d} to {times.max():%Y-%m-%d} ({days:,} days, about "
-            f"{len(times) / days:,.0f} rows a day); each run trains on the last window_days of them.",
+            f"{_rows_a_day(time):,.0f} rows a day); each run trains on the last window_days of them.",
             2,
         )
     return lines + ["  window_days: 30"]

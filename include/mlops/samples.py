@@ -24,8 +24,9 @@ import sqlalchemy as sa
 from include.mlops.config import PROJECT_ROOT
 
 # At most this many files of a folder are read, spread over it in path order: a folder of daily exports is
-# then sampled from its first day to its last, not only from its first days.
-MAX_FILES = 20
+# then sampled from its first day to its last, not only from its first days, and years of them are read whole
+# (a sample that misses a day misses the values only that day holds).
+MAX_FILES = 1000
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")
 _HTTP_TIMEOUT_SECONDS = 30
