@@ -10,9 +10,10 @@ import yaml
 from sklearn import datasets as sklearn_datasets
 from sklearn import metrics
 
-from include.mlops import classes, deployment, packaging, training
+from include.mlops import classes, deployment, packaging, registry, training
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.datasets import split_rows
+from include.mlops.tracking import CandidateResult
 from include.mlops.validation import validate_batch
 
 START, END = pd.Timestamp("2026-11-14", tz="UTC"), pd.Timestamp("2026-11-15", tz="UTC")
@@ -203,3 +204,25 @@ def test_a_class_only_the_test_split_holds_is_named(tmp_path, iris):
     problem = training.split_problem(config, without)
     assert problem.startswith("the valid split has") and "of class virginica, and the train split has none" in problem
     assert "history_days" in problem
+
+
+def test_the_gate_and_its_floors_judge_a_multi_class_model_by_its_macro_metrics(tmp_path, iris):
+    config = _config(tmp_path, iris, ["setosa", "versicolor", "virginica"])
+    splits = _splits(config, iris)
+    pipeline = training.fit(
+        training.build_pipeline(config, training.expand_candidates(config)[0]), config, splits["train"]
+    )
+    scored = {name: training.evaluate(pipeline, config, splits[name]) for name in ("valid", "test")}
+    result = CandidateResult(
+        "logistic_regression", "LogisticRegression", "run", "models:/m", scored["valid"], scored["test"], 0.1
+    )
+
+    def judged(floors: dict, champion: dict | None = None):
+        gated = config.model_copy(update={"gate": config.gate.model_copy(update={"floors": floors})})
+        return registry.decide(gated, result, None if champion is None else "1", champion, [])
+
+    assert judged({"roc_auc": 0.9, "log_loss": 1.0}).promote
+    refused = judged({"roc_auc": 0.9999, "average_precision": 0.5})
+    assert not refused.promote and list(refused.floors_failed) == ["roc_auc"] and "roc_auc" in refused.reason
+    better = {**scored["test"], "f1": scored["test"]["f1"] + 0.01}
+    assert not judged({}, champion=better).promote  # macro F1, the primary metric, below the champion's
