@@ -209,20 +209,18 @@ def test_a_class_only_the_test_split_holds_is_named(tmp_path, iris):
 def test_the_gate_and_its_floors_judge_a_multi_class_model_by_its_macro_metrics(tmp_path, iris):
     config = _config(tmp_path, iris, ["setosa", "versicolor", "virginica"])
     splits = _splits(config, iris)
-    pipeline = training.fit(
-        training.build_pipeline(config, training.expand_candidates(config)[0]), config, splits["train"]
-    )
+    spec = training.expand_candidates(config)[0]
+    pipeline = training.fit(training.build_pipeline(config, spec), config, splits["train"])
     scored = {name: training.evaluate(pipeline, config, splits[name]) for name in ("valid", "test")}
-    result = CandidateResult(
-        "logistic_regression", "LogisticRegression", "run", "models:/m", scored["valid"], scored["test"], 0.1
-    )
+    result = CandidateResult(spec.name, spec.estimator, "run", "models:/m", scored["valid"], scored["test"], 0.1)
 
     def judged(floors: dict, champion: dict | None = None):
         gated = config.model_copy(update={"gate": config.gate.model_copy(update={"floors": floors})})
         return registry.decide(gated, result, None if champion is None else "1", champion, [])
 
     assert judged({"roc_auc": 0.9, "log_loss": 1.0}).promote
-    refused = judged({"roc_auc": 0.9999, "average_precision": 0.5})
-    assert not refused.promote and list(refused.floors_failed) == ["roc_auc"] and "roc_auc" in refused.reason
+    # log_loss's floor is a ceiling: iris is easy, but no model's log loss is that small.
+    refused = judged({"log_loss": 1e-6, "average_precision": 0.5})
+    assert not refused.promote and list(refused.floors_failed) == ["log_loss"] and "log_loss" in refused.reason
     better = {**scored["test"], "f1": scored["test"]["f1"] + 0.01}
     assert not judged({}, champion=better).promote  # macro F1, the primary metric, below the champion's
