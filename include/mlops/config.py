@@ -1,7 +1,7 @@
 """The pipeline configuration: one YAML file per model in a config folder (include/config/ by default).
 
 Every file of the folder is one model: its own DAGs, MLflow model, lakeFS paths, service route, inference log
-rows and drift history (DESIGN.md). A new tabular dataset needs a new file, not code. A file is checked when it
+rows and drift history. A new tabular dataset needs a new file, not code. A file is checked when it
 is loaded, and every error names the file and the key. The config is passed to the functions of this library;
 none of them reads a config on its own.
 """

@@ -1,6 +1,7 @@
-"""Names that tie the parts together (DESIGN.md). Light on purpose: DAG files import it at parse time.
+"""Names that tie the parts together: each model's DAG ids and lakeFS run branches. Light on purpose: DAG files
+import it at parse time.
 
-Every model (one config file) has its own pair of DAGs and its own lakeFS run branches, named after the model
+Every model (one config file) has its own DAGs and its own lakeFS run branches, named after the model
 (`model.registered_name`), so that several models run side by side in one Airflow without their runs, whose ids
 are often the same (`scheduled__2026-12-02T02:00:00+00:00`), sharing a branch.
 """
