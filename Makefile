@@ -40,7 +40,7 @@ test-quick: lint
 	$(PY) -m pytest $(QUICK_TESTS) $(PYTEST_ARGS)
 
 run: $(INSTALLED)
-	$(PY) -m include.devstack $(ARGS)
+	$(PY) -m devstack $(ARGS)
 
 # A model's config drafted from a sample of its data, to review before use (README, "Bring your own data"):
 #   make infer-config ARGS="exports/ --target churned --name churn -o include/config/churn.yaml"
@@ -62,7 +62,7 @@ lock: | $(PY)
 # docker compose's .env with random secrets, from .env.example; an existing .env is left as it is. Standard
 # library only, so it needs no venv.
 env:
-	$(PYTHON) -m include.devstack.compose_env
+	$(PYTHON) -m devstack.compose_env
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .ruff_cache

@@ -75,8 +75,9 @@ def main() -> None:
         print(json.dumps(measure(*args.measure)))
         return
 
-    from include.devstack import services, simulator
-    from include.devstack.processes import free_port
+    from devstack import services
+    from devstack.processes import free_port
+    from include.demo_sources import simulator
 
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         folder = Path(tmp)

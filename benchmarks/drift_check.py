@@ -36,7 +36,7 @@ CONFIG_FILE = "fraud_demo.yaml"  # the demo's model: the simulator makes its col
 def traffic(rows: int, first_day: dt.date, seed: int) -> pd.DataFrame:
     """`rows` simulated transactions with a prediction (a fixed rule: the benchmark measures the check, not a
     model)."""
-    from include.devstack import simulator
+    from include.demo_sources import simulator
 
     frames, day = [], first_day
     while sum(len(f) for f in frames) < rows:

@@ -1,8 +1,8 @@
 """The memory of `make run`'s local stack (PSS) from start-up through the first training runs, and idling.
 
-Runs the real entry point, `python -m include.devstack --state-dir <tmp> --free-ports` (what `make run` runs),
+Runs the real entry point, `python -m devstack --state-dir <tmp> --free-ports` (what `make run` runs),
 in a session of its own, and samples the PSS of its whole process tree every 2 s
-(`include.devstack.processes.tree_pss_bytes`): shared pages are split among the processes sharing them, so
+(`devstack.processes.tree_pss_bytes`): shared pages are split among the processes sharing them, so
 forked workers are not counted once each. The stack process's children are the servers' process-group leaders
 (lakeFS, MLflow, the BentoML service, the Airflow components), and each is measured with its own tree. Sampling
 goes on through the stack's start-up and the first training runs that `make run` triggers itself, one
@@ -37,7 +37,7 @@ from typing import Any
 import psutil
 
 from benchmarks.report import publish
-from include.devstack.processes import group_alive
+from devstack.processes import group_alive
 
 TARGET_BYTES = 4 * 2**30
 READY = "Ready; Ctrl-C stops everything"
@@ -64,7 +64,7 @@ def server_name(process: psutil.Process) -> str:
 
 def sample(stack_pid: int, seen_groups: set[int]) -> dict[str, int]:
     """PSS of the stack process and of each server's process tree, in bytes."""
-    from include.devstack.processes import tree_pss_bytes
+    from devstack.processes import tree_pss_bytes
 
     figures = dict.fromkeys(SERVERS, 0)
     try:
@@ -95,7 +95,7 @@ def tree_rss_uss(stack_pid: int) -> tuple[int, int]:
     return rss, uss
 
 
-# make run's lines about training runs (include/devstack/demo.py): one per model started and finished, e.g.
+# make run's lines about training runs (devstack/demo.py): one per model started and finished, e.g.
 # "[make run] ml_training__fraud_detector run manual__2026-12-02T20:40:00+00:00 started (reason=manual, ...)",
 # "[make run] ml_training__fraud_detector run manual__...: success", and the drift monitor's
 # "[make run] drift_monitor__fraud_detector started ml_training__fraud_detector run drift__... by itself".
@@ -163,12 +163,12 @@ def main() -> None:
     args = parser.parse_args()
     name = args.name or ("local_stack_memory_drift" if args.demo_drift else "local_stack_memory")
 
-    from include.devstack.services import REPO_ROOT
+    from devstack.services import REPO_ROOT
 
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"before: {load_before}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-stack-memory-"))
-    command = [sys.executable, "-m", "include.devstack", "--state-dir", str(tmp / "state"), "--free-ports"]
+    command = [sys.executable, "-m", "devstack", "--state-dir", str(tmp / "state"), "--free-ports"]
     if args.demo_drift:
         command.append("--demo-drift")
     if args.history_days:

@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 
 from benchmarks.report import publish
-from include.devstack import page_seed, services
-from include.devstack.airflow_api import AirflowAPI
-from include.devstack.processes import free_port
+from devstack import page_seed, services
+from devstack.airflow_api import AirflowAPI
+from devstack.processes import free_port
 from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
 
 TARGET_MS = 500

@@ -1,6 +1,6 @@
 """The demo model's nightly `ml_training__fraud_detector` on 100,000 rows, on a real scheduler, and its overhead.
 
-Starts the local stack (include/devstack/stack.py) the way compose runs Airflow: one process per component
+Starts the local stack (devstack/stack.py) the way compose runs Airflow: one process per component
 (api-server, scheduler, dag-processor, triggerer), LocalExecutor, the metadata DB on a fresh Postgres database
 (created here and dropped after), lakeFS, MLflow and the model service on free loopback ports, state in a
 temporary folder. The demo source holds `--rows-per-day` transactions a day; the config folder
@@ -51,7 +51,7 @@ from typing import Any
 import yaml
 
 from benchmarks.report import publish
-from include.devstack import postgres
+from devstack import postgres
 from include.mlops.naming import training_dag_id
 
 MODEL = "fraud_detector"  # the demo config's model.registered_name
@@ -250,7 +250,7 @@ IMPORT_GROUPS = {
 def cold_imports() -> dict[str, float]:
     import sys
 
-    from include.devstack.services import REPO_ROOT
+    from devstack.services import REPO_ROOT
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "plugins")])}
     seconds = {}
@@ -329,10 +329,10 @@ def main() -> None:
     args = parser.parse_args()
     settings = dict(s.split("=", 1) for s in args.airflow_setting)
 
-    from include.devstack import stack as devstack
-    from include.devstack.airflow_api import progress_line
-    from include.devstack.processes import free_port
-    from include.devstack.supervisor import Supervisor
+    from devstack import stack as devstack
+    from devstack.airflow_api import progress_line
+    from devstack.processes import free_port
+    from devstack.supervisor import Supervisor
 
     load_before = uptime()
     print(f"before: {load_before}", flush=True)

@@ -248,7 +248,7 @@ def main() -> None:
             "serving_memory",
             memory,
             {
-                "what": "PSS of the service's process tree (include/devstack/processes.py tree_pss_bytes: the "
+                "what": "PSS of the service's process tree (devstack/processes.py tree_pss_bytes: the "
                 "`bentoml serve` arbiter and its worker), median of 5 samples, each service alone on the machine's "
                 f"core {server_core}, after {WARM_UP_SECONDS:.0f} s of load spread over all its routes, inference log "
                 "on; USS (pages of the tree alone) beside it: PSS moves with other processes sharing the libraries",
@@ -295,7 +295,7 @@ def hostile_rows(tmp: Path, models: Models, config, frame, core: int | None) -> 
     """Peak RSS of the service's tree while oversized bodies are refused, against its RSS at rest."""
     import httpx
 
-    from include.devstack.memory import TreeMemory
+    from devstack.memory import TreeMemory
 
     record = _records(frame.iloc[:1], config.dataset)[0]
     bodies = {
@@ -556,7 +556,7 @@ def http_rows(
 def memory_rows(tmp: Path, models: Models, config, frame, core: int | None) -> list[dict[str, Any]]:
     """PSS (and USS) of the service's process tree with 1, 3, ... models loaded, each service alone and warmed up:
     every route answered WARM_UP_SECONDS of load first, the inference log on."""
-    from include.devstack.processes import tree_pss_bytes
+    from devstack.processes import tree_pss_bytes
 
     records = _records(frame.iloc[:DISTINCT_BODIES], config.dataset)
     bodies = [json.dumps({"records": [r]}).encode() for r in records]
@@ -848,8 +848,8 @@ def _bentoml_store(tmp: Path, onnx_models: list[tuple[Path, Any, bytes]], counts
 
 
 def _start_bentoml(home: Path, settings: dict[str, str], config_dir: Path):
-    from include.devstack import services
-    from include.devstack.processes import free_port
+    from devstack import services
+    from devstack.processes import free_port
 
     # A home per server (its Prometheus folder is emptied at start) around the one model store.
     home.mkdir()
@@ -862,8 +862,8 @@ def _start_bentoml(home: Path, settings: dict[str, str], config_dir: Path):
 
 
 def _start_baseline(tmp: Path, model_path: Path):
-    from include.devstack.processes import free_port, start_process, wait_until_healthy
-    from include.devstack.services import REPO_ROOT
+    from devstack.processes import free_port, start_process, wait_until_healthy
+    from devstack.services import REPO_ROOT
 
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "benchmarks.serving:baseline_app", "--factory", "--workers", "1"]
@@ -926,8 +926,8 @@ def _start_mlflow_serve(tmp: Path, pipeline, config, frame):
     import skops.io
     from mlflow.models import infer_signature
 
-    from include.devstack.processes import free_port, start_process, wait_until_healthy
-    from include.devstack.services import venv_bin
+    from devstack.processes import free_port, start_process, wait_until_healthy
+    from devstack.services import venv_bin
     from include.mlops import training
 
     # MLflow 3 refuses its file store (maintenance mode); SQLite is the local store it supports.

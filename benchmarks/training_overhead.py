@@ -24,7 +24,7 @@ DAYS = 10
 
 
 def demo_splits(config, rows: int) -> dict[str, pd.DataFrame]:
-    from include.devstack import simulator
+    from include.demo_sources import simulator
     from include.mlops.datasets import split_rows
     from include.mlops.validation import validate_batch
 
@@ -60,8 +60,8 @@ def main() -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from include.devstack import services
-    from include.devstack.processes import free_port
+    from devstack import services
+    from devstack.processes import free_port
     from include.mlops import tracking, training
     from include.mlops.config import load_config
 

@@ -29,7 +29,7 @@ column is stored in (`source.event_time_type`):
   which rows come back, and validation sees only those. On Postgres a text column compares by its collation:
   byte order (`C`) and ICU's (`en-x-icu`) are tested; with another, write `event_time COLLATE "C" >= :start`.
 
-Writers of the demo's data (include/devstack/simulator.py) use `sql_timestamps`: SQLite text with six fraction
+Writers of the demo's data (include/demo_sources/simulator.py) use `sql_timestamps`: SQLite text with six fraction
 digits, `YYYY-MM-DD HH:MM:SS.ffffff` (the form SQLAlchemy's own SQLite DateTime writes), datetimes elsewhere.
 
 Every error is a `SourceError` whose message names the source (query, URL or file) and what went wrong.

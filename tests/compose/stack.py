@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from include.devstack import compose_env
+from devstack import compose_env
 from tests.conftest import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"

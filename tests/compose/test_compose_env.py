@@ -1,4 +1,4 @@
-"""`make env` (include/devstack/compose_env.py): .env from .env.example with random secrets, never overwritten."""
+"""`make env` (devstack/compose_env.py): .env from .env.example with random secrets, never overwritten."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from include.devstack import compose_env
+from devstack import compose_env
 from tests.compose import stack
 from tests.conftest import REPO_ROOT
 
@@ -21,7 +21,7 @@ def make_env(tmp_path: Path, example: Path = stack.ENV_EXAMPLE) -> subprocess.Co
         [
             sys.executable,
             "-m",
-            "include.devstack.compose_env",
+            "devstack.compose_env",
             "--example",
             str(example),
             "--env",
@@ -127,4 +127,4 @@ def test_env_is_ignored_by_git_and_the_makefile_has_the_target():
     assert ignored.returncode == 0, ".env must be in .gitignore"
     assert subprocess.run(["git", "check-ignore", "-q", ".env.example"], cwd=REPO_ROOT).returncode == 1
     dry_run = subprocess.run(["make", "-n", "env"], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert dry_run.returncode == 0 and "-m include.devstack.compose_env" in dry_run.stdout
+    assert dry_run.returncode == 0 and "-m devstack.compose_env" in dry_run.stdout

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from include.devstack import airflow_settings, compose_env, services
+from devstack import compose_env, services
+from include.bootstrap import airflow_settings
 from tests.compose import stack
 from tests.conftest import REPO_ROOT
 

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from include.devstack import services
-from include.devstack.processes import free_port, start_process
+from devstack import services
+from devstack.processes import free_port, start_process
 from include.mlops.config import CONFIG_DIR, load_config
 from tests.compose import stack
 from tests.compose.tools import debian_binary

@@ -8,7 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from include.devstack import services
+from devstack import services
 from tests.conftest import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"

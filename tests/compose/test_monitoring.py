@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from include.devstack.processes import ManagedProcess, free_port, start_process, wait_until_healthy
+from devstack.processes import ManagedProcess, free_port, start_process, wait_until_healthy
 from include.mlops import monitoring
 from include.serving.shadow import CAPACITY_RECORDS
 from tests.compose.tools import debian_binary

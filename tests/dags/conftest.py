@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from include.devstack import simulator
+from include.demo_sources import simulator
 from include.mlops.config import CONFIG_DIR, PipelineConfig, load_config
 from include.mlops.naming import monitor_dag_id, training_dag_id
 from tests.conftest import REPO_ROOT

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 import yaml
 from mlflow.tracking import MlflowClient
 
-from include.devstack import simulator
+from include.demo_sources import simulator
 from include.mlops import deployment, monitoring, registry
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.naming import training_dag_id

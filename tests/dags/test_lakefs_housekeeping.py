@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.devstack import services
+from devstack import services
 from include.mlops import versioning
 from include.mlops.naming import run_branch_prefix
 from mlops_airflow.lakefs_hook import LakeFSHook

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from include.devstack import simulator
+from include.demo_sources import simulator
 from include.mlops import versioning
 from include.mlops.naming import run_branch_name, run_key, training_dag_id
 from mlops_airflow.lakefs_hook import LakeFSHook

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from include.devstack.processes import free_port
+from devstack.processes import free_port
 from include.mlops import alias_history, deployment, registry, versioning
 from include.mlops.naming import rollback_dag_id, run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook

@@ -112,7 +112,7 @@ def test_a_tasks_process_builds_only_its_own_dag(dag_id: str):
 def test_a_model_whose_source_does_not_answer_fails_its_own_run_only(
     tmp_path: Path, transactions_db: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
 ):
-    from include.devstack.processes import free_port
+    from devstack.processes import free_port
     from include.mlops import versioning
     from mlops_airflow.lakefs_hook import LakeFSHook
     from tests.dags.conftest import TEST_CANDIDATES, load_dag

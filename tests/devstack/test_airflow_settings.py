@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.devstack import airflow_settings, services
+from devstack import services
+from include.bootstrap import airflow_settings
 from tests.conftest import REPO_ROOT
 
 ENV = {
@@ -133,7 +134,7 @@ def test_the_sql_connections_are_sqlite_files_by_default_and_postgres_when_told(
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "include.devstack.airflow_settings", *args],
+        [sys.executable, "-m", "include.bootstrap.airflow_settings", *args],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,

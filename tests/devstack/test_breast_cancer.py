@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from include.devstack import breast_cancer
-from include.devstack.breast_cancer import write_drops
+from include.demo_sources import breast_cancer
+from include.demo_sources.breast_cancer import write_drops
 from include.mlops.config import PROJECT_ROOT, load_config
 from include.mlops.sources import fetch_files
 from include.mlops.validation import validate_batch

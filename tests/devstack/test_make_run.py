@@ -1,7 +1,7 @@
 """`make run` as a user runs it: the stack comes up on loopback with this project loaded, serving the demo and a
 team's own data side by side, and Ctrl-C stops all.
 
-This runs the same entry point as `make run` (`python -m include.devstack`) with a temporary state directory
+This runs the same entry point as `make run` (`python -m devstack`) with a temporary state directory
 and free ports, so it does not collide with a stack the developer has running.
 """
 
@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from include.devstack.processes import group_alive
+from devstack.processes import group_alive
 from include.mlops.config import CONFIG_DIR
 from include.mlops.naming import model_dag_ids, training_dag_id
 from tests.conftest import REPO_ROOT
@@ -61,7 +61,7 @@ def _airflow_token(base_url: str, password: str) -> str:
 def _own_data(folder: Path) -> Path:
     """A team's own config, written from the README alone: its daily CSV exports (the breast cancer samples,
     under a dataset name the local stack knows nothing of) in a folder of its own."""
-    from include.devstack import breast_cancer
+    from include.demo_sources import breast_cancer
 
     drops = folder / "exports"
     breast_cancer.write_drops(drops, dt.datetime.now(dt.UTC).date(), 35, seed=5)
@@ -89,7 +89,7 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_CONFIG"))}
     stack = subprocess.Popen(
         [
-            *(sys.executable, "-m", "include.devstack", "--state-dir", str(state_dir), "--free-ports"),
+            *(sys.executable, "-m", "devstack", "--state-dir", str(state_dir), "--free-ports"),
             *("--config", str(demo_path), "--config", str(own_path)),
         ],
         cwd=REPO_ROOT,
@@ -292,7 +292,7 @@ def _the_champion_serves_and_comes_back_when_killed(
 )
 def test_make_run_refuses_wrong_arguments_before_starting_anything(tmp_path: Path, arguments: list[str], message: str):
     (tmp_path / "fraud_demo.yaml").write_text((CONFIG_DIR / "fraud_demo.yaml").read_text())
-    command = [sys.executable, "-m", "include.devstack", "--state-dir", str(tmp_path / "state"), "--free-ports"]
+    command = [sys.executable, "-m", "devstack", "--state-dir", str(tmp_path / "state"), "--free-ports"]
     result = subprocess.run(
         [*command, *(a.format(tmp=tmp_path) for a in arguments)], cwd=REPO_ROOT, capture_output=True, text=True
     )

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from include.devstack.memory import TreeMemory
+from devstack.memory import TreeMemory
 
 MB = 2**20
 # A parent (the tree's root) and its child, which holds 50 MB for 0.3 s each time it reads a line, then frees

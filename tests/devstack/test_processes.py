@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from include.devstack.processes import StartupError, free_port, start_process, wait_until_healthy
+from devstack.processes import StartupError, free_port, start_process, wait_until_healthy
 
 # A parent that forks two children which ignore nothing and sleep: what `airflow scheduler` looks like.
 FORKING_SERVER = textwrap.dedent(

@@ -18,8 +18,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from include.devstack import simulator
-from include.devstack.simulator import Drift, generate_day, write_days
+from include.demo_sources import simulator
+from include.demo_sources.simulator import Drift, generate_day, write_days
 from include.mlops import sources
 from include.mlops.config import load_config
 

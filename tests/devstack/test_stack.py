@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from cryptography.fernet import Fernet
 
-from include.devstack import services, simulator
-from include.devstack.airflow_api import TRANSIENT_TRIES, AirflowAPI, AirflowAPIError, TaskState, progress_line
-from include.devstack.processes import StartupError
-from include.devstack.stack import (
+from devstack import services
+from devstack.airflow_api import TRANSIENT_TRIES, AirflowAPI, AirflowAPIError, TaskState, progress_line
+from devstack.processes import StartupError
+from devstack.stack import (
     DEMO_SEED,
     SourceHistory,
     StackOptions,
@@ -24,6 +24,7 @@ from include.devstack.stack import (
     local_credentials,
     seed_transactions,
 )
+from include.demo_sources import simulator
 
 
 def test_the_source_holds_the_normal_world_until_the_change_and_the_changed_world_after(tmp_path: Path):
@@ -169,7 +170,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize(("failures", "succeeds"), [(2, True), (TRANSIENT_TRIES, False)])
 def test_a_5xx_from_airflow_is_tried_again_a_bounded_number_of_times(monkeypatch, failures: int, succeeds: bool):
-    monkeypatch.setattr("include.devstack.airflow_api.TRANSIENT_PAUSE_SECONDS", 0.01)
+    monkeypatch.setattr("devstack.airflow_api.TRANSIENT_PAUSE_SECONDS", 0.01)
     _Flaky.failures, _Flaky.calls = failures, []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from include.devstack import supervisor as supervision
-from include.devstack.processes import start_process
+from devstack import supervisor as supervision
+from devstack.processes import start_process
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 

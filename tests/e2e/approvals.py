@@ -7,7 +7,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from include.devstack.airflow_api import FINISHED, AirflowAPI
+from devstack.airflow_api import FINISHED, AirflowAPI
 
 APPROVAL_TASK = "approve_deployment"
 

@@ -1,7 +1,7 @@
 """The whole system on a real scheduler, shared by the end-to-end tests: the local stack with one process per
 Airflow component, CeleryExecutor on Postgres and Redis, serving two models side by side.
 
-`e2e` starts what `make run` starts (include/devstack/stack.py) once for the e2e tests, the way compose runs
+`e2e` starts what `make run` starts (devstack/stack.py) once for the e2e tests, the way compose runs
 Airflow: an api-server, a scheduler, a dag-processor, a triggerer and a Celery worker, each a process group of
 its own, all stopped when the last e2e test is done. Its two models are the demo (scaled down) and the shipped
 breast cancer config, whose CSV drops the stack writes where the test's copy of the config points, and whose
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.devstack import stack as devstack
-from include.devstack.processes import free_port
-from include.devstack.supervisor import Supervisor
+from devstack import stack as devstack
+from devstack.processes import free_port
+from devstack.supervisor import Supervisor
 from include.mlops.config import CONFIG_DIR, PipelineConfig
 from tests.e2e import browser, faults
 from tests.fixtures.services import (

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from include.devstack.airflow_api import AirflowAPI, TaskState, progress_line
+from devstack.airflow_api import AirflowAPI, TaskState, progress_line
 from include.mlops.naming import monitor_dag_id, training_dag_id
 from tests.e2e import approvals, browser
 from tests.e2e.conftest import BREAST_CANCER, DEMO

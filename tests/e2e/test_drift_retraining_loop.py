@@ -3,7 +3,7 @@ demo's world changes, and its drift monitor retrains it while the other model's 
 
 Airflow runs as compose runs it (api-server, scheduler, dag-processor, triggerer, a Celery worker; Postgres),
 every run is started through the REST API v2 with a JWT, and the run the drift monitor starts is the
-scheduler's own doing. This is what `make run ARGS=--demo-drift` plays (include/devstack/demo.py), checked step
+scheduler's own doing. This is what `make run ARGS=--demo-drift` plays (devstack/demo.py), checked step
 by step, with the breast cancer model beside the demo. That model's config asks a person to approve each
 challenger: the test answers through the REST API as a reviewer would (Approve, Reject, and no answer at all).
 """
@@ -19,9 +19,9 @@ import mlflow
 import pytest
 import sqlalchemy as sa
 
-from include.devstack import demo
-from include.devstack.airflow_api import AirflowAPIError
-from include.devstack.stack import DEMO_SEED
+from devstack import demo
+from devstack.airflow_api import AirflowAPIError
+from devstack.stack import DEMO_SEED
 from include.mlops import alias_history
 from include.mlops.naming import monitor_dag_id, run_branch_name, training_dag_id
 from tests.e2e import approvals

@@ -19,7 +19,7 @@ import mlflow
 import pytest
 from playwright.sync_api import FrameLocator, Page, expect, sync_playwright
 
-from include.devstack import demo
+from devstack import demo
 from include.mlops import registry
 from include.mlops.naming import rollback_dag_id
 from tests.e2e import browser

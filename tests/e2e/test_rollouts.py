@@ -26,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from include.devstack import demo
+from devstack import demo
 from include.mlops import alias_history, registry, rollouts
 from include.mlops.naming import rollout_dag_id, training_dag_id
 from mlops_airflow.approval import APPROVAL_TASK

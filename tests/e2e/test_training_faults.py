@@ -36,8 +36,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from include.devstack import demo
-from include.devstack.airflow_api import AirflowAPI
+from devstack import demo
+from devstack.airflow_api import AirflowAPI
 from include.mlops import alias_history, deployment, monitoring, registry, rollouts, versioning
 from include.mlops.lineage import parse_lakefs_uri
 from include.mlops.naming import monitor_dag_id, run_branch_name, run_key, training_dag_id

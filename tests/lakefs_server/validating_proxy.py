@@ -38,7 +38,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-from include.devstack.processes import free_port
+from devstack.processes import free_port
 
 API_PREFIX = "/api/v1"
 # Object contents: streamed both ways, checked without their bodies (the document declares a binary blob).

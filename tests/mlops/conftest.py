@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from include.devstack import simulator
+from include.demo_sources import simulator
 from include.mlops.config import load_config
 from include.mlops.datasets import split_rows
 from include.mlops.validation import validate_batch

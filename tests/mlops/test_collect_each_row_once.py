@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from include.devstack import simulator
+from include.demo_sources import simulator
 from include.mlops import sources
 from include.mlops.config import FileSource, HttpSource, SqlSource, load_config
 from include.mlops.sources import SourceError

@@ -1,6 +1,6 @@
 """Why a task failed, read from its log: on the logs of real failed tasks.
 
-The logs in task_logs/ are the files Airflow 3.3 wrote for three tasks of `make run` (`python -m include.devstack`
+The logs in task_logs/ are the files Airflow 3.3 wrote for three tasks of `make run` (`python -m devstack`
 with two breast cancer configs of their own), copied as they were: a train_candidate whose candidate's parameters
 sklearn refused (LogisticRegression with C: -1), the validate of a config whose range check every row failed
 (mean_radius at most 1), and a train_candidate whose process was SIGKILLed while it trained.

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from include.devstack import page_seed
+from devstack import page_seed
 from include.mlops import model_overview, monitoring, tracking
 from include.mlops.config import load_config
 

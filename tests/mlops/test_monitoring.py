@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from include.devstack import simulator
+from include.demo_sources import simulator
 from include.mlops import classes, deployment, monitoring, validation
 from include.mlops.config import CONFIG_DIR, ConfigError, load_config
 

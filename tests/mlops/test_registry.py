@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from include.devstack.processes import free_port
+from devstack.processes import free_port
 from include.mlops import packaging, registry, tracking, training
 
 AIRFLOW = {"airflow_dag_id": "ml_training", "airflow_run_id": "manual__test", "airflow_task_id": "t"}
@@ -231,7 +231,7 @@ def test_the_approval_request_shows_both_models_metrics_side_by_side_and_the_evi
 
 @pytest.mark.postgres
 def test_the_gate_on_a_postgres_backed_server(empty_postgres_url, tmp_path, model_config, splits):
-    from include.devstack import services
+    from devstack import services
 
     server = services.start_mlflow(tmp_path / "mlflow", free_port(), tmp_path, backend_store_uri=empty_postgres_url)
     try:

@@ -13,8 +13,8 @@ import boto3
 import pandas as pd
 import pytest
 
-from include.devstack import simulator
-from include.devstack.processes import free_port
+from devstack.processes import free_port
+from include.demo_sources import simulator
 from include.mlops import sources
 from include.mlops.config import FileSource, HttpPagination, HttpSource, Secret, SqlSource, load_config
 from include.mlops.sources import SourceError

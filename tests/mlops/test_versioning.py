@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from include.devstack.processes import free_port
+from devstack.processes import free_port
 from include.mlops import versioning
 
 pytestmark = pytest.mark.usefixtures("lakefs_server")

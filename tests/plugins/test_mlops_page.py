@@ -25,9 +25,9 @@ import pytest
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from include.devstack import demo, page_seed, services
-from include.devstack.airflow_api import AirflowAPI
-from include.devstack.processes import free_port
+from devstack import demo, page_seed, services
+from devstack.airflow_api import AirflowAPI
+from devstack.processes import free_port
 from include.mlops import alias_history, monitoring
 from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
 

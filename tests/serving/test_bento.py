@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from include.devstack.processes import free_port, start_process, wait_until_healthy
-from include.devstack.services import REPO_ROOT, venv_bin
+from devstack.processes import free_port, start_process, wait_until_healthy
+from devstack.services import REPO_ROOT, venv_bin
 from tests.fixtures.serving import ADMIN_TOKEN
 from tests.serving.conftest import records_of
 

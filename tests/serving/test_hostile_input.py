@@ -28,7 +28,7 @@ import pytest
 import requests
 import schemathesis
 
-from include.devstack.memory import TreeMemory
+from devstack.memory import TreeMemory
 from include.mlops import packaging, training
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.datasets import split_rows
@@ -67,7 +67,7 @@ def two_models(stored_models, tmp_path_factory) -> Iterator[Service]:
 
 
 def _cancer_rows() -> pd.DataFrame:
-    from include.devstack import breast_cancer
+    from include.demo_sources import breast_cancer
 
     return breast_cancer.samples().assign(event_time=pd.Timestamp("2026-03-01", tz="UTC"))
 

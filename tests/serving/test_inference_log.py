@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from include.devstack.processes import free_port
+from devstack.processes import free_port
 from include.mlops import monitoring
 from tests.fixtures.serving import Service
 from tests.serving.conftest import logged_rows, records_of, wait_for

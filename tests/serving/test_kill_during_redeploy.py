@@ -4,7 +4,7 @@ A redeploy is what deploy_model asks of the service: `POST /admin/models/fraud_d
 it serves v1. The switch is sent, and the whole process tree is killed with SIGKILL at several points after it
 (every process group of the tree: `bentoml serve`'s arbiter and its worker, which runs in a session of its own):
 just after sending, after half a switch's measured duration, and as soon as the switch is answered. `Supervisor.check()`
-(include/devstack/supervisor.py) then starts it again on the same port, state folder and settings. Checked
+(devstack/supervisor.py) then starts it again on the same port, state folder and settings. Checked
 after each kill:
 
 - it starts: the pointer file is whole JSON naming v1 or v2 (the kill came before or after its atomic write);
@@ -29,9 +29,9 @@ from typing import Any
 import httpx
 import psutil
 
-from include.devstack import services
-from include.devstack.processes import ManagedProcess, free_port
-from include.devstack.supervisor import Supervisor
+from devstack import services
+from devstack.processes import ManagedProcess, free_port
+from devstack.supervisor import Supervisor
 from tests.fixtures.serving import ADMIN_TOKEN, DEMO_CONFIG, DEMO_MODEL, MODEL_STORE
 from tests.serving.conftest import offline_predictions, records_of
 

@@ -162,7 +162,7 @@ def test_publishing_is_idempotent_and_a_tag_names_one_model_for_good(store, stor
 
 
 def test_an_unreachable_store_fails_in_seconds_naming_where(stored_models, monkeypatch):
-    from include.devstack.processes import free_port
+    from devstack.processes import free_port
 
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLOPS_MODEL_STORE_ENDPOINT_URL", endpoint)

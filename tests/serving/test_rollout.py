@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from include.devstack.processes import free_port
+from devstack.processes import free_port
 from include.mlops import deployment
 from include.mlops.config import CONFIG_DIR, load_config
 from tests.fixtures.serving import ADMIN_TOKEN, Service

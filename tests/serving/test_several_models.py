@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from include.devstack import breast_cancer
+from include.demo_sources import breast_cancer
 from include.mlops import monitoring, packaging, training
 from include.mlops.config import CONFIG_DIR, PipelineConfig, load_config
 from include.mlops.datasets import split_rows
