@@ -20,6 +20,8 @@ USER 50000:0
 COPY --chown=50000:0 requirements.txt /opt/airflow/requirements.txt
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /opt/airflow/requirements.txt
 
+# What ships and nothing else: include/ holds the library, the model service, the configs, the bootstrap and the
+# demo sources; devstack/ (make run's local stack, the lakeFS stand-in, the test seeds) stays out, as do tests/.
 COPY --chown=50000:0 dags/ /opt/airflow/dags/
 COPY --chown=50000:0 plugins/ /opt/airflow/plugins/
 COPY --chown=50000:0 include/ /opt/airflow/include/

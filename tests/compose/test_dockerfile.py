@@ -13,6 +13,8 @@ from tests.conftest import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 BASE_IMAGE = "apache/airflow:3.3.2-python3.11"
+# What only develops and tests the project, which the image leaves out.
+DEVELOPMENT_ONLY = ("devstack", "tests", "benchmarks")
 
 
 def hadolint(dockerfile: Path, home: Path) -> subprocess.CompletedProcess:
@@ -32,6 +34,24 @@ def instructions(text: str) -> list[tuple[str, str]]:
     joined = re.sub(r"\\\n", " ", text)
     lines = [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def copied_sources() -> set[str]:
+    """What the Dockerfile's COPY instructions take from the build context."""
+    return {args.split()[-2].rstrip("/") for op, args in instructions(DOCKERFILE.read_text()) if op == "COPY"}
+
+
+def sent_to_docker(path: str) -> bool:
+    """Whether .dockerignore lets `path` into the build context (Docker's rule: the last matching pattern
+    decides; `!` brings a path back)."""
+    patterns = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()]
+    included = True
+    for pattern in (p for p in patterns if p and not p.startswith("#")):
+        exclude = not pattern.startswith("!")
+        glob = pattern.lstrip("!").rstrip("/")
+        if fnmatch.fnmatch(path, glob) or fnmatch.fnmatch(path, f"{glob}/*") or path.startswith(f"{glob}/"):
+            included = not exclude
+    return included
 
 
 def test_the_dockerfile_passes_hadolint(tmp_path: Path):
@@ -62,26 +82,36 @@ def test_the_image_builds_on_airflow_3_3_2_for_python_3_11():
 
 
 def test_the_image_holds_what_compose_runs():
-    copied = {args.split()[-2].rstrip("/") for op, args in instructions(DOCKERFILE.read_text()) if op == "COPY"}
+    copied = copied_sources()
     assert {"requirements.txt", "dags", "plugins", "include", "airflow_settings.yaml"} <= copied
+    # The programs compose starts in the project's image (airflow-init's bootstrap, the demo sources).
+    modules = re.findall(r"python -m ([\w.]+)", (REPO_ROOT / "docker-compose.yaml").read_text())
+    assert modules, "docker-compose.yaml runs no `python -m` module"
+    for module in modules:
+        path = module.replace(".", "/") + ".py"
+        assert (REPO_ROOT / path).is_file(), f"compose runs {module}, which is not {path}"
+        assert path.split("/")[0] in copied and sent_to_docker(path), f"compose runs {module}, not in the image"
+
+
+def test_the_image_carries_no_development_only_package():
+    copied = copied_sources()
+    assert not copied & {".", *DEVELOPMENT_ONLY}, f"the Dockerfile copies {copied}"
+    # Nor is one inside a folder it copies, as the local stack once was (include/devstack): devstack and every
+    # package in it, by name.
+    development_packages = {p.parent.name for p in (REPO_ROOT / "devstack").rglob("__init__.py")}
+    assert {"devstack", "lakefs_server"} <= development_packages
+    for source in copied:
+        for package in (REPO_ROOT / source).rglob("__init__.py"):
+            assert package.parent.name not in development_packages, f"the image would carry {package.parent}"
+    for path in (REPO_ROOT / "devstack").rglob("*.py"):
+        assert not sent_to_docker(path.relative_to(REPO_ROOT).as_posix()), f"{path} is sent to the Docker daemon"
 
 
 def test_the_build_context_is_an_allow_list_without_secrets_or_local_state():
     patterns = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()]
     patterns = [p for p in patterns if p and not p.startswith("#")]
     assert patterns[0] == "*", "everything is left out unless named"
-
-    def sent(path: str) -> bool:
-        # Docker's rule: the last matching pattern decides; `!` brings a path back.
-        included = True
-        for pattern in patterns:
-            exclude = not pattern.startswith("!")
-            glob = pattern.lstrip("!").rstrip("/")
-            if fnmatch.fnmatch(path, glob) or fnmatch.fnmatch(path, f"{glob}/*") or path.startswith(f"{glob}/"):
-                included = not exclude
-        return included
-
     for path in ("requirements.txt", "airflow_settings.yaml", "dags/ml_training.py", "include/serving/service.py"):
-        assert sent(path), f"{path} is left out of the build context"
+        assert sent_to_docker(path), f"{path} is left out of the build context"
     for path in (".env", ".env.example", ".venv/bin/python", ".local/credentials.json", ".git/config", "tests/x.py"):
-        assert not sent(path), f"{path} would be sent to the Docker daemon"
+        assert not sent_to_docker(path), f"{path} would be sent to the Docker daemon"
