@@ -4,8 +4,11 @@ image, and what it copies (no more: the build context is an allow-list)."""
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from devstack import services
@@ -91,6 +94,26 @@ def test_the_image_holds_what_compose_runs():
         path = module.replace(".", "/") + ".py"
         assert (REPO_ROOT / path).is_file(), f"compose runs {module}, which is not {path}"
         assert path.split("/")[0] in copied and sent_to_docker(path), f"compose runs {module}, not in the image"
+
+
+def test_what_compose_runs_starts_from_the_files_of_the_image_alone(tmp_path: Path):
+    """The modules compose starts import nothing the image leaves out: each answers --help from a copy of what
+    the Dockerfile copies, on the image's PYTHONPATH (/opt/airflow), with no devstack/ beside it."""
+    for source in copied_sources():
+        copy = shutil.copytree if (REPO_ROOT / source).is_dir() else shutil.copy
+        copy(REPO_ROOT / source, tmp_path / source)
+    modules = sorted(set(re.findall(r"python -m ([\w.]+)", (REPO_ROOT / "docker-compose.yaml").read_text())))
+    assert modules, "docker-compose.yaml runs no `python -m` module"
+    for module in modules:
+        result = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0 and f"usage: python -m {module}" in result.stdout, result.stderr[-2000:]
 
 
 def test_the_image_carries_no_development_only_package():
