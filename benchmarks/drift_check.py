@@ -50,13 +50,13 @@ def fill_log(path: Path, window: pd.DataFrame, config) -> None:
     """The window as the model service logs it: one row per prediction, inputs as JSON, spread over the hour."""
     import sqlalchemy as sa
 
-    from include.mlops import deployment, monitoring
+    from include.mlops import deployment, monitoring, operations_store
 
     engine = sa.create_engine(f"sqlite:///{path}")
     records = deployment.records_of(window, config.dataset, with_id=True)
     step = dt.timedelta(hours=1) / len(records)
+    operations_store.upgrade(engine)
     with engine.begin() as connection:
-        monitoring.create_inference_log(connection)
         for chunk in range(0, len(records), 50_000):
             rows = []
             for i, record in enumerate(records[chunk : chunk + 50_000], start=chunk):

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import yaml
 from mlflow.tracking import MlflowClient
 
-from include.mlops import alias_history, monitoring, registry, rollouts, tracking
+from include.mlops import alias_history, monitoring, operations_store, registry, rollouts, tracking
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.naming import training_dag_id
 
@@ -60,7 +60,8 @@ def seed_model(
     """`versions` versions of `model`, each from its own training run: the last is the challenger (rejected
     by the gate), the one before the champion, the one before that the previous champion; the alias moves
     that put them there; and `checks` hourly drift checks (every 10th with labels, every 50th asking to
-    retrain, the last 24 with an HTML report)."""
+    retrain, the last 24 with an HTML report). The operations store behind `engine` is brought to its schema."""
+    operations_store.upgrade(engine)
     experiment = tracking.experiment_id(client, model)
     client.create_registered_model(model)
     seeded = [_version(client, experiment, model, n, versions) for n in range(1, versions + 1)]

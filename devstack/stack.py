@@ -107,6 +107,8 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
     }
     check_port_free("SERVING_PORT", ports["SERVING_PORT"])
     (state / "serving").mkdir(exist_ok=True)
+    revision = upgrade_operations_store(serving_env["MLOPS_INFERENCE_LOG_URL"])
+    say(f"Store       {inference_log_db} (operations store, schema revision {revision})")
     # Restarted when it exits: it comes back serving the model its pointer file names.
     serving = supervisor.start(
         "serving",
@@ -157,6 +159,20 @@ def start(options: StackOptions, supervisor: Supervisor, say: Callable[[str], No
         airflow_env=env,
         configs=folder.configs,
     )
+
+
+def upgrade_operations_store(url: str) -> str:
+    """The operations store's schema brought to the newest revision before the service and Airflow's tasks use
+    it, as compose's airflow-init and the Helm chart's Job do; returns the revision."""
+    import sqlalchemy as sa
+
+    from include.mlops import operations_store
+
+    engine = sa.create_engine(url)
+    try:
+        return operations_store.upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def pipeline_configs(folder: Path, say: Callable[[str], None]) -> ConfigFolder:

@@ -2,8 +2,9 @@
 `champion` and needs no rows of its own).
 
 MLflow keeps only where an alias points now (mlflow#2169, #6180): who moved `champion` from which version to
-which, when and why, is lost at the next move. This table, beside the drift history in the database behind
-connection `inference_log_db`, is append-only: one row per move, written by the task that moved the alias.
+which, when and why, is lost at the next move. This table of the operations store
+(include/mlops/operations_store.py), beside the drift history, is append-only: one row per move, written by
+the task that moved the alias.
 
 A retried task writes its move once: a row is the same move when model, alias, target version and Airflow
 run are the same. The version an alias moved from is read before the move; a retry that finds the alias
@@ -19,35 +20,14 @@ from typing import Literal, get_args
 
 import sqlalchemy as sa
 
-from include.mlops.monitoring import as_utc, create_table
+from include.mlops.monitoring import as_utc
+from include.mlops.operations_store import alias_history
 
 # Why an alias moved: the gate promoted or registered a challenger, a person approved one, a rollback put an
 # older version back, a shadow or canary rollout's check promoted its challenger (or kept the champion: a row
 # from and to the same version, whose detail says why the challenger was rolled back).
 Cause = Literal["gate", "approval", "rollback", "rollout"]
 CAUSES: tuple[Cause, ...] = get_args(Cause)
-
-metadata = sa.MetaData()
-
-alias_history = sa.Table(
-    "alias_history",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("model_name", sa.Text, nullable=False),
-    sa.Column("alias", sa.Text, nullable=False),
-    sa.Column("from_version", sa.Text, nullable=True),  # none: the alias was not set before
-    sa.Column("to_version", sa.Text, nullable=False),
-    sa.Column("moved_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("cause", sa.Text, nullable=False),
-    # What started the run that moved it (its `reason` param: manual, nightly, drift, ...), and who: the
-    # Airflow run, or the user who approved or rolled back.
-    sa.Column("trigger", sa.Text, nullable=False),
-    sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("airflow_dag_id", sa.Text, nullable=False),
-    sa.Column("airflow_run_id", sa.Text, nullable=False),
-    sa.Column("detail", sa.Text, nullable=False),
-    sa.Index("ix_alias_history_model_moved_at", "model_name", "moved_at"),
-)
 
 
 @dataclass(frozen=True)
@@ -79,7 +59,6 @@ def record_move(engine: sa.Engine, move: AliasMove) -> bool:
         table.airflow_run_id == move.airflow_run_id,
     )
     with engine.begin() as connection:
-        create_table(connection, alias_history)
         if connection.execute(same).first() is not None:
             return False
         connection.execute(alias_history.insert(), [_row(move)])
@@ -99,8 +78,7 @@ def moves(engine: sa.Engine, model_name: str) -> list[AliasMove]:
     """Every recorded move of `model_name`'s aliases, oldest first."""
     table = alias_history.c
     query = sa.select(alias_history).where(table.model_name == model_name).order_by(table.moved_at, table.id)
-    with engine.begin() as connection:
-        create_table(connection, alias_history)
+    with engine.connect() as connection:
         rows = connection.execute(query).mappings().all()
     return [
         AliasMove(**{**{k: v for k, v in row.items() if k != "id"}, "moved_at": as_utc(row["moved_at"])})

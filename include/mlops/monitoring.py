@@ -1,9 +1,10 @@
 """Drift of live traffic against the champion's training data, and whether it calls for retraining.
 
-The live traffic is the inference log, a table the model service writes (include/serving/inference_log.py)
-and defined here, where it is read: `read_live_window` returns one window's predictions as rows of features
-and the prediction; a row that does not fit the config (a JSON that is not a record, a missing feature, a
-value of the wrong type) is counted and left out, so that one bad row never fails a check.
+The live traffic is the inference log, a table of the operations store (include/mlops/operations_store.py)
+that the model service writes (include/serving/inference_log.py) and this module reads: `read_live_window`
+returns one window's predictions as rows of features and the prediction; a row that does not fit the config (a
+JSON that is not a record, a missing feature, a value of the wrong type) is counted and left out, so that one
+bad row never fails a check.
 
 `measure_drift` compares a window of live features (and predictions) with the reference sample using
 Evidently's DataDriftPreset: per column, the method Evidently picks for its type and size (a p-value test below
@@ -27,10 +28,10 @@ import numpy as np
 import orjson
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from include.mlops import classes, training
 from include.mlops.config import Dataset, Feature, PipelineConfig
+from include.mlops.operations_store import drift_history, inference_log
 from include.mlops.validation import read_target
 
 PREDICTION_COLUMN = "prediction"
@@ -38,105 +39,6 @@ PREDICTION_COLUMN = "prediction"
 MAX_LISTED_PROBLEMS = 5
 # Logged rows read and checked at a time: bounds the memory a million-row window takes on its way in.
 CHUNK_ROWS = 100_000
-
-# none_as_null: a regression row has SQL NULL probabilities, not the JSON text "null".
-JSON_COLUMN = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
-metadata = sa.MetaData()
-inference_log = sa.Table(
-    "inference_log",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(32), nullable=False),
-    sa.Column("record_index", sa.Integer, nullable=False),
-    sa.Column("record_id", sa.Text, nullable=True),
-    sa.Column("model_name", sa.Text, nullable=False),
-    sa.Column("model_version", sa.Text, nullable=False),
-    sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("inputs", JSON_COLUMN, nullable=False),
-    sa.Column("label", sa.Text, nullable=True),
-    sa.Column("probabilities", JSON_COLUMN, nullable=True),
-    sa.Column("value", sa.Double, nullable=True),
-    # Added for rollouts (include/mlops/rollouts.py); a table of an earlier release gains them at start, its rows
-    # taking the defaults, which is what they were: the champion's served answers.
-    # Which model made the row: the champion, or a challenger in a shadow or canary rollout.
-    sa.Column("role", sa.Text, nullable=False, server_default="champion"),
-    # Whether the prediction was the answer the client got (a shadow scoring is not; nor is a failed one).
-    sa.Column("served", sa.Boolean, nullable=False, server_default=sa.true()),
-    # The scoring raised (the row has no prediction): the first line of the error.
-    sa.Column("error", sa.Text, nullable=True),
-    # The model's time for the request the row belongs to (the same for each of its records), in milliseconds.
-    sa.Column("latency_ms", sa.Double, nullable=True),
-    # Every read is one model's window.
-    sa.Index("ix_inference_log_model_predicted_at", "model_name", "predicted_at"),
-)
-
-
-# One row per check of drift_monitor: what it measured and what it decided, and why. The cool-down counts from
-# the last row that decided to retrain.
-drift_history = sa.Table(
-    "drift_history",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("airflow_run_id", sa.Text, nullable=False),
-    sa.Column("model_name", sa.Text, nullable=False),
-    sa.Column("model_version", sa.Text, nullable=True),
-    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("malformed_rows", sa.Integer, nullable=False),
-    sa.Column("drift_share", sa.Double, nullable=True),
-    sa.Column("drifted_columns", JSON_COLUMN, nullable=True),
-    sa.Column("prediction_drift_score", sa.Double, nullable=True),
-    sa.Column("labelled_rows", sa.Integer, nullable=False),
-    sa.Column("live_score", sa.Double, nullable=True),
-    sa.Column("champion_score", sa.Double, nullable=True),
-    sa.Column("retrain", sa.Boolean, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("report_uri", sa.Text, nullable=True),
-    sa.Index("ix_drift_history_model_window", "model_name", "window_end"),
-)
-
-
-def create_inference_log(connection: sa.Connection) -> None:
-    """The table and its index, when missing; safe when several workers start at once."""
-    create_table(connection, inference_log)
-
-
-def create_drift_history(connection: sa.Connection) -> None:
-    create_table(connection, drift_history)
-
-
-def create_table(connection: sa.Connection, table: sa.Table) -> None:
-    """`table` and its indexes, when missing; and the columns a later release added, when missing."""
-    connection.execute(sa.schema.CreateTable(table, if_not_exists=True))
-    for index in table.indexes:
-        connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-    _add_missing_columns(connection, table)
-
-
-def _add_missing_columns(connection: sa.Connection, table: sa.Table) -> None:
-    present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
-    for column in table.columns:
-        if column.name in present:
-            continue
-        kind = column.type.compile(connection.dialect)
-        default = ""
-        if column.server_default is not None:
-            arg = column.server_default.arg
-            default = (
-                f" DEFAULT '{arg}'" if isinstance(arg, str) else f" DEFAULT {arg.compile(dialect=connection.dialect)}"
-            )
-        null = "" if column.nullable else " NOT NULL"
-        # Several service workers start at once and may all find the column missing: Postgres has IF NOT EXISTS;
-        # on SQLite the second one's "duplicate column" is that same column, there already.
-        guard = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
-        try:
-            connection.execute(
-                sa.text(f"ALTER TABLE {table.name} ADD COLUMN{guard} {column.name} {kind}{default}{null}")
-            )
-        except sa.exc.OperationalError as exc:
-            if "duplicate column" not in str(exc):
-                raise
 
 
 def _in_window(model_name: str, start: dt.datetime, end: dt.datetime) -> tuple:
@@ -149,8 +51,7 @@ def count_logged(engine: sa.Engine, model_name: str, start: dt.datetime, end: dt
     """How many predictions of `model_name` were logged in [start, end) (malformed ones included); 0 before the
     first."""
     query = sa.select(sa.func.count()).where(*_in_window(model_name, start, end))
-    with engine.begin() as connection:
-        create_inference_log(connection)
+    with engine.connect() as connection:
         return connection.execute(query).scalar_one()
 
 
@@ -496,7 +397,6 @@ def check_figures(
 def record_check(engine: sa.Engine, row: dict[str, Any]) -> None:
     """Write one check's row of the drift history; a retried check replaces the row of its first try."""
     with engine.begin() as connection:
-        create_drift_history(connection)
         connection.execute(
             sa.delete(drift_history).where(
                 drift_history.c.airflow_run_id == row["airflow_run_id"],
@@ -514,8 +414,7 @@ def last_retraining(engine: sa.Engine, model_name: str, other_than_run: str | No
         drift_history.c.retrain.is_(True),
         drift_history.c.airflow_run_id != (other_than_run or ""),
     )
-    with engine.begin() as connection:
-        create_drift_history(connection)
+    with engine.connect() as connection:
         last = connection.execute(query).scalar_one()
     return None if last is None else as_utc(last)
 
@@ -535,6 +434,5 @@ def history(engine: sa.Engine, model_name: str, last: int | None = None) -> list
         # The newest `last` through the (model_name, window_end) index, put back in order below.
         checks = sa.select(checks.order_by(drift_history.c.window_end.desc()).limit(last).subquery())
     rows = checks.subquery()
-    with engine.begin() as connection:
-        create_drift_history(connection)
+    with engine.connect() as connection:
         return [dict(r._mapping) for r in connection.execute(sa.select(rows).order_by(rows.c.window_end))]

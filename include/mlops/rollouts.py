@@ -7,7 +7,8 @@ scores off the request path) and writes both predictions to the inference log wi
 both scored: agreement, the drift between the two models' predictions, the challenger's error rate and the p99
 model time of each; and, once labels arrived, the primary metric of each on the same labelled rows. `judge`
 turns the figures into a verdict against the config's `rollout` section: wait, promote or roll back, with the
-reason. The rollouts table keeps each rollout's state and last figures for the MLOps page.
+reason. The rollouts table (include/mlops/operations_store.py) keeps each rollout's state and last figures for
+the MLOps page.
 """
 
 from __future__ import annotations
@@ -21,16 +22,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from include.mlops.config import Dataset, PipelineConfig
-from include.mlops.monitoring import (
-    JSON_COLUMN,
-    PREDICTION_COLUMN,
-    as_utc,
-    create_inference_log,
-    create_table,
-    inference_log,
-    live_performance,
-    measure_drift,
-)
+from include.mlops.monitoring import PREDICTION_COLUMN, as_utc, live_performance, measure_drift
+from include.mlops.operations_store import inference_log, rollouts
 from include.mlops.training import higher_is_better
 
 Verdict = Literal["wait", "promote", "rollback"]
@@ -46,30 +39,6 @@ def same_answer(champion: dict[str, Any], challenger: dict[str, Any], value_tole
         return abs(float(second) - float(first)) <= value_tolerance * max(1.0, abs(float(first)))
     return str(champion.get("label")) == str(challenger.get("label"))
 
-
-metadata = sa.MetaData()
-
-# One row per rollout the pipeline started: its state, and the figures of its last check (for the MLOps page).
-rollouts = sa.Table(
-    "rollouts",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("model_name", sa.Text, nullable=False),
-    sa.Column("challenger_version", sa.Text, nullable=False),
-    sa.Column("champion_version", sa.Text, nullable=False),
-    sa.Column("mode", sa.Text, nullable=False),
-    sa.Column("share", sa.Double, nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    # running, promoted or rolled_back
-    sa.Column("state", sa.Text, nullable=False),
-    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("reason", sa.Text, nullable=False, server_default=""),
-    sa.Column("figures", JSON_COLUMN, nullable=True),
-    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("airflow_dag_id", sa.Text, nullable=False),
-    sa.Column("airflow_run_id", sa.Text, nullable=False),
-    sa.Index("ix_rollouts_model_started_at", "model_name", "started_at"),
-)
 
 RUNNING, PROMOTED, ROLLED_BACK = "running", "promoted", "rolled_back"
 
@@ -154,8 +123,7 @@ def paired_rows(engine: sa.Engine, model_name: str, challenger_version: str, sin
             challenger.c.predicted_at >= since,
         )
     )
-    with engine.begin() as connection:
-        create_inference_log(connection)
+    with engine.connect() as connection:
         return pd.DataFrame(
             connection.execute(query).mappings().all(), columns=[c.name for c in query.selected_columns]
         )
@@ -186,8 +154,7 @@ def challenger_scorings(
         log.model_version == challenger_version,
         log.predicted_at >= since,
     )
-    with engine.begin() as connection:
-        create_inference_log(connection)
+    with engine.connect() as connection:
         scorings, errors = connection.execute(query).one()
     return int(scorings), int(errors)
 
@@ -323,7 +290,6 @@ def record_start(engine: sa.Engine, row: dict[str, Any]) -> int:
     """Record a rollout the pipeline started (once per Airflow run: a retry finds its row); returns its id."""
     table = rollouts.c
     with engine.begin() as connection:
-        create_table(connection, rollouts)
         same = sa.select(table.id).where(
             table.model_name == row["model_name"],
             table.challenger_version == row["challenger_version"],
@@ -338,8 +304,7 @@ def running(engine: sa.Engine, model_name: str) -> dict[str, Any] | None:
     """The model's running rollout, as recorded (None: none)."""
     table = rollouts.c
     query = sa.select(rollouts).where(table.model_name == model_name, table.state == RUNNING).order_by(table.id.desc())
-    with engine.begin() as connection:
-        create_table(connection, rollouts)
+    with engine.connect() as connection:
         row = connection.execute(query).mappings().first()
     return None if row is None else _plain(row)
 
@@ -364,8 +329,7 @@ def history(engine: sa.Engine, model_name: str, last: int = 10) -> list[dict[str
     """The model's last `last` rollouts, newest first."""
     table = rollouts.c
     query = sa.select(rollouts).where(table.model_name == model_name).order_by(table.id.desc()).limit(last)
-    with engine.begin() as connection:
-        create_table(connection, rollouts)
+    with engine.connect() as connection:
         return [_plain(row) for row in connection.execute(query).mappings().all()]
 
 

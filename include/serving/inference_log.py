@@ -1,7 +1,7 @@
 """The inference log: every served prediction, written to a SQL database off the request path.
 
-The drift monitor reads this table (include/mlops/monitoring.py defines it and reads it). Its schema (created
-when missing; SQLite locally, Postgres in compose):
+The drift monitor reads this table (include/mlops/monitoring.py), one of the operations store's
+(include/mlops/operations_store.py defines it; SQLite locally, Postgres in compose):
 
     inference_log
       id             BIGINT PRIMARY KEY (autoincrement; INTEGER on SQLite)
@@ -29,6 +29,10 @@ to an in-process bounded buffer and returns; one background thread inserts what 
 or as soon as 500 rows wait. When the database is unavailable, or the buffer is full, rows are dropped and
 counted by model (`on_dropped`), and the service keeps answering; writing resumes by itself when the database is
 back.
+
+When it starts, the writer brings the database to the operations store's newest schema (a no-op where the stack's
+start did it), off the request path. The service upgrades rather than refusing: it is often run alone on
+a fresh database (a SQLite file), and a writer that only refused would drop every row, quietly.
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ import pydantic_core
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from include.mlops import operations_store
 from include.mlops.classes import text_of
-from include.mlops.monitoring import create_inference_log, inference_log
+from include.mlops.operations_store import inference_log
 from include.serving.models import first_line
 
 logger = logging.getLogger(__name__)
@@ -93,7 +98,7 @@ class InferenceLog:
         self._pending_rows = 0
         self._wakeup = threading.Condition()
         self._stopping = False
-        self._table_ready = False
+        self._schema_ready = False
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
 
@@ -120,6 +125,12 @@ class InferenceLog:
         self._engine.dispose()
 
     def _run(self) -> None:
+        # The schema first, so that it is there for the first request's rows and for the drift gauges' reads; a
+        # database that is away now is upgraded before the first write that finds it back.
+        try:
+            self._upgrade_schema()
+        except Exception as exc:  # as a failed write: the service must start all the same
+            logger.warning("inference log unavailable at start, trying again at the first write: %s", first_line(exc))
         while True:
             with self._wakeup:
                 if not self._stopping and self._pending_rows < BATCH_ROWS:
@@ -135,15 +146,14 @@ class InferenceLog:
 
     def _write(self, batch: list[LoggedRequest]) -> None:
         try:
+            if not self._schema_ready:
+                self._upgrade_schema()
             with self._engine.begin() as connection:
-                if not self._table_ready:
-                    create_inference_log(connection)
-                    self._table_ready = True
                 connection.execute(inference_log.insert(), [row for r in batch for row in self._rows(r)])
         except Exception as exc:  # any database error: the service must keep answering
             for request in batch:
                 self._on_dropped(request.model_name, len(request.records))
-            self._table_ready = False  # the database may come back empty
+            self._schema_ready = False  # the database may come back empty
             if not self._failing:
                 logger.warning("inference log unavailable, dropping rows until it is back: %s", first_line(exc))
             self._failing = True
@@ -151,6 +161,10 @@ class InferenceLog:
         if self._failing:
             logger.warning("inference log is writable again")
         self._failing = False
+
+    def _upgrade_schema(self) -> None:
+        operations_store.upgrade(self._engine)
+        self._schema_ready = True
 
     def _rows(self, request: LoggedRequest) -> list[dict[str, Any]]:
         rows = []

@@ -1,7 +1,7 @@
 """The tasks of `drift_monitor`: wait for a window of live traffic, measure drift, decide on retraining.
 
-The inference log and the drift history are tables of the database behind connection `inference_log_db`
-(the one the model service writes its predictions to).
+The inference log and the drift history are tables of the operations store (include/mlops/operations_store.py),
+the database behind connection `inference_log_db` (the one the model service writes its predictions to).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ LATE_ROWS_GRACE = dt.timedelta(minutes=1)
 
 
 def inference_log_engine():
-    """The database of the inference log, the drift history and the alias history."""
-    import sqlalchemy as sa
+    """The operations store (the inference log, the drift, alias and rollout histories). A task fails here,
+    saying what to run, when the stack's start did not bring its schema to the newest revision."""
+    from include.mlops import operations_store
 
-    return sa.create_engine(sqlalchemy_url(INFERENCE_LOG_CONNECTION))
+    return operations_store.engine(sqlalchemy_url(INFERENCE_LOG_CONNECTION))
 
 
 def _window(context: Context, hours: int) -> tuple[dt.datetime, dt.datetime]:

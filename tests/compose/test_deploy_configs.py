@@ -364,13 +364,16 @@ def test_the_breast_cancer_exports_land_where_the_shipped_config_and_the_workers
 
 def test_airflow_init_migrates_sets_the_admin_password_and_imports_the_connections(compose, tmp_path: Path):
     """airflow-init's own script and environment (with a .env as `make env` writes it), run here on a metadata
-    database of its own: SQLite in place of compose's Postgres, the rest as compose passes it."""
+    database and an operations store of its own: SQLite in place of compose's Postgres, the rest as compose passes
+    it."""
     init = compose["services"]["airflow-init"]
     dotenv = stack.generated_env()
     env = {key: stack.interpolate(value, dotenv) for key, value in stack.environment(init).items()}
+    assert env["MLOPS_INFERENCE_LOG_URL"].endswith("@postgres:5432/inference_log")
     home = tmp_path / "airflow"
     env.update(
         {
+            "MLOPS_INFERENCE_LOG_URL": f"sqlite:///{tmp_path / 'operations.db'}",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "PYTHONPATH": str(REPO_ROOT),
             "AIRFLOW_HOME": str(home),
@@ -386,6 +389,7 @@ def test_airflow_init_migrates_sets_the_admin_password_and_imports_the_connectio
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     connections = yaml.safe_load((REPO_ROOT / "airflow_settings.yaml").read_text())["airflow"]["connections"]
     assert f"imported {len(connections)} connections" in result.stdout
+    assert f"operations store at sqlite:///{tmp_path / 'operations.db'}: schema revision" in result.stdout
     passwords = tmp_path / "auth" / "passwords.json"
     assert json.loads(passwords.read_text()) == {dotenv["AIRFLOW_ADMIN_USER"]: dotenv["AIRFLOW_ADMIN_PASSWORD"]}
     assert passwords.stat().st_mode & 0o077 == 0

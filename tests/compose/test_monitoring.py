@@ -25,7 +25,7 @@ import sqlalchemy as sa
 import yaml
 
 from devstack.processes import ManagedProcess, free_port, start_process, wait_until_healthy
-from include.mlops import monitoring
+from include.mlops import monitoring, operations_store
 from include.serving.shadow import CAPACITY_RECORDS
 from tests.compose.tools import debian_binary
 from tests.conftest import REPO_ROOT
@@ -167,6 +167,7 @@ def start_prometheus(target: str, folder: Path) -> ManagedProcess:
 def record_drift_checks(url: str) -> None:
     """drift_monitor's last check of v1 (with a live score) and of v2, as it writes them to its history."""
     engine = sa.create_engine(url)
+    operations_store.upgrade(engine)
     end = dt.datetime.now(dt.UTC).replace(microsecond=0)
     for run_id, version, figures in (
         ("check-v1", "1", {"drift_share": 0.4, "live_score": 0.62, "labelled_rows": 300, "retrain": True}),

@@ -11,9 +11,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from include.demo_sources import simulator
+from include.mlops import operations_store
 from include.mlops.config import CONFIG_DIR, PipelineConfig, load_config
 from include.mlops.naming import monitor_dag_id, training_dag_id
 from tests.conftest import REPO_ROOT
@@ -65,8 +67,12 @@ def pipeline_config(write_config) -> PipelineConfig:
 
 @pytest.fixture
 def inference_log_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A SQLite database behind connection `inference_log_db`, where the tasks keep the alias history."""
+    """The operations store behind connection `inference_log_db` (where the tasks keep the alias history), on
+    SQLite, brought to its schema as the stack's start does."""
     path = tmp_path / "inference_log.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    operations_store.upgrade(engine)
+    engine.dispose()
     monkeypatch.setenv("AIRFLOW_CONN_INFERENCE_LOG_DB", json.dumps({"conn_type": "sqlite", "host": str(path)}))
     return f"sqlite:///{path}"
 

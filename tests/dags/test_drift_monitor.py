@@ -22,7 +22,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from include.demo_sources import simulator
-from include.mlops import deployment, monitoring, registry
+from include.mlops import deployment, monitoring, operations_store, registry
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.naming import training_dag_id
 from tests.dags.conftest import ROWS_PER_DAY, TEST_CANDIDATES, monitor_dag, the_config, training_dag
@@ -104,9 +104,8 @@ def fresh(watched) -> types.SimpleNamespace:
     from airflow.models import DagRun
     from airflow.utils.session import create_session
 
+    operations_store.upgrade(watched.engine)
     with watched.engine.begin() as connection:
-        monitoring.create_inference_log(connection)
-        monitoring.create_drift_history(connection)
         connection.execute(sa.delete(monitoring.inference_log))
         connection.execute(sa.delete(monitoring.drift_history))
     with create_session() as session:

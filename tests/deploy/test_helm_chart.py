@@ -23,6 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from include.mlops import operations_store
 from include.mlops.config import load_folder
 from tests.conftest import REPO_ROOT
 
@@ -332,11 +333,11 @@ def test_each_profile_renders_what_it_asks_for(rendered):
         kinds["production"]
     )
     assert "ConfigMap" in kinds["minio"]
-    # Two Deployments (model service, MLflow), two bootstrap Jobs, each a Helm hook after install and upgrade.
+    # Two Deployments (model service, MLflow), three bootstrap Jobs, each a Helm hook after install and upgrade.
     for manifests in rendered.values():
         assert len(of_kind(manifests, "Deployment")) == 2
         jobs = of_kind(manifests, "Job")
-        assert len(jobs) == 2
+        assert len(jobs) == 3
         for job in jobs:
             assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
 
@@ -684,6 +685,29 @@ def test_the_mlflow_job_makes_one_experiment_per_config(rendered, tmp_path):
     assert sorted(again.stdout.splitlines()) == sorted(first.stdout.splitlines())
     made = sorted(line.rpartition(":")[0] for line in again.stdout.splitlines())
     assert made == ["MLflow experiment 'breast_cancer_classifier'", "MLflow experiment 'fraud_detector'"]
+
+
+def test_the_operations_store_job_brings_the_schema_up_before_the_other_jobs(rendered, tmp_path):
+    job = named(rendered["minimal"], "Job", "bootstrap-operations-store")
+    others = [j for j in of_kind(rendered["minimal"], "Job") if j is not job]
+    weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert all(weight < int(j["metadata"]["annotations"]["helm.sh/hook-weight"]) for j in others)
+    (container,) = pod_spec(job)["containers"]
+    assert env_of(container)["MLOPS_INFERENCE_LOG_URL"]["valueFrom"]["secretKeyRef"]["key"] == "url"
+    # Its command, on a SQLite file in place of the Secret's Postgres URL; a second run finds nothing to do.
+    assert container["args"][0] == "python"
+    url = f"sqlite:///{tmp_path / 'operations.db'}"
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, *container["args"][1:]],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "MLOPS_INFERENCE_LOG_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"operations store at {url}: schema revision {operations_store.head_revision()}" in result.stdout
 
 
 # --- the values files for the official charts ----------------------------------------------------------------

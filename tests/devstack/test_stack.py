@@ -23,8 +23,10 @@ from devstack.stack import (
     _airflow_components_env,
     local_credentials,
     seed_transactions,
+    upgrade_operations_store,
 )
 from include.demo_sources import simulator
+from include.mlops import operations_store
 
 
 def test_the_source_holds_the_normal_world_until_the_change_and_the_changed_world_after(tmp_path: Path):
@@ -49,6 +51,14 @@ def test_without_a_change_every_day_is_the_normal_world(tmp_path: Path):
     written = pd.read_sql_table("transactions", f"sqlite:///{path}").sort_values("transaction_id")
     expected = simulator.generate_day(today, 100, DEMO_SEED).transactions
     assert written.tail(100)["amount"].tolist() == pytest.approx(expected["amount"].tolist())
+
+
+def test_the_operations_store_is_brought_to_its_schema_before_the_stack_uses_it(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'serving' / 'inference_log.db'}"
+    (tmp_path / "serving").mkdir()
+    assert upgrade_operations_store(url) == operations_store.head_revision()
+    operations_store.engine(url).dispose()  # refused unless at the newest schema
+    assert upgrade_operations_store(url) == operations_store.head_revision()  # a restart of the stack
 
 
 def test_credentials_are_made_once_kept_private_and_completed_when_a_key_is_new(tmp_path: Path):

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from include.demo_sources import simulator
+from include.mlops import operations_store
 from include.mlops.config import load_config
 from include.mlops.datasets import split_rows
 from include.mlops.validation import validate_batch
@@ -39,7 +40,11 @@ def splits(config) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def history_engine(request, tmp_path) -> sa.Engine:
-    """An empty database for the drift and alias histories: a SQLite file (make run), or Postgres (compose)."""
+    """An empty operations store (the inference log, the drift, alias and rollout histories) at the newest schema:
+    a SQLite file (make run), or Postgres (compose)."""
     if request.param == "sqlite":
-        return sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
-    return sa.create_engine(request.getfixturevalue("empty_postgres_url"))
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
+    else:
+        engine = sa.create_engine(request.getfixturevalue("empty_postgres_url"))
+    operations_store.upgrade(engine)
+    return engine

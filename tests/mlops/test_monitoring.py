@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import yaml
 
 from include.demo_sources import simulator
-from include.mlops import classes, deployment, monitoring, validation
+from include.mlops import classes, deployment, monitoring, operations_store, validation
 from include.mlops.config import CONFIG_DIR, ConfigError, load_config
 
 NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
@@ -149,8 +149,8 @@ def _logged(record_id: str, inputs, label: str | None = "0", at: dt.datetime = N
 def _read_back(tmp_path, rows: list[dict], config) -> monitoring.LiveWindow:
     """`rows` written to an inference log on SQLite, read back as the window around NOW."""
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    operations_store.upgrade(engine)
     with engine.begin() as connection:
-        monitoring.create_inference_log(connection)
         connection.execute(monitoring.inference_log.insert(), rows)
     window = (NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1))
     return monitoring.read_live_window(engine, "fraud_detector", *window, config.dataset)

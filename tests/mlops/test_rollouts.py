@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from include.mlops import rollouts
-from include.mlops.monitoring import create_inference_log, inference_log
+from include.mlops.operations_store import inference_log
 
 START = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
 MODEL = "fraud_detector"
@@ -63,7 +63,6 @@ def _log(engine: sa.Engine, requests: int, disagree_every: int = 0, errors: int 
             }
         )
     with engine.begin() as connection:
-        create_inference_log(connection)
         connection.execute(inference_log.insert(), rows)
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from include.mlops import monitoring
+from include.mlops import monitoring, operations_store
 from tests.serving.conftest import drift_check_row, wait_for
 
 WINDOW_END = dt.datetime(2026, 3, 10, 13, tzinfo=dt.UTC)
@@ -20,6 +20,7 @@ def _check(run_id: str, version: str | None, hours: int, **figures) -> dict:
 
 def test_the_last_check_of_each_version_is_on_metrics(service):
     engine = sa.create_engine(service.env["MLOPS_INFERENCE_LOG_URL"])
+    operations_store.upgrade(engine)  # as the stack's start does (the service may not have yet)
     monitoring.record_check(engine, _check("a", "1", 0, drift_share=0.1, live_score=0.61, labelled_rows=300))
     monitoring.record_check(engine, _check("b", "1", 1, drift_share=0.4, retrain=True, reason="data drift: ..."))
     monitoring.record_check(engine, _check("c", "2", 1, drift_share=0.0))
