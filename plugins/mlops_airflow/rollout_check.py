@@ -7,13 +7,12 @@ import datetime as dt
 from typing import Any
 
 from airflow.sdk import Context, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from mlops_airflow import mlflow_tracking, pipelines
-from mlops_airflow.approval import ANSWER_KEY, APPROVAL_TASK
+from mlops_airflow.approval import APPROVAL_TASK
 from mlops_airflow.decorators import mlflow_task
 from mlops_airflow.lakefs_hook import LakeFSHook
-from mlops_airflow.training_model import deploy, record_alias_move, training_snapshot
+from mlops_airflow.releases import airflow_run, approval_answer, deployment_errors, version_snapshot
 
 ROLLOUT_KEY = "rollout"
 
@@ -70,44 +69,39 @@ def check_rollout(config_file: str, **context: Context) -> list[str]:
 
 @mlflow_task
 def promote_rollout(config_file: str, **context: Context) -> dict:
-    """Make the challenger the champion: ml_training's deployment (switching the service to it ends the
-    rollout without loading it again; a smoke test on its test split, the champion put back on failure), then
-    `champion` moves, recorded with the verdict (and who approved it); the snapshot and reference it was trained
-    with are merged next."""
-    from include.mlops import registry, rollouts
+    """Make the challenger the champion: ml_training's switch (which ends the trial without loading it again; a
+    smoke test on its test split, the champion put back on failure), then `champion` moves, recorded with the
+    verdict (and who approved it); the snapshot and reference it was trained with are merged next."""
+    from include.mlops import release
     from include.mlops.lineage import parse_lakefs_uri
+    from include.mlops.object_store import ObjectStore
+    from mlops_airflow import serving
     from mlops_airflow.monitoring import inference_log_engine
 
-    ti: Any = context["ti"]
-    on_trial = ti.xcom_pull(task_ids="check_rollout", key=ROLLOUT_KEY)
-    judgement = ti.xcom_pull(task_ids="check_rollout", key="judgement")
+    on_trial, judgement = _trial(context)
     config = pipelines.load(config_file)
-    name, version = config.name, on_trial["model_version"]
-    client = mlflow_tracking.client()
-    found = client.get_model_version(name, version)
-    tags = found.tags
-    data = training_snapshot(
-        LakeFSHook().get_repository(tags["lakefs_repository"]), tags["lakefs_commit"], f"v{version}'s lakefs_commit"
-    )
-    deployed = deploy(config, version, tags["onnx_model_uri"], found.run_id, data, tags.get("airflow_run_id", ""))
-    before = registry.version_by_alias(client, name, registry.CHAMPION)
-    previous = registry.promote(client, name, version)
-    detail = f"{on_trial['mode']} rollout promoted: {judgement['reason']}; serving {deployed['bentoml_model_tag']}"
-    answer = _answer(context)
-    if answer is not None:
-        detail = f"approved by {answer['by']} at {answer['at']}; {detail}"
-        record_alias_move(name, registry.CHAMPION, before, version, detail, "approval", answer["by"])
-    else:
-        record_alias_move(name, registry.CHAMPION, before, version, detail, "rollout")
-    client.set_model_version_tag(name, version, "rollout", f"promoted: {judgement['reason']}"[:5000])
-    if on_trial["rollout_id"] is not None:
-        now = dt.datetime.now(dt.UTC)
-        rollouts.record_end(inference_log_engine(), on_trial["rollout_id"], rollouts.PROMOTED, judgement["reason"], now)
-    print(f"{name}: champion is now v{version}" + (f", was v{previous}" if previous else ""))
-    reference = tags.get("drift_reference")
+    client, version = mlflow_tracking.client(), str(on_trial["model_version"])
+    challenger = release.Release.registered(client, config, version, version_snapshot(client, config.name, version))
+    engine, service, store = inference_log_engine(), serving.endpoint(config.name), ObjectStore.from_environment()
+    repo = LakeFSHook().get_repository(challenger.snapshot["repository"])
+    with deployment_errors():
+        previous = release.promote_trial(
+            client,
+            engine,
+            service,
+            store,
+            repo,
+            challenger,
+            on_trial,
+            judgement["reason"],
+            airflow_run(context),
+            approval_answer(context),
+        )
+    print(f"{config.name}: champion is now v{version}" + (f", was v{previous}" if previous else ""))
+    reference = client.get_model_version(config.name, version).tags.get("drift_reference")
     return {
         "version": version,
-        "snapshot_commit": data["commit"],
+        "snapshot_commit": challenger.snapshot["commit"],
         "reference_commit": parse_lakefs_uri(reference)[1] if reference else None,
     }
 
@@ -117,44 +111,24 @@ def end_rollout(config_file: str, **context: Context) -> dict:
     """Unload the challenger and record why (the check's verdict, or the person who rejected it, or no answer in
     time): in the alias history (`champion` kept, cause `rollout`), on the model version (tag `rollout`) and in
     the rollouts table. As `roll_back` after the check, and as `reject_promotion` after a person's answer."""
-    from include.mlops import deployment, registry, rollouts
+    from include.mlops import release
     from mlops_airflow import serving
     from mlops_airflow.monitoring import inference_log_engine
 
-    ti: Any = context["ti"]
-    on_trial = ti.xcom_pull(task_ids="check_rollout", key=ROLLOUT_KEY)
-    judgement = ti.xcom_pull(task_ids="check_rollout", key="judgement")
-    config = pipelines.load(config_file)
-    name, version = config.name, on_trial["model_version"]
-    try:
-        serving.endpoint(name).end_rollout()
-    except deployment.ServiceUnreachable:
-        raise  # the task's retries may find the service up again
-    except deployment.DeploymentError as failure:
-        raise AirflowFailException(str(failure)) from None
-    reason = judgement["reason"]
-    answer = _answer(context)
-    if answer is not None and not answer["approved"]:
-        who = f"rejected by {answer['by']}" if answer["by"] else "no approval before the timeout"
-        reason = f"{who} (the check: {reason})"
-    client = mlflow_tracking.client()
-    champion = registry.version_by_alias(client, name, registry.CHAMPION)
-    if champion is not None:
-        detail = f"kept v{champion.version}: the {on_trial['mode']} rollout of v{version} was rolled back: {reason}"
-        record_alias_move(name, registry.CHAMPION, champion, champion.version, detail, "rollout", kept=True)
-    try:
-        client.set_model_version_tag(name, version, "rollout", f"rolled back: {reason}"[:5000])
-    except Exception as exc:  # a challenger loaded by hand need not be a registered version
-        print(f"v{version} is not a version of {name} in MLflow ({exc}); no tag set")
-    if on_trial["rollout_id"] is not None:
-        now = dt.datetime.now(dt.UTC)
-        rollouts.record_end(inference_log_engine(), on_trial["rollout_id"], rollouts.ROLLED_BACK, reason, now)
+    on_trial, judgement = _trial(context)
+    name, version = pipelines.load(config_file).name, on_trial["model_version"]
+    client, engine, service = mlflow_tracking.client(), inference_log_engine(), serving.endpoint(name)
+    with deployment_errors():
+        reason = release.end_trial(
+            client, engine, service, on_trial, judgement["reason"], airflow_run(context), approval_answer(context)
+        )
     print(f"{name}: the {on_trial['mode']} rollout of v{version} is rolled back: {reason}")
     return {"version": version, "reason": reason}
 
 
-def _answer(context: Context) -> dict | None:
-    """A person's answer to the run's approval, when the config asks for one and it was given."""
-    if APPROVAL_TASK not in context["dag"].task_ids:
-        return None
-    return context["ti"].xcom_pull(task_ids=APPROVAL_TASK, key=ANSWER_KEY)
+def _trial(context: Context) -> tuple[dict, dict]:
+    """The trial check_rollout found on the service (with its `rollout_id`), and its judgement."""
+    ti: Any = context["ti"]
+    return ti.xcom_pull(task_ids="check_rollout", key=ROLLOUT_KEY), ti.xcom_pull(
+        task_ids="check_rollout", key="judgement"
+    )
