@@ -9,11 +9,15 @@ import uuid
 
 import mlflow
 import pytest
+import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from include.devstack.processes import free_port
 from include.mlops import alias_history, registry, release, rollouts
 from include.mlops.deployment import DeploymentError, ServiceUnreachable, ServingEndpoint
+from tests.fixtures.serving import ADMIN_TOKEN, DEMO_MODEL
+from tests.serving.conftest import start_service, stored_models  # noqa: F401 (fixtures)
 
 RUN = release.AirflowRun("ml_training__fraud", "manual__r1", "manual")
 SNAPSHOT = {"repository": "mlops", "commit": "c" * 64, "paths": {"test": "datasets/fraud/test.parquet"}}
@@ -150,6 +154,45 @@ def test_ending_a_trial_the_service_does_not_answer_changes_nothing(client, mode
     assert rollouts.running(history_engine, name)["id"] == rollout_id
     assert len(alias_history.moves(history_engine, name)) == 1
     assert "rollout" not in client.get_model_version(name, v2).tags
+
+
+def test_a_trial_rolled_back_on_the_real_service_is_recorded_everywhere(client, start_service, tmp_path):  # noqa: F811
+    """The demo model's v2 as a canary beside v1 on a real service, rolled back after a person said no."""
+    try:
+        client.create_registered_model(DEMO_MODEL)
+    except MlflowException:
+        pytest.fail(f"{DEMO_MODEL} is registered already in the session's MLflow: this test needs it to itself")
+    experiment = client.create_experiment(f"{DEMO_MODEL}-{uuid.uuid4().hex[:8]}")
+    for _ in range(2):
+        run = client.create_run(experiment)
+        client.create_model_version(DEMO_MODEL, f"{run.info.artifact_uri}/model", run.info.run_id)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'operations.db'}")
+    release.move_champion(client, engine, DEMO_MODEL, "1", RUN, "gate", "first")
+    service = ServingEndpoint(start_service(MLOPS_MODEL_TAG=f"{DEMO_MODEL}:v1").url, ADMIN_TOKEN, DEMO_MODEL)
+    trial = service.start_rollout(f"{DEMO_MODEL}:v2", "canary", 0.25)
+    row = {"model_name": DEMO_MODEL, "challenger_version": "2", "champion_version": "1", "mode": "canary"}
+    row |= {"share": 0.25, "started_at": dt.datetime.fromisoformat(trial["started_at"])}
+    rollout_id = rollouts.record_start(engine, row | {"airflow_dag_id": "d", "airflow_run_id": "r0"})
+
+    on_trial = {**service.rollout(), "rollout_id": rollout_id}
+    check = release.AirflowRun("model_rollout__fraud_detector", "scheduled__c", "scheduled")
+    answer = {"approved": False, "by": "carol", "at": "2026-03-01T03:00"}
+    reason = release.end_trial(client, engine, service, on_trial, "agreement 0.99", check, answer)
+
+    assert reason == "rejected by carol (the check: agreement 0.99)"
+    assert service.rollout() is None and service.current_model()["tag"] == f"{DEMO_MODEL}:v1"
+    assert rollouts.running(engine, DEMO_MODEL) is None
+    assert rollouts.history(engine, DEMO_MODEL)[0]["state"] == rollouts.ROLLED_BACK
+    kept = alias_history.moves(engine, DEMO_MODEL)[-1]
+    assert (kept.from_version, kept.to_version, kept.cause, kept.airflow_run_id) == (
+        "1",
+        "1",
+        "rollout",
+        "scheduled__c",
+    )
+    assert kept.detail == f"kept v1: the canary rollout of v2 was rolled back: {reason}"
+    assert client.get_model_version(DEMO_MODEL, "2").tags["rollout"] == f"rolled back: {reason}"
+    assert _champion(client, DEMO_MODEL) == "1"
 
 
 def test_deployment_errors_fail_the_task_and_an_unreachable_service_is_retried():
