@@ -80,22 +80,14 @@ def promote_rollout(config_file: str, **context: Context) -> dict:
 
     on_trial, judgement = _trial(context)
     config = pipelines.load(config_file)
-    client, version = mlflow_tracking.client(), str(on_trial["model_version"])
+    client, engine, version = mlflow_tracking.client(), inference_log_engine(), str(on_trial["model_version"])
     challenger = release.Release.registered(client, config, version, version_snapshot(client, config.name, version))
-    engine, service, store = inference_log_engine(), serving.endpoint(config.name), ObjectStore.from_environment()
+    service, store = serving.endpoint(config.name), ObjectStore.from_environment()
     repo = LakeFSHook().get_repository(challenger.snapshot["repository"])
+    run, answer, reason = airflow_run(context), approval_answer(context), judgement["reason"]
     with deployment_errors():
         previous = release.promote_trial(
-            client,
-            engine,
-            service,
-            store,
-            repo,
-            challenger,
-            on_trial,
-            judgement["reason"],
-            airflow_run(context),
-            approval_answer(context),
+            client, engine, service, store, repo, challenger, on_trial, reason, run, answer
         )
     print(f"{config.name}: champion is now v{version}" + (f", was v{previous}" if previous else ""))
     reference = client.get_model_version(config.name, version).tags.get("drift_reference")

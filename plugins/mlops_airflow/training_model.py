@@ -185,16 +185,9 @@ def register_challenger(config_file: str, decision: dict, package: dict, **conte
     before = registry.version_by_alias(client, config.name, registry.CHALLENGER)
     version = registry.register_challenger(client, config, gate, tags)
     client.set_tag(training_run["run_id"], "challenger_version", version)
-    release.record_alias_move(
-        inference_log_engine(),
-        config.name,
-        registry.CHALLENGER,
-        None if before is None else str(before.version),
-        version,
-        airflow_run(context),
-        "gate",
-        gate.summary(),
-    )
+    engine, current = inference_log_engine(), None if before is None else str(before.version)
+    run = airflow_run(context)
+    release.record_alias_move(engine, config.name, registry.CHALLENGER, current, version, run, "gate", gate.summary())
     print(f"{config.model.registered_name} v{version} registered with alias challenger")
     return {**decision, "version": version, "onnx_model_uri": package["onnx_model_uri"]}
 
