@@ -121,6 +121,5 @@ def end_rollout(config_file: str, **context: Context) -> dict:
 def _trial(context: Context) -> tuple[dict, dict]:
     """The trial check_rollout found on the service (with its `rollout_id`), and its judgement."""
     ti: Any = context["ti"]
-    return ti.xcom_pull(task_ids="check_rollout", key=ROLLOUT_KEY), ti.xcom_pull(
-        task_ids="check_rollout", key="judgement"
-    )
+    on_trial = ti.xcom_pull(task_ids="check_rollout", key=ROLLOUT_KEY)
+    return on_trial, ti.xcom_pull(task_ids="check_rollout", key="judgement")
