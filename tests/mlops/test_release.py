@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from include.devstack.processes import free_port
+from devstack.processes import free_port
 from include.mlops import alias_history, registry, release, rollouts
 from include.mlops.deployment import DeploymentError, ServiceUnreachable, ServingEndpoint
 from tests.fixtures.serving import ADMIN_TOKEN, DEMO_MODEL
