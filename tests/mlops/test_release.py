@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from devstack.processes import free_port
-from include.mlops import alias_history, registry, release, rollouts
+from include.mlops import alias_history, operations_store, registry, release, rollouts
 from include.mlops.deployment import DeploymentError, ServiceUnreachable, ServingEndpoint
 from tests.fixtures.serving import ADMIN_TOKEN, DEMO_MODEL
 from tests.serving.conftest import start_service, stored_models  # noqa: F401 (fixtures)
@@ -167,6 +167,7 @@ def test_a_trial_rolled_back_on_the_real_service_is_recorded_everywhere(client, 
         run = client.create_run(experiment)
         client.create_model_version(DEMO_MODEL, f"{run.info.artifact_uri}/model", run.info.run_id)
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'operations.db'}")
+    operations_store.upgrade(engine)
     release.move_champion(client, engine, DEMO_MODEL, "1", RUN, "gate", "first")
     service = ServingEndpoint(start_service(MLOPS_MODEL_TAG=f"{DEMO_MODEL}:v1").url, ADMIN_TOKEN, DEMO_MODEL)
     trial = service.start_rollout(f"{DEMO_MODEL}:v2", "canary", 0.25)
