@@ -49,6 +49,12 @@ def test_the_repository_keeps_every_import_rule():
         ("plugins/mlops_airflow/probe.py", "from devstack import page_seed", "mlops_airflow.probe -> devstack"),
         ("devstack/probe.py", "from mlops_airflow import pipelines", "devstack.probe -> mlops_airflow"),
         ("devstack/probe.py", "import dags.ml_training", "devstack.probe -> dags.ml_training"),
+        # A task module used as a library by another (rollback once took deploy from training_model).
+        (
+            "plugins/mlops_airflow/rollback.py",
+            "from mlops_airflow.training_model import deploy_model",
+            "mlops_airflow.rollback -> mlops_airflow.training_model",
+        ),
     ],
 )
 def test_an_import_against_the_rules_fails_naming_it(code_copy: Path, module: str, line: str, named: str):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
@@ -39,7 +38,7 @@ from markupsafe import Markup
 
 from include.mlops import failures
 from include.mlops.naming import model_dag_ids, rollback_dag_id, rollout_dag_id, training_dag_id
-from mlops_airflow import pipelines
+from mlops_airflow import operations_store, pipelines
 from mlops_airflow.approval import APPROVAL_TASK
 from mlops_airflow.run_context import airflow_run_url
 
@@ -143,7 +142,7 @@ def run_tab(request: Request, dag_id: str, run_id: str) -> HTMLResponse:
     context: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "model": model and model.name, "problems": []}
     if model is not None:
         try:
-            moves = alias_history.moves(_inference_log_engine(), model.name)
+            moves = alias_history.moves(operations_store.page_engine(), model.name)
             context["moves"] = [m for m in moves if m.airflow_run_id == run_id and m.airflow_dag_id == dag_id]
         except Exception as exc:
             context["problems"].append(f"inference log database: {exc}")
@@ -317,7 +316,7 @@ def _overviews(configs) -> tuple[list, list[str]]:
 
     problems: list[str] = []
     links = model_overview.Links(mlflow_ui="", lakefs_ui=_lakefs_ui(), airflow_run=airflow_run_url)
-    client, engine = None, _inference_log_engine()
+    client, engine = None, operations_store.page_engine()
     try:
         client, mlflow_ui = _mlflow()
         links = model_overview.Links(mlflow_ui=mlflow_ui, lakefs_ui=links.lakefs_ui, airflow_run=airflow_run_url)
@@ -360,19 +359,6 @@ def _lakefs_ui() -> str | None:
         return LakeFSHook().ui_url
     except LakeFSConnectionError:
         return None
-
-
-def _inference_log_engine() -> sa.Engine:
-    from mlops_airflow.monitoring import INFERENCE_LOG_CONNECTION
-    from mlops_airflow.sources import sqlalchemy_url
-
-    return _engine(sqlalchemy_url(INFERENCE_LOG_CONNECTION))
-
-
-@cache
-def _engine(url: str) -> sa.Engine:
-    """One engine (and connection pool) per database for the life of the api-server."""
-    return sa.create_engine(url, pool_pre_ping=True)
 
 
 def _ui_url(path: str) -> str:

@@ -12,25 +12,16 @@ from airflow.sdk import Context, PokeReturnValue, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.mlops.naming import training_dag_id
-from mlops_airflow import mlflow_tracking, pipelines
+from mlops_airflow import mlflow_tracking, operations_store, pipelines
 from mlops_airflow.decorators import mlflow_task, show_drift_report, show_mlflow_run
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import run_interval_end
-from mlops_airflow.sources import fetcher, sqlalchemy_url
+from mlops_airflow.sources import fetcher
 
-INFERENCE_LOG_CONNECTION = "inference_log_db"
 # The window has closed when its run starts; the service writes its log a few seconds behind. After this much
 # time past the window's end, too few rows is the verdict ("too few rows"), not a reason to wait. Kept short:
 # drift_monitor runs one at a time, so a waiting sensor holds back the next check (a manual one too).
 LATE_ROWS_GRACE = dt.timedelta(minutes=1)
-
-
-def inference_log_engine():
-    """The operations store (the inference log, the drift, alias and rollout histories). A task fails here,
-    saying what to run, when the stack's start did not bring its schema to the newest revision."""
-    from include.mlops import operations_store
-
-    return operations_store.engine(sqlalchemy_url(INFERENCE_LOG_CONNECTION))
 
 
 def _window(context: Context, hours: int) -> tuple[dt.datetime, dt.datetime]:
@@ -58,7 +49,7 @@ def wait_for_traffic(config_file: str, **context: Context) -> PokeReturnValue:
 
     config = pipelines.load(config_file)
     start, end = _window(context, config.drift.window_hours)
-    engine = inference_log_engine()
+    engine = operations_store.engine()
     rows = monitoring.count_logged(engine, config.name, start, end)
     window = {"start": start.isoformat(), "end": end.isoformat(), "rows": rows}
     needed = config.drift.min_rows
@@ -105,7 +96,7 @@ def check_drift(config_file: str, window: dict, **context: Context) -> dict:
     champion, reference = _champion_and_reference(client, config)
 
     start, end = dt.datetime.fromisoformat(window["start"]), dt.datetime.fromisoformat(window["end"])
-    live = monitoring.read_live_window(inference_log_engine(), name, start, end, config.dataset)
+    live = monitoring.read_live_window(operations_store.engine(), name, start, end, config.dataset)
     print(f"{len(live.frame)} predictions read, {live.malformed} malformed left out")
     for problem in live.problems:
         print(f"  malformed: {problem}")
@@ -166,7 +157,7 @@ def decide_retraining(config_file: str, check: dict, **context: Context) -> dict
     from include.mlops import monitoring
 
     config = pipelines.load(config_file)
-    engine = inference_log_engine()
+    engine = operations_store.engine()
     end = dt.datetime.fromisoformat(check["end"])
     last = monitoring.last_retraining(engine, config.name, other_than_run=context["run_id"])
     training = training_dag_id(config.name)

@@ -72,14 +72,14 @@ def move_champion(config_file: str, target: dict, deployed: dict, **context: Con
     """Move `champion` to the version that now serves, recorded in the alias history as a rollback by the
     person who triggered it."""
     from include.mlops import release
-    from mlops_airflow.monitoring import inference_log_engine
+    from mlops_airflow import operations_store
 
     name, version = pipelines.load(config_file).name, target["version"]
     dag_run: Any = context["dag_run"]
     detail = f"rollback to v{version}; serving {deployed['bentoml_model_tag']}"
     previous = release.move_champion(
         mlflow_tracking.client(),
-        inference_log_engine(),
+        operations_store.engine(),
         name,
         version,
         airflow_run(context),

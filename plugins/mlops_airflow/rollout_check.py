@@ -23,12 +23,11 @@ def check_rollout(config_file: str, **context: Context) -> list[str]:
     records both scored, and choose: wait for more traffic, promote (after a person's approval, when the config
     asks for one) or roll back."""
     from include.mlops import rollouts
-    from mlops_airflow import serving
-    from mlops_airflow.monitoring import inference_log_engine
+    from mlops_airflow import operations_store, serving
     from mlops_airflow.sources import fetcher
 
     config = pipelines.load(config_file)
-    engine = inference_log_engine()
+    engine = operations_store.engine()
     recorded = rollouts.running(engine, config.name)
     on_trial = serving.endpoint(config.name).rollout()
     now = dt.datetime.now(dt.UTC)
@@ -75,12 +74,11 @@ def promote_rollout(config_file: str, **context: Context) -> dict:
     from include.mlops import release
     from include.mlops.lineage import parse_lakefs_uri
     from include.mlops.object_store import ObjectStore
-    from mlops_airflow import serving
-    from mlops_airflow.monitoring import inference_log_engine
+    from mlops_airflow import operations_store, serving
 
     on_trial, judgement = _trial(context)
     config = pipelines.load(config_file)
-    client, engine, version = mlflow_tracking.client(), inference_log_engine(), str(on_trial["model_version"])
+    client, engine, version = mlflow_tracking.client(), operations_store.engine(), str(on_trial["model_version"])
     challenger = release.Release.registered(client, config, version, version_snapshot(client, config.name, version))
     service, store = serving.endpoint(config.name), ObjectStore.from_environment()
     repo = LakeFSHook().get_repository(challenger.snapshot["repository"])
@@ -104,12 +102,11 @@ def end_rollout(config_file: str, **context: Context) -> dict:
     time): in the alias history (`champion` kept, cause `rollout`), on the model version (tag `rollout`) and in
     the rollouts table. As `roll_back` after the check, and as `reject_promotion` after a person's answer."""
     from include.mlops import release
-    from mlops_airflow import serving
-    from mlops_airflow.monitoring import inference_log_engine
+    from mlops_airflow import operations_store, serving
 
     on_trial, judgement = _trial(context)
     name, version = pipelines.load(config_file).name, on_trial["model_version"]
-    client, engine, service = mlflow_tracking.client(), inference_log_engine(), serving.endpoint(name)
+    client, engine, service = mlflow_tracking.client(), operations_store.engine(), serving.endpoint(name)
     with deployment_errors():
         reason = release.end_trial(
             client, engine, service, on_trial, judgement["reason"], airflow_run(context), approval_answer(context)

@@ -175,7 +175,7 @@ def register_challenger(config_file: str, decision: dict, package: dict, **conte
     """Register the challenger as a new version with alias `challenger`, carrying the gate decision, its
     lineage and the parity figures as tags (once per run: a retry finds the version)."""
     from include.mlops import registry, release
-    from mlops_airflow.monitoring import inference_log_engine
+    from mlops_airflow import operations_store
 
     training_run = context["ti"].xcom_pull(task_ids="start_training_run")
     config = pipelines.load(config_file)
@@ -185,7 +185,7 @@ def register_challenger(config_file: str, decision: dict, package: dict, **conte
     before = registry.version_by_alias(client, config.name, registry.CHALLENGER)
     version = registry.register_challenger(client, config, gate, tags)
     client.set_tag(training_run["run_id"], "challenger_version", version)
-    engine, current = inference_log_engine(), None if before is None else str(before.version)
+    engine, current = operations_store.engine(), None if before is None else str(before.version)
     run = airflow_run(context)
     release.record_alias_move(engine, config.name, registry.CHALLENGER, current, version, run, "gate", gate.summary())
     print(f"{config.model.registered_name} v{version} registered with alias challenger")
@@ -243,12 +243,11 @@ def start_rollout(config_file: str, decision: dict, **context: Context) -> dict:
     judges it from here on."""
     from include.mlops import release
     from include.mlops.object_store import ObjectStore
-    from mlops_airflow import serving
-    from mlops_airflow.monitoring import inference_log_engine
+    from mlops_airflow import operations_store, serving
 
     config = pipelines.load(config_file)
     challenger = _challenger(config, decision, context)
-    client, engine, service = mlflow_tracking.client(), inference_log_engine(), serving.endpoint(config.name)
+    client, engine, service = mlflow_tracking.client(), operations_store.engine(), serving.endpoint(config.name)
     with deployment_errors("rollout refused, champion untouched: "):
         trial = release.start_trial(
             client, engine, service, ObjectStore.from_environment(), challenger, airflow_run(context)
@@ -287,13 +286,13 @@ def promote_champion(config_file: str, decision: dict, deployed: dict, **context
     """Move `champion` to the deployed version (the old one keeps `previous-champion`), recorded in the alias
     history as the gate's move (or the approver's)."""
     from include.mlops import release
-    from mlops_airflow.monitoring import inference_log_engine
+    from mlops_airflow import operations_store
 
     name, version = pipelines.load(config_file).name, decision["version"]
     detail = f"{decision['reason']}; serving {deployed['bentoml_model_tag']}"
     previous = release.move_champion(
         mlflow_tracking.client(),
-        inference_log_engine(),
+        operations_store.engine(),
         name,
         version,
         airflow_run(context),
