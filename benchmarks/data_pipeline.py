@@ -26,14 +26,14 @@ KEYS = ("AKIABENCHMARK00000000", "benchmark-secret-key-0000000000000000")
 
 def measure(url: str, endpoint: str) -> dict:
     """The measured part: the same library calls the DAG's tasks make."""
-    from include.mlops import collection, versioning
+    from include.mlops import collection, lakefs_repository
     from include.mlops.config import load_config
     from include.mlops.sources import fetch_sql
 
     config = load_config("fraud_demo.yaml")
-    repo = versioning.ensure_repository(versioning.connect(endpoint, *KEYS), "bench", "local://bench")
+    repo = lakefs_repository.ensure_repository(lakefs_repository.connect(endpoint, *KEYS), "bench", "local://bench")
     branch = "run-bench"
-    versioning.create_branch(repo, branch, "main")
+    lakefs_repository.create_branch(repo, branch, "main")
     start = dt.datetime.combine(DAY, dt.time(), dt.UTC)
     end = start + dt.timedelta(days=1)
     as_of = end + dt.timedelta(days=3)
@@ -54,7 +54,7 @@ def measure(url: str, endpoint: str) -> dict:
     timings["validate + stage typed"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    versioning.commit(repo, branch, "benchmark", {"rows": rows})
+    lakefs_repository.commit(repo, branch, "benchmark", {"rows": rows})
     timings["commit"] = time.perf_counter() - began
     assert outcomes[0].rows_valid == rows, outcomes
     return {"rows": rows, "timings": timings, "peak_rss": peak_rss_bytes()}

@@ -241,7 +241,7 @@ def log_phases(logs: Path, run_id: str, ti: dict) -> dict[str, Any] | None:
 # What the tasks import inside their code, measured in a fresh interpreter that has already imported what the
 # Task SDK runner has when a task's code begins (Airflow's SDK and the DAG file's plugin modules).
 IMPORT_GROUPS = {
-    "lakeFS client + pandas (data and lakeFS tasks)": "include.mlops.versioning, include.mlops.collection",
+    "lakeFS client + pandas (data and lakeFS tasks)": "include.mlops.lakefs_repository, include.mlops.collection",
     "MLflow + scikit-learn (training, gate, registry)": "include.mlops.tracking, include.mlops.registry",
     "ONNX converter + runtime (package_onnx)": "skl2onnx, onnxruntime",
 }

@@ -38,7 +38,7 @@ from mlops_airflow.lakefs_operators import LakeFSDeleteBranchOperator
 def lakefs_housekeeping():
     @task
     def find_expired_run_branches(params: dict) -> list[str]:
-        from include.mlops import versioning
+        from include.mlops import lakefs_repository
         from include.mlops.config import Branches
         from include.mlops.naming import run_branch_prefix
         from mlops_airflow import pipelines
@@ -50,7 +50,9 @@ def lakefs_housekeeping():
         }
         longest = max(retention.values(), default=Branches().retention_days)
         repo = LakeFSHook().get_repository()
-        return versioning.expired_run_branches(repo, retention, longest if override is None else override, time.time())
+        return lakefs_repository.expired_run_branches(
+            repo, retention, longest if override is None else override, time.time()
+        )
 
     LakeFSDeleteBranchOperator.partial(task_id="delete_run_branch").expand(branch=find_expired_run_branches())
 

@@ -158,13 +158,15 @@ def sample_records(
     answer, whatever its columns."""
     import lakefs
 
-    from include.mlops import deployment, versioning
+    from include.mlops import deployment, lakefs_repository
 
-    client = versioning.connect(f"{lakefs_url}/api/v1", *lakefs_keys)
+    client = lakefs_repository.connect(f"{lakefs_url}/api/v1", *lakefs_keys)
     repo = lakefs.Repository(labels["lakefs_repository"], client=client)
     commit = labels["lakefs_commit"]
-    manifest = json.loads(versioning.read_bytes(repo, commit, versioning.get_commit(repo, commit).metadata["manifest"]))
-    frame = versioning.read_parquet(repo, commit, manifest["paths"][split])
+    manifest = json.loads(
+        lakefs_repository.read_bytes(repo, commit, lakefs_repository.get_commit(repo, commit).metadata["manifest"])
+    )
+    frame = lakefs_repository.read_parquet(repo, commit, manifest["paths"][split])
     return deployment.records_of(frame.head(rows), config.dataset)
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import lakefs
 import pandas as pd
 
-from include.mlops import versioning
+from include.mlops import lakefs_repository
 from include.mlops.config import Dataset, PipelineConfig
 from include.mlops.sources import Fetched
 from include.mlops.validation import ValidationReport, validate_batch
@@ -88,7 +88,7 @@ def stage_raw(
     for start, end in days:
         fetched = fetch(start, end)
         path = raw_partition_path(dataset.name, start.date())
-        versioning.write_parquet(repo, branch, incoming_path(path), _as_stored(fetched.rows))
+        lakefs_repository.write_parquet(repo, branch, incoming_path(path), _as_stored(fetched.rows))
         day = f"{start:%Y-%m-%d}"
         rows = len(fetched.rows)
         staged.append(StagedPartition(day, path, start.isoformat(), end.isoformat(), rows, fetched.outside_interval))
@@ -116,31 +116,33 @@ def validate_staged(
     outcomes = []
     for partition in partitions:
         incoming = incoming_path(partition.path)
-        source = incoming if versioning.object_exists(repo, branch, incoming) else partition.path
-        if not versioning.object_exists(repo, branch, source):  # rejected by an earlier try: its report says so
+        source = incoming if lakefs_repository.object_exists(repo, branch, incoming) else partition.path
+        if not lakefs_repository.object_exists(repo, branch, source):  # rejected by an earlier try: its report says so
             outcomes.append(_outcome_from_report(repo, branch, dataset.name, partition))
             continue
-        frame = versioning.read_parquet(repo, branch, source)
+        frame = lakefs_repository.read_parquet(repo, branch, source)
         start, end = dt.datetime.fromisoformat(partition.start), dt.datetime.fromisoformat(partition.end)
         result = validate_batch(frame, dataset, config.validation, start, end, partition.path)
         report = result.report
         prefix = quarantine_prefix(dataset.name, partition.day)
         if report.rows_quarantined or report.status == "failed":
-            versioning.write_parquet(repo, branch, prefix + "rows.parquet", result.quarantined)
+            lakefs_repository.write_parquet(repo, branch, prefix + "rows.parquet", result.quarantined)
             report_json = json.dumps(report.to_dict(), indent=2, default=str).encode()
-            versioning.write_bytes(repo, branch, prefix + "report.json", report_json, content_type="application/json")
+            lakefs_repository.write_bytes(
+                repo, branch, prefix + "report.json", report_json, content_type="application/json"
+            )
         changed = False
         if report.accepted:
             changed = _write_if_changed(repo, branch, partition.path, result.valid)
         elif source == partition.path:
-            versioning.reset_uncommitted(repo, branch, partition.path)
+            lakefs_repository.reset_uncommitted(repo, branch, partition.path)
         outcomes.append(_outcome(partition, report, changed))
     # Last, so that a try killed before this point finds its input again.
     for partition in partitions:
-        versioning.reset_uncommitted(repo, branch, incoming_path(partition.path))
+        lakefs_repository.reset_uncommitted(repo, branch, incoming_path(partition.path))
 
     quarantine_commit = None
-    if versioning.uncommitted(repo, branch, prefix=f"quarantine/{dataset.name}/"):
+    if lakefs_repository.uncommitted(repo, branch, prefix=f"quarantine/{dataset.name}/"):
         rows = sum(o.rows_quarantined for o in outcomes)
         rejected = [o.day for o in outcomes if o.status == "failed"]
         message = f"Quarantine {rows} row(s) of {dataset.name}" + (
@@ -148,7 +150,7 @@ def validate_staged(
         )
         status = "failed" if rejected else "passed_with_quarantine"
         stamp = {**metadata, "validation_status": status, "quarantined_rows": str(rows)}
-        quarantine_commit = versioning.commit(repo, branch, message, stamp).id
+        quarantine_commit = lakefs_repository.commit(repo, branch, message, stamp).id
 
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
@@ -156,8 +158,8 @@ def validate_staged(
         where = f"kept in quarantine on branch {branch!r} of {repo.id!r}"
         where += f" (commit {quarantine_commit})" if quarantine_commit else ""
         raise ValidationFailed(f"{len(failed)} batch(es) rejected, {where}; main is untouched:\n" + "\n".join(reports))
-    leftovers = [o.path for o in versioning.list_objects(repo, branch, f"quarantine/{dataset.name}/")]
-    versioning.delete_objects(repo, branch, leftovers)
+    leftovers = [o.path for o in lakefs_repository.list_objects(repo, branch, f"quarantine/{dataset.name}/")]
+    lakefs_repository.delete_objects(repo, branch, leftovers)
     return outcomes, quarantine_commit
 
 
@@ -178,25 +180,27 @@ def outcomes_as_dicts(outcomes: list[PartitionOutcome]) -> list[dict]:
 
 
 def _report_text(repo: lakefs.Repository, branch: str, dataset: str, day: str) -> str:
-    report = json.loads(versioning.read_bytes(repo, branch, quarantine_prefix(dataset, day) + "report.json"))
+    report = json.loads(lakefs_repository.read_bytes(repo, branch, quarantine_prefix(dataset, day) + "report.json"))
     return ValidationReport.from_dict(report).summary()
 
 
 def _outcome_from_report(
     repo: lakefs.Repository, branch: str, dataset: str, partition: StagedPartition
 ) -> PartitionOutcome:
-    report = json.loads(versioning.read_bytes(repo, branch, quarantine_prefix(dataset, partition.day) + "report.json"))
+    report = json.loads(
+        lakefs_repository.read_bytes(repo, branch, quarantine_prefix(dataset, partition.day) + "report.json")
+    )
     return _outcome(partition, ValidationReport.from_dict(report), changed=False)
 
 
 def _write_if_changed(repo: lakefs.Repository, branch: str, path: str, frame: pd.DataFrame) -> bool:
-    data = versioning.parquet_bytes(frame)
+    data = lakefs_repository.parquet_bytes(frame)
     digest = hashlib.sha256(data).hexdigest()
-    if versioning.object_metadata(repo, f"{branch}@", path).get(SHA256_KEY) == digest:
-        versioning.reset_uncommitted(repo, branch, path)  # what an earlier try staged, if anything
+    if lakefs_repository.object_metadata(repo, f"{branch}@", path).get(SHA256_KEY) == digest:
+        lakefs_repository.reset_uncommitted(repo, branch, path)  # what an earlier try staged, if anything
         return False
     metadata = {SHA256_KEY: digest, "rows": str(len(frame))}
-    versioning.write_bytes(repo, branch, path, data, metadata, content_type=versioning.PARQUET)
+    lakefs_repository.write_bytes(repo, branch, path, data, metadata, content_type=lakefs_repository.PARQUET)
     return True
 
 

@@ -16,7 +16,7 @@ import lakefs
 import numpy as np
 import pandas as pd
 
-from include.mlops import classes, versioning
+from include.mlops import classes, lakefs_repository
 from include.mlops.config import Dataset, PipelineConfig, Split
 
 SPLITS = ("train", "valid", "test")
@@ -59,7 +59,7 @@ def window_partitions(
 ) -> list[str]:
     """Raw partitions at `ref` whose day is in [window_start, window_end), in day order."""
     paths = []
-    for entry in versioning.list_objects(repo, ref, f"raw/{dataset}/"):
+    for entry in lakefs_repository.list_objects(repo, ref, f"raw/{dataset}/"):
         match = _PARTITION_DAY.search(entry.path)
         if match and window_start <= dt.date.fromisoformat(match.group(1)) < window_end:
             paths.append(entry.path)
@@ -104,7 +104,7 @@ def build_snapshot(
     dataset = config.dataset
     window_start = window_end - dt.timedelta(days=config.training.window_days)
     partitions = window_partitions(repo, source_commit, dataset.name, window_start, window_end)
-    frames = [versioning.read_parquet(repo, source_commit, path) for path in partitions]
+    frames = [lakefs_repository.read_parquet(repo, source_commit, path) for path in partitions]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=dataset.columns)
     labelled = rows[rows[dataset.target].notna()]
     if labelled.empty:
@@ -119,7 +119,7 @@ def build_snapshot(
         paths[name] = f"{prefix}{name}.parquet"
         counts[name] = len(frame)
         class_counts[name] = _class_counts(frame, dataset)
-        versioning.write_parquet(repo, branch, paths[name], frame)
+        lakefs_repository.write_parquet(repo, branch, paths[name], frame)
     manifest = SnapshotManifest(
         model=config.model.registered_name,
         run=run,
@@ -135,7 +135,7 @@ def build_snapshot(
     )
     manifest_bytes = json.dumps(manifest.to_dict(), indent=2).encode()
     path = manifest_path(config.model.registered_name, run)
-    versioning.write_bytes(repo, branch, path, manifest_bytes, content_type="application/json")
+    lakefs_repository.write_bytes(repo, branch, path, manifest_bytes, content_type="application/json")
     return manifest
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from include.mlops import alias_history, classes, monitoring, registry, rollouts, tracking, versioning
+from include.mlops import alias_history, classes, lakefs_repository, monitoring, registry, rollouts, tracking
 from include.mlops.config import PipelineConfig
 
 ALIASES = (registry.CHAMPION, registry.CHALLENGER, registry.PREVIOUS_CHAMPION)
@@ -157,7 +157,7 @@ def version_card(alias: str, version: Any, experiment: str | None, links: Links)
     repository, commit = tags.get("lakefs_repository"), tags.get("lakefs_commit")
     lakefs_commit = None
     if repository and commit:
-        url = versioning.commit_ui_url(links.lakefs_ui, repository, commit) if links.lakefs_ui else None
+        url = lakefs_repository.commit_ui_url(links.lakefs_ui, repository, commit) if links.lakefs_ui else None
         lakefs_commit = Link(f"{repository}@{commit[:12]}", url)
     run_id = version.run_id or None
     mlflow_run = None

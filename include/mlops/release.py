@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.exceptions import MlflowException
 
-from include.mlops import alias_history, deployment, monitoring, object_store, registry, rollouts, tracking, versioning
+from include.mlops import (
+    alias_history,
+    deployment,
+    lakefs_repository,
+    monitoring,
+    object_store,
+    registry,
+    rollouts,
+    tracking,
+)
 from include.mlops.config import PipelineConfig
 from include.mlops.deployment import DeploymentError, ServingEndpoint
 from include.mlops.lineage import PROJECT_ROOT, lakefs_uri
@@ -155,7 +164,7 @@ def switch(
     failure the service is put back to what it served (DeploymentError says so)."""
     published = publish(client, store, release)
     snapshot = release.snapshot
-    rows = versioning.read_parquet(repo, snapshot["commit"], snapshot["paths"]["test"]).head(SMOKE_TEST_ROWS)
+    rows = lakefs_repository.read_parquet(repo, snapshot["commit"], snapshot["paths"]["test"]).head(SMOKE_TEST_ROWS)
     expected = deployment.offline_predictions(published.onnx_bytes, release.config, rows)
     records = deployment.records_of(rows, release.config.dataset)
     previous = deployment.roll_out(service, published.tag, records, expected)
@@ -334,16 +343,16 @@ def store_reference(
     in lakeFS `repo` as `reference/<model>/<run>/reference.parquet` with `metadata` (`marker`: what every try of
     the step shares, so a retry commits once), and named on the version (tag `drift_reference`)."""
     config, snapshot, version = release.config, release.snapshot, release.version
-    train = versioning.read_parquet(repo, snapshot["commit"], snapshot["paths"]["train"])
+    train = lakefs_repository.read_parquet(repo, snapshot["commit"], snapshot["paths"]["train"])
     sample = monitoring.sample_reference(train, config)
     predictions = deployment.offline_predictions(tracking.load_onnx(release.onnx_model_uri), config, sample)
     reference = monitoring.with_predictions(sample, predictions, config.dataset)
     branch = run_branch_name(config.name, run_id)
     path = f"reference/{config.name}/{run_key(run_id)}/reference.parquet"
-    versioning.write_parquet(repo, branch, path, reference)
+    lakefs_repository.write_parquet(repo, branch, path, reference)
     metadata = {**metadata, "model_version": version, "rows": len(reference), "training_snapshot": snapshot["commit"]}
     message = f"Drift reference of {config.name} v{version}"
-    if (commit := versioning.commit_once(repo, branch, message, metadata, marker)) is None:
+    if (commit := lakefs_repository.commit_once(repo, branch, message, metadata, marker)) is None:
         raise ReferenceNotStored(f"lakeFS {repo.id}: {path} was not written on branch {branch!r}")
     uri = lakefs_uri(repo.id, commit.id, path)
     client.set_model_version_tag(config.name, version, "drift_reference", uri)

@@ -64,7 +64,7 @@ class LakeFSHook(BaseHook):
 
     def get_conn(self):
         """A checked `lakefs.Client`: a wrong URL or key fails here in one sentence."""
-        from include.mlops import versioning
+        from include.mlops import lakefs_repository
 
         conn = self._connection
         if not conn.login or not conn.password:
@@ -73,22 +73,22 @@ class LakeFSHook(BaseHook):
                 "(secret access key)."
             )
         try:
-            return versioning.connect(f"{self.endpoint}/api/v1", conn.login, conn.password)
-        except versioning.LakeFSUnavailable as exc:
+            return lakefs_repository.connect(f"{self.endpoint}/api/v1", conn.login, conn.password)
+        except lakefs_repository.LakeFSUnavailable as exc:
             raise LakeFSConnectionError(f"Airflow connection {self.lakefs_conn_id!r}: {exc}.") from exc
 
     def get_repository(self, name: str | None = None):
         """The repository (the connection's by default), created on first use so a fresh stack just works."""
-        from include.mlops import versioning
+        from include.mlops import lakefs_repository
 
         name = name or self.repository_name
         namespace = self._connection.extra_dejson.get("storage_namespace") or f"local://{name}"
-        return versioning.ensure_repository(self.get_conn(), name, namespace)
+        return lakefs_repository.ensure_repository(self.get_conn(), name, namespace)
 
     def commit_url(self, repository: str, commit_id: str) -> str:
-        from include.mlops import versioning
+        from include.mlops import lakefs_repository
 
-        return versioning.commit_ui_url(self.ui_url, repository, commit_id)
+        return lakefs_repository.commit_ui_url(self.ui_url, repository, commit_id)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

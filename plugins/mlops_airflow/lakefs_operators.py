@@ -46,11 +46,11 @@ class LakeFSCreateBranchOperator(_LakeFSOperator):
         self.source_ref = source_ref
 
     def execute(self, context: Context) -> str:
-        from include.mlops import versioning
+        from include.mlops import lakefs_repository
 
         hook, repo = self._open()
-        existed = versioning.branch_exists(repo, self.branch)
-        head = versioning.create_branch(repo, self.branch, self.source_ref)
+        existed = lakefs_repository.branch_exists(repo, self.branch)
+        head = lakefs_repository.create_branch(repo, self.branch, self.source_ref)
         verb = "kept existing" if existed else "created"
         self.log.info(
             "lakeFS %s: %s branch %r at commit %s (from %r)", repo.id, verb, self.branch, head, self.source_ref
@@ -92,18 +92,18 @@ class LakeFSCommitOperator(_LakeFSOperator):
         self.paths = tuple(paths) if paths else None
 
     def execute(self, context: Context) -> str:
-        from include.mlops import versioning
+        from include.mlops import lakefs_repository
 
         hook, repo = self._open()
         if self.paths:
-            stray = versioning.reset_uncommitted_outside(repo, self.branch, self.paths)
+            stray = lakefs_repository.reset_uncommitted_outside(repo, self.branch, self.paths)
             if stray:
                 self.log.warning(
                     "lakeFS %s: reset %d staged change(s) outside %s: %s", repo.id, len(stray), self.paths, stray
                 )
         stamp = airflow_run_metadata(context)
         metadata = {**(self.metadata or {}), **stamp}
-        made = versioning.commit_once(repo, self.branch, self.message, metadata, retry_marker(stamp))
+        made = lakefs_repository.commit_once(repo, self.branch, self.message, metadata, retry_marker(stamp))
         if made is not None:
             commit_id = made.id
             earlier = made.metadata.get("airflow_try_number") != stamp["airflow_try_number"]
@@ -115,10 +115,10 @@ class LakeFSCommitOperator(_LakeFSOperator):
                 "nothing staged; an earlier try of this task committed it" if earlier else "committed",
             )
         elif self.allow_empty:
-            commit_id = versioning.commit(repo, self.branch, self.message, metadata, allow_empty=True).id
+            commit_id = lakefs_repository.commit(repo, self.branch, self.message, metadata, allow_empty=True).id
             self.log.info("lakeFS %s: nothing new on branch %r; empty commit %s", repo.id, self.branch, commit_id)
         else:
-            raise versioning.NothingToCommit(
+            raise lakefs_repository.NothingToCommit(
                 f"lakeFS {repo.id}: nothing to commit on branch {self.branch!r}; "
                 "the tasks before this one staged no changes"
             )
@@ -155,20 +155,20 @@ class LakeFSMergeOperator(_LakeFSOperator):
         self.strategy = strategy
 
     def execute(self, context: Context) -> str:
-        from include.mlops import versioning
+        from include.mlops import lakefs_repository
 
         hook, repo = self._open()
         message = self.message or f"Merge {self.source_ref} into {self.destination_branch}"
         metadata = {**(self.metadata or {}), **airflow_run_metadata(context)}
         try:
-            commit_id = versioning.merge(
+            commit_id = lakefs_repository.merge(
                 repo, self.source_ref, self.destination_branch, message, metadata, strategy=self.strategy
             )
             self.log.info(
                 "lakeFS %s: merged %r into %r as %s", repo.id, self.source_ref, self.destination_branch, commit_id
             )
-        except versioning.NothingToCommit:
-            commit_id = versioning.head_commit(repo, self.destination_branch)
+        except lakefs_repository.NothingToCommit:
+            commit_id = lakefs_repository.head_commit(repo, self.destination_branch)
             self.log.info(
                 "lakeFS %s: %r holds nothing new for %r (already merged); its head is %s",
                 repo.id,
@@ -191,9 +191,9 @@ class LakeFSDeleteBranchOperator(_LakeFSOperator):
         self.branch = branch
 
     def execute(self, context: Context) -> bool:
-        from include.mlops import versioning
+        from include.mlops import lakefs_repository
 
         _, repo = self._open()
-        deleted = versioning.delete_branch(repo, self.branch, missing_ok=True)
+        deleted = lakefs_repository.delete_branch(repo, self.branch, missing_ok=True)
         self.log.info("lakeFS %s: branch %r %s", repo.id, self.branch, "deleted" if deleted else "did not exist")
         return deleted

@@ -66,7 +66,7 @@ def wait_for_traffic(config_file: str, **context: Context) -> PokeReturnValue:
 
 def _champion_and_reference(client, config):
     """The champion's model version and its reference sample (its `drift_reference` tag names it in lakeFS)."""
-    from include.mlops import registry, versioning
+    from include.mlops import lakefs_repository, registry
     from include.mlops.lineage import parse_lakefs_uri
 
     name = config.model.registered_name
@@ -79,7 +79,7 @@ def _champion_and_reference(client, config):
             "retrain to promote a model with one"
         )
     repository, ref, path = parse_lakefs_uri(champion.tags["drift_reference"])
-    return champion, versioning.read_parquet(LakeFSHook().get_repository(repository), ref, path)
+    return champion, lakefs_repository.read_parquet(LakeFSHook().get_repository(repository), ref, path)
 
 
 @mlflow_task

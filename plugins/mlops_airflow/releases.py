@@ -55,11 +55,11 @@ def approval_answer(context: Context) -> dict | None:
 def training_snapshot(repo, requested: str, named_by: str) -> dict:
     """The training snapshot committed as `requested` in `repo` (its manifest's paths and figures); the
     "lakeFS" button points at it. `named_by` says where the commit id came from, for the errors."""
-    from include.mlops import versioning
+    from include.mlops import lakefs_repository
 
     try:
-        commit = versioning.get_commit(repo, requested)
-    except versioning.RefNotFound as missing:
+        commit = lakefs_repository.get_commit(repo, requested)
+    except lakefs_repository.RefNotFound as missing:
         raise AirflowFailException(f"{named_by} {requested!r}: {missing}") from None
     manifest_path = commit.metadata.get("manifest")
     if not manifest_path:
@@ -67,7 +67,7 @@ def training_snapshot(repo, requested: str, named_by: str) -> dict:
             f"commit {commit.id} of {repo.id!r} ({named_by}) is not a training snapshot (its metadata has no "
             "'manifest'); use the lakefs_commit tag of an earlier MLflow training run"
         )
-    manifest = json.loads(versioning.read_bytes(repo, commit.id, manifest_path))
+    manifest = json.loads(lakefs_repository.read_bytes(repo, commit.id, manifest_path))
     show_lakefs_commit(repo.id, commit.id)
     return {
         "repository": repo.id,

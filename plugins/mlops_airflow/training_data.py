@@ -21,7 +21,7 @@ from mlops_airflow.run_context import airflow_run_metadata, run_interval_end
 @lakefs_task
 def collect(config_file: str, params: dict, **context: Context) -> list[dict]:
     """Fetch the run's days from the source and stage them on the run branch, as collected."""
-    from include.mlops import collection, versioning
+    from include.mlops import collection, lakefs_repository
     from mlops_airflow.sources import fetcher
 
     config = pipelines.load(config_file)
@@ -34,7 +34,7 @@ def collect(config_file: str, params: dict, **context: Context) -> list[dict]:
         left_out = partition.outside_interval
         note = f"; {left_out} row(s) the source gave outside the day left out" if left_out else ""
         print(f"collected {partition.rows} row(s) of {config.dataset.name} for {partition.day}{note}")
-    show_lakefs_commit(repo.id, versioning.head_commit(repo, branch))
+    show_lakefs_commit(repo.id, lakefs_repository.head_commit(repo, branch))
     return [asdict(p) for p in staged]
 
 
@@ -52,9 +52,9 @@ def validate(config_file: str, staged: list[dict], **context: Context) -> dict:
             repo, branch, config, partitions, airflow_run_metadata(context)
         )
     except collection.ValidationFailed as failure:
-        from include.mlops import versioning
+        from include.mlops import lakefs_repository
 
-        show_lakefs_commit(repo.id, versioning.head_commit(repo, branch))
+        show_lakefs_commit(repo.id, lakefs_repository.head_commit(repo, branch))
         # The data will not get better by trying again.
         raise AirflowFailException(str(failure)) from None
     if quarantine_commit:

@@ -89,14 +89,14 @@ def plan_candidates(config_file: str) -> list[dict]:
 def train_candidate(candidate: dict, config_file: str, data: dict, training_run: dict) -> dict:
     """Fit one candidate on the snapshot and log it as a child run. A candidate that cannot be fitted fails
     only its own mapped task (without retries: the same data would fail the same way)."""
-    from include.mlops import tracking, training, versioning
+    from include.mlops import lakefs_repository, tracking, training
     from include.mlops.lineage import lakefs_uri
 
     config = pipelines.load(config_file)
     client = mlflow_tracking.client()
     spec = training.CandidateSpec(**candidate)
     repo = LakeFSHook().get_repository(data["repository"])
-    splits = {name: versioning.read_parquet(repo, data["commit"], path) for name, path in data["paths"].items()}
+    splits = {name: lakefs_repository.read_parquet(repo, data["commit"], path) for name, path in data["paths"].items()}
     uris = {name: lakefs_uri(repo.id, data["commit"], path) for name, path in data["paths"].items()}
     if problem := training.split_problem(config, splits):
         raise AirflowFailException(problem)  # no retry: the same snapshot gives the same splits
@@ -120,7 +120,7 @@ def gate(config_file: str, results: list[dict | None]) -> dict:
     it names the ones that failed. It decides; `register_challenger` records the decision once the ONNX form
     has passed its parity check.
     """
-    from include.mlops import registry, tracking, versioning
+    from include.mlops import lakefs_repository, registry, tracking
 
     ti = get_current_context()["ti"]
     data = ti.xcom_pull(task_ids="resolve_training_data")
@@ -132,7 +132,7 @@ def gate(config_file: str, results: list[dict | None]) -> dict:
     failed = [c["name"] for c in planned if c["name"] not in {r.candidate for r in trained}]
     challenger = registry.best_candidate(config, trained)
     repo = LakeFSHook().get_repository(data["repository"])
-    test = versioning.read_parquet(repo, data["commit"], data["paths"]["test"])
+    test = lakefs_repository.read_parquet(repo, data["commit"], data["paths"]["test"])
     champion_version, champion_test = registry.champion_test_metrics(client, config, test)
     decision = registry.decide(config, challenger, champion_version, champion_test, failed)
     parent = training_run["run_id"]
@@ -149,7 +149,7 @@ def package_onnx(config_file: str, decision: dict) -> dict:
     """Convert the challenger, preprocessing included, to ONNX and prove on the whole test split that it
     predicts like the sklearn model. A failed parity fails the run here: nothing is registered or deployed.
     The ONNX model and the parity report are logged to the challenger's run either way."""
-    from include.mlops import packaging, tracking, versioning
+    from include.mlops import lakefs_repository, packaging, tracking
 
     ti = get_current_context()["ti"]
     data = ti.xcom_pull(task_ids="resolve_training_data")
@@ -158,7 +158,7 @@ def package_onnx(config_file: str, decision: dict) -> dict:
     mlflow_tracking.client()
     pipeline = tracking.load_sklearn_model(decision["challenger_model_uri"])
     repo = LakeFSHook().get_repository(data["repository"])
-    test = versioning.read_parquet(repo, data["commit"], data["paths"]["test"])
+    test = lakefs_repository.read_parquet(repo, data["commit"], data["paths"]["test"])
     onnx_bytes = packaging.to_onnx(pipeline, config)
     report = packaging.check_parity(pipeline, onnx_bytes, config, test)
     onnx_uri = tracking.log_onnx(decision["challenger_run_id"], onnx_bytes, report.to_dict())

@@ -190,14 +190,14 @@ def test_the_champion_has_a_reference_sample_with_its_predictions(watched):
     uri = watched.champion.tags["drift_reference"]
     assert uri.startswith("lakefs://") and f"/reference/{watched.config.model.registered_name}/" in uri
     _, commit, path = uri.removeprefix("lakefs://").split("/", 2)
-    from include.mlops import versioning
+    from include.mlops import lakefs_repository
     from mlops_airflow.lakefs_hook import LakeFSHook
 
     repo = LakeFSHook().get_repository()
-    reference = versioning.read_parquet(repo, commit, path)
+    reference = lakefs_repository.read_parquet(repo, commit, path)
     assert 0 < len(reference) <= watched.config.drift.reference_rows
     assert set(reference[monitoring.PREDICTION_COLUMN]) <= {"0", "1"}
-    assert path in {o.path for o in versioning.list_objects(repo, "main", "reference/")}  # merged on promotion
+    assert path in {o.path for o in lakefs_repository.list_objects(repo, "main", "reference/")}  # merged on promotion
 
 
 def test_traffic_like_the_training_data_gives_no_trigger_and_malformed_rows_are_left_out(fresh):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from devstack import services
-from include.mlops import versioning
+from include.mlops import lakefs_repository
 from include.mlops.naming import run_branch_prefix
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.conftest import REPO_ROOT
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("lakefs_connection")
 
 def _branches_to_clean(repo) -> None:
     for name in ("run-old-1", "run-old-2", "feature-x"):
-        versioning.create_branch(repo, name, "main")
+        lakefs_repository.create_branch(repo, name, "main")
 
 
 def _housekeeping_dag():
@@ -35,17 +35,17 @@ def test_retention_zero_deletes_every_run_branch_and_keeps_the_rest(airflow_db):
     _branches_to_clean(repo)
     run = _housekeeping_dag().test(run_conf={"retention_days": 0})
     assert run.state == "success"
-    remaining = versioning.list_branches(repo)
+    remaining = lakefs_repository.list_branches(repo)
     assert "main" in remaining and "feature-x" in remaining
     assert [b for b in remaining if b.startswith("run-")] == []
 
 
 def test_fresh_run_branches_are_kept(airflow_db):
     repo = LakeFSHook().get_repository()
-    versioning.create_branch(repo, "run-fresh", "main")
+    lakefs_repository.create_branch(repo, "run-fresh", "main")
     run = _housekeeping_dag().test(run_conf={"retention_days": 14})
     assert run.state == "success"
-    assert versioning.branch_exists(repo, "run-fresh")
+    assert lakefs_repository.branch_exists(repo, "run-fresh")
 
 
 @pytest.mark.postgres
@@ -66,7 +66,7 @@ def test_the_dag_runs_on_a_postgres_metadata_db(empty_postgres_url, tmp_path):
     ):
         result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
         assert result.returncode == 0, f"{command[1:3]}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    assert [b for b in versioning.list_branches(repo) if b.startswith("run-")] == []
+    assert [b for b in lakefs_repository.list_branches(repo) if b.startswith("run-")] == []
 
 
 def test_each_models_retention_comes_from_its_config_by_default(airflow_db, write_config):
@@ -75,15 +75,15 @@ def test_each_models_retention_comes_from_its_config_by_default(airflow_db, writ
     repo = LakeFSHook().get_repository()
     mine, gone = run_branch_prefix(config.name) + "fresh", "run-removed_model-fresh"
     for branch in (mine, gone):
-        versioning.create_branch(repo, branch, "main")
+        lakefs_repository.create_branch(repo, branch, "main")
     assert _housekeeping_dag().test().state == "success"
-    assert versioning.branch_exists(repo, mine) and versioning.branch_exists(repo, gone)
+    assert lakefs_repository.branch_exists(repo, mine) and lakefs_repository.branch_exists(repo, gone)
 
     # No retention in the config: the model's run branches go.
     raw = yaml.safe_load(Path(config.path).read_text())
     raw["branches"] = {"retention_days": 0}
     Path(config.path).write_text(yaml.safe_dump(raw))
     assert _housekeeping_dag().test().state == "success"
-    assert not versioning.branch_exists(repo, mine)
+    assert not lakefs_repository.branch_exists(repo, mine)
     # Branches of a model whose config is gone are kept for the longest retention of the configs there are (0).
-    assert not versioning.branch_exists(repo, gone)
+    assert not lakefs_repository.branch_exists(repo, gone)

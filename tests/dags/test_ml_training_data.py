@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from include.demo_sources import simulator
-from include.mlops import versioning
+from include.mlops import lakefs_repository
 from include.mlops.naming import run_branch_name, run_key, training_dag_id
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.conftest import REPO_ROOT
@@ -37,7 +37,7 @@ def run(history_days: int, when: dt.datetime = INTERVAL_END):
 
 
 def _tree(repo, ref: str, prefix: str) -> dict[str, str]:
-    return {o.path: o.checksum for o in versioning.list_objects(repo, ref, prefix)}
+    return {o.path: o.checksum for o in lakefs_repository.list_objects(repo, ref, prefix)}
 
 
 def test_the_data_half_lands_validated_days_on_main_and_a_snapshot_on_the_run_branch(transactions_db, pipeline_config):
@@ -48,30 +48,30 @@ def test_the_data_half_lands_validated_days_on_main_and_a_snapshot_on_the_run_br
     raw = _tree(repo, "main", "raw/")
     assert sorted(raw) == [f"raw/transactions/date=2026-03-0{d}/part-0000.parquet" for d in (5, 6, 7)]
     assert _tree(repo, "main", "quarantine/") == {} and _tree(repo, "main", "incoming/") == {}
-    day = versioning.read_parquet(repo, "main", "raw/transactions/date=2026-03-07/part-0000.parquet")
+    day = lakefs_repository.read_parquet(repo, "main", "raw/transactions/date=2026-03-07/part-0000.parquet")
     assert len(day) == ROWS_PER_DAY and day["transaction_id"].is_unique
     assert day["event_time"].min() >= dt.datetime(2026, 3, 7, tzinfo=dt.UTC)
 
     snapshot_commit = dag_run.get_task_instance("commit_snapshot").xcom_pull(task_ids="commit_snapshot")
     manifest = json.loads(
-        versioning.read_bytes(
+        lakefs_repository.read_bytes(
             repo,
             snapshot_commit,
             f"datasets/{pipeline_config.name}/{run_key(dag_run.run_id)}/manifest.json",
         )
     )
-    assert manifest["source_commit"] == versioning.head_commit(repo, "main")
+    assert manifest["source_commit"] == lakefs_repository.head_commit(repo, "main")
     assert sum(manifest["rows"].values()) + manifest["unlabelled_rows"] == 3 * ROWS_PER_DAY
     assert {name: sum(counts.values()) for name, counts in manifest["class_counts"].items()} == manifest["rows"]
     assert 0 < sum(counts["1"] for counts in manifest["class_counts"].values()) < 0.05 * 3 * ROWS_PER_DAY
-    train = versioning.read_parquet(repo, snapshot_commit, manifest["paths"]["train"])
+    train = lakefs_repository.read_parquet(repo, snapshot_commit, manifest["paths"]["train"])
     assert abs(len(train) / sum(manifest["rows"].values()) - 0.7) < 0.03
     assert "datasets/" not in str(_tree(repo, "main", ""))  # the snapshot reaches main only at promotion
 
 
 def _tree_with_rows(repo) -> dict[str, tuple[str, int]]:
     return {
-        path: (checksum, len(versioning.read_parquet(repo, "main", path)))
+        path: (checksum, len(lakefs_repository.read_parquet(repo, "main", path)))
         for path, checksum in _tree(repo, "main", "raw/").items()
     }
 
@@ -96,7 +96,7 @@ def _unknown_category_on_march_7(url: str, share: float) -> None:
 def test_a_rejected_batch_fails_the_run_is_kept_in_quarantine_and_main_is_untouched(transactions_db):
     repo = LakeFSHook().get_repository()
     assert run(history_days=1, when=INTERVAL_END - dt.timedelta(days=1)).state == "success"
-    main_before = versioning.head_commit(repo, "main")
+    main_before = lakefs_repository.head_commit(repo, "main")
     # 5 % of the day's transactions in a merchant category the config does not know: over the 1 % limit.
     _unknown_category_on_march_7(transactions_db, share=0.05)
     dag_run = run(history_days=1)
@@ -105,16 +105,18 @@ def test_a_rejected_batch_fails_the_run_is_kept_in_quarantine_and_main_is_untouc
     validate = dag_run.get_task_instance("validate")
     assert validate.state == "failed" and validate.try_number == 1  # a data error is not retried
     assert dag_run.get_task_instance("merge_raw").state == "upstream_failed"
-    assert versioning.head_commit(repo, "main") == main_before
+    assert lakefs_repository.head_commit(repo, "main") == main_before
     branch = run_branch_name(the_config().name, dag_run.run_id)
-    report = json.loads(versioning.read_bytes(repo, branch, "quarantine/transactions/date=2026-03-07/report.json"))
+    report = json.loads(
+        lakefs_repository.read_bytes(repo, branch, "quarantine/transactions/date=2026-03-07/report.json")
+    )
     checks = {(f["check"], f["column"]): f["rows"] for f in report["failures"]}
     crypto_rows = checks[("category", "merchant_category")]
     assert report["status"] == "failed" and 0.03 * ROWS_PER_DAY < crypto_rows < 0.07 * ROWS_PER_DAY
     assert checks[("invalid_share", None)] == crypto_rows
-    rows = versioning.read_parquet(repo, branch, "quarantine/transactions/date=2026-03-07/rows.parquet")
+    rows = lakefs_repository.read_parquet(repo, branch, "quarantine/transactions/date=2026-03-07/rows.parquet")
     assert len(rows) == ROWS_PER_DAY  # the whole rejected batch, kept for inspection
-    assert versioning.get_commit(repo, branch).metadata["validation_status"] == "failed"
+    assert lakefs_repository.get_commit(repo, branch).metadata["validation_status"] == "failed"
 
 
 def test_a_few_bad_rows_are_quarantined_and_the_rest_reaches_main(transactions_db):
@@ -126,10 +128,10 @@ def test_a_few_bad_rows_are_quarantined_and_the_rest_reaches_main(transactions_d
     outcome = dag_run.get_task_instance("validate").xcom_pull(task_ids="validate")
     quarantined = outcome["rows_quarantined"]
     assert 0 < quarantined <= 0.01 * ROWS_PER_DAY
-    day = versioning.read_parquet(repo, "main", "raw/transactions/date=2026-03-07/part-0000.parquet")
+    day = lakefs_repository.read_parquet(repo, "main", "raw/transactions/date=2026-03-07/part-0000.parquet")
     assert len(day) == ROWS_PER_DAY - quarantined and "crypto" not in set(day["merchant_category"])
     assert _tree(repo, "main", "quarantine/") == {}
-    kept = versioning.read_parquet(
+    kept = lakefs_repository.read_parquet(
         repo, outcome["quarantine_commit"], "quarantine/transactions/date=2026-03-07/rows.parquet"
     )
     assert set(kept["merchant_category"]) == {"crypto"} and len(kept) == quarantined

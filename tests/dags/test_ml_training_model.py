@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from devstack.processes import free_port
-from include.mlops import alias_history, deployment, registry, versioning
+from include.mlops import alias_history, deployment, lakefs_repository, registry
 from include.mlops.naming import rollback_dag_id, run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import load_dag, the_config, training_dag
@@ -70,7 +70,7 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     assert client.download_artifacts(parent.info.run_id, "gate_decision.json")
 
     repo = LakeFSHook().get_repository()
-    on_main = {o.path for o in versioning.list_objects(repo, "main", "datasets/")}
+    on_main = {o.path for o in lakefs_repository.list_objects(repo, "main", "datasets/")}
     assert {p for p in data["paths"].values()} <= on_main  # the promoted snapshot reached main
 
     for task_id in ("gate", "start_training_run", "package_onnx"):
@@ -82,7 +82,7 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     deployed = _xcom(dag_run, "deploy_model")
     assert deployed["bentoml_model_tag"] == champion.tags["bentoml_model_tag"] == f"{name}:v{champion.version}"
     assert champion.tags["bento_tag"] == deployed["bento_tag"] and deployed["previous_tag"] is None
-    rows = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(20)
+    rows = lakefs_repository.read_parquet(repo, data["commit"], data["paths"]["test"]).head(20)
     answer = model_service.predict(deployment.records_of(rows, pipeline_config.dataset), model=name).json()
     assert answer["model_name"] == name and answer["model_version"] == champion.version
     assert len(answer["predictions"]) == 20 and {"label", "probabilities"} <= set(answer["predictions"][0])
@@ -119,7 +119,7 @@ def test_a_service_that_does_not_answer_fails_the_deploy_and_nothing_is_promoted
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias(name, registry.CHAMPION)
     snapshot = _xcom(dag_run, "resolve_training_data")["paths"]["train"]
-    assert not versioning.object_exists(LakeFSHook().get_repository(), "main", snapshot)
+    assert not lakefs_repository.object_exists(LakeFSHook().get_repository(), "main", snapshot)
 
 
 def test_an_unreachable_object_store_fails_the_deploy_before_the_switch(
@@ -156,7 +156,7 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
     data = _xcom(first, "resolve_training_data")  # read before the next run of the same date clears it
     repo = LakeFSHook().get_repository()
     records = deployment.records_of(
-        versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(5), pipeline_config.dataset
+        lakefs_repository.read_parquet(repo, data["commit"], data["paths"]["test"]).head(5), pipeline_config.dataset
     )
     second = run(history_days=1)
     assert second.state == "success"
@@ -172,10 +172,10 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
         assert second.get_task_instance(skipped).state == "skipped", skipped
 
     branch = run_branch_name(name, second.run_id)
-    recorded = versioning.get_commit(repo, branch)
+    recorded = lakefs_repository.get_commit(repo, branch)
     assert recorded.metadata["gate_decision"] == "reject" and recorded.message.startswith("Not promoted: ")
     snapshot = _xcom(second, "resolve_training_data")["paths"]["train"]
-    assert not versioning.object_exists(repo, "main", snapshot)  # a rejected snapshot stays on its branch
+    assert not lakefs_repository.object_exists(repo, "main", snapshot)  # a rejected snapshot stays on its branch
 
     # The alias history: both aliases set by the first run's gate; the second moved only `challenger`.
     engine = sa.create_engine(inference_log_db)
@@ -215,7 +215,7 @@ def test_retraining_from_a_recorded_commit_gives_the_same_metrics(mlflow_connect
 
 def test_a_commit_that_is_not_a_snapshot_is_refused(mlflow_connection, pipeline_config):
     repo = LakeFSHook().get_repository()
-    dag_run = run(data_commit=versioning.head_commit(repo, "main"))
+    dag_run = run(data_commit=lakefs_repository.head_commit(repo, "main"))
     assert dag_run.state == "failed"
     assert dag_run.get_task_instance("resolve_training_data").state == "failed"
 

@@ -113,7 +113,7 @@ def test_a_model_whose_source_does_not_answer_fails_its_own_run_only(
     tmp_path: Path, transactions_db: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
 ):
     from devstack.processes import free_port
-    from include.mlops import versioning
+    from include.mlops import lakefs_repository
     from mlops_airflow.lakefs_hook import LakeFSHook
     from tests.dags.conftest import TEST_CANDIDATES, load_dag
 
@@ -134,5 +134,5 @@ def test_a_model_whose_source_does_not_answer_fails_its_own_run_only(
     assert f"GET {nobody}: gave up after 1 attempts; the last one failed with ConnectError" in capfd.readouterr().out
     succeeded = load_dag("ml_training", training_dag_id(working)).test(logical_date=when, run_conf=conf)
     assert succeeded.state == "success"
-    main = {o.path.split("/")[1] for o in versioning.list_objects(LakeFSHook().get_repository(), "main", "raw/")}
+    main = {o.path.split("/")[1] for o in lakefs_repository.list_objects(LakeFSHook().get_repository(), "main", "raw/")}
     assert f"transactions_{suffix}" in main and f"silent_{suffix}" not in main

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from include.mlops import deployment, registry, versioning
+from include.mlops import deployment, lakefs_repository, registry
 from include.mlops.config import load_config
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import training_dag
@@ -66,10 +66,10 @@ def test_the_drafted_credit_config_is_served_by_its_first_training_run(
     data = dag_run.get_task_instance("resolve_training_data").xcom_pull(task_ids="resolve_training_data")
     repo = LakeFSHook().get_repository()
     assert sum(data["rows"].values()) == len(CREDIT.rows())  # every exported row, collected once
-    manifest = versioning.read_bytes(repo, data["commit"], data["manifest_path"]).decode()
+    manifest = lakefs_repository.read_bytes(repo, data["commit"], data["manifest_path"]).decode()
     assert '"bad":' in manifest and '"good":' in manifest  # rows per class, by the data's own labels
 
-    test = versioning.read_parquet(repo, data["commit"], data["paths"]["test"]).head(40)
+    test = lakefs_repository.read_parquet(repo, data["commit"], data["paths"]["test"]).head(40)
     answer = credit_service.predict(deployment.records_of(test, credit_config.dataset), model=credit_config.name)
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]

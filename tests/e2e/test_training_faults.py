@@ -38,7 +38,7 @@ import yaml
 
 from devstack import demo
 from devstack.airflow_api import AirflowAPI
-from include.mlops import alias_history, deployment, monitoring, registry, rollouts, versioning
+from include.mlops import alias_history, deployment, lakefs_repository, monitoring, registry, rollouts
 from include.mlops.lineage import parse_lakefs_uri
 from include.mlops.naming import monitor_dag_id, run_branch_name, run_key, training_dag_id
 from tests.e2e import approvals, faults
@@ -108,7 +108,7 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_three_trainings_leave
     serving, token = stack.urls["Serving"], stack.credentials["serving_admin_token"]
     mlflow_client = mlflow.MlflowClient(stack.urls["MLflow"], registry_uri=stack.urls["MLflow"])
     log_engine = sa.create_engine(f"sqlite:///{stack.inference_log_db}")
-    lakefs_client = versioning.connect(f"{stack.urls['lakeFS']}/api/v1", *stack.lakefs_keys)
+    lakefs_client = lakefs_repository.connect(f"{stack.urls['lakeFS']}/api/v1", *stack.lakefs_keys)
     config = e2e.config(DEMO)
     training_dag, monitor_dag, cancer_dag = training_dag_id(DEMO), monitor_dag_id(DEMO), training_dag_id(BREAST_CANCER)
     api.wait_for_dags({training_dag, monitor_dag, cancer_dag})
@@ -169,7 +169,7 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_three_trainings_leave
             if cancer_champion
             else {"reason": "faults", "history_days": e2e.config(BREAST_CANCER).training.window_days}
         )
-        cancer_main_before = versioning.get_commit(repo, "main").id  # one repository holds every model's data
+        cancer_main_before = lakefs_repository.get_commit(repo, "main").id  # one repository holds every model's data
         api.trigger(cancer_dag, cancer_conf, run_id=runs["rejected"])
         review = reviewer.submit(approvals.review, stack, cancer_dag, runs["rejected"], "Reject")
 
@@ -190,7 +190,7 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_three_trainings_leave
 
         # 2. A retraining on the champion's snapshot, promoted, every task from start_training_run on failing.
         conf = {"reason": "faults", "data_commit": champion.tags["lakefs_commit"]}
-        main_before = versioning.get_commit(repo, "main").id
+        main_before = lakefs_repository.get_commit(repo, "main").id
         api.trigger(training_dag, conf, run_id=runs["promoted"])
         assert api.wait_for_run(training_dag, runs["promoted"], RUN_TIMEOUT) == "success", e2e.logs()
         _check_every_fault_fired(api, folder, training_dag, runs["promoted"], PROMOTED_TASKS)
@@ -211,7 +211,7 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_three_trainings_leave
         raw["model"]["candidates"] = [won]
         raw["rollout"] = {"mode": "shadow"}
         Path(config.path).write_text(yaml.safe_dump(raw))
-        main_before = versioning.get_commit(repo, "main").id
+        main_before = lakefs_repository.get_commit(repo, "main").id
         api.trigger(training_dag, conf, run_id=runs["shadow"])
         assert api.wait_for_run(training_dag, runs["shadow"], RUN_TIMEOUT) == "success", e2e.logs()
         _check_every_fault_fired(api, folder, training_dag, runs["shadow"], SHADOW_TASKS)
@@ -236,7 +236,9 @@ def test_four_faults_in_every_task_of_a_drift_check_and_of_three_trainings_leave
         merges = _merges_into_main(repo, cancer_main_before, runs["rejected"])
         assert set(merges) <= {"Validated data"}, merges
         branch = run_branch_name(BREAST_CANCER, runs["rejected"])
-        rejections = [c.message for c in versioning.log(repo, branch, 20) if c.message.startswith("Not promoted")]
+        rejections = [
+            c.message for c in lakefs_repository.log(repo, branch, 20) if c.message.startswith("Not promoted")
+        ]
         assert rejections == ["Not promoted: rejected by admin"], rejections
         if cancer_champion:
             _check_consistency(stack, mlflow_client, log_engine, lakefs_client, BREAST_CANCER, cancer_champion.version)
@@ -310,9 +312,9 @@ def _check_consistency(stack, mlflow_client, log_engine, lakefs_client, model: s
     assert (champion.version, served.model_version) == (version, version), (champion.version, served)
     repo = lakefs.Repository(served.labels["lakefs_repository"], client=lakefs_client)
     _, reference_commit, reference_path = parse_lakefs_uri(champion.tags["drift_reference"])
-    reference = versioning.get_commit(repo, reference_commit)
+    reference = lakefs_repository.get_commit(repo, reference_commit)
     assert reference.metadata["model_version"] == version, reference.metadata
-    assert versioning.object_exists(repo, "main", reference_path), reference_path
+    assert lakefs_repository.object_exists(repo, "main", reference_path), reference_path
 
     promoted_runs = set()
     for name in {c.name for c in stack.configs}:
@@ -322,7 +324,7 @@ def _check_consistency(stack, mlflow_client, log_engine, lakefs_client, model: s
         duplicates = {run: n for run, n in Counter(run_ids).items() if n > 1}
         assert not duplicates, f"{name}: versions registered twice by {duplicates}"
         promoted_runs |= {run_key(v.tags["airflow_run_id"]) for v in versions if v.version in champions}
-    for entry in versioning.list_objects(repo, "main", ""):
+    for entry in lakefs_repository.list_objects(repo, "main", ""):
         top, *rest = entry.path.split("/")
         if top in ("datasets", "reference"):
             assert rest[1] in promoted_runs, f"{entry.path} on main is of a run that promoted no model"
@@ -373,12 +375,12 @@ def _end_rollout(log_engine, serving: str, token: str) -> None:
 def _merges_into_main(repo, since: str, run_id: str) -> list[str]:
     """The messages of the commits `run_id` made on main after `since` (its merges), newest first. Main's own
     history is its first parents; other models' runs merge into it meanwhile."""
-    messages, commit = [], versioning.get_commit(repo, "main")
+    messages, commit = [], lakefs_repository.get_commit(repo, "main")
     for _ in range(200):
         if commit.id == since:
             return messages
         if commit.metadata.get("airflow_run_id") == run_id:
             messages.append(commit.message)
         assert commit.parents, f"{since} is not a first parent of main's head"
-        commit = versioning.get_commit(repo, commit.parents[0])
+        commit = lakefs_repository.get_commit(repo, commit.parents[0])
     raise AssertionError(f"{since} is not among the last 200 first parents of main's head")

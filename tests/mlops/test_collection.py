@@ -6,7 +6,7 @@ import datetime as dt
 
 import pandas as pd
 
-from include.mlops import collection, sources, versioning
+from include.mlops import collection, lakefs_repository, sources
 from include.mlops.config import Dataset, FileSource
 
 
@@ -32,5 +32,5 @@ def test_stage_raw_records_per_day_the_rows_the_source_gave_outside_it(lakefs_re
         ("2026-11-14", 2, 2),
         ("2026-11-15", 1, 3),
     ]
-    day = versioning.read_parquet(lakefs_repo, "main", collection.incoming_path(staged[1].path))
+    day = lakefs_repository.read_parquet(lakefs_repo, "main", collection.incoming_path(staged[1].path))
     assert day["id"].tolist() == ["b", "c"]

@@ -9,7 +9,7 @@ import json
 import pytest
 from airflow.sdk import DAG, task
 
-from include.mlops import versioning
+from include.mlops import lakefs_repository
 from include.mlops.naming import run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSConnectionError, LakeFSHook
 from mlops_airflow.lakefs_operators import (
@@ -31,7 +31,7 @@ def _pipeline(dag_id: str, payload: bytes, delete_branch: bool = True) -> DAG:
         @task
         def stage(branch: str) -> str:
             repo = LakeFSHook().get_repository()
-            versioning.write_bytes(repo, branch, "raw/day.csv", payload)
+            lakefs_repository.write_bytes(repo, branch, "raw/day.csv", payload)
             return branch
 
         create = LakeFSCreateBranchOperator(task_id="create_branch", branch=branch)
@@ -57,9 +57,9 @@ def test_a_run_commits_and_merges_with_the_airflow_stamp(run_dag, lakefs_server)
     assert run.state == "success"
 
     repo = LakeFSHook().get_repository()
-    assert versioning.read_bytes(repo, "main", "raw/day.csv") == b"amount\n1\n"
-    merge_commit = versioning.get_commit(repo, "main")
-    committed = versioning.get_commit(repo, merge_commit.parents[1] if len(merge_commit.parents) > 1 else "main")
+    assert lakefs_repository.read_bytes(repo, "main", "raw/day.csv") == b"amount\n1\n"
+    merge_commit = lakefs_repository.get_commit(repo, "main")
+    committed = lakefs_repository.get_commit(repo, merge_commit.parents[1] if len(merge_commit.parents) > 1 else "main")
     for commit, task_id in ((merge_commit, "merge"), (committed, "commit")):
         assert commit.metadata["airflow_dag_id"] == "lakefs_ops_happy_path"
         assert commit.metadata["airflow_run_id"] == run.run_id
@@ -70,7 +70,7 @@ def test_a_run_commits_and_merges_with_the_airflow_stamp(run_dag, lakefs_server)
         )
     assert committed.message == "collected 2026-01-02"
     assert committed.metadata["rows"] == "2"
-    assert not versioning.branch_exists(repo, run_branch_name(MODEL, run.run_id))
+    assert not lakefs_repository.branch_exists(repo, run_branch_name(MODEL, run.run_id))
 
 
 def test_the_lakefs_link_points_at_the_commit(run_dag, lakefs_server, lakefs_repo):
@@ -114,7 +114,7 @@ def test_retries_after_a_commit_and_a_merge_that_succeeded_are_safe(run_dag, lak
 
         @task
         def stage() -> None:
-            versioning.write_bytes(LakeFSHook().get_repository(), branch, "raw/day.csv", b"amount\n3\n")
+            lakefs_repository.write_bytes(LakeFSHook().get_repository(), branch, "raw/day.csv", b"amount\n3\n")
 
         create = LakeFSCreateBranchOperator(task_id="create_branch", branch=branch)
         commit = CommitThenCrash(task_id="commit", branch=branch, message="collected")
@@ -126,10 +126,10 @@ def test_retries_after_a_commit_and_a_merge_that_succeeded_are_safe(run_dag, lak
     assert run.get_task_instance("commit").try_number == 2
     assert run.get_task_instance("merge").try_number == 2
     repo = LakeFSHook().get_repository()
-    assert [c.metadata.get("airflow_task_id") for c in versioning.log(repo, branch)].count("commit") == 1
-    merges = [c for c in versioning.log(repo, "main") if c.metadata.get("airflow_task_id") == "merge"]
+    assert [c.metadata.get("airflow_task_id") for c in lakefs_repository.log(repo, branch)].count("commit") == 1
+    merges = [c for c in lakefs_repository.log(repo, "main") if c.metadata.get("airflow_task_id") == "merge"]
     assert len(merges) == 1
-    assert versioning.read_bytes(repo, "main", "raw/day.csv") == b"amount\n3\n"
+    assert lakefs_repository.read_bytes(repo, "main", "raw/day.csv") == b"amount\n3\n"
 
 
 def test_a_commit_with_nothing_staged_fails_and_says_so(run_dag, lakefs_server):
