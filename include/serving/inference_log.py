@@ -24,11 +24,23 @@ The drift monitor reads this table (include/mlops/monitoring.py), one of the ope
       latency_ms     DOUBLE PRECISION NULL  the model's time for the request the row belongs to
       INDEX ix_inference_log_model_predicted_at (model_name, predicted_at)
 
-Every model of the service writes to the same table, each row naming its model. A request hands its predictions
-to an in-process bounded buffer and returns; one background thread inserts what has gathered every half second,
-or as soon as 500 rows wait. When the database is unavailable, or the buffer is full, rows are dropped and
-counted by model (`on_dropped`), and the service keeps answering; writing resumes by itself when the database is
-back.
+Every model of the service writes to the same table, each row naming its model. The writing is done by a process
+of its own (one per worker), so that serialising rows to JSON and inserting them do not hold the worker's GIL
+while it answers: a request only hands its records and predictions, as plain values, to a multiprocessing
+queue and returns. The writer inserts what has gathered every half second, or as soon as 500 rows wait, and
+reports back, by model, the rows it wrote and the rows it could not.
+
+What can go wrong, and what then happens (each dropped row counted by model, `on_dropped`, which the service
+exposes as mlops_inference_log_dropped_total):
+
+- the database is unavailable: the writer drops the batch and says so once; writing resumes by itself when the
+  database is back;
+- the writer falls behind: at most CAPACITY_ROWS rows wait for it (handed over and not yet reported back);
+  beyond that a request's rows are dropped at once, and the service keeps answering;
+- the writer dies (killed, out of memory): the rows it had not reported are counted as dropped (some of them
+  may have been written), and a new writer is started within a second (`on_restarted`, exposed as
+  mlops_inference_log_writer_restarts_total);
+- a clean stop: the writer writes every row handed to it before it ends; none is lost.
 
 When it starts, the writer brings the database to the operations store's newest schema (a no-op where the stack's
 start did it), off the request path. The service upgrades rather than refusing: it is often run alone on
@@ -37,10 +49,15 @@ a fresh database (a SQLite file), and a writer that only refused would drop ever
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
+import multiprocessing
+import os
+import queue
+import signal
 import threading
-from collections import deque
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +75,13 @@ logger = logging.getLogger(__name__)
 
 BATCH_ROWS = 500
 FLUSH_SECONDS = 0.5
-# Rows that may wait for the database: about a minute of heavy traffic, a few tens of MB.
+# Rows that may wait for the writer: about a minute of heavy traffic, a few tens of MB.
 CAPACITY_ROWS = 50_000
+# How often the service checks that its writer is alive, when the writer has nothing to report.
+WATCH_SECONDS = 1.0
+# A fresh process, not a fork of the worker: the worker runs threads (an event loop, onnxruntime, the model
+# pointers' watcher), and a fork could copy a lock one of them holds.
+_PROCESSES = multiprocessing.get_context("spawn")
 
 
 @dataclass(frozen=True)
@@ -78,122 +100,260 @@ class LoggedRequest:
     latency_ms: float | None = None
 
 
-class InferenceLog:
-    """Writes LoggedRequests to `url` (SQLAlchemy) from a background thread; `submit` never blocks.
+# What crosses to the writer: a LoggedRequest as plain values (pickled by the queue's thread, unpickled by the
+# writer), with each record's inputs as a dict when it was the answer, and only its id otherwise.
+_Message = tuple[str, str, str, dt.datetime, list[Any], list[dict[str, Any]], str, bool, str | None, float | None]
 
-    `id_columns` names each model's id column (the record field a later label is joined by)."""
+
+class InferenceLog:
+    """Writes LoggedRequests to `url` (SQLAlchemy) from a writer process; `submit` never blocks.
+
+    `id_columns` names each model's id column (the record field a later label is joined by); `on_dropped(model,
+    rows)` counts rows that were not written, `on_restarted()` a writer that died and was replaced."""
 
     def __init__(
         self,
         url: str,
         id_columns: Mapping[str, str],
         on_dropped: Callable[[str, int], None],
+        on_restarted: Callable[[], None] = lambda: None,
         capacity: int = CAPACITY_ROWS,
     ):
-        self._engine = _engine(url)
+        self._url = url
         self._id_columns = dict(id_columns)
         self._on_dropped = on_dropped
+        self._on_restarted = on_restarted
         self._capacity = capacity
-        self._pending: deque[LoggedRequest] = deque()
-        self._pending_rows = 0
-        self._wakeup = threading.Condition()
+        # Rows handed to the writer and not yet reported back, by model: what a dead writer may have lost.
+        self._unreported: collections.Counter[str] = collections.Counter()
+        self._unreported_rows = 0
+        self._lock = threading.Lock()
         self._stopping = False
-        self._schema_ready = False
-        self._failing = False
-        self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
+        self._writer: Any = None
+        self._requests: Any = None
+        self._reports: Any = None
+        self._watcher = threading.Thread(target=self._watch, name="inference-log", daemon=True)
+
+    @property
+    def writer_pid(self) -> int | None:
+        return self._writer.pid if self._writer else None
 
     def start(self) -> None:
-        self._thread.start()
+        self._start_writer()
+        self._watcher.start()
 
     def submit(self, request: LoggedRequest) -> None:
         rows = len(request.records)
-        with self._wakeup:
-            if self._pending_rows + rows > self._capacity:
+        if request.served:
+            inputs: list[Any] = [record.model_dump() for record in request.records]
+        else:
+            # A rollout's scoring off the path: the answer's row beside it (same request id and record index)
+            # holds the inputs; not repeating them halves what is handed over during a rollout.
+            id_column = self._id_columns[request.model_name]
+            inputs = [getattr(record, id_column, None) for record in request.records]
+        message: _Message = (
+            request.request_id,
+            request.model_name,
+            request.model_version,
+            request.predicted_at,
+            inputs,
+            list(request.predictions),
+            request.role,
+            request.served,
+            request.error,
+            request.latency_ms,
+        )
+        with self._lock:
+            if self._stopping or self._unreported_rows + rows > self._capacity:
                 self._on_dropped(request.model_name, rows)
                 return
-            self._pending.append(request)
-            self._pending_rows += rows
-            if self._pending_rows >= BATCH_ROWS:
-                self._wakeup.notify()
+            self._unreported[request.model_name] += rows
+            self._unreported_rows += rows
+            self._requests.put(message)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Write what is pending (for up to `timeout` seconds) and stop the thread."""
-        with self._wakeup:
+        """Have the writer write every row handed to it (for up to `timeout` seconds), and end it."""
+        with self._lock:
+            if self._stopping:
+                return
             self._stopping = True
-            self._wakeup.notify()
-        self._thread.join(timeout)
-        self._engine.dispose()
+            self._requests.put(None)
+        self._watcher.join(timeout)
+        if self._writer.is_alive():
+            logger.warning("inference log writer still busy after %.0f s; ending it", timeout)
+            self._writer.terminate()
+            self._writer.join(1.0)
+            self._drain_reports()
+            self._drop_unreported()
 
-    def _run(self) -> None:
-        # The schema first, so that it is there for the first request's rows and for the drift gauges' reads; a
-        # database that is away now is upgraded before the first write that finds it back.
-        try:
-            self._upgrade_schema()
-        except Exception as exc:  # as a failed write: the service must start all the same
-            logger.warning("inference log unavailable at start, trying again at the first write: %s", first_line(exc))
+    def _start_writer(self) -> None:
+        self._requests = _PROCESSES.Queue()
+        self._reports = _PROCESSES.Queue()
+        self._writer = _PROCESSES.Process(
+            target=write_forever,
+            args=(self._url, self._id_columns, self._requests, self._reports),
+            name="inference-log-writer",
+            daemon=True,
+        )
+        self._writer.start()
+
+    def _watch(self) -> None:
+        """Take the writer's reports; replace a writer that died, counting what it had not reported as dropped."""
         while True:
-            with self._wakeup:
-                if not self._stopping and self._pending_rows < BATCH_ROWS:
-                    self._wakeup.wait(FLUSH_SECONDS)
-                batch = list(self._pending)
-                self._pending.clear()
-                self._pending_rows = 0
-                stopping = self._stopping
-            if batch:
-                self._write(batch)
-            if stopping:
+            try:
+                self._report(self._reports.get(timeout=WATCH_SECONDS))
+                continue
+            except queue.Empty:
+                pass
+            except (EOFError, OSError):  # the writer died halfway through a report
+                pass
+            if self._writer.is_alive():
+                continue
+            self._drain_reports()
+            if self._stopping and self._writer.exitcode == 0:
+                return
+            with self._lock:
+                if self._stopping:
+                    self._drop_unreported()
+                    return
+                lost = self._drop_unreported()
+                logger.warning(
+                    "inference log writer ended (exit code %s); %d row(s) it had not reported are counted as "
+                    "dropped; starting a new one",
+                    self._writer.exitcode,
+                    lost,
+                )
+                # The old queue may be left mid-message: the new writer gets queues of its own.
+                self._requests.cancel_join_thread()
+                self._start_writer()
+            self._on_restarted()
+
+    def _report(self, report: tuple[str, dict[str, int]]) -> None:
+        outcome, rows_by_model = report
+        with self._lock:
+            for model, rows in rows_by_model.items():
+                self._unreported[model] -= rows
+                self._unreported_rows -= rows
+        if outcome == "dropped":
+            for model, rows in rows_by_model.items():
+                self._on_dropped(model, rows)
+
+    def _drain_reports(self) -> None:
+        while True:
+            try:
+                self._report(self._reports.get_nowait())
+            except (queue.Empty, EOFError, OSError):
                 return
 
-    def _write(self, batch: list[LoggedRequest]) -> None:
+    def _drop_unreported(self) -> int:
+        """Count every row the writer has not reported as dropped (called with the lock held, or at the end)."""
+        lost = self._unreported_rows
+        for model, rows in self._unreported.items():
+            if rows:
+                self._on_dropped(model, rows)
+        self._unreported.clear()
+        self._unreported_rows = 0
+        return lost
+
+
+def write_forever(url: str, id_columns: Mapping[str, str], requests: Any, reports: Any) -> None:
+    """The writer process: insert the requests' rows in batches until the stop message (None), reporting each
+    batch's rows by model as written or dropped. It ends too when the worker that started it is gone."""
+    # Its lines go where the worker's go (the inherited stderr), in the form of BentoML's.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s")
+    # Ctrl-C reaches the whole process group: the worker's clean stop, not the signal, ends the writer.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = os.getppid()
+    writer = _Writer(_engine(url), id_columns)
+    # The schema first, so that it is there for the first request's rows and for the drift gauges' reads; a
+    # database that is away now is upgraded before the first write that finds it back.
+    try:
+        writer.upgrade_schema()
+    except Exception as exc:  # as a failed write: the writer must go on all the same
+        logger.warning("inference log unavailable at start, trying again at the first write: %s", first_line(exc))
+    stopping = False
+    while not stopping:
+        batch: list[_Message] = []
+        rows = 0
+        deadline = time.monotonic() + FLUSH_SECONDS
+        while rows < BATCH_ROWS:
+            try:
+                message = requests.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                stopping = os.getppid() != worker  # orphaned: write what was handed over, and end
+                break
+            if message is None:
+                stopping = True
+                break
+            batch.append(message)
+            rows += len(message[4])
+        if batch:
+            rows_by_model: collections.Counter[str] = collections.Counter()
+            for message in batch:
+                rows_by_model[message[1]] += len(message[4])
+            outcome = "written" if writer.write(batch) else "dropped"
+            reports.put((outcome, dict(rows_by_model)))
+    writer.engine.dispose()
+    reports.close()
+    reports.join_thread()
+
+
+class _Writer:
+    def __init__(self, engine: sa.Engine, id_columns: Mapping[str, str]):
+        self.engine = engine
+        self._id_columns = id_columns
+        self._schema_ready = False
+        self._failing = False
+
+    def upgrade_schema(self) -> None:
+        operations_store.upgrade(self.engine)
+        self._schema_ready = True
+
+    def write(self, batch: list[_Message]) -> bool:
+        """Insert the batch's rows; False when the database would not take them."""
         try:
             if not self._schema_ready:
-                self._upgrade_schema()
-            with self._engine.begin() as connection:
-                connection.execute(inference_log.insert(), [row for r in batch for row in self._rows(r)])
-        except Exception as exc:  # any database error: the service must keep answering
-            for request in batch:
-                self._on_dropped(request.model_name, len(request.records))
+                self.upgrade_schema()
+            with self.engine.begin() as connection:
+                connection.execute(inference_log.insert(), [row for message in batch for row in self._rows(message)])
+        except Exception as exc:  # any database error: the rows are dropped and counted, the writer goes on
             self._schema_ready = False  # the database may come back empty
             if not self._failing:
                 logger.warning("inference log unavailable, dropping rows until it is back: %s", first_line(exc))
             self._failing = True
-            return
+            return False
         if self._failing:
             logger.warning("inference log is writable again")
         self._failing = False
+        return True
 
-    def _upgrade_schema(self) -> None:
-        operations_store.upgrade(self._engine)
-        self._schema_ready = True
-
-    def _rows(self, request: LoggedRequest) -> list[dict[str, Any]]:
+    def _rows(self, message: _Message) -> list[dict[str, Any]]:
+        request_id, model_name, version, predicted_at, inputs, predictions, role, served, error, latency_ms = message
+        if error is not None:
+            predictions = [{}] * len(inputs)
+        id_column = self._id_columns[model_name]
         rows = []
-        predictions = request.predictions if request.error is None else [{}] * len(request.records)
-        id_column = self._id_columns[request.model_name]
-        for index, (record, prediction) in enumerate(zip(request.records, predictions, strict=True)):
-            if request.served:
-                inputs = record.model_dump()
-                record_id = inputs.pop(id_column, None)
+        for index, (record, prediction) in enumerate(zip(inputs, predictions, strict=True)):
+            if served:
+                record_id = record.pop(id_column, None)
             else:
-                # A rollout's scoring off the path: the answer's row beside it (same request id and record index)
-                # holds the inputs; not repeating them halves what the writer serialises during a rollout.
-                inputs, record_id = {}, getattr(record, id_column, None)
+                record, record_id = {}, record
             rows.append(
                 {
-                    "request_id": request.request_id,
+                    "request_id": request_id,
                     "record_index": index,
                     "record_id": record_id,
-                    "model_name": request.model_name,
-                    "model_version": request.model_version,
-                    "predicted_at": request.predicted_at,
-                    "inputs": inputs,
+                    "model_name": model_name,
+                    "model_version": version,
+                    "predicted_at": predicted_at,
+                    "inputs": record,
                     "label": None if "label" not in prediction else text_of(prediction["label"]),
                     "probabilities": prediction.get("probabilities"),
                     "value": prediction.get("value"),
-                    "role": request.role,
-                    "served": request.served,
-                    "error": request.error,
-                    "latency_ms": request.latency_ms,
+                    "role": role,
+                    "served": served,
+                    "error": error,
+                    "latency_ms": latency_ms,
                 }
             )
         return rows
