@@ -32,7 +32,7 @@ Environment:
                              replicas of 2 workers make 400 a second at 1, 80 at 5).
     MLOPS_ADMIN_TOKEN        the bearer token of the admin API; without it every admin call is refused (401).
     MLOPS_INFERENCE_LOG_URL  SQLAlchemy URL of the inference log database (SQLite locally, Postgres in compose);
-                             unset, predictions are not logged. Table: include/mlops/monitoring.py.
+                             unset, predictions are not logged. Table: include/mlops/operations_store.py.
     MLOPS_DRIFT_METRICS_SECONDS  how often the drift gauges are read from the drift history (default 30).
     MLOPS_MAX_RECORDS        most records per predict request (default 1000).
     MLOPS_SERVING_WORKERS    worker processes (default 1; each runs onnxruntime on one thread).
