@@ -86,6 +86,8 @@ HANDOVER_SECONDS = 0.1
 # The writer's nice value: when the worker has a request to answer it takes the core from the writer, which
 # catches up when the worker waits (rows wait for it, up to CAPACITY_ROWS).
 WRITER_NICENESS = 10
+# How long a worker's start waits for its writer to bring the schema up (a writer is a fresh Python process).
+START_SECONDS = 60.0
 # A fresh process, not a fork of the worker: the worker runs threads (an event loop, onnxruntime, the model
 # pointers' watcher), and a fork could copy a lock one of them holds.
 _PROCESSES = multiprocessing.get_context("spawn")
@@ -149,7 +151,13 @@ class InferenceLog:
         return self._writer.pid if self._writer else None
 
     def start(self) -> None:
+        """Start the writer and wait until it has brought the database's schema up (or found it away), so that the
+        table is there for the first request's rows and for the drift gauges' reads."""
         self._start_writer()
+        try:
+            self._reports.get(timeout=START_SECONDS)
+        except queue.Empty:
+            logger.warning("inference log writer not started after %.0f s; rows wait for it", START_SECONDS)
         self._watcher.start()
 
     def submit(self, request: LoggedRequest) -> None:
@@ -296,6 +304,7 @@ def write_forever(url: str, id_columns: Mapping[str, str], requests: Any, report
         writer.upgrade_schema()
     except Exception as exc:  # as a failed write: the writer must go on all the same
         logger.warning("inference log unavailable at start, trying again at the first write: %s", first_line(exc))
+    reports.put(("started", {}))
     stopping = False
     while not stopping:
         batch: list[_Message] = []
