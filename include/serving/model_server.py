@@ -31,9 +31,10 @@ from include.mlops.object_store import ObjectStoreError
 from include.mlops.rollouts import same_answer
 from include.serving import schema
 from include.serving.drift_metrics import DriftMetrics
+from include.serving.errors import first_line
 from include.serving.inference_log import InferenceLog, LoggedRequest
 from include.serving.metrics import Metrics
-from include.serving.models import ServedModel, first_line
+from include.serving.models import ServedModel
 from include.serving.rollout import ModelSlot, Role, champion_version
 from include.serving.routes import ModelSchema
 from include.serving.settings import Settings
