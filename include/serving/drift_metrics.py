@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -21,16 +22,20 @@ logger = logging.getLogger(__name__)
 
 
 class DriftMetrics:
-    def __init__(self, url: str, primary_metrics: Mapping[str, str]):
-        """`primary_metrics`: each model's primary metric (the `metric` label of its live score)."""
-        # Made in the worker, where BentoML has set PROMETHEUS_MULTIPROC_DIR (see service.Metrics).
-        from prometheus_client import Gauge
+    def __init__(self, url: str, primary_metrics: Mapping[str, str], registry: Any = None):
+        """`primary_metrics`: each model's primary metric (the `metric` label of its live score); `registry`: where
+        the gauges go (default: prometheus_client's)."""
+        # Made in the worker, where BentoML has set PROMETHEUS_MULTIPROC_DIR (see metrics.Metrics).
+        from prometheus_client import REGISTRY, Gauge
+
+        registry = REGISTRY if registry is None else registry
 
         self._engine = sa.create_engine(url, pool_pre_ping=True)
         self._metrics = dict(primary_metrics)
 
         def gauge(name: str, description: str, *labels: str) -> Gauge:
-            return Gauge(name, description, ["model", "model_version", *labels], multiprocess_mode="mostrecent")
+            labelnames = ["model", "model_version", *labels]
+            return Gauge(name, description, labelnames, multiprocess_mode="mostrecent", registry=registry)
 
         self.drift_share = gauge("mlops_drift_share", "Share of features drifted in the last drift check")
         self.live_score = gauge("mlops_drift_live_score", "Primary metric on labelled live rows, last check", "metric")

@@ -24,11 +24,25 @@ The drift monitor reads this table (include/mlops/monitoring.py), one of the ope
       latency_ms     DOUBLE PRECISION NULL  the model's time for the request the row belongs to
       INDEX ix_inference_log_model_predicted_at (model_name, predicted_at)
 
-Every model of the service writes to the same table, each row naming its model. A request hands its predictions
-to an in-process bounded buffer and returns; one background thread inserts what has gathered every half second,
-or as soon as 500 rows wait. When the database is unavailable, or the buffer is full, rows are dropped and
-counted by model (`on_dropped`), and the service keeps answering; writing resumes by itself when the database is
-back.
+Every model of the service writes to the same table, each row naming its model. The writing is done by a process
+of its own (one per worker), so that serialising rows to JSON and inserting them do not hold the worker's GIL
+while it answers: a request only adds its records and predictions, as plain values, to a bundle and returns.
+Bundles go to the writer through a multiprocessing queue every 64 rows or 0.1 s, and the writer runs at a lower
+priority than the worker, which takes the core from it while it has requests to answer. The writer inserts
+what has gathered every half second, or as soon as 500 rows wait, and reports back, by model, the rows it wrote
+and the rows it could not.
+
+What can go wrong, and what then happens (each dropped row counted by model, `on_dropped`, which the service
+exposes as mlops_inference_log_dropped_total):
+
+- the database is unavailable: the writer drops the batch and says so once; writing resumes by itself when the
+  database is back;
+- the writer falls behind: at most CAPACITY_ROWS rows wait for it (handed over and not yet reported back);
+  beyond that a request's rows are dropped at once, and the service keeps answering;
+- the writer dies (killed, out of memory): the rows it had not reported are counted as dropped (some of them
+  may have been written), and a new writer is started within a second (`on_restarted`, exposed as
+  mlops_inference_log_writer_restarts_total);
+- a clean stop: the writer writes every row handed to it before it ends; none is lost.
 
 When it starts, the writer brings the database to the operations store's newest schema (a no-op where the stack's
 start did it), off the request path. The service upgrades rather than refusing: it is often run alone on
@@ -37,29 +51,34 @@ a fresh database (a SQLite file), and a writer that only refused would drop ever
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
+import multiprocessing
+import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic_core
-import sqlalchemy as sa
 from pydantic import BaseModel
 
-from include.mlops import operations_store
 from include.mlops.classes import text_of
-from include.mlops.operations_store import inference_log
-from include.serving.models import first_line
+from include.serving import log_writer
 
 logger = logging.getLogger(__name__)
 
-BATCH_ROWS = 500
-FLUSH_SECONDS = 0.5
-# Rows that may wait for the database: about a minute of heavy traffic, a few tens of MB.
+# Rows that may wait for the writer: about a minute of heavy traffic, a few tens of MB.
 CAPACITY_ROWS = 50_000
+# Requests are handed to the writer in bundles, of this many rows or what gathered in HANDOVER_SECONDS: a
+# handover per request woke the queue's sending thread once per request, a thread switch each time.
+HANDOVER_ROWS = 64
+HANDOVER_SECONDS = 0.1
+# How long a worker's start waits for its writer to bring the schema up (a writer is a fresh Python process).
+START_SECONDS = 60.0
+# A fresh process, not a fork of the worker: the worker runs threads (an event loop, onnxruntime, the model
+# pointers' watcher), and a fork could copy a lock one of them holds.
+_PROCESSES = multiprocessing.get_context("spawn")
 
 
 @dataclass(frozen=True)
@@ -79,144 +98,175 @@ class LoggedRequest:
 
 
 class InferenceLog:
-    """Writes LoggedRequests to `url` (SQLAlchemy) from a background thread; `submit` never blocks.
+    """Writes LoggedRequests to `url` (SQLAlchemy) from a writer process; `submit` never blocks.
 
-    `id_columns` names each model's id column (the record field a later label is joined by)."""
+    `id_columns` names each model's id column (the record field a later label is joined by); `on_dropped(model,
+    rows)` counts rows that were not written, `on_restarted()` a writer that died and was replaced."""
 
     def __init__(
         self,
         url: str,
         id_columns: Mapping[str, str],
         on_dropped: Callable[[str, int], None],
+        on_restarted: Callable[[], None] = lambda: None,
         capacity: int = CAPACITY_ROWS,
     ):
-        self._engine = _engine(url)
+        self._url = url
         self._id_columns = dict(id_columns)
         self._on_dropped = on_dropped
+        self._on_restarted = on_restarted
         self._capacity = capacity
-        self._pending: deque[LoggedRequest] = deque()
-        self._pending_rows = 0
-        self._wakeup = threading.Condition()
+        # Rows handed to the writer and not yet reported back, by model: what a dead writer may have lost.
+        self._unreported: collections.Counter[str] = collections.Counter()
+        self._unreported_rows = 0
+        # What gathered since the last handover.
+        self._bundle: list[log_writer.Message] = []
+        self._bundle_rows = 0
+        self._lock = threading.Lock()
         self._stopping = False
-        self._schema_ready = False
-        self._failing = False
-        self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
+        self._writer: Any = None
+        self._requests: Any = None
+        self._reports: Any = None
+        self._watcher = threading.Thread(target=self._watch, name="inference-log", daemon=True)
+
+    @property
+    def writer_pid(self) -> int | None:
+        return self._writer.pid if self._writer else None
 
     def start(self) -> None:
-        self._thread.start()
+        """Start the writer and wait until it has brought the database's schema up (or found it away), so that the
+        table is there for the first request's rows and for the drift gauges' reads."""
+        self._start_writer()
+        try:
+            self._reports.get(timeout=START_SECONDS)
+        except queue.Empty:
+            logger.warning("inference log writer not started after %.0f s; rows wait for it", START_SECONDS)
+        self._watcher.start()
 
     def submit(self, request: LoggedRequest) -> None:
         rows = len(request.records)
-        with self._wakeup:
-            if self._pending_rows + rows > self._capacity:
+        if request.served:
+            inputs: list[Any] = [record.model_dump() for record in request.records]
+        else:
+            # A rollout's scoring off the path: the answer's row beside it (same request id and record index)
+            # holds the inputs; not repeating them halves what is handed over during a rollout.
+            id_column = self._id_columns[request.model_name]
+            inputs = [getattr(record, id_column, None) for record in request.records]
+        message: log_writer.Message = (
+            request.request_id,
+            request.model_name,
+            request.model_version,
+            request.predicted_at,
+            inputs,
+            # Labels as text here, so that the writer needs neither the classes' module nor numpy to read them.
+            [{**p, "label": text_of(p["label"])} if "label" in p else p for p in request.predictions],
+            request.role,
+            request.served,
+            request.error,
+            request.latency_ms,
+        )
+        with self._lock:
+            if self._stopping or self._unreported_rows + rows > self._capacity:
                 self._on_dropped(request.model_name, rows)
                 return
-            self._pending.append(request)
-            self._pending_rows += rows
-            if self._pending_rows >= BATCH_ROWS:
-                self._wakeup.notify()
+            self._unreported[request.model_name] += rows
+            self._unreported_rows += rows
+            self._bundle.append(message)
+            self._bundle_rows += rows
+            if self._bundle_rows >= HANDOVER_ROWS:
+                self._hand_over()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Write what is pending (for up to `timeout` seconds) and stop the thread."""
-        with self._wakeup:
+        """Have the writer write every row handed to it (for up to `timeout` seconds), and end it."""
+        with self._lock:
+            if self._stopping:
+                return
             self._stopping = True
-            self._wakeup.notify()
-        self._thread.join(timeout)
-        self._engine.dispose()
+            self._hand_over()
+            self._requests.put(None)
+        self._watcher.join(timeout)
+        if self._writer.is_alive():
+            logger.warning("inference log writer still busy after %.0f s; ending it", timeout)
+            self._writer.terminate()
+            self._writer.join(1.0)
+            self._drain_reports()
+            self._drop_unreported()
 
-    def _run(self) -> None:
-        # The schema first, so that it is there for the first request's rows and for the drift gauges' reads; a
-        # database that is away now is upgraded before the first write that finds it back.
-        try:
-            self._upgrade_schema()
-        except Exception as exc:  # as a failed write: the service must start all the same
-            logger.warning("inference log unavailable at start, trying again at the first write: %s", first_line(exc))
+    def _start_writer(self) -> None:
+        self._requests = _PROCESSES.Queue()
+        self._reports = _PROCESSES.Queue()
+        self._writer = _PROCESSES.Process(
+            target=log_writer.write_forever,
+            args=(self._url, self._id_columns, self._requests, self._reports),
+            name="inference-log-writer",
+            daemon=True,
+        )
+        self._writer.start()
+
+    def _hand_over(self) -> None:
+        """Hand what gathered to the writer (called with the lock held)."""
+        if self._bundle:
+            self._requests.put(self._bundle)
+            self._bundle, self._bundle_rows = [], 0
+
+    def _watch(self) -> None:
+        """Hand over what gathered every HANDOVER_SECONDS, take the writer's reports, and replace a writer that
+        died, counting what it had not reported as dropped."""
         while True:
-            with self._wakeup:
-                if not self._stopping and self._pending_rows < BATCH_ROWS:
-                    self._wakeup.wait(FLUSH_SECONDS)
-                batch = list(self._pending)
-                self._pending.clear()
-                self._pending_rows = 0
-                stopping = self._stopping
-            if batch:
-                self._write(batch)
-            if stopping:
+            try:
+                self._report(self._reports.get(timeout=HANDOVER_SECONDS))
+            except queue.Empty:
+                pass
+            except (EOFError, OSError):  # the writer died halfway through a report
+                pass
+            with self._lock:
+                if not self._stopping:
+                    self._hand_over()
+            if self._writer.is_alive():
+                continue
+            self._drain_reports()
+            if self._stopping and self._writer.exitcode == 0:
+                return
+            with self._lock:
+                if self._stopping:
+                    self._drop_unreported()
+                    return
+                self._bundle, self._bundle_rows = [], 0  # counted in what follows
+                lost = self._drop_unreported()
+                logger.warning(
+                    "inference log writer ended (exit code %s); %d row(s) it had not reported are counted as "
+                    "dropped; starting a new one",
+                    self._writer.exitcode,
+                    lost,
+                )
+                # The old queue may be left mid-message: the new writer gets queues of its own.
+                self._requests.cancel_join_thread()
+                self._start_writer()
+            self._on_restarted()
+
+    def _report(self, report: tuple[str, dict[str, int]]) -> None:
+        outcome, rows_by_model = report
+        with self._lock:
+            for model, rows in rows_by_model.items():
+                self._unreported[model] -= rows
+                self._unreported_rows -= rows
+        if outcome == "dropped":
+            for model, rows in rows_by_model.items():
+                self._on_dropped(model, rows)
+
+    def _drain_reports(self) -> None:
+        while True:
+            try:
+                self._report(self._reports.get_nowait())
+            except (queue.Empty, EOFError, OSError):
                 return
 
-    def _write(self, batch: list[LoggedRequest]) -> None:
-        try:
-            if not self._schema_ready:
-                self._upgrade_schema()
-            with self._engine.begin() as connection:
-                connection.execute(inference_log.insert(), [row for r in batch for row in self._rows(r)])
-        except Exception as exc:  # any database error: the service must keep answering
-            for request in batch:
-                self._on_dropped(request.model_name, len(request.records))
-            self._schema_ready = False  # the database may come back empty
-            if not self._failing:
-                logger.warning("inference log unavailable, dropping rows until it is back: %s", first_line(exc))
-            self._failing = True
-            return
-        if self._failing:
-            logger.warning("inference log is writable again")
-        self._failing = False
-
-    def _upgrade_schema(self) -> None:
-        operations_store.upgrade(self._engine)
-        self._schema_ready = True
-
-    def _rows(self, request: LoggedRequest) -> list[dict[str, Any]]:
-        rows = []
-        predictions = request.predictions if request.error is None else [{}] * len(request.records)
-        id_column = self._id_columns[request.model_name]
-        for index, (record, prediction) in enumerate(zip(request.records, predictions, strict=True)):
-            if request.served:
-                inputs = record.model_dump()
-                record_id = inputs.pop(id_column, None)
-            else:
-                # A rollout's scoring off the path: the answer's row beside it (same request id and record index)
-                # holds the inputs; not repeating them halves what the writer serialises during a rollout.
-                inputs, record_id = {}, getattr(record, id_column, None)
-            rows.append(
-                {
-                    "request_id": request.request_id,
-                    "record_index": index,
-                    "record_id": record_id,
-                    "model_name": request.model_name,
-                    "model_version": request.model_version,
-                    "predicted_at": request.predicted_at,
-                    "inputs": inputs,
-                    "label": None if "label" not in prediction else text_of(prediction["label"]),
-                    "probabilities": prediction.get("probabilities"),
-                    "value": prediction.get("value"),
-                    "role": request.role,
-                    "served": request.served,
-                    "error": request.error,
-                    "latency_ms": request.latency_ms,
-                }
-            )
-        return rows
-
-
-def _engine(url: str) -> sa.Engine:
-    parsed = sa.make_url(url)
-    # An unreachable Postgres should fail a write in seconds, not hang the writer for the OS's TCP timeout.
-    connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
-    engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, json_serializer=_json_text)
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_for_concurrent_readers)
-    return engine
-
-
-def _json_text(value: Any) -> str:
-    # pydantic's serializer takes a third off the writer's time per row against json.dumps.
-    return pydantic_core.to_json(value).decode()
-
-
-def _sqlite_for_concurrent_readers(dbapi_connection, _record) -> None:
-    # WAL lets the drift monitor read while workers write; the busy timeout lets workers take turns writing.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+    def _drop_unreported(self) -> int:
+        """Count every row the writer has not reported as dropped (called with the lock held, or at the end)."""
+        lost = self._unreported_rows
+        for model, rows in self._unreported.items():
+            if rows:
+                self._on_dropped(model, rows)
+        self._unreported.clear()
+        self._unreported_rows = 0
+        return lost

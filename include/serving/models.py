@@ -22,6 +22,7 @@ from include.mlops.config import ClassLabel, PipelineConfig
 from include.mlops.deployment import MODEL_FILE, stored_model
 from include.mlops.packaging import LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT, onnx_categories, onnx_classes
 from include.serving import schema
+from include.serving.errors import first_line
 
 _STORE_VERSION = re.compile(r"^v(\d+)$")
 
@@ -169,7 +170,3 @@ def _check_sample(served: ServedModel, config: PipelineConfig, record: type[Base
     numbers = [prediction["value"]] if "value" in prediction else list(prediction["probabilities"].values())
     if not all(np.isfinite(numbers)):
         raise ModelRejected(f"{served.tag}: a sample record gives a non-finite prediction {prediction}")
-
-
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from include.serving.models import ServedModel, first_line
+from include.serving.errors import first_line
+from include.serving.models import ServedModel
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from include.mlops import deployment, packaging, training
 from include.serving.models import new_session
-from tests.fixtures.serving import Service, StartService, service_launcher
+from tests.fixtures.serving import InProcessService, Service, StartService, in_process_service, service_launcher
 from tests.mlops import conftest as mlops_fixtures
 
 # The demo config and its splits, shared with the model tests.
@@ -133,3 +133,10 @@ def drift_check_row(run_id: str, version: str | None, end: dt.datetime, **figure
         "reason": "no drift",
         **figures,
     }
+
+
+@pytest.fixture(scope="module")
+def in_process(stored_models: StoredModels, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]:
+    """The service of the demo config made by `create_service` and run in this process: v1, no inference log."""
+    with in_process_service(tmp_path_factory, model_tags=("fraud_detector:v1",)) as service:
+        yield service

@@ -32,7 +32,7 @@ from devstack.memory import TreeMemory
 from include.mlops import packaging, training
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.datasets import split_rows
-from include.serving.service import _BODY_BYTES_BASE, _BODY_BYTES_PER_RECORD
+from include.serving.routes import max_body_bytes
 from tests.fixtures.serving import ADMIN_TOKEN, DEMO_CONFIG, Service, service_launcher
 from tests.serving.conftest import records_of, save_model
 
@@ -40,7 +40,7 @@ FRAUD, CANCER = "fraud_detector", "breast_cancer_classifier"
 CANCER_CONFIG = CONFIG_DIR / "breast_cancer.yaml"
 CANCER_TAG = f"{CANCER}:v7001"
 MAX_RECORDS = 1000  # MLOPS_MAX_RECORDS's default
-BODY_LIMIT = _BODY_BYTES_BASE + _BODY_BYTES_PER_RECORD * MAX_RECORDS
+BODY_LIMIT = max_body_bytes(MAX_RECORDS)
 MODES = list(schemathesis.GenerationMode)
 # Cases per operation and generation mode: enough for hypothesis to reach every kind of bad body the schema
 # allows (it shrinks towards the simplest ones) within the suite's time budget.

@@ -1,10 +1,14 @@
 """The inference log: rows match what was answered (SQLite, Postgres); an unavailable database costs rows, not
-answers, and writing resumes when it is back."""
+answers, and writing resumes when it is back; its writer process (without a service): a clean stop loses no row,
+rows beyond the capacity are dropped and counted, a killed writer is replaced and what it held is counted."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
+import os
+import signal
 from typing import Any
 
 import httpx
@@ -13,6 +17,8 @@ import sqlalchemy as sa
 
 from devstack.processes import free_port
 from include.mlops import monitoring
+from include.serving import schema
+from include.serving.inference_log import InferenceLog, LoggedRequest
 from tests.fixtures.serving import Service
 from tests.serving.conftest import logged_rows, records_of, wait_for
 
@@ -117,3 +123,102 @@ def test_an_unreachable_postgres_costs_log_rows_not_answers(start_service, confi
     records = records_of(splits["test"].iloc[:5], config.dataset)
     assert service.predict(records).status_code == 200
     wait_for(lambda: _dropped(service) >= 5, what="5 dropped rows")
+
+
+# The log's writer process, without a service: rows are handed over as the service hands them.
+
+
+@pytest.fixture
+def record_model(config):
+    return schema.record_model(config.dataset)
+
+
+def _requests(record_model, config, splits, count: int, records_each: int = 1) -> list[LoggedRequest]:
+    rows = records_of(splits["test"].iloc[: count * records_each], config.dataset)
+    now = dt.datetime.now(dt.UTC)
+    prediction = {"label": 0, "probabilities": {"0": 0.75, "1": 0.25}}
+    return [
+        LoggedRequest(
+            f"{i:032x}",
+            "fraud_detector",
+            "1",
+            now,
+            [record_model.model_validate(r) for r in rows[i * records_each : (i + 1) * records_each]],
+            [prediction] * records_each,
+        )
+        for i in range(count)
+    ]
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.restarts = 0
+
+    def drop(self, model: str, rows: int) -> None:
+        self.dropped[model] += rows
+
+    def restart(self) -> None:
+        self.restarts += 1
+
+
+def _row_count(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("SELECT count(*) FROM inference_log")).scalar_one()
+    except sa.exc.OperationalError:  # no table yet
+        return 0
+    finally:
+        engine.dispose()
+
+
+def test_a_clean_stop_writes_every_row_handed_over(tmp_path, record_model, config, splits):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    counts = _Counts()
+    log = InferenceLog(url, {"fraud_detector": "transaction_id"}, counts.drop, counts.restart)
+    log.start()
+    requests = _requests(record_model, config, splits, 1200)
+    for request in requests:
+        log.submit(request)
+    log.stop(timeout=60)
+    assert _row_count(url) == 1200 and not counts.dropped and counts.restarts == 0
+    (row,) = logged_rows(url, requests[7].request_id)
+    assert row["record_id"] == requests[7].records[0].transaction_id
+    assert _json(row["inputs"])["amount"] == requests[7].records[0].amount
+
+
+def test_rows_beyond_the_capacity_are_dropped_and_counted_at_once(tmp_path, record_model, config, splits):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    counts = _Counts()
+    log = InferenceLog(url, {"fraud_detector": "transaction_id"}, counts.drop, counts.restart, capacity=10)
+    log.start()
+    # One request of 11 records is over the capacity whatever the writer has done; 10 of 1 record fit.
+    (too_many,) = _requests(record_model, config, splits, 1, records_each=11)
+    log.submit(too_many)
+    assert counts.dropped == {"fraud_detector": 11}
+    for request in _requests(record_model, config, splits, 10):
+        log.submit(request)
+    log.stop(timeout=60)
+    assert _row_count(url) == 10 and counts.dropped == {"fraud_detector": 11}
+
+
+def test_a_killed_writer_is_replaced_and_its_unreported_rows_are_counted(tmp_path, record_model, config, splits):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    counts = _Counts()
+    log = InferenceLog(url, {"fraud_detector": "transaction_id"}, counts.drop, counts.restart)
+    log.start()
+    first = log.writer_pid
+    os.kill(first, signal.SIGSTOP)  # handed-over rows wait, unreported, in the stopped writer's queue
+    for request in _requests(record_model, config, splits, 30):
+        log.submit(request)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: counts.restarts == 1, what="a new writer")
+    assert log.writer_pid != first
+    assert counts.dropped == {"fraud_detector": 30}
+    later = _requests(record_model, config, splits, 5)
+    for request in later:
+        log.submit(request)
+    log.stop(timeout=60)
+    assert [len(logged_rows(url, r.request_id)) for r in later] == [1] * 5
+    assert counts.dropped == {"fraud_detector": 30}

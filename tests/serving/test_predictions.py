@@ -1,9 +1,11 @@
-"""Predictions of the real service process: parity with the offline ONNX model, bad input, metrics, docs."""
+"""Predictions: parity with the offline ONNX model and adaptive batching in the real service process; bad input,
+metrics, docs and the admin token in the service made by `create_service` in this process (`in_process`)."""
 
 from __future__ import annotations
 
 import collections
 import json
+import logging
 import math
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +90,12 @@ def _bad_bodies(record: dict[str, Any]) -> list[tuple[str, Any, str]]:
     ]
 
 
-def test_bad_input_is_refused_naming_the_record_and_field_without_a_traceback(service, config, splits):
+def _no_traceback(caplog: pytest.LogCaptureFixture) -> bool:
+    return all(record.exc_info is None for record in caplog.records)
+
+
+def test_bad_input_is_refused_naming_the_record_and_field_without_a_traceback(in_process, config, splits, caplog):
+    caplog.set_level(logging.INFO, logger="include.serving")
     record = _good_record(config, splits)
     for what, body, problem in _bad_bodies(record):
         for route in ("/predict", "/predict_batched"):
@@ -97,19 +104,17 @@ def test_bad_input_is_refused_naming_the_record_and_field_without_a_traceback(se
                 problem = f"records: at most 1 record(s) per request, got {len(records)}"
             # NaN and Infinity are not JSON, but Python's json (and many clients) write them.
             content = json.dumps(body).encode()
-            response = httpx.post(
-                service.url + route, content=content, headers={"Content-Type": "application/json"}, timeout=30
-            )
+            response = in_process.client.post(route, content=content, headers={"Content-Type": "application/json"})
             assert response.status_code == 422, (what, route, response.text)
             answer = response.json()
             assert any(p.startswith(problem) for p in answer["problems"]), (what, route, answer)
             assert answer["error"].startswith(answer["problems"][0])
-    log = service.log()
-    assert "refused POST /predict (422): records[1].amount: value is not a finite number" in log
-    assert "Traceback" not in log
+    refusal = "refused POST /predict (422): records[1].amount: value is not a finite number"
+    assert any(message.startswith(refusal) for message in caplog.messages), caplog.messages
+    assert _no_traceback(caplog)
 
 
-def test_malformed_bodies_are_refused_too(service):
+def test_malformed_bodies_are_refused_too(in_process, caplog):
     cases = [
         (b"{not json", "application/json", 400, "body: not valid JSON"),
         (b"", "application/json", 400, "body: not valid JSON"),
@@ -117,31 +122,32 @@ def test_malformed_bodies_are_refused_too(service):
         (b"x" * 5_000_000, "application/json", 413, "body: larger than"),
     ]
     for content, media_type, status, problem in cases:
-        response = httpx.post(f"{service.url}/predict", content=content, headers={"Content-Type": media_type})
+        response = in_process.client.post("/predict", content=content, headers={"Content-Type": media_type})
         assert response.status_code == status and response.json()["problems"][0].startswith(problem)
-    assert "Traceback" not in service.log()
+    assert _no_traceback(caplog)
 
 
-def test_a_nullable_feature_takes_null(service, config, splits):
+def test_a_nullable_feature_takes_null(in_process, config, splits):
     record = _good_record(config, splits)
-    response = service.predict([{**record, "distance_from_home_km": None}, {**record, "transaction_id": None}])
+    response = in_process.predict([{**record, "distance_from_home_km": None}, {**record, "transaction_id": None}])
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 2
 
 
-def test_unknown_categories_are_served_and_counted_by_feature(service, config, splits):
+def test_unknown_categories_are_served_and_counted_by_feature(in_process, config, splits):
     def unseen() -> dict[str, float]:
         return {
-            dict(labels)["feature"]: value
-            for (name, labels), value in service.metrics().items()
-            if name == "mlops_unseen_categories_total" and dict(labels)["model_version"] == "1"
+            feature: in_process.metric(
+                "mlops_unseen_categories_total", model="fraud_detector", model_version="1", feature=feature
+            )
+            for feature in ("country", "merchant_category", "channel")
         }
 
     record = _good_record(config, splits)
     before = unseen()
     odd = [{**record, "country": "ZZ"}, {**record, "country": "XX", "merchant_category": "space_travel"}, record]
     odd.append({**odd[1], "country": "ZZ"})
-    response = service.predict(odd)
+    response = in_process.predict(odd)
     assert response.status_code == 200, response.text
     # Two values the model never saw are the same "other" to it.
     first, second, _, third = response.json()["predictions"]
@@ -152,18 +158,21 @@ def test_unknown_categories_are_served_and_counted_by_feature(service, config, s
     assert after.get("channel", 0) == before.get("channel", 0)
 
 
-def test_predictions_are_counted_by_model_version_and_class(service, config, splits):
+def test_predictions_are_counted_by_model_version_and_class(in_process, config, splits):
     def counts() -> dict[str, float]:
         return {
-            dict(labels)["predicted_class"]: value
-            for (name, labels), value in service.metrics().items()
-            if name == "mlops_predictions_total"
-            and dict(labels)["model_version"] == "1"
-            and dict(labels)["model"] == "fraud_detector"
+            predicted_class: in_process.metric(
+                "mlops_predictions_total",
+                model="fraud_detector",
+                model_version="1",
+                role="champion",
+                predicted_class=predicted_class,
+            )
+            for predicted_class in ("0", "1")
         }
 
     before = counts()
-    answer = service.predict(records_of(splits["valid"].iloc[:300], config.dataset)).json()
+    answer = in_process.predict(records_of(splits["valid"].iloc[:300], config.dataset)).json()
     after = counts()
     served = [str(p["label"]) for p in answer["predictions"]]
     for predicted_class in ("0", "1"):
@@ -171,13 +180,13 @@ def test_predictions_are_counted_by_model_version_and_class(service, config, spl
     assert 0 < served.count("1") < 300, "the sample should hold both classes"
 
 
-def test_readiness_and_liveness(service):
+def test_readiness_and_liveness(in_process):
     for probe in ("/readyz", "/livez", "/healthz", "/models/fraud_detector/readyz"):
-        assert httpx.get(service.url + probe).status_code == 200
+        assert in_process.client.get(probe).status_code == 200
 
 
-def test_the_openapi_document_describes_the_endpoints(service):
-    document = httpx.get(f"{service.url}/docs.json").json()
+def test_the_openapi_document_describes_the_endpoints(in_process):
+    document = in_process.client.get("/docs.json").json()
     routes = {
         "/predict",
         "/predict_batched",
@@ -191,7 +200,7 @@ def test_the_openapi_document_describes_the_endpoints(service):
     assert {"amount", "channel", "is_international", "transaction_id"} <= set(record["properties"])
     answer = document["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert {"model_name", "model_version", "request_id", "predictions"} <= set(answer["properties"])
-    assert httpx.get(service.url + "/").status_code == 200
+    assert in_process.client.get("/").status_code == 200
 
 
 def _random_json(rng: random.Random, depth: int = 0) -> Any:
@@ -223,33 +232,33 @@ def _mutated(record: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return mutated
 
 
-def test_fuzzed_bodies_never_cause_a_server_error(service, config, splits):
+def test_fuzzed_bodies_never_cause_a_server_error(in_process, config, splits, caplog):
     """Seeded random JSON bodies and mutated records, shapes the OpenAPI document does not describe (the
     schemathesis test below covers those it does): every answer is 200 or 4xx, never a 5xx."""
     rng = random.Random(20260201)
     record = _good_record(config, splits)
     statuses = []
-    with httpx.Client(base_url=service.url, timeout=30) as client:
-        for i in range(400):
-            if i % 4 == 0:
-                body = _random_json(rng)
-            else:
-                body = {"records": [_mutated(record, rng) for _ in range(rng.randint(1, 3))]}
-            route = rng.choice(["/predict", "/predict_batched"])
-            response = client.post(route, content=json.dumps(body), headers={"Content-Type": "application/json"})
-            assert response.status_code < 500, (route, body, response.text)
-            statuses.append(response.status_code)
+    for i in range(400):
+        if i % 4 == 0:
+            body = _random_json(rng)
+        else:
+            body = {"records": [_mutated(record, rng) for _ in range(rng.randint(1, 3))]}
+        route = rng.choice(["/predict", "/predict_batched"])
+        headers = {"Content-Type": "application/json"}
+        response = in_process.client.post(route, content=json.dumps(body), headers=headers)
+        assert response.status_code < 500, (route, body, response.text)
+        statuses.append(response.status_code)
     assert {200, 422} <= set(statuses)
-    assert "Traceback" not in service.log()
+    assert _no_traceback(caplog)
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token", ADMIN_TOKEN + "x"])
-def test_admin_calls_need_the_token(service, token):
-    assert service.admin("GET", token=token).status_code == 401
-    assert service.admin("POST", {"tag": "fraud_detector:v2"}, token=token).status_code == 401
+def test_admin_calls_need_the_token(in_process, token):
+    assert in_process.admin("GET", token=token).status_code == 401
+    assert in_process.admin("POST", {"tag": "fraud_detector:v2"}, token=token).status_code == 401
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    assert httpx.get(f"{service.url}/admin/models", headers=headers).status_code == 401
-    assert service.serving()["tag"] == "fraud_detector:v1"
+    assert in_process.client.get("/admin/models", headers=headers).status_code == 401
+    assert in_process.admin("GET").json()["serving"]["tag"] == "fraud_detector:v1"
 
 
 @pytest.mark.parametrize("route", ["/predict", "/predict_batched"])
@@ -257,6 +266,7 @@ def test_admin_calls_need_the_token(service, token):
 def test_bodies_generated_from_the_openapi_document_never_cause_a_server_error(service, route, mode):
     """Schemathesis generates bodies from the service's own /docs.json: valid ones (positive mode) must be
     answered 200, invalid ones (negative mode) with a 4xx."""
+    # Over HTTP: schemathesis' ASGI client would start the app's lifespan again, a second service instance.
     operation = schemathesis.openapi.from_url(f"{service.url}/docs.json")[route]["POST"]
     answered = collections.Counter()
 

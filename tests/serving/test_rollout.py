@@ -34,28 +34,31 @@ def _switches(service: Service) -> dict[str, float]:
     }
 
 
-def test_unknown_tags_and_broken_models_are_refused_and_the_old_model_keeps_serving(service, config, splits):
+def test_unknown_tags_and_broken_models_are_refused_and_the_old_model_keeps_serving(in_process, config, splits):
     (record,) = records_of(splits["test"].iloc[:1], config.dataset)
-    before = _switches(service)
 
-    missing = service.admin("POST", {"tag": "fraud_detector:v99"})
+    def switches(outcome: str) -> float:
+        return in_process.metric("mlops_model_switches_total", model="fraud_detector", outcome=outcome)
+
+    before = {outcome: switches(outcome) for outcome in ("not_found", "rejected")}
+
+    missing = in_process.admin("POST", {"tag": "fraud_detector:v99"})
     assert missing.status_code == 404 and "fraud_detector:v99 is not in the BentoML model store" in missing.text
-    broken = service.admin("POST", {"tag": "fraud_detector:v3"})
+    broken = in_process.admin("POST", {"tag": "fraud_detector:v3"})
     assert broken.status_code == 422 and "onnxruntime cannot load model.onnx" in broken.json()["detail"]
-    malformed = service.admin("POST", {"tag": "fraud_detector:not a version!"})
+    malformed = in_process.admin("POST", {"tag": "fraud_detector:not a version!"})
     assert malformed.status_code == 422 and "not a valid BentoML tag" in malformed.json()["detail"]
-    another = service.admin("POST", {"tag": "amount_estimator:v1"})
+    another = in_process.admin("POST", {"tag": "amount_estimator:v1"})
     assert another.status_code == 422 and "is not a model of fraud_detector" in another.json()["detail"]
-    assert service.admin("POST", {"model": "fraud_detector:v2"}).status_code == 422
-    unknown = service.admin("POST", {"tag": "nope:v1"}, model="nope")
+    assert in_process.admin("POST", {"model": "fraud_detector:v2"}).status_code == 422
+    unknown = in_process.admin("POST", {"tag": "nope:v1"}, model="nope")
     assert unknown.status_code == 404 and "no model 'nope' on this service" in unknown.json()["detail"]
 
-    assert _version(service, record) == "1"
-    assert service.serving()["tag"] == "fraud_detector:v1"
-    assert not service.pointer().exists()
-    after = _switches(service)
-    assert after.get("not_found", 0) - before.get("not_found", 0) == 1
-    assert after.get("rejected", 0) - before.get("rejected", 0) == 3
+    assert in_process.predict([record]).json()["model_version"] == "1"
+    assert in_process.admin("GET").json()["serving"]["tag"] == "fraud_detector:v1"
+    assert not (in_process.settings.state_dir / "models" / "fraud_detector.json").exists()
+    assert switches("not_found") - before["not_found"] == 1
+    assert switches("rejected") - before["rejected"] == 3
 
 
 def test_not_ready_without_a_model_then_switched_and_restarted_on_the_pointer(start_service, config, splits):

@@ -27,7 +27,7 @@ from include.demo_sources import breast_cancer
 from include.mlops import monitoring, packaging, training
 from include.mlops.config import CONFIG_DIR, PipelineConfig, load_config
 from include.mlops.datasets import split_rows
-from tests.fixtures.serving import DEMO_CONFIG, Service, service_launcher
+from tests.fixtures.serving import DEMO_CONFIG, InProcessService, Service, in_process_service, service_launcher
 from tests.serving.conftest import offline_predictions, records_of, save_model, wait_for
 from tests.serving.test_regression import _regression_config
 
@@ -104,6 +104,18 @@ def service(models, tmp_path_factory) -> Iterator[Service]:
         )
 
 
+@pytest.fixture(scope="module")
+def in_process_models(models, tmp_path_factory) -> Iterator[InProcessService]:
+    """The same four models, in a service made by `create_service` in this process."""
+    paths = (DEMO_CONFIG, Path(models["amount_estimator"].config.path), CONFIG_DIR / "breast_cancer.yaml")
+    with in_process_service(
+        tmp_path_factory,
+        configs=(*paths, Path(models["waiting_model"].config.path)),
+        model_tags=tuple(f"{name}:v1" for name, m in models.items() if m.onnx),
+    ) as service:
+        yield service
+
+
 def _records(model: Model, rows: int) -> list[dict[str, Any]]:
     return records_of(model.test.iloc[:rows], model.config.dataset)
 
@@ -119,25 +131,25 @@ def _served(model: Model, predictions: list[dict[str, Any]], version: str, rows:
         assert np.array_equal(np.array(served), offline[1].astype(np.float64))
 
 
-def test_each_model_answers_on_its_own_route_with_its_own_model(service, models):
+def test_each_model_answers_on_its_own_route_with_its_own_model(in_process_models, models):
     for name, model in models.items():
         if not model.onnx:
             continue
-        response = service.predict(_records(model, 50), model=name)
+        response = in_process_models.predict(_records(model, 50), model=name)
         assert response.status_code == 200, (name, response.text)
         answer = response.json()
         assert (answer["model_name"], answer["model_version"]) == (name, "1")
         _served(model, answer["predictions"], "1", 50)
-        (batched,) = httpx.post(
-            f"{service.url}/models/{name}/predict_batched", json={"records": _records(model, 1)}, timeout=30
+        (batched,) = in_process_models.client.post(
+            f"/models/{name}/predict_batched", json={"records": _records(model, 1)}
         ).json()
         assert batched["model_name"] == name
     # The short routes belong to a deployment of one model only.
-    assert service.predict(_records(models["fraud_detector"], 1)).status_code == 404
+    assert in_process_models.predict(_records(models["fraud_detector"], 1)).status_code == 404
 
 
-def test_the_openapi_document_types_each_route_by_its_model(service, models):
-    document = httpx.get(f"{service.url}/docs.json", timeout=30).json()
+def test_the_openapi_document_types_each_route_by_its_model(in_process_models, models):
+    document = in_process_models.client.get("/docs.json").json()
     schemas = document["components"]["schemas"]
     for name, record in [("fraud_detector", "RecordFraudDetector"), (BREAST_CANCER, "RecordBreastCancerClassifier")]:
         assert f"/models/{name}/predict" in document["paths"]
@@ -146,17 +158,17 @@ def test_the_openapi_document_types_each_route_by_its_model(service, models):
     assert "mean_radius" not in schemas["RecordFraudDetector"]["properties"]
 
 
-def test_an_unknown_model_is_404_naming_the_models_there_are(service):
+def test_an_unknown_model_is_404_naming_the_models_there_are(in_process_models):
     for path in ("/models/nope/predict", "/models/nope/predict_batched", "/models/nope/readyz"):
-        response = httpx.post(service.url + path, json={"records": [{}]}, timeout=30)
+        response = in_process_models.client.post(path, json={"records": [{}]})
         assert response.status_code == 404, response.text
         known = "amount_estimator, breast_cancer_classifier, fraud_detector, waiting_model"
         assert response.json()["error"] == f"no model 'nope' on this service; its models are: {known}"
 
 
-def test_a_record_of_one_model_sent_to_another_is_422_naming_the_fields(service, models):
+def test_a_record_of_one_model_sent_to_another_is_422_naming_the_fields(in_process_models, models):
     cancer_record = _records(models[BREAST_CANCER], 1)
-    response = service.predict(cancer_record, model="fraud_detector")
+    response = in_process_models.predict(cancer_record, model="fraud_detector")
     assert response.status_code == 422, response.text
     problems = response.json()["problems"]
     # The fraud model's ten features are missing; the first of the cancer record's thirty follow, then a count.
@@ -164,22 +176,21 @@ def test_a_record_of_one_model_sent_to_another_is_422_naming_the_fields(service,
     assert "records[0].mean_radius: unknown field" in problems
     assert problems[-1] == "... and 21 more problem(s)"
     fraud_record = _records(models["fraud_detector"], 1)
-    assert service.predict(fraud_record, model=BREAST_CANCER).json()["problems"][0] == (
+    assert in_process_models.predict(fraud_record, model=BREAST_CANCER).json()["problems"][0] == (
         "records[0].mean_radius: field is missing"
     )
-    assert "Traceback" not in service.log()
 
 
-def test_readiness_is_per_model(service, models):
+def test_readiness_is_per_model(in_process_models, models):
     for name in ("fraud_detector", "amount_estimator", BREAST_CANCER):
-        assert httpx.get(f"{service.url}/models/{name}/readyz").json() == {"model": name, "ready": True}
-    waiting = httpx.get(f"{service.url}/models/waiting_model/readyz")
+        assert in_process_models.client.get(f"/models/{name}/readyz").json() == {"model": name, "ready": True}
+    waiting = in_process_models.client.get("/models/waiting_model/readyz")
     assert waiting.status_code == 503 and waiting.json() == {"model": "waiting_model", "ready": False}
-    refused = service.predict(_records(models["fraud_detector"], 1), model="waiting_model")
+    refused = in_process_models.predict(_records(models["fraud_detector"], 1), model="waiting_model")
     assert refused.status_code == 503 and "waiting_model has no model loaded yet" in refused.text
     # The service as a whole is ready: it answers for the models it has.
-    assert httpx.get(f"{service.url}/readyz").status_code == 200
-    listed = {s["model"]: s["serving"] for s in service.admin_list()}
+    assert in_process_models.client.get("/readyz").status_code == 200
+    listed = {s["model"]: s["serving"] for s in in_process_models.admin_list()}
     assert listed["waiting_model"] is None and listed[BREAST_CANCER]["tag"] == f"{BREAST_CANCER}:v1"
 
 
