@@ -11,6 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mlops-test-airflow-"))
 
@@ -38,3 +40,13 @@ pytest_plugins = [
     "tests.fixtures.airflow",
     "tests.fixtures.serving",
 ]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The e2e tests share one stack (tests/e2e/conftest.py): under `make test`'s two workers (pytest-xdist,
+    `--dist loadgroup`) they go to one worker together, which starts the stack once, while the other worker runs
+    the rest."""
+    e2e = REPO_ROOT / "tests" / "e2e"
+    for item in items:
+        if e2e in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("e2e_stack"))
