@@ -42,11 +42,30 @@ pytest_plugins = [
 ]
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """The e2e tests share one stack (tests/e2e/conftest.py): under `make test`'s two workers (pytest-xdist,
-    `--dist loadgroup`) they go to one worker together, which starts the stack once, while the other worker runs
-    the rest."""
-    e2e = REPO_ROOT / "tests" / "e2e"
-    for item in items:
-        if e2e in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("e2e_stack"))
+# `make test` runs on two workers (pytest-xdist). The longest tests go first, so that neither starts last: the e2e
+# package (one stack for all its tests), then `make run`'s.
+LONGEST_FIRST = [REPO_ROOT / "tests" / "e2e", REPO_ROOT / "tests" / "devstack" / "test_make_run.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        places = [n for n, path in enumerate(LONGEST_FIRST) if path == item.path or path in item.path.parents]
+        return places[0] if places else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the files' own order otherwise
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Each test file goes to one worker whole, as its tests share module fixtures and run in order, and the e2e
+    package's files go together, as they share one stack; in collection order. (xdist's own `loadgroup` cannot
+    group them under pytest 9, whose node ids it no longer changes.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/e2e" if path.startswith("tests/e2e/") else path
+
+    config.option.loadscopereorder = False
+    return ByFile(config, log)
