@@ -27,8 +27,13 @@ lint: $(INSTALLED)
 	# The import rules of pyproject.toml; plugins/ is on the path, as Airflow puts it there.
 	PYTHONPATH=plugins $(VENV)/bin/lint-imports --no-cache
 
+# Two workers on two cores (pytest-xdist): the e2e tests' stack mostly waits on its runs, and the other worker runs
+# the rest meanwhile. A test file goes to one worker whole, the e2e package's files together, the longest first
+# (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The edit loop (about 2 minutes here): the library, the lakeFS server's contract, the charts and the request
 # schema, with the MLflow and lakeFS servers they need but no Airflow, model service or stack. `make test` runs

@@ -329,7 +329,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = dict(s.split("=", 1) for s in args.airflow_setting)
 
-    from devstack import stack as devstack
+    from devstack import stack as local_stack
     from devstack.airflow_api import progress_line
     from devstack.processes import free_port
     from devstack.supervisor import Supervisor
@@ -345,11 +345,11 @@ def main() -> None:
     with fresh_postgres_database() as airflow_db:
         config_dir = benchmark_config(tmp, args.days)
         # The collected days end `lag_days` (2) before today; the source holds a few days more, as make run's.
-        history = devstack.SourceHistory(days=args.days + 5, rows_per_day=args.rows_per_day)
+        history = local_stack.SourceHistory(days=args.days + 5, rows_per_day=args.rows_per_day)
         env = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False", **settings}
-        options = devstack.StackOptions(
+        options = local_stack.StackOptions(
             state=tmp / "state",
-            ports={name: free_port() for name in devstack.DEFAULT_PORTS},
+            ports={name: free_port() for name in local_stack.DEFAULT_PORTS},
             airflow_db_url=airflow_db,
             executor="LocalExecutor",
             source=history,
@@ -360,7 +360,7 @@ def main() -> None:
         load = LoadSampler()
         try:
             began = time.monotonic()
-            stack = devstack.start(options, supervisor, say)
+            stack = local_stack.start(options, supervisor, say)
             api = stack.airflow_api()
             api.wait_for_dags({DAG_ID})
             api.unpause(DAG_ID)

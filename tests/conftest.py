@@ -11,6 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mlops-test-airflow-"))
 
@@ -38,3 +40,32 @@ pytest_plugins = [
     "tests.fixtures.airflow",
     "tests.fixtures.serving",
 ]
+
+
+# `make test` runs on two workers (pytest-xdist). The longest tests go first, so that neither starts last: the e2e
+# package (one stack for all its tests), then `make run`'s.
+LONGEST_FIRST = [REPO_ROOT / "tests" / "e2e", REPO_ROOT / "tests" / "devstack" / "test_make_run.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        places = [n for n, path in enumerate(LONGEST_FIRST) if path == item.path or path in item.path.parents]
+        return places[0] if places else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the files' own order otherwise
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Each test file goes to one worker whole, as its tests share module fixtures and run in order, and the e2e
+    package's files go together, as they share one stack; in collection order. (xdist's own `loadgroup` cannot
+    group them under pytest 9, whose node ids it no longer changes.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/e2e" if path.startswith("tests/e2e/") else path
+
+    config.option.loadscopereorder = False
+    return ByFile(config, log)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devstack import stack as devstack
+from devstack import stack as local_stack
 from devstack.processes import free_port
 from devstack.supervisor import Supervisor
 from include.mlops.config import CONFIG_DIR, PipelineConfig
@@ -76,7 +76,7 @@ def _configs(folder: Path) -> Path:
 
 @dataclass(frozen=True)
 class E2E:
-    stack: devstack.Stack
+    stack: local_stack.Stack
     folder: Path
     said: list[str]
 
@@ -101,13 +101,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     (airflow_config / "airflow_local_settings.py").write_text("from tests.e2e.faults import task_policy\n")
     (folder / "faults").mkdir()
     with postgres_database() as airflow_db:
-        options = devstack.StackOptions(
+        options = local_stack.StackOptions(
             state=folder / "state",
-            ports={name: free_port() for name in devstack.DEFAULT_PORTS},
+            ports={name: free_port() for name in local_stack.DEFAULT_PORTS},
             airflow_db_url=airflow_db,
             executor="CeleryExecutor",
             celery_broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
-            source=devstack.SourceHistory(
+            source=local_stack.SourceHistory(
                 days=TRAINING_DAYS + DAYS_SINCE_CHANGE + 3, rows_per_day=ROWS_PER_DAY, drifted_since=changed_since()
             ),
             config_dir=_configs(folder),
@@ -120,7 +120,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         )
         supervisor = Supervisor(say=said.append)
         try:
-            yield E2E(devstack.start(options, supervisor, said.append), folder, said)
+            yield E2E(local_stack.start(options, supervisor, said.append), folder, said)
         finally:
             supervisor.stop_all()
 
