@@ -436,7 +436,9 @@ def champion_version(tracking_uri: str, registered_name: str) -> str | None:
     from mlflow import MlflowClient
 
     try:
-        version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(registered_name, CHAMPION_ALIAS)
+        # The registry too: without it MLflow takes MLFLOW_REGISTRY_URI from the environment, wherever that points.
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        version = client.get_model_version_by_alias(registered_name, CHAMPION_ALIAS)
     except Exception as exc:  # MlflowException, or a connection error from below it
         logger.warning("no %s version of %s from MLflow at %s: %s", CHAMPION_ALIAS, registered_name, tracking_uri, exc)
         return None
