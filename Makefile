@@ -47,7 +47,7 @@ test-quick: lint
 run: $(INSTALLED)
 	$(PY) -m devstack $(ARGS)
 
-# A model's config drafted from a sample of its data, to review before use (README, "Bring your own data"):
+# A model's config drafted from a sample of its data, to review before use (docs/getting-started.md, "Bring your own data"):
 #   make infer-config ARGS="exports/ --target churned --name churn -o include/config/churn.yaml"
 # `@`: without -o the config goes to standard output, where an echo of the command would corrupt it.
 infer-config: $(INSTALLED)

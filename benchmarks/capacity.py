@@ -31,7 +31,7 @@ check with no rollout on), both on the 2-core machine:
   its training runs, when they are there: bytes stored, a floor for what the runs wrote (MLflow's include the drift
   checks' reports).
 
-**Measured by the other benchmarks** (README "Benchmarks"): the model service answers 1,895 one-record
+**Measured by the other benchmarks** (docs/benchmarks.md): the model service answers 1,895 one-record
 requests/s on one core (benchmarks/serving.py: BentoML, one worker pinned to one core, inference log on, c = 8;
 `--rps-per-core`).
 
@@ -78,7 +78,7 @@ SERVING_MIN_REPLICAS = 2  # production profile: the HPA's minReplicas
 POINTER_POLLS_PER_SECOND = 1.0  # the service's default MLOPS_POINTER_CHECK_SECONDS = 1
 ROLLOUT_CHECK_MINUTES = 60  # include/mlops/config.py rollout.check_every_minutes, its default
 ROLLOUT_CHECKS_PER_HOUR = 60 / ROLLOUT_CHECK_MINUTES
-# Measured by benchmarks/serving.py (README "Benchmarks"): BentoML, one worker on one core, log on, c = 8.
+# Measured by benchmarks/serving.py (docs/benchmarks.md): BentoML, one worker on one core, log on, c = 8.
 RPS_PER_CORE = 1895.0
 # Assumed.
 S3_PRICE_PER_1000_GET = 0.0004  # USD, S3 Standard, GET/HEAD and "all other requests", us-east-1 list price

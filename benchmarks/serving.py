@@ -68,7 +68,7 @@ from benchmarks.report import median_seconds, publish
 from benchmarks.training_overhead import demo_splits
 
 # The pipeline served: the demo's gradient boosting candidate (its first grid point) before the demo moved to
-# LightGBM, kept so that a new run compares with the README's figures.
+# LightGBM, kept so that a new run compares with docs/benchmarks.md's figures.
 SERVED = ("gradient_boosting", "GradientBoosting", {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.05})
 CONCURRENCY = (1, 8, 32)
 COLUMNS = (

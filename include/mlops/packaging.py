@@ -47,7 +47,7 @@ class ParityTolerance:
 # scikit-learn's estimators work on float32 features, as ONNX does: their ONNX forms differ by ~1e-7, from summing
 # in another order.
 SKLEARN_TOLERANCE = ParityTolerance("scikit-learn", 0.999, 1e-4, 1e-5)
-# Boosting libraries, by `training.boosting_library` (README, "package_onnx", has the measurements). LightGBM
+# Boosting libraries, by `training.boosting_library` (docs/pipelines.md, "package_onnx", has the measurements). LightGBM
 # splits float64 features at float64 thresholds, which ONNX holds as float32: a row within float32 rounding of a
 # threshold takes the other branch of that one split, and its probability moves by that leaf's step (up to
 # 2.7e-3 measured; thresholds 1 % off move it by 0.19). XGBoost works in float32 as scikit-learn does, and its

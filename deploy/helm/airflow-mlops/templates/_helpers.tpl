@@ -65,7 +65,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{/* A required Secret reference: fails naming the value when its name is missing.
      Usage: include "mlops.secretName" (dict "secret" .Values.secrets.adminToken "path" "secrets.adminToken" "what" "...") */}}
 {{- define "mlops.secretName" -}}
-{{- required (printf "%s.name: the name of the Secret holding %s is required (the chart never holds the value itself; see README, Kubernetes)" .path .what) .secret.name -}}
+{{- required (printf "%s.name: the name of the Secret holding %s is required (the chart never holds the value itself; see docs/operating.md, Kubernetes)" .path .what) .secret.name -}}
 {{- end -}}
 
 {{/* Security contexts and the pod spec's common part. */}}
