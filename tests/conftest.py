@@ -43,8 +43,13 @@ pytest_plugins = [
 
 
 # `make test` runs on two workers (pytest-xdist). The longest tests go first, so that neither starts last: the e2e
-# package (one stack for all its tests), then `make run`'s.
-LONGEST_FIRST = [REPO_ROOT / "tests" / "e2e", REPO_ROOT / "tests" / "devstack" / "test_make_run.py"]
+# package (one stack for all its tests), then `make run`'s. The drift loop opens the package: it trains the first
+# champions (the other e2e tests take theirs from the `champions` fixture, which then has nothing to train).
+LONGEST_FIRST = [
+    REPO_ROOT / "tests" / "e2e" / "test_drift_retraining_loop.py",
+    REPO_ROOT / "tests" / "e2e",
+    REPO_ROOT / "tests" / "devstack" / "test_make_run.py",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,18 +11,26 @@ challengers wait for a person's approval.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import mlflow
 import pytest
 import yaml
+from mlflow.entities.model_registry import ModelVersion
 
+from devstack import demo
 from devstack import stack as local_stack
+from devstack.airflow_api import AirflowAPI
 from devstack.processes import free_port
 from devstack.supervisor import Supervisor
+from include.mlops import registry
 from include.mlops.config import CONFIG_DIR, PipelineConfig
-from tests.e2e import browser, faults
+from include.mlops.naming import training_dag_id
+from tests.e2e import approvals, browser, faults
 from tests.fixtures.services import (
     REDIS_HOST,
     REDIS_PORT,
@@ -86,6 +94,10 @@ class E2E:
     def logs(self, lines: int = 40) -> str:
         return logs_of(self.folder, lines)
 
+    def mlflow(self) -> mlflow.MlflowClient:
+        # The registry too: a test process may have pointed MLflow's default registry at a server of its own.
+        return mlflow.MlflowClient(self.stack.urls["MLflow"], registry_uri=self.stack.urls["MLflow"])
+
 
 @pytest.fixture(scope="package")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
@@ -123,6 +135,80 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             yield E2E(local_stack.start(options, supervisor, said.append), folder, said)
         finally:
             supervisor.stop_all()
+
+
+@pytest.fixture
+def champions(e2e: E2E) -> dict[str, ModelVersion]:
+    """Each model's champion. A model without one is trained first (a test file run on its own, or in another
+    order than the package's, where the drift loop trains both): the demo on the days before its world changed,
+    the breast cancer model with its challenger approved by admin through the REST API, as a reviewer would."""
+    client = e2e.mlflow()
+    missing = [m for m in (DEMO, BREAST_CANCER) if registry.version_by_alias(client, m, registry.CHAMPION) is None]
+    if missing:
+        confs = {
+            DEMO: {"reason": "manual", "history_days": TRAINING_DAYS},
+            BREAST_CANCER: {"reason": "manual", "history_days": e2e.config(BREAST_CANCER).training.window_days},
+        }
+        as_of = {DEMO: dt.datetime.combine(changed_since(), dt.time(), dt.UTC)}
+        api = e2e.stack.airflow_api()
+        try:
+            dag_ids = {training_dag_id(m): m for m in missing}
+            api.wait_for_dags(set(dag_ids))
+            for dag_id in api.paused_dag_ids() & set(dag_ids):
+                api.unpause(dag_id)
+            runs = {dag_id: api.trigger(dag_id, confs[m], logical_date=as_of.get(m)) for dag_id, m in dag_ids.items()}
+            if BREAST_CANCER in missing:
+                cancer_dag = training_dag_id(BREAST_CANCER)
+                approvals.review(e2e.stack, cancer_dag, runs[cancer_dag], "Approve")
+            states = demo.follow(api, runs, e2e.said.append, 900)
+        finally:
+            api.close()
+        assert set(states.values()) == {"success"}, f"training the missing champions: {states}\n{e2e.logs()}"
+    return {m: registry.version_by_alias(client, m, registry.CHAMPION) for m in (DEMO, BREAST_CANCER)}
+
+
+EditConfig = Callable[[str, Callable[[dict[str, Any]], None]], None]
+
+
+@pytest.fixture
+def edit_config(e2e: E2E) -> Iterator[EditConfig]:
+    """`edit_config(model, change)` changes the model's config file (`change` edits its parsed YAML in place);
+    afterwards every edited file is written back as it was, and the test waits until the dag-processor has parsed
+    the model's training DAG again with the tasks it had before (a rollout mode or the approval changes them), so
+    that the next test finds the stack as this one did."""
+    originals: dict[str, tuple[Path, str, set[str]]] = {}
+    api = e2e.stack.airflow_api()
+
+    def edit(model: str, change: Callable[[dict[str, Any]], None]) -> None:
+        path = Path(e2e.config(model).path)
+        if model not in originals:
+            originals[model] = (path, path.read_text(), dag_tasks(api, training_dag_id(model)))
+        raw = yaml.safe_load(path.read_text())
+        change(raw)
+        path.write_text(yaml.safe_dump(raw))
+
+    try:
+        yield edit
+        for model, (path, text, tasks) in originals.items():
+            path.write_text(text)
+            wait_for_tasks(api, training_dag_id(model), lambda parsed, tasks=tasks: parsed == tasks)
+    finally:
+        for path, text, _ in originals.values():
+            path.write_text(text)
+        api.close()
+
+
+def dag_tasks(api: AirflowAPI, dag_id: str) -> set[str]:
+    """The DAG's task ids, as the dag-processor last parsed it."""
+    return {t["task_id"] for t in api.request("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]}
+
+
+def wait_for_tasks(api: AirflowAPI, dag_id: str, ready: Callable[[set[str]], bool], timeout: float = 180) -> None:
+    """Until the DAG's tasks (as the dag-processor last parsed it, after a config change) satisfy `ready`."""
+    deadline = time.monotonic() + timeout
+    while not ready(tasks := dag_tasks(api, dag_id)):
+        assert time.monotonic() < deadline, f"{dag_id} was not parsed again in {timeout:.0f} s: {sorted(tasks)}"
+        time.sleep(3)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from devstack import demo
 from devstack.airflow_api import AirflowAPIError
 from devstack.stack import DEMO_SEED
-from include.mlops import alias_history
+from include.mlops import alias_history, registry
 from include.mlops.naming import monitor_dag_id, run_branch_name, training_dag_id
 from tests.e2e import approvals
 from tests.e2e.conftest import APPROVAL_TIMEOUT, BREAST_CANCER, DEMO, ROWS_PER_DAY, TRAINING_DAYS, changed_since
@@ -43,6 +43,12 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     health = api.request("GET", "/api/v2/monitor/health")
     assert {health[c]["status"] for c in ("metadatabase", "scheduler", "dag_processor", "triggerer")} == {"healthy"}, (
         health
+    )
+
+    # The package's other tests train the demo as well (their `champions` fixture): this one goes first.
+    assert registry.version_by_alias(e2e.mlflow(), DEMO, registry.CHAMPION) is None, (
+        "the drift loop starts from a demo model without a champion: it runs first in the e2e package"
+        " (tests/conftest.py, LONGEST_FIRST)"
     )
 
     # 1. The first champions, trained at once: the demo's on the days before its world changed. The breast cancer

@@ -8,8 +8,8 @@ every request of two records (a real export mistake: its batch dimension fixed a
 (the champion answers in its place, the failures are logged beside the answers), and the check rolls it back:
 the challenger is unloaded and the alias history says why.
 
-It follows test_mlops_page.py (pytest runs the files in name order): by then the breast cancer model has a
-champion.
+It starts from the breast cancer model's champion (the `champions` fixture trains one if there is none yet), and
+leaves the config as it found it.
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
-import mlflow
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from devstack import demo
 from include.mlops import alias_history, registry, rollouts
@@ -32,7 +28,7 @@ from include.mlops.naming import rollout_dag_id, training_dag_id
 from mlops_airflow.approval import APPROVAL_TASK
 from tests.conftest import REPO_ROOT
 from tests.e2e import approvals
-from tests.e2e.conftest import BREAST_CANCER
+from tests.e2e.conftest import BREAST_CANCER, wait_for_tasks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -52,16 +48,16 @@ print(deployment.save_to_model_store(model.SerializeToString(), load_config(sys.
 """
 
 
-def test_a_shadow_challenger_that_holds_up_is_promoted_and_a_failing_canary_is_rolled_back(e2e):
+def test_a_shadow_challenger_that_holds_up_is_promoted_and_a_failing_canary_is_rolled_back(e2e, champions, edit_config):
     stack, config = e2e.stack, e2e.config(BREAST_CANCER)
-    client = mlflow.MlflowClient(stack.urls["MLflow"], registry_uri=stack.urls["MLflow"])
-    champion = registry.version_by_alias(client, BREAST_CANCER, registry.CHAMPION)
-    assert champion, "the breast cancer model needs a champion: run the e2e package as a whole"
-    raw = yaml.safe_load(Path(config.path).read_text())
+    client = e2e.mlflow()
+    champion = champions[BREAST_CANCER]
     # Model times here are fractions of a millisecond on a busy 2-core machine: their ratio is loose.
     criteria = {"min_agreement": 0.9, "max_latency_ratio": 5}
-    raw["rollout"] = {"mode": "shadow", "min_rows": 60, "min_hours": 0, "criteria": criteria}
-    Path(config.path).write_text(yaml.safe_dump(raw))
+    edit_config(
+        BREAST_CANCER,
+        lambda raw: raw.update(rollout={"mode": "shadow", "min_rows": 60, "min_hours": 0, "criteria": criteria}),
+    )
     api = stack.airflow_api()
     serving, token = stack.urls["Serving"], stack.credentials["serving_admin_token"]
     engine = sa.create_engine(f"sqlite:///{stack.inference_log_db}")
@@ -69,7 +65,7 @@ def test_a_shadow_challenger_that_holds_up_is_promoted_and_a_failing_canary_is_r
     # With a rollout, the person is asked after it (in model_rollout), not before it goes live: wait until the
     # dag-processor has parsed the DAG files again after the config change.
     dag_id, check_dag = training_dag_id(BREAST_CANCER), rollout_dag_id(BREAST_CANCER)
-    _wait_for_tasks(api, dag_id, lambda tasks: APPROVAL_TASK not in tasks)
+    wait_for_tasks(api, dag_id, lambda tasks: APPROVAL_TASK not in tasks)
 
     # A retraining goes live as a shadow: the champion keeps answering.
     run = api.trigger(dag_id, {"reason": "retrain", "data_commit": champion.tags["lakefs_commit"]})
@@ -166,17 +162,6 @@ def test_a_shadow_challenger_that_holds_up_is_promoted_and_a_failing_canary_is_r
     failed = sum(1 for role, _, error in logged if role == "challenger" and error)
     assert failed > 0 and failed == sum(1 for role, *_ in logged if role == "challenger"), logged
     api.close()
-
-
-def _wait_for_tasks(api, dag_id: str, ready, timeout: float = 180) -> None:
-    """Until the DAG's serialized tasks (as the dag-processor last parsed them) satisfy `ready`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        tasks = {t["task_id"] for t in api.request("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]}
-        if ready(tasks):
-            return
-        assert time.monotonic() < deadline, f"{dag_id} was not parsed again in {timeout:.0f} s: {sorted(tasks)}"
-        time.sleep(3)
 
 
 def _admin(serving: str, token: str) -> dict:

@@ -14,8 +14,8 @@ retraining of the breast cancer model, whose config asks a person to approve eac
 task and the rejection's commit: a reviewer rejects the challenger through the REST API once it asks. The middle of
 a task is half its median duration in this stack's earlier runs (tests/e2e/faults.py).
 
-It runs last of the e2e package (pytest runs the files in name order), on the champions the other tests left; run on
-its own, it trains them first.
+It starts from each model's champion (the `champions` fixture trains them where there are none yet), and leaves the
+configs as it found them.
 """
 
 from __future__ import annotations
@@ -31,10 +31,8 @@ from pathlib import Path
 
 import httpx
 import lakefs
-import mlflow
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from devstack import demo
 from devstack.airflow_api import AirflowAPI
@@ -42,9 +40,9 @@ from include.mlops import alias_history, deployment, lakefs_repository, monitori
 from include.mlops.lineage import parse_lakefs_uri
 from include.mlops.naming import monitor_dag_id, run_branch_name, run_key, training_dag_id
 from tests.e2e import approvals, faults
-from tests.e2e.conftest import BREAST_CANCER, DEMO, TRAINING_DAYS, changed_since
+from tests.e2e.conftest import BREAST_CANCER, DEMO
 
-# Over the suite's 900 s per test when the machine is busy, or when run on its own (it trains a champion first).
+# Over the suite's 900 s per test when the machine is busy, or when run on its own (it trains the champions first).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(1800)]
 
 RUN_TIMEOUT = 1200
@@ -102,38 +100,31 @@ class Client(threading.Thread):
                     self.failures.append(f"{type(error).__name__}: {error}")
 
 
-def test_faults_in_the_middle_of_every_task_of_a_drift_check_and_of_three_trainings_leave_the_models_consistent(e2e):
+def test_faults_in_the_middle_of_every_task_of_a_drift_check_and_of_three_trainings_leave_the_models_consistent(
+    e2e, champions, edit_config
+):
     stack = e2e.stack
     api = stack.airflow_api()
     serving, token = stack.urls["Serving"], stack.credentials["serving_admin_token"]
-    mlflow_client = mlflow.MlflowClient(stack.urls["MLflow"], registry_uri=stack.urls["MLflow"])
+    mlflow_client = e2e.mlflow()
     log_engine = sa.create_engine(f"sqlite:///{stack.inference_log_db}")
     lakefs_client = lakefs_repository.connect(f"{stack.urls['lakeFS']}/api/v1", *stack.lakefs_keys)
-    config = e2e.config(DEMO)
     training_dag, monitor_dag, cancer_dag = training_dag_id(DEMO), monitor_dag_id(DEMO), training_dag_id(BREAST_CANCER)
     api.wait_for_dags({training_dag, monitor_dag, cancer_dag})
     for dag_id in api.paused_dag_ids() & {training_dag, monitor_dag, cancer_dag}:
         api.unpause(dag_id)
-    if registry.version_by_alias(mlflow_client, DEMO, registry.CHAMPION) is None:  # this file run on its own
-        as_of = {DEMO: dt.datetime.combine(changed_since(), dt.time(), dt.UTC)}
-        first = demo.train(api, e2e.said.append, {DEMO: {"reason": "manual", "history_days": TRAINING_DAYS}}, as_of)
-        assert first[DEMO].state == "success", e2e.logs()
-    champion = registry.version_by_alias(mlflow_client, DEMO, registry.CHAMPION)
+    config = e2e.config(DEMO)
+    champion, cancer_champion = champions[DEMO], champions[BREAST_CANCER]
     labels = demo.served_model(serving, token, DEMO).labels
     repo = lakefs.Repository(labels["lakefs_repository"], client=lakefs_client)
 
     # The checks look at drift in three of the ten features, and retrain (at a share of 0.1) with a cool-down
     # that a retried check would find its own first try in; a challenger as good as the champion passes.
-    raw = yaml.safe_load(Path(config.path).read_text())
-    raw["gate"]["min_improvement"] = 0.0
-    raw["drift"] |= {"threshold": 0.1, "cooldown_hours": 0.02}
-    Path(config.path).write_text(yaml.safe_dump(raw))
-    # The breast cancer model asks a person again before a challenger goes live (test_rollouts left it rolling
-    # out instead): its DAG has the approval task once the dag-processor has parsed it again.
-    cancer_path = Path(e2e.config(BREAST_CANCER).path)
-    cancer_raw = yaml.safe_load(cancer_path.read_text())
-    cancer_raw["rollout"] = {"mode": "direct"}
-    cancer_path.write_text(yaml.safe_dump(cancer_raw))
+    def faults_settings(raw: dict) -> None:
+        raw["gate"]["min_improvement"] = 0.0
+        raw["drift"] |= {"threshold": 0.1, "cooldown_hours": 0.02}
+
+    edit_config(DEMO, faults_settings)
 
     names = ("drift", "promoted", "shadow", "rejected")
     runs = {name: f"faults_{name}_{uuid.uuid4().hex[:6]}" for name in names}
@@ -163,12 +154,7 @@ def test_faults_in_the_middle_of_every_task_of_a_drift_check_and_of_three_traini
     try:
         # 0. Beside the demo's runs: a breast cancer retraining whose approval task fails four times before it
         # asks; a reviewer rejects the challenger as soon as it does, and the rejection's commit fails twice.
-        cancer_champion = registry.version_by_alias(mlflow_client, BREAST_CANCER, registry.CHAMPION)
-        cancer_conf = (
-            {"reason": "faults", "data_commit": cancer_champion.tags["lakefs_commit"]}
-            if cancer_champion
-            else {"reason": "faults", "history_days": e2e.config(BREAST_CANCER).training.window_days}
-        )
+        cancer_conf = {"reason": "faults", "data_commit": cancer_champion.tags["lakefs_commit"]}
         cancer_main_before = lakefs_repository.get_commit(repo, "main").id  # one repository holds every model's data
         api.trigger(cancer_dag, cancer_conf, run_id=runs["rejected"])
         review = reviewer.submit(approvals.review, stack, cancer_dag, runs["rejected"], "Reject")
@@ -207,10 +193,12 @@ def test_faults_in_the_middle_of_every_task_of_a_drift_check_and_of_three_traini
         # 3. A retraining that goes live as a shadow beside the champion (the mode is read when go_live runs). It
         # trains the candidate that won the promoted run only (every point of its grid, if it has one): on the same
         # snapshot it scores as the champion does, and passes; fitting the others again would only cost minutes.
-        (won,) = [c for c in raw["model"]["candidates"] if c["name"] == decision["challenger"].partition("__")[0]]
-        raw["model"]["candidates"] = [won]
-        raw["rollout"] = {"mode": "shadow"}
-        Path(config.path).write_text(yaml.safe_dump(raw))
+        def shadow_of_the_winner(raw: dict) -> None:
+            (won,) = [c for c in raw["model"]["candidates"] if c["name"] == decision["challenger"].partition("__")[0]]
+            raw["model"]["candidates"] = [won]
+            raw["rollout"] = {"mode": "shadow"}
+
+        edit_config(DEMO, shadow_of_the_winner)
         main_before = lakefs_repository.get_commit(repo, "main").id
         api.trigger(training_dag, conf, run_id=runs["shadow"])
         assert api.wait_for_run(training_dag, runs["shadow"], RUN_TIMEOUT) == "success", e2e.logs()
@@ -232,7 +220,7 @@ def test_faults_in_the_middle_of_every_task_of_a_drift_check_and_of_three_traini
             m.alias for m in alias_history.moves(log_engine, BREAST_CANCER) if m.airflow_run_id == runs["rejected"]
         ]
         assert moves == ["challenger"], moves
-        # Its validated data goes to main (run on its own, it collected some); nothing of its model does.
+        # Nothing of its model goes to main (its data is its champion's snapshot, which is there already).
         merges = _merges_into_main(repo, cancer_main_before, runs["rejected"])
         assert set(merges) <= {"Validated data"}, merges
         branch = run_branch_name(BREAST_CANCER, runs["rejected"])
@@ -240,10 +228,7 @@ def test_faults_in_the_middle_of_every_task_of_a_drift_check_and_of_three_traini
             c.message for c in lakefs_repository.log(repo, branch, 20) if c.message.startswith("Not promoted")
         ]
         assert rejections == ["Not promoted: rejected by admin"], rejections
-        if cancer_champion:
-            _check_consistency(stack, mlflow_client, log_engine, lakefs_client, BREAST_CANCER, cancer_champion.version)
-        else:  # this file run on its own: the model had no champion, and has none
-            assert registry.version_by_alias(mlflow_client, BREAST_CANCER, registry.CHAMPION) is None
+        _check_consistency(stack, mlflow_client, log_engine, lakefs_client, BREAST_CANCER, cancer_champion.version)
     finally:
         reviewer.shutdown(wait=False, cancel_futures=True)
         client.stop()
