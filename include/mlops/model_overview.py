@@ -101,9 +101,10 @@ class ModelOverview:
         return tuple(reversed(self.checks[-LISTED_CHECKS:]))
 
 
-def build(client: MlflowClient | None, engine: sa.Engine, config: PipelineConfig, links: Links) -> ModelOverview:
+def build(client: MlflowClient | None, engine: sa.Engine | None, config: PipelineConfig, links: Links) -> ModelOverview:
     """Everything the page shows of `config`'s model except what Airflow knows; without a client (MLflow is
-    known to be down), its versions and report links are left out."""
+    known to be down), its versions and report links are left out, and without an engine (the operations store
+    is away or not upgraded: the page says so once), its histories."""
     name, problems = config.name, []
     versions: tuple[VersionCard, ...] = ()
     experiment = None
@@ -117,13 +118,14 @@ def build(client: MlflowClient | None, engine: sa.Engine, config: PipelineConfig
     moves: tuple[alias_history.AliasMove, ...] = ()
     checks: tuple[DriftPoint, ...] = ()
     tried: tuple[dict[str, Any], ...] = ()
-    try:
-        moves = tuple(reversed(alias_history.moves(engine, name)))
-        tried = tuple(rollouts.history(engine, name, last=LISTED_ROLLOUTS))
-        rows = monitoring.history(engine, name, last=CHART_CHECKS)
-        checks = tuple(drift_point(row, links.mlflow_ui, experiment) for row in rows)
-    except Exception as exc:
-        problems.append(f"inference log database: {_one_line(exc)}")
+    if engine is not None:
+        try:
+            moves = tuple(reversed(alias_history.moves(engine, name)))
+            tried = tuple(rollouts.history(engine, name, last=LISTED_ROLLOUTS))
+            rows = monitoring.history(engine, name, last=CHART_CHECKS)
+            checks = tuple(drift_point(row, links.mlflow_ui, experiment) for row in rows)
+        except Exception as exc:
+            problems.append(f"inference log database: {_one_line(exc)}")
     return ModelOverview(
         name=name,
         config_path=config.path,

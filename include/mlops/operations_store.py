@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -203,10 +204,15 @@ def check(engine: sa.Engine) -> None:
         )
 
 
-def engine(url: str) -> sa.Engine:
-    """An engine for the store at `url`, once its schema is checked to be the newest (SchemaNotCurrent if not)."""
-    found = sa.create_engine(url)
-    check(found)
+def engine(url: str, **options: Any) -> sa.Engine:
+    """An engine for the store at `url` (`options`: SQLAlchemy's), once its schema is checked to be the newest
+    (SchemaNotCurrent if not)."""
+    found = sa.create_engine(url, **options)
+    try:
+        check(found)
+    except Exception:
+        found.dispose()
+        raise
     return found
 
 

@@ -316,7 +316,11 @@ def _overviews(configs) -> tuple[list, list[str]]:
 
     problems: list[str] = []
     links = model_overview.Links(mlflow_ui="", lakefs_ui=_lakefs_ui(), airflow_run=airflow_run_url)
-    client, engine = None, operations_store.page_engine()
+    client, engine = None, None
+    try:
+        engine = operations_store.page_engine()
+    except Exception as exc:
+        problems.append(f"operations store: {exc}")
     try:
         client, mlflow_ui = _mlflow()
         links = model_overview.Links(mlflow_ui=mlflow_ui, lakefs_ui=links.lakefs_ui, airflow_run=airflow_run_url)

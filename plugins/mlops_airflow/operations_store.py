@@ -23,12 +23,13 @@ def engine() -> sa.Engine:
 
 def page_engine() -> sa.Engine:
     """The store for the MLOps page: one engine (and connection pool) per database for the life of the
-    api-server."""
-    return _pooled(sqlalchemy_url(CONNECTION_ID))
+    api-server, once its schema is found at the newest revision; until then SchemaNotCurrent, saying what to run
+    (checked again at the next request)."""
+    return _checked(sqlalchemy_url(CONNECTION_ID))
 
 
-@cache
-def _pooled(url: str) -> sa.Engine:
-    import sqlalchemy as sa
+@cache  # a refusal raises, and is not cached
+def _checked(url: str) -> sa.Engine:
+    from include.mlops import operations_store
 
-    return sa.create_engine(url, pool_pre_ping=True)
+    return operations_store.engine(url, pool_pre_ping=True)

@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from devstack import demo, page_seed, services
 from devstack.airflow_api import AirflowAPI
 from devstack.processes import free_port
-from include.mlops import alias_history, monitoring
+from include.mlops import alias_history, monitoring, operations_store
 from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
 
 ALPHA, BETA, GAMMA = "page_alpha", "page_beta", "page_gamma"  # gamma: nothing trained, no rollback DAG
@@ -507,3 +507,21 @@ def test_alias_history_rows_written_after_the_first_page_show_up(admin, seeded):
     )
     first = re.search(r"<td>([\w-]+)</td>\s*<td>(?:v(\d+)|–) → v(\d+)</td>", section(admin.get("/mlops/").text, ALPHA))
     assert first.groups() == ("champion", "2", "1")
+
+
+def test_an_operations_store_without_its_schema_is_named_with_the_command_that_upgrades_it(
+    admin, seeded, mlflow_server, tmp_path
+):
+    """Not a database error per model ("no such table"): the page says once what to run, and shows what MLflow
+    knows."""
+    _write_connections(mlflow_server.url, f"sqlite:///{tmp_path / 'never_upgraded.db'}")
+    try:
+        response = admin.get("/mlops/")
+    finally:
+        _write_connections(mlflow_server.url, seeded["engine"].url.render_as_string())
+    assert response.status_code == 200
+    problems = [html.unescape(p) for p in re.findall(r'<div class="problem">(.*?)</div>', response.text, re.S)]
+    assert len(problems) == 1 and operations_store.UPGRADE_COMMAND in problems[0], problems
+    assert "never_upgraded.db has no operations store schema" in problems[0], problems
+    cards = dict(re.findall(r'data-alias="([\w-]+)" data-version="(\d+)"', section(response.text, ALPHA)))
+    assert cards == {"champion": "2", "challenger": "3", "previous-champion": "1"}
