@@ -43,6 +43,10 @@ def write_forever(url: str, id_columns: Mapping[str, str], requests: Any, report
     batch's rows by model as written or dropped. It ends too when the worker that started it is gone."""
     # Its lines go where the worker's go (the inherited stderr), in the form of BentoML's.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(levelname)s: %(message)s")
+    # Alembic names the migrations it runs (worth a line); its plugin set-up and dialect notes, ten lines at every
+    # worker's start, are not.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
     # Ctrl-C reaches the whole process group: the worker's clean stop, not the signal, ends the writer.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(WRITER_NICENESS)
