@@ -142,6 +142,10 @@ class SchemaNotCurrent(RuntimeError):
     """The database is not at the schema this code was written for."""
 
 
+class SchemaAhead(SchemaNotCurrent):
+    """The database is at a revision this code does not know: newer code migrated it."""
+
+
 def alembic_config(connection: sa.Connection):
     """Alembic's configuration for the migrations of this store, run on `connection` (no alembic.ini)."""
     from alembic.config import Config
@@ -167,11 +171,13 @@ def current_revision(connection: sa.Connection) -> str | None:
 
 def upgrade(engine: sa.Engine) -> str:
     """Bring the database to the newest schema; returns its revision. Safe when several processes start at once:
-    they take turns, and those after the first find nothing to do."""
+    they take turns, and those after the first find nothing to do. SchemaAhead when newer code has migrated the
+    database past this code's newest revision (there is nothing this code may do to it)."""
     from alembic import command
 
     with engine.connect() as connection:
         _lock_for_migration(connection)
+        _refuse_if_ahead(engine, current_revision(connection))
         command.upgrade(alembic_config(connection), "head")
         revision = current_revision(connection)
         connection.commit()
@@ -190,10 +196,24 @@ def _lock_for_migration(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _refuse_if_ahead(engine: sa.Engine, found: str | None) -> None:
+    from alembic.script import ScriptDirectory
+
+    known = {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+    if found is not None and found not in known:
+        where = engine.url.render_as_string(hide_password=True)
+        raise SchemaAhead(
+            f"the operations store at {where} is at schema revision {found}, which this code does not know (its "
+            f"newest is {head_revision()}): newer code migrated it; run that code here too"
+        )
+
+
 def check(engine: sa.Engine) -> None:
-    """Raise SchemaNotCurrent, saying what to run, unless the database is at the newest schema."""
+    """Raise SchemaNotCurrent, saying what to run, unless the database is at the newest schema (SchemaAhead when
+    it is past it)."""
     with engine.connect() as connection:
         found = current_revision(connection)
+    _refuse_if_ahead(engine, found)
     wanted = head_revision()
     if found != wanted:
         where = engine.url.render_as_string(hide_password=True)

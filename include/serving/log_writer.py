@@ -94,7 +94,12 @@ class _Writer:
         self._failing = False
 
     def upgrade_schema(self) -> None:
-        operations_store.upgrade(self.engine)
+        try:
+            operations_store.upgrade(self.engine)
+        except operations_store.SchemaAhead as exc:
+            # Newer code (the stack's start, or a newer replica) migrated the store first, as a rolling upgrade
+            # does: its migrations add, so this writer's rows still fit; dropping them would lose what it serves.
+            logger.warning("%s; writing the inference log as this code knows it", exc)
         self._schema_ready = True
 
     def write(self, batch: list[Message]) -> bool:

@@ -460,3 +460,22 @@ def test_a_downgrade_removes_the_tables(store):
         connection.commit()
     assert set(sa.inspect(store).get_table_names()) == {operations_store.VERSION_TABLE}
     assert operations_store.upgrade(store) == "0001"
+
+
+def _migrated_by_newer_code(store: sa.Engine) -> None:
+    """The store as a newer release would leave it: a column added and a revision this code does not know."""
+    operations_store.upgrade(store)
+    with store.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE inference_log ADD COLUMN tenant TEXT")
+        connection.execute(
+            sa.text(f"UPDATE {operations_store.VERSION_TABLE} SET version_num = :newer"), {"newer": "0099"}
+        )
+
+
+def test_a_store_migrated_by_newer_code_is_refused_naming_both_revisions(store_url, store):
+    _migrated_by_newer_code(store)
+    for refused_by in (operations_store.check, operations_store.upgrade):
+        with pytest.raises(operations_store.SchemaAhead) as refused:
+            refused_by(store)
+        assert "is at schema revision 0099, which this code does not know (its newest is 0001)" in str(refused.value)
+    assert _counts(store)["inference_log"] == 0  # the upgrade touched nothing

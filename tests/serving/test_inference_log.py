@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from devstack.processes import free_port
-from include.mlops import monitoring
+from include.mlops import monitoring, operations_store
 from include.serving import schema
 from include.serving.inference_log import InferenceLog, LoggedRequest
 from tests.fixtures.serving import Service
@@ -222,3 +222,22 @@ def test_a_killed_writer_is_replaced_and_its_unreported_rows_are_counted(tmp_pat
     log.stop(timeout=60)
     assert [len(logged_rows(url, r.request_id)) for r in later] == [1] * 5
     assert counts.dropped == {"fraud_detector": 30}
+
+
+def test_a_store_migrated_by_newer_code_still_gets_every_row(tmp_path, record_model, config, splits):
+    """A rolling upgrade migrates the store before the older replicas stop: their rows still fit (migrations add),
+    and dropping them would lose what they serve."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = sa.create_engine(url)
+    operations_store.upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE inference_log ADD COLUMN tenant TEXT")
+        connection.execute(sa.text(f"UPDATE {operations_store.VERSION_TABLE} SET version_num = '0099'"))
+    engine.dispose()
+    counts = _Counts()
+    log = InferenceLog(url, {"fraud_detector": "transaction_id"}, counts.drop, counts.restart)
+    log.start()
+    for request in _requests(record_model, config, splits, 50):
+        log.submit(request)
+    log.stop(timeout=60)
+    assert _row_count(url) == 50 and not counts.dropped and counts.restarts == 0
