@@ -504,6 +504,38 @@ class Branches(_Strict):
     retention_days: int = Field(default=14, ge=0)
 
 
+class BatchScoring(_Strict):
+    """How `batch_scoring__<model>` scores datasets with the champion (the DAG exists only with this section)."""
+
+    schedule: str | None = Field(
+        default=None,
+        description="A cron expression (or an Airflow preset such as `@daily`) for scheduled runs; none: runs "
+        "only when started by hand.",
+    )
+    window_hours: int = Field(
+        default=24,
+        gt=0,
+        description="The rows a run scores: those whose event time is in the `window_hours` before the run's "
+        "logical date, read from `source` as collection reads it.",
+    )
+    source: Source | None = Field(
+        default=None,
+        description="Where the rows to score come from (any source kind); default: the config's `source`. Its "
+        "rows need the id column and the features; a target column is ignored.",
+    )
+    chunk_rows: int = Field(
+        default=250_000,
+        gt=0,
+        description="Rows per chunk at most: each chunk is scored by a task of its own, whose memory it bounds "
+        "(250,000 rows of 8 columns: about 210 MiB).",
+    )
+    on_invalid: Literal["quarantine", "fail"] = Field(
+        default="quarantine",
+        description="Rows that do not fit the model's schema go to quarantine with a report; then the chunk's "
+        "other rows are scored (`quarantine`), or the run fails naming the rows' checks (`fail`).",
+    )
+
+
 class PipelineConfig(_Strict):
     dataset: Dataset
     source: Source
@@ -516,6 +548,7 @@ class PipelineConfig(_Strict):
     drift: Drift = Field(default_factory=Drift)
     rollout: Rollout = Field(default_factory=Rollout)
     branches: Branches = Field(default_factory=Branches)
+    batch: BatchScoring | None = None
     path: str = ""
 
     @model_validator(mode="after")

@@ -30,6 +30,10 @@ def rollback_dag_id(model: str) -> str:
     return f"model_rollback__{model}"
 
 
+def batch_scoring_dag_id(model: str) -> str:
+    return f"batch_scoring__{model}"
+
+
 def model_dag_ids(model: str) -> tuple[str, ...]:
     """Every DAG one pipeline config builds."""
     return training_dag_id(model), monitor_dag_id(model), rollback_dag_id(model), rollout_dag_id(model)

@@ -40,12 +40,13 @@ def connection_field(conn_id: str, field: str) -> str:
     return str(value)
 
 
-def fetcher(config, as_of: dt.datetime) -> Callable:
-    """`fetch(start, end) -> Fetched` for `config.source`: the rows whose event time is in [start, end)."""
+def fetcher(config, as_of: dt.datetime, source=None) -> Callable:
+    """`fetch(start, end) -> Fetched` for `source` (default `config.source`): the rows whose event time is in
+    [start, end)."""
     from include.mlops import sources
     from include.mlops.config import Secret
 
-    source = config.source
+    source = source or config.source
     event_time = config.dataset.event_time_column
     if source.kind == "sql":
         url = source.url or sqlalchemy_url(source.connection_id)

@@ -1,0 +1,68 @@
+"""
+### batch_scoring__&lt;model&gt;
+
+Scores a window of rows with the model's champion and keeps the predictions in lakeFS beside their input, for each
+config with a `batch:` section: on its `batch.schedule`, or when triggered.
+
+1. **resolve_model**: `champion`, asked of the MLflow registry once for the whole run: its version, store tag and
+   the SHA-256 of the ONNX model the service serves. Without a champion the run is skipped and writes nothing.
+2. **collect_input**: the rows whose event time is in the `batch.window_hours` before the run's logical date,
+   from `batch.source` (default: the config's source), committed as Parquet files on the run's branch
+   `batch-<model>-<run>` under `batch_input/<model>/<interval>/`. An empty window skips the run.
+3. **plan_chunks**: the input's chunks of at most `batch.chunk_rows` rows.
+4. **score_chunk** (one task per chunk): the model's bytes loaded again by tag and SHA-256 (a champion that moves
+   during the run does not mix versions); rows that do not fit the model's schema go to quarantine with a
+   report, and the chunk's other rows are scored (`batch.on_invalid: quarantine`) or the run fails naming them
+   (`fail`). Predictions go to `predictions/<model>/<interval>/part-<chunk>.parquet`: the id, `prediction`,
+   `probability_<class>` for a classifier, `model_version`, `airflow_run_id`, `scored_at`.
+5. **merge_predictions**: a commit with the lineage (model, version, SHA-256, its MLflow run and training data,
+   the input commit, the rows) merged into `main`. A re-run of the same interval writes the same files: `main`
+   holds one result. It updates the asset `batch_predictions__<model>` (event: model, version, rows, commit),
+   which downstream DAGs can be scheduled on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import dag
+
+from include.mlops.naming import batch_scoring_dag_id
+from mlops_airflow import pipelines
+from mlops_airflow.batch_scoring import (
+    collect_input,
+    merge_predictions,
+    plan_chunks,
+    predictions_asset,
+    resolve_model,
+    score_chunk,
+)
+
+
+def batch_scoring(config) -> None:
+    """The batch scoring DAG of one pipeline config."""
+    model, config_file = config.name, config.path
+
+    @dag(
+        dag_id=batch_scoring_dag_id(model),
+        schedule=config.batch.schedule,
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=f"{__doc__}\n**This DAG**: model `{model}`, dataset `{config.dataset.name}`, config `{config_file}`.",
+        tags=["ml", "batch", "scoring", model],
+        default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+    )
+    def scoring():
+        champion = resolve_model(config_file)
+        batch = collect_input(config_file, champion)
+        chunks = plan_chunks(config_file, batch)
+        scored = score_chunk.partial(config_file=config_file, model=champion, batch=batch).expand(chunk=chunks)
+        merge_predictions.override(outlets=[predictions_asset(model)])(config_file, champion, batch, scored)
+
+    scoring()
+
+
+for pipeline_config in pipelines.to_build(batch_scoring_dag_id):
+    if pipeline_config.batch is not None:
+        batch_scoring(pipeline_config)

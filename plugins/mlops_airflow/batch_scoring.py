@@ -1,0 +1,174 @@
+"""The tasks of `batch_scoring__<model>`: score a window of rows with the champion, chunk by chunk, on a lakeFS
+branch of the run's own, and merge the input and its predictions into `main`. Each calls into
+include/mlops/batch_scoring.py; they pass references (the model's tag and SHA-256, paths, counts) through XCom,
+never data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Asset, Context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from include.mlops.naming import run_key
+from mlops_airflow import pipelines
+from mlops_airflow.decorators import lakefs_task, show_lakefs_commit
+from mlops_airflow.lakefs_hook import LakeFSHook
+from mlops_airflow.run_context import airflow_run_metadata, retry_marker, run_interval_end
+
+BATCH_BRANCH_PREFIX = "batch-"
+
+
+def batch_branch_name(model: str, run_id: str) -> str:
+    """The lakeFS branch a batch run of `model` writes on: apart from the training runs' `run-` branches, whose run
+    ids are often the same (`scheduled__...`)."""
+    return f"{BATCH_BRANCH_PREFIX}{model}-{run_key(run_id)}"
+
+
+def predictions_asset(model: str) -> Asset:
+    """What a batch run of `model` updates when it merges: downstream DAGs can be scheduled on it."""
+    return Asset(name=f"batch_predictions__{model}", uri=f"mlops-predictions://{model}")
+
+
+def input_prefix(model: str, key: str) -> str:
+    """Where a run keeps the rows it scores, beside their predictions."""
+    return f"batch_input/{model}/{key}/"
+
+
+@task(multiple_outputs=False)
+def resolve_model(config_file: str) -> dict[str, str]:
+    """The champion, resolved once for the whole run: its version, store tag and the SHA-256 of its ONNX bytes.
+    Without a champion the run is skipped, and nothing is written."""
+    from include.mlops import batch_scoring
+    from include.mlops.object_store import ObjectStore
+    from mlops_airflow import mlflow_tracking
+
+    config = pipelines.load(config_file)
+    try:
+        model = batch_scoring.resolve_model(mlflow_tracking.client(), ObjectStore.from_environment(), config)
+    except batch_scoring.NoChampion as exc:
+        raise AirflowSkipException(f"{exc}; nothing is scored or written") from None
+    except (batch_scoring.ModelUnavailable, batch_scoring.ChecksumMismatch) as exc:
+        raise AirflowFailException(str(exc)) from None
+    print(f"scoring with {model.tag} (sha256 {model.sha256}), resolved at {model.resolved_at.isoformat()}")
+    return model.to_dict()
+
+
+@lakefs_task
+def collect_input(config_file: str, model: dict[str, str], **context: Context) -> dict[str, Any]:
+    """Read the window's rows from the batch source and commit them as Parquet on the run's branch, in files of
+    `batch.chunk_rows` rows. An empty window skips the run: recorded in the log, nothing merged."""
+    from include.mlops import batch_scoring, lakefs_repository
+    from mlops_airflow.sources import fetcher
+
+    config = pipelines.load(config_file)
+    batch = config.batch
+    end = run_interval_end(context)
+    start = end - dt.timedelta(hours=batch.window_hours)
+    rows = fetcher(config, end, batch.source)(start, end).rows
+    window = f"[{start.isoformat()}, {end.isoformat()})"
+    if rows.empty:
+        raise AirflowSkipException(f"no rows of {config.dataset.name} in {window}: nothing scored or merged")
+    repo = LakeFSHook().get_repository()
+    branch = batch_branch_name(config.name, context["run_id"])
+    if not lakefs_repository.branch_exists(repo, branch):
+        lakefs_repository.create_branch(repo, branch, "main")
+    key = batch_scoring.interval_key(start, end)
+    prefix = input_prefix(config.name, key)
+    lakefs_repository.reset_uncommitted(repo, branch, prefix)  # what a try that died left
+    for index, first in enumerate(range(0, len(rows), batch.chunk_rows)):
+        part = rows.iloc[first : first + batch.chunk_rows].reset_index(drop=True)
+        lakefs_repository.write_parquet(repo, branch, f"{prefix}part-{index:05d}.parquet", part)
+    stamp = airflow_run_metadata(context)
+    committed = lakefs_repository.commit_once(
+        repo, branch, f"Batch input of {config.name}: {len(rows)} row(s) of {window}", stamp, retry_marker(stamp)
+    )
+    commit = committed.id if committed else lakefs_repository.head_commit(repo, branch)
+    show_lakefs_commit(repo.id, commit)
+    print(f"{len(rows)} row(s) of {config.dataset.name} in {window} to score with {model['tag']}")
+    return {"branch": branch, "key": key, "input_prefix": prefix, "rows": len(rows), "commit": commit}
+
+
+@task
+def plan_chunks(config_file: str, batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The input's chunks (row groups of its files, `batch.chunk_rows` rows at most), each for a task of its own."""
+    from include.mlops import batch_scoring
+
+    config = pipelines.load(config_file)
+    repo = LakeFSHook().get_repository()
+    chunks = batch_scoring.plan_chunks(repo, batch["commit"], batch["input_prefix"], config.batch.chunk_rows)
+    return [chunk.to_dict() for chunk in chunks]
+
+
+@lakefs_task
+def score_chunk(
+    config_file: str, model: dict[str, str], batch: dict[str, Any], chunk: dict[str, Any], **context: Context
+) -> dict[str, Any]:
+    """Score one chunk with the run's model (its bytes loaded again by tag and SHA-256: the champion may have moved
+    since); rows that do not fit the model's schema go to quarantine, with a report."""
+    from include.mlops import batch_scoring
+    from include.mlops.object_store import ObjectStore
+
+    config = pipelines.load(config_file)
+    try:
+        scoring_model = batch_scoring.reload(ObjectStore.from_environment(), model)
+    except batch_scoring.ChecksumMismatch as exc:
+        raise AirflowFailException(str(exc)) from None
+    repo = LakeFSHook().get_repository()
+    prefix = batch_scoring.output_prefix(config, batch["key"])
+    try:
+        summary = batch_scoring.score_chunk(
+            repo,
+            batch["branch"],
+            config,
+            scoring_model,
+            batch_scoring.Chunk.from_dict(chunk),
+            prefix,
+            context["run_id"],
+            config.batch.on_invalid,
+        )
+    except batch_scoring.InvalidInput as exc:
+        raise AirflowFailException(str(exc)) from None
+    left_out = f"; {summary.rows_quarantined} quarantined: {summary.failed_checks}" if summary.rows_quarantined else ""
+    print(f"chunk {summary.index}: {summary.rows_scored} of {summary.rows_in} row(s) into {summary.path}{left_out}")
+    return summary.to_dict()
+
+
+@lakefs_task
+def merge_predictions(
+    config_file: str, model: dict[str, str], batch: dict[str, Any], summaries: list[dict[str, Any]], **context: Context
+) -> dict[str, Any]:
+    """Commit the predictions on the run's branch with their lineage and merge the branch into `main`: a re-run of
+    the same interval writes the same files, and `main` keeps one result. Downstream DAGs are told through the
+    model's predictions asset (its event: model, version, rows, commit)."""
+    from include.mlops import batch_scoring, lakefs_repository
+    from include.mlops.object_store import ObjectStore
+
+    config = pipelines.load(config_file)
+    repo = LakeFSHook().get_repository()
+    branch, prefix = batch["branch"], batch_scoring.output_prefix(config, batch["key"])
+    chunks = [batch_scoring.ChunkSummary.from_dict(s) for s in summaries]
+    batch_scoring.stale_outputs(repo, branch, prefix, len(chunks))
+    scoring_model = batch_scoring.reload(ObjectStore.from_environment(), model)
+    stamp = airflow_run_metadata(context)
+    metadata = batch_scoring.commit_metadata(scoring_model, context["run_id"], batch["commit"], chunks) | stamp
+    message = f"Batch predictions of {config.name} v{scoring_model.version} for {batch['key']}"
+    lakefs_repository.commit_once(repo, branch, message, metadata, retry_marker(stamp))
+    try:
+        merged = lakefs_repository.merge(repo, branch, "main", message, metadata)
+    except lakefs_repository.NothingToCommit:  # a re-run of the interval, or a try that merged before it died
+        merged = lakefs_repository.head_commit(repo, "main")
+    show_lakefs_commit(repo.id, merged)
+    event = {
+        "model": config.name,
+        "model_version": scoring_model.version,
+        "rows_scored": metadata["rows_scored"],
+        "rows_quarantined": metadata["rows_quarantined"],
+        "lakefs_repository": repo.id,
+        "lakefs_commit": merged,
+        "predictions": prefix,
+    }
+    context["outlet_events"][predictions_asset(config.name)].extra = event
+    print(f"{metadata['rows_scored']} prediction(s) of {config.name} v{scoring_model.version} merged as {merged}")
+    return event

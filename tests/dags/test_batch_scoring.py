@@ -1,0 +1,216 @@
+"""batch_scoring in real DAG runs: a champion trained and deployed by ml_training, the demo's SQL source, the
+lakeFS-compatible server, MLflow and the BentoML model store the service loads from.
+
+The module trains one champion (an ml_training run); each test scores one day of the source with it, its config's
+`batch:` section written as the test needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import types
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from mlflow.tracking import MlflowClient
+
+from include.demo_sources import simulator
+from include.mlops import lakefs_repository, registry
+from include.mlops.config import CONFIG_DIR, load_config
+from include.mlops.naming import batch_scoring_dag_id
+from tests.dags.conftest import ROWS_PER_DAY, TEST_CANDIDATES, load_dag, training_dag
+from tests.fixtures.serving import ADMIN_TOKEN, service_launcher
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+SEED = 11
+TRAINED_UNTIL = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)  # on 3/5-3/7 (the demo's collection lags 2 days)
+CHUNK_ROWS = 600  # a day of 1,500 rows is 3 chunks
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Iterator[types.SimpleNamespace]:
+    """A champion trained and deployed by ml_training, and the connections a batch run needs."""
+    import lakefs
+
+    home = tmp_path_factory.mktemp("batch-scoring")
+    source_path = home / "transactions.db"
+    simulator.write_days(f"sqlite:///{source_path}", dt.date(2026, 3, 1), 9, ROWS_PER_DAY, seed=SEED)
+    raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    raw["model"].update({"registered_name": f"fraud_{uuid.uuid4().hex[:8]}", "candidates": TEST_CANDIDATES})
+    (home / "configs").mkdir()
+    config_path = home / "configs" / "config.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    repo_name = f"test-{uuid.uuid4().hex[:12]}"
+    repo = lakefs.Repository(repo_name, client=lakefs_server.client())
+    repo.create(f"local://{repo_name}", default_branch="main")
+    with service_launcher(tmp_path_factory) as start, pytest.MonkeyPatch.context() as env:
+        service = start(expect_model=False, configs=(config_path,))
+        mlflow_host, mlflow_port = mlflow_server.url.removeprefix("http://").split(":")
+        log_path = home / "operations.db"
+        from include.mlops import operations_store
+
+        operations_store.upgrade(sa.create_engine(f"sqlite:///{log_path}"))
+        connections = {
+            "LAKEFS_DEFAULT": {
+                "conn_type": "lakefs",
+                "host": lakefs_server.url,
+                "login": lakefs_server.access_key_id,
+                "password": lakefs_server.secret_access_key,
+                "extra": json.dumps({"repository": repo_name}),
+            },
+            "TRANSACTIONS_DB": {"conn_type": "sqlite", "host": str(source_path)},
+            "INFERENCE_LOG_DB": {"conn_type": "sqlite", "host": str(log_path)},
+            "MLFLOW_DEFAULT": {"conn_type": "http", "host": mlflow_host, "port": int(mlflow_port), "schema": "http"},
+            "SERVING_DEFAULT": {
+                "conn_type": "http",
+                "schema": "http",
+                "host": "127.0.0.1",
+                "port": int(service.url.rsplit(":", 1)[1]),
+                "password": ADMIN_TOKEN,
+            },
+        }
+        for name, conn in connections.items():
+            env.setenv(f"AIRFLOW_CONN_{name}", json.dumps(conn))
+        env.setenv("MLOPS_CONFIG_DIR", str(config_path.parent))
+        env.delenv("MLOPS_MODEL_STORE_URL", raising=False)
+        training = training_dag(load_config(config_path)).test(logical_date=TRAINED_UNTIL, run_conf={"history_days": 3})
+        assert training.state == "success"
+        client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
+        version = client.get_model_version_by_alias(raw["model"]["registered_name"], registry.CHAMPION)
+        yield types.SimpleNamespace(
+            raw=raw, path=config_path, source=f"sqlite:///{source_path}", repo=repo, version=version.version
+        )
+    repo.delete()
+
+
+def with_batch(champion, **batch) -> None:
+    """The module's config with `batch` as its batch section (the DAG and its tasks read the file)."""
+    champion.path.write_text(yaml.safe_dump({**champion.raw, "batch": {"chunk_rows": CHUNK_ROWS, **batch}}))
+
+
+def score(champion, day: dt.date):
+    """A batch_scoring run for `day` (its 24-hour window ends at the next midnight)."""
+    config = load_config(champion.path)
+    dag = load_dag("batch_scoring", batch_scoring_dag_id(config.name))
+    return dag.test(logical_date=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC))
+
+
+def states(dag_run) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for ti in dag_run.get_task_instances():
+        found.setdefault(ti.task_id, ti.state)
+    return found
+
+
+def xcom(dag_run, task_id: str):
+    return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id)
+
+
+def source_rows(champion, day: dt.date) -> int:
+    engine = sa.create_engine(champion.source)
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.text("SELECT count(*) FROM transactions WHERE event_time >= :start AND event_time < :end"),
+            {"start": f"{day} 00:00:00", "end": f"{day + dt.timedelta(days=1)} 00:00:00"},
+        ).scalar_one()
+
+
+def test_a_day_is_scored_in_chunks_by_the_champion_and_merged_with_its_lineage(champion):
+    with_batch(champion)
+    day = dt.date(2026, 3, 8)
+    run = score(champion, day)
+    assert run.state == "success", states(run)
+    merged = xcom(run, "merge_predictions")
+    prefix = merged["predictions"]
+    parts = [o.path for o in lakefs_repository.list_objects(champion.repo, "main", prefix)]
+    rows = source_rows(champion, day)
+    assert len(parts) == -(-rows // CHUNK_ROWS) == 3, parts
+    scored = [lakefs_repository.read_parquet(champion.repo, "main", p) for p in parts]
+    assert sum(len(s) for s in scored) == rows
+    first = scored[0]
+    assert set(first["model_version"]) == {champion.version}
+    assert {"transaction_id", "prediction", "probability_0", "probability_1", "scored_at"} <= set(first.columns)
+    assert set(first["airflow_run_id"]) == {run.run_id}
+    commit = lakefs_repository.get_commit(champion.repo, merged["lakefs_commit"])
+    assert commit.metadata["model_version"] == champion.version and commit.metadata["rows_scored"] == str(rows)
+    assert commit.metadata["airflow_run_id"] == run.run_id and commit.metadata["rows_quarantined"] == "0"
+
+
+def test_the_same_interval_twice_leaves_one_result(champion):
+    with_batch(champion)
+    day = dt.date(2026, 3, 7)
+    first = score(champion, day)
+    prefix = xcom(first, "merge_predictions")["predictions"]
+    before = {o.path: o.checksum for o in lakefs_repository.list_objects(champion.repo, "main", prefix)}
+    again = score(champion, day)
+    assert again.state == "success", states(again)
+    after = {o.path: o.checksum for o in lakefs_repository.list_objects(champion.repo, "main", prefix)}
+    assert set(after) == set(before) and len(after) == 3
+
+
+def test_rows_that_do_not_fit_the_schema_are_quarantined_and_named_and_the_rest_scored(champion):
+    day = dt.date(2026, 3, 4)
+    engine = sa.create_engine(champion.source)
+    with engine.begin() as connection:
+        bad = connection.execute(
+            sa.text(
+                "UPDATE transactions SET amount = -5 WHERE transaction_id IN (SELECT transaction_id FROM transactions"
+                " WHERE event_time >= :start AND event_time < :end ORDER BY transaction_id LIMIT 7)"
+            ),
+            {"start": f"{day} 00:00:00", "end": f"{day + dt.timedelta(days=1)} 00:00:00"},
+        ).rowcount
+    assert bad == 7
+    with_batch(champion)
+    run = score(champion, day)
+    assert run.state == "success", states(run)
+    summaries = xcom(run, "score_chunk")
+    assert sum(s["rows_quarantined"] for s in summaries) == 7
+    merged = xcom(run, "merge_predictions")
+    assert merged["rows_quarantined"] == "7" and int(merged["rows_scored"]) == source_rows(champion, day) - 7
+    (report_path,) = [
+        o.path
+        for o in lakefs_repository.list_objects(champion.repo, "main", merged["predictions"] + "quarantine/")
+        if o.path.endswith(".json")
+    ]
+    report = json.loads(lakefs_repository.read_bytes(champion.repo, "main", report_path))
+    assert any(f["column"] == "amount" and f["rows"] == 7 for f in report["failures"]), report
+
+    with_batch(champion, on_invalid="fail")
+    failed = score(champion, day)
+    assert failed.state == "failed" and "failed" in {
+        ti.state for ti in failed.get_task_instances() if ti.task_id == "score_chunk"
+    }
+    assert states(failed)["merge_predictions"] == "upstream_failed"
+
+
+def test_an_empty_window_is_skipped_and_nothing_is_merged(champion):
+    with_batch(champion)
+    head = lakefs_repository.head_commit(champion.repo, "main")
+    run = score(champion, dt.date(2026, 4, 20))  # after the source's last day
+    assert states(run)["collect_input"] == "skipped" and states(run)["merge_predictions"] == "skipped"
+    assert lakefs_repository.head_commit(champion.repo, "main") == head
+
+
+def test_a_model_without_a_champion_is_skipped_and_nothing_is_written(champion):
+    champion.path.write_text(
+        yaml.safe_dump(
+            {
+                **champion.raw,
+                "model": {**champion.raw["model"], "registered_name": f"untrained_{uuid.uuid4().hex[:6]}"},
+                "batch": {"chunk_rows": CHUNK_ROWS},
+            }
+        )
+    )
+    try:
+        head = lakefs_repository.head_commit(champion.repo, "main")
+        run = score(champion, dt.date(2026, 3, 8))
+        assert states(run)["resolve_model"] == "skipped"
+        assert set(states(run).values()) == {"skipped"}
+        assert lakefs_repository.head_commit(champion.repo, "main") == head
+    finally:
+        with_batch(champion)
