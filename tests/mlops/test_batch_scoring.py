@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -153,10 +154,10 @@ def test_the_champion_scores_text_classes_and_quarantines_wrong_rows(client, pen
     good = rows.iloc[10:].drop(columns=["species"])  # missing measurements and sexes among them
     assert good.isna().any().any()
     commit = _input(lakefs_repo, [good, _bad_penguins(rows)])
-    chunks = batch_scoring.input_parts(lakefs_repo, "main", "input/batch/")
-    assert [(c.index, c.ref, c.path) for c in chunks] == [
-        (0, commit, "input/batch/000.parquet"),
-        (1, commit, "input/batch/001.parquet"),
+    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
+    assert [(c.index, c.ref, c.path, c.row_groups, c.rows) for c in chunks] == [
+        (0, commit, "input/batch/000.parquet", [0], len(good)),
+        (1, commit, "input/batch/001.parquet", [0], 10),
     ]
     chunks = [batch_scoring.Chunk.from_dict(json.loads(json.dumps(c.to_dict()))) for c in chunks]
     lakefs_repository.create_branch(lakefs_repo, "scoring", "main")
@@ -238,13 +239,13 @@ def test_fail_mode_raises_naming_the_chunk_and_the_checks(client, penguins, lake
     config, rows = penguins.config, penguins.rows
     model = batch_scoring.resolve_model(client, None, config)
     _input(lakefs_repo, [_bad_penguins(rows), rows.head(5).drop(columns=["sex"])])
-    bad, no_sex = batch_scoring.input_parts(lakefs_repo, "main", "input/batch/")
+    bad, no_sex = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
     prefix = batch_scoring.output_prefix(config, "run-1")
 
     with pytest.raises(batch_scoring.InvalidInput) as failed:
         batch_scoring.score_chunk(lakefs_repo, "main", config, model, bad, prefix, RUN_ID, "fail")
     message = str(failed.value)
-    assert message.startswith("chunk 0 (input/batch/000.parquet at ")
+    assert message.startswith("chunk 0 (input/batch/000.parquet row group(s) 0 at ")
     assert "check 'category' on column 'island': 1 row(s)" in message and "'duplicate_id' on column 'id'" in message
     assert not lakefs_repository.object_exists(lakefs_repo, "main", f"{prefix}part-00000.parquet")
     assert lakefs_repository.object_exists(lakefs_repo, "main", f"{prefix}quarantine/part-00000.parquet")
@@ -266,7 +267,7 @@ def test_a_chunk_scored_twice_writes_one_part_with_the_same_bytes(client, pengui
     config, rows = penguins.config, penguins.rows
     model = batch_scoring.resolve_model(client, None, config)
     _input(lakefs_repo, [rows.iloc[:100], rows.iloc[100:200], _bad_penguins(rows)])
-    chunks = batch_scoring.input_parts(lakefs_repo, "main", "input/batch/")
+    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
     prefix = batch_scoring.output_prefix(
         config,
         batch_scoring.interval_key(dt.datetime(2026, 12, 1, tzinfo=dt.UTC), dt.datetime(2026, 12, 2, tzinfo=dt.UTC)),
@@ -291,7 +292,7 @@ def test_a_chunk_scored_twice_writes_one_part_with_the_same_bytes(client, pengui
 
     # The interval again, its input now two clean parts: the third part and its quarantine go.
     _input(lakefs_repo, [rows.iloc[:100], rows.iloc[100:200].drop(index=150)], prefix="input/batch2/")
-    chunks = batch_scoring.input_parts(lakefs_repo, "main", "input/batch2/")
+    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch2/")
     assert sorted(batch_scoring.stale_outputs(lakefs_repo, "main", prefix, len(chunks))) == [
         f"{prefix}part-00002.parquet",
         f"{prefix}quarantine/part-00002.json",
@@ -311,7 +312,7 @@ def test_a_regression_champion_scores_from_the_object_store(client, store, diabe
     assert batch_scoring.load_model(store, model.tag, model.sha256) == diabetes.onnx
     part = rows.drop(columns=["target", "event_time"]).assign(id=rows["id"].str.replace("patient", "p"))
     _input(lakefs_repo, [part])
-    (chunk,) = batch_scoring.input_parts(lakefs_repo, "main", "input/batch/")
+    (chunk,) = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
     prefix = batch_scoring.output_prefix(config, batch_scoring.content_key(b"the partner's file"))
     assert prefix.startswith(f"predictions/{config.name}/sha256-")
     summary = batch_scoring.score_chunk(lakefs_repo, "main", config, model, chunk, prefix, RUN_ID, "fail")
@@ -373,12 +374,45 @@ def test_output_keys_name_one_interval_or_one_content(penguins):
             batch_scoring.output_prefix(penguins.config, key)
 
 
-def test_an_input_that_is_not_parquet_parts_is_refused(lakefs_repo, penguins):
+def test_chunks_are_row_groups_of_the_input_files_read_alone(client, penguins, lakefs_repo):
+    config, rows = penguins.config, penguins.rows.drop(columns=["species"])
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False, row_group_size=40)  # 344 rows: 8 groups of 40, and 24
+    lakefs_repository.write_bytes(lakefs_repo, "main", "input/batch/a.parquet", buffer.getvalue())
+    lakefs_repository.write_parquet(lakefs_repo, "main", "input/batch/b.parquet", rows.head(50))
+    commit = lakefs_repository.commit(lakefs_repo, "main", "input").id
+
+    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", chunk_rows=100)
+    assert [(c.index, c.path[-9:], c.row_groups, c.rows) for c in chunks] == [
+        (0, "a.parquet", [0, 1], 80),
+        (1, "a.parquet", [2, 3], 80),
+        (2, "a.parquet", [4, 5], 80),
+        (3, "a.parquet", [6, 7], 80),
+        (4, "a.parquet", [8], 24),
+        (5, "b.parquet", [0], 50),
+    ]
+    assert {c.ref for c in chunks} == {commit}
+    # A row group above chunk_rows is a chunk of its own.
+    assert [c.rows for c in batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/a", chunk_rows=30)] == [
+        *[40] * 8,
+        24,
+    ]
+    model = batch_scoring.resolve_model(client, None, config)
+    prefix = batch_scoring.output_prefix(config, "groups")
+    summary = batch_scoring.score_chunk(lakefs_repo, "main", config, model, chunks[1], prefix, RUN_ID, "fail")
+    scored = lakefs_repository.read_parquet(lakefs_repo, "main", summary.path)
+    assert summary.path == f"{prefix}part-00001.parquet" and summary.rows_in == 80
+    assert scored["id"].tolist() == rows["id"].iloc[80:160].tolist()
+
+
+def test_an_input_that_is_not_parquet_is_refused(lakefs_repo, penguins):
     lakefs_repository.write_bytes(lakefs_repo, "main", "input/batch/rows.csv", b"id\n1\n")
-    lakefs_repository.write_parquet(lakefs_repo, "main", "input/batch/000.parquet", penguins.rows.head(50))
+    lakefs_repository.write_bytes(lakefs_repo, "main", "input/other/000.parquet", b"id\n1\n")
     lakefs_repository.commit(lakefs_repo, "main", "input")
-    with pytest.raises(ValueError, match="not Parquet parts: input/batch/rows.csv"):
-        batch_scoring.input_parts(lakefs_repo, "main", "input/batch/")
-    with pytest.raises(ValueError, match=r"above 0 MiB.*input/batch/000.parquet"):
-        batch_scoring.input_parts(lakefs_repo, "main", "input/batch/0", max_part_bytes=100)
-    assert batch_scoring.input_parts(lakefs_repo, "main", "input/nothing/") == []
+    with pytest.raises(ValueError, match="not Parquet: input/batch/rows.csv"):
+        batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
+    with pytest.raises(lakefs_repository.VersioningError, match="'input/other/000.parquet' .* is not a Parquet file"):
+        batch_scoring.plan_chunks(lakefs_repo, "main", "input/other/")
+    assert batch_scoring.plan_chunks(lakefs_repo, "main", "input/nothing/") == []
+    with pytest.raises(ValueError, match="chunk_rows=0: a chunk holds at least one row"):
+        batch_scoring.plan_chunks(lakefs_repo, "main", "input/nothing/", chunk_rows=0)
