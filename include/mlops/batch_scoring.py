@@ -14,6 +14,10 @@ frame it becomes, while its footer gives each row group's rows without reading t
     predictions/<model>/<key>/quarantine/part-<index>.parquet   its rows that failed the model's schema
     predictions/<model>/<key>/quarantine/part-<index>.json      the report: each check, column and row count
 
+A scored row has the input's id, `prediction` (the label as the data holds it, or the value), for a classifier one
+float64 column `probability_<class>` per class it knows (not one JSON column: SQL and pandas filter and average
+them without parsing, and Parquet keeps them typed and small), `model_version`, `airflow_run_id` and `scored_at`.
+
 `<key>` names the data interval (`interval_key`) or the input's content (`content_key`), and a part's name comes
 from its chunk's index: a retried chunk or a re-run interval overwrites its own files and adds none.
 """

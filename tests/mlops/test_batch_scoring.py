@@ -358,6 +358,8 @@ def test_bytes_whose_hash_differs_are_refused(client, store, diabetes, penguins)
             batch_scoring.load_model(None, tag, sha256)
     finally:
         path.write_bytes(penguins.onnx)
+    with pytest.raises(object_store.ObjectNotFound, match=f"{tag}\\) is not published in s3://{BUCKET}/models"):
+        batch_scoring.load_model(store, tag, sha256)  # the penguins' model was never published there
     with pytest.raises(batch_scoring.ModelUnavailable, match=f"{penguins.config.name}:v9 is not in the BentoML"):
         batch_scoring.load_model(None, f"{penguins.config.name}:v9", sha256)
 
