@@ -216,17 +216,9 @@ def roll_out(
 
 def offline_predictions(onnx_bytes: bytes, config: PipelineConfig, frame) -> list[dict[str, Any]]:
     """What the service must answer for the rows of `frame`, computed here with onnxruntime."""
-    from include.mlops import classes, packaging, training
+    from include.mlops import classes, packaging
 
-    runtime = packaging.session(onnx_bytes)
-    names = [output.name for output in runtime.get_outputs()]
-    outputs = dict(
-        zip(
-            names,
-            runtime.run(None, packaging.onnx_feeds(training.features_of(frame, config.dataset), config.dataset)),
-            strict=True,
-        )
-    )
+    outputs = onnx_outputs(packaging.session(onnx_bytes), config.dataset, frame)
     if config.dataset.task == "regression":
         return [{"value": float(v)} for v in outputs[packaging.VALUE_OUTPUT].reshape(-1)]
     dataset = config.dataset
@@ -236,6 +228,16 @@ def offline_predictions(onnx_bytes: bytes, config: PipelineConfig, frame) -> lis
         {"label": classes.label_of(label, dataset), "probabilities": dict(zip(keys, map(float, row), strict=True))}
         for label, row in zip(labels, probabilities, strict=True)
     ]
+
+
+def onnx_outputs(runtime, dataset: Dataset, frame) -> dict[str, Any]:
+    """The outputs of the ONNX model in onnxruntime session `runtime` for the rows of `frame`, by output name, fed as
+    the parity check and the service feed it (`training.features_of`, then `packaging.onnx_feeds`)."""
+    from include.mlops import packaging, training
+
+    names = [output.name for output in runtime.get_outputs()]
+    feeds = packaging.onnx_feeds(training.features_of(frame, dataset), dataset)
+    return dict(zip(names, runtime.run(None, feeds), strict=True))
 
 
 def _same_prediction(got: dict[str, Any], want: dict[str, Any], tolerance: float = 1e-6) -> bool:

@@ -234,6 +234,26 @@ def read_parquet(repo: lakefs.Repository, ref: str, path: str) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(read_bytes(repo, ref, path)), engine="pyarrow")
 
 
+def parquet_row_groups(repo: lakefs.Repository, ref: str, path: str) -> list[int]:
+    """The rows of each row group of the Parquet object at `path`, read from its footer alone (range reads)."""
+    import pyarrow.parquet as pq
+
+    with _translated(f"{path!r} at {ref!r} in {repo.id!r}"), repo.ref(ref).object(path).reader(mode="rb") as reader:
+        try:
+            metadata = pq.ParquetFile(reader).metadata
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise VersioningError(f"{path!r} at {ref!r} in {repo.id!r} is not a Parquet file ({exc})") from exc
+        return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+
+
+def read_parquet_row_groups(repo: lakefs.Repository, ref: str, path: str, row_groups: list[int]) -> pd.DataFrame:
+    """The rows of `row_groups` of the Parquet object at `path`, reading those groups (and the footer) only."""
+    import pyarrow.parquet as pq
+
+    with _translated(f"{path!r} at {ref!r} in {repo.id!r}"), repo.ref(ref).object(path).reader(mode="rb") as reader:
+        return pq.ParquetFile(reader).read_row_groups(row_groups).to_pandas()
+
+
 def object_exists(repo: lakefs.Repository, ref: str, path: str) -> bool:
     with _translated(f"{path!r} at {ref!r} in {repo.id!r}"):
         return repo.ref(ref).object(path).exists()

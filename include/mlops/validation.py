@@ -176,6 +176,62 @@ def validate_batch(
     return ValidatedBatch(valid, quarantined, report)
 
 
+def validate_for_scoring(frame: pd.DataFrame, dataset: Dataset, rules: Validation, batch: str) -> ValidatedBatch:
+    """Check rows to be scored (batch scoring's input) against the model's schema, row by row.
+
+    The id column and every feature are required; the target and the event time are not (rows to score have no
+    label yet, and no interval to fall in), and other columns are left out unchecked. Each row is checked as
+    `validate_batch` checks it: the type of each value, nulls where the config allows none, ranges, unknown
+    categories of a closed set, and ids seen earlier in the batch. A missing column fails the whole batch (every
+    row quarantined). There is no share of invalid rows above which the batch fails: the caller decides what a
+    failure means. The valid rows have the id and the features, with canonical types.
+    """
+    columns = [dataset.id_column, *(f.name for f in dataset.features)]
+    rows_in = len(frame)
+    if missing := [c for c in columns if c not in frame.columns]:
+        named = ", ".join(f"{c!r}" + (" (id)" if c == dataset.id_column else "") for c in missing)
+        failure = CheckFailure("missing_column", ", ".join(missing), "batch", rows_in, f"missing column(s): {named}")
+        quarantined = _as_text(frame).reset_index(drop=True)
+        quarantined[FAILED_CHECKS_COLUMN] = pd.Series("batch", index=range(rows_in), dtype="string")
+        report = ValidationReport(batch, rows_in, 0, rows_in, "failed", [failure])
+        return ValidatedBatch(pd.DataFrame(columns=columns), quarantined, report)
+    if rows_in == 0:
+        report = ValidationReport(batch, 0, 0, 0, "empty", [])
+        return ValidatedBatch(pd.DataFrame(columns=columns), _as_text(frame[columns]), report)
+
+    typed, bad, _ = _coerce(frame, dataset, columns)
+    row_failures: dict[str, pd.Series] = {}
+    for column, unparseable in bad.items():
+        _add(row_failures, f"type:{column}", unparseable)
+    nullability = _nullability(dataset)
+    for column in columns:
+        missing_values = typed[column].isna()
+        if column in bad:
+            missing_values &= ~bad[column]
+        if not nullability[column]:
+            _add(row_failures, f"null:{column}", missing_values)
+    for feature in dataset.features:
+        _add(row_failures, f"range:{feature.name}", _out_of_range(typed[feature.name], feature))
+        _add(row_failures, f"category:{feature.name}", _unknown_category(typed[feature.name], feature))
+    ids = typed[dataset.id_column]
+    _add(row_failures, f"duplicate_id:{dataset.id_column}", ids.notna() & ids.duplicated(keep="first"))
+
+    failures = []
+    for name, mask in row_failures.items():
+        check, column = name.split(":", 1)
+        detail = _describe(check, column, dataset, dt.datetime.min, dt.datetime.max, None)
+        failures.append(CheckFailure(check, column, "row", int(mask.sum()), detail, _sample(frame, mask, rules)))
+    invalid = np.zeros(rows_in, dtype=bool)
+    for mask in row_failures.values():
+        invalid |= mask.to_numpy()
+    quarantined = _quarantine(frame, row_failures, invalid)
+    valid = typed.loc[~invalid, columns].reset_index(drop=True)
+    status: Status = "passed_with_quarantine" if invalid.any() else "passed"
+    return ValidatedBatch(
+        valid, quarantined, ValidationReport(batch, rows_in, len(valid), len(quarantined), status, failures)
+    )
+
+
 def _schema_failures(frame: pd.DataFrame, dataset: Dataset) -> list[CheckFailure]:
     expected, present = dataset.columns, list(frame.columns)
     failures = []
@@ -196,13 +252,15 @@ def _schema_failures(frame: pd.DataFrame, dataset: Dataset) -> list[CheckFailure
     return failures
 
 
-def _coerce(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dict[str, pd.Series], str | None]:
-    """Canonical dtypes; per column, the rows whose non-null value could not be read as its type; and the form
-    of the event times (include/mlops/event_times.py)."""
+def _coerce(
+    frame: pd.DataFrame, dataset: Dataset, columns: list[str] | None = None
+) -> tuple[pd.DataFrame, dict[str, pd.Series], str | None]:
+    """Canonical dtypes of `columns` (default: every column of the dataset); per column, the rows whose non-null
+    value could not be read as its type; and the form of the event times (include/mlops/event_times.py)."""
     typed = pd.DataFrame(index=frame.index)
     bad: dict[str, pd.Series] = {}
     time_form = None
-    for column in dataset.columns:
+    for column in dataset.columns if columns is None else columns:
         raw = frame[column]
         kind = _kind(dataset, column)
         if kind == "numeric":

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from include.mlops.config import Validation, load_config
-from include.mlops.validation import FAILED_CHECKS_COLUMN, validate_batch
+from include.mlops.validation import FAILED_CHECKS_COLUMN, validate_batch, validate_for_scoring
 
 CONFIG = load_config("fraud_demo.yaml")
 DATASET = CONFIG.dataset
@@ -283,3 +283,29 @@ def test_ignored_columns_are_dropped_and_others_still_reject_the_batch():
     assert validate_batch(good_batch(), dataset, RULES, START, END, "b").report.status == "passed"  # may be absent
     (failure,) = validate_batch(batch.assign(cvv="1"), dataset, RULES, START, END, "b").report.failures
     assert (failure.check, failure.column) == ("extra_column", "cvv") and "dataset.ignored_columns" in failure.detail
+
+
+def test_rows_to_score_need_no_label_nor_event_time_and_fail_row_by_row():
+    """Batch scoring's check: the target and event time may be absent, other columns are left out, a column of
+    bad values fails its rows (not the batch), and no share of bad rows fails the batch."""
+    batch = good_batch(20).drop(columns=["is_fraud", "event_time"]).assign(note="partner's column")
+    batch["is_international"] = batch["is_international"].astype(object)
+    batch.loc[:9, "is_international"] = "maybe"  # half the rows: validate_batch would fail the batch
+    batch.loc[12, "channel"] = None  # not nullable
+
+    checked = validate_for_scoring(batch, DATASET, RULES, "chunk 0")
+
+    assert checked.report.status == "passed_with_quarantine"
+    assert {(f.level, f.check, f.column, f.rows) for f in checked.report.failures} == {
+        ("row", "type", "is_international", 10),
+        ("row", "null", "channel", 1),
+    }
+    assert list(checked.valid.columns) == [DATASET.id_column, *(f.name for f in DATASET.features)]
+    assert checked.valid["transaction_id"].tolist() == [f"tx-{i:06d}" for i in (10, 11, 13, 14, 15, 16, 17, 18, 19)]
+    assert checked.valid["is_international"].dtype == "boolean"
+    assert checked.quarantined[FAILED_CHECKS_COLUMN].tolist() == ["type:is_international"] * 10 + ["null:channel"]
+
+    without_id = validate_for_scoring(batch.drop(columns=["transaction_id"]), DATASET, RULES, "chunk 1")
+    assert without_id.report.status == "failed" and without_id.report.rows_quarantined == 20
+    assert without_id.report.failures[0].detail == "missing column(s): 'transaction_id' (id)"
+    assert validate_for_scoring(batch.head(0), DATASET, RULES, "chunk 2").report.status == "empty"
