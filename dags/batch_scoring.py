@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import dag
+from airflow.sdk import CronTriggerTimetable, dag
 
 from include.mlops.naming import batch_scoring_dag_id
 from mlops_airflow import pipelines
@@ -45,7 +45,10 @@ def batch_scoring(config) -> None:
 
     @dag(
         dag_id=batch_scoring_dag_id(model),
-        schedule=config.batch.schedule,
+        # As ml_training's: a newly deployed (or unpaused) DAG waits for the next time instead of running at once.
+        schedule=CronTriggerTimetable(config.batch.schedule, timezone="UTC", run_immediately=dt.timedelta(0))
+        if config.batch.schedule
+        else None,
         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=1,

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         the_demo = next((c for c in stack.configs if demo.is_demo(c)), None)
         api = stack.airflow_api()
         dag_ids = {"lakefs_housekeeping"}
-        dag_ids |= {dag_id for c in stack.configs for dag_id in model_dag_ids(c.name)}
+        dag_ids |= {dag_id for c in stack.configs for dag_id in model_dag_ids(c)}
         api.wait_for_dags(dag_ids)
         for dag_id in sorted(api.paused_dag_ids()):
             api.unpause(dag_id)

@@ -9,6 +9,10 @@ are often the same (`scheduled__2026-12-02T02:00:00+00:00`), sharing a branch.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from include.mlops.config import PipelineConfig
 
 RUN_BRANCH_PREFIX = "run-"
 _NOT_IN_A_BRANCH_NAME = re.compile(r"[^A-Za-z0-9_-]+")
@@ -34,9 +38,11 @@ def batch_scoring_dag_id(model: str) -> str:
     return f"batch_scoring__{model}"
 
 
-def model_dag_ids(model: str) -> tuple[str, ...]:
-    """Every DAG one pipeline config builds."""
-    return training_dag_id(model), monitor_dag_id(model), rollback_dag_id(model), rollout_dag_id(model)
+def model_dag_ids(config: PipelineConfig) -> tuple[str, ...]:
+    """Every DAG one pipeline config builds (batch scoring with a `batch:` section only)."""
+    model = config.name
+    built = training_dag_id(model), monitor_dag_id(model), rollback_dag_id(model), rollout_dag_id(model)
+    return (*built, batch_scoring_dag_id(model)) if config.batch is not None else built
 
 
 def run_key(run_id: str) -> str:
@@ -57,3 +63,10 @@ def run_branch_prefix(model: str) -> str:
 def run_branch_name(model: str, run_id: str) -> str:
     """The lakeFS branch of a training run of `model`: `run-<model>-<run id>`."""
     return run_branch_prefix(model) + run_key(run_id)
+
+
+def batch_branch_name(model: str, run_id: str) -> str:
+    """The lakeFS branch of a batch scoring run of `model`: `run-<model>-batch-<run id>`. Apart from its training
+    runs' (their ids are often the same, `scheduled__...`), and still one of the model's run branches, which
+    lakefs_housekeeping deletes after `branches.retention_days`."""
+    return f"{run_branch_prefix(model)}batch-{run_key(run_id)}"

@@ -11,19 +11,11 @@ from typing import Any
 from airflow.sdk import Asset, Context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from include.mlops.naming import run_key
+from include.mlops.naming import batch_branch_name
 from mlops_airflow import pipelines
 from mlops_airflow.decorators import lakefs_task, show_lakefs_commit
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import airflow_run_metadata, retry_marker, run_interval_end
-
-BATCH_BRANCH_PREFIX = "batch-"
-
-
-def batch_branch_name(model: str, run_id: str) -> str:
-    """The lakeFS branch a batch run of `model` writes on: apart from the training runs' `run-` branches, whose run
-    ids are often the same (`scheduled__...`)."""
-    return f"{BATCH_BRANCH_PREFIX}{model}-{run_key(run_id)}"
 
 
 def predictions_asset(model: str) -> Asset:

@@ -101,7 +101,8 @@ def page(request: Request, user: GetUserDep, session: SessionDep, triggered: str
     folder = pipelines.configs()
     readable = get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session)
     models = [config.name for config in folder.configs]
-    runs = _last_runs(session, [d for m in models for d in _dag_ids(m) if d in readable])
+    dag_ids = {config.name: model_dag_ids(config) for config in folder.configs}
+    runs = _last_runs(session, [d for m in models for d in dag_ids[m] if d in readable])
     asking = [d for m in models for d in (training_dag_id(m), rollout_dag_id(m)) if d in readable]
     approvals = _approvals(session, asking)
     failed, log_problems = _failed_trainings(
@@ -120,10 +121,10 @@ def page(request: Request, user: GetUserDep, session: SessionDep, triggered: str
         {
             "overviews": overviews,
             "charts": charts,
-            "runs": {m: [r for r in runs if r.dag_id in _dag_ids(m)] for m in models},
+            "runs": {m: [r for r in runs if r.dag_id in dag_ids[m]] for m in models},
             "approvals": {m: [a for a in approvals if a.dag_id == training_dag_id(m)] for m in models},
             "failed": {m: next((f for f in failed if f.dag_id == training_dag_id(m)), None) for m in models},
-            "dag_ids": {m: _dag_ids(m) for m in models},
+            "dag_ids": dag_ids,
             "config_errors": [str(error) for error in folder.errors],
             "problems": problems + log_problems,
             "notice": notice,
@@ -138,7 +139,7 @@ def run_tab(request: Request, dag_id: str, run_id: str) -> HTMLResponse:
     """What one DAG run did to the models: the alias moves it recorded and, for a training run, its gate."""
     from include.mlops import alias_history, tracking
 
-    model = next((c for c in pipelines.configs().configs if dag_id in _dag_ids(c.name)), None)
+    model = next((c for c in pipelines.configs().configs if dag_id in model_dag_ids(c)), None)
     context: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "model": model and model.name, "problems": []}
     if model is not None:
         try:
@@ -185,10 +186,6 @@ def rollback(
     query = urlencode({"triggered": dag_id, "run": dag_run.run_id})
     # root_path: where the plugin mounted this app (/mlops).
     return RedirectResponse(f"{request.scope.get('root_path', '')}/?{query}#{model}", status_code=303)
-
-
-def _dag_ids(model: str) -> tuple[str, ...]:
-    return model_dag_ids(model)
 
 
 def _last_runs(session, dag_ids: list[str]) -> list[DagRunRow]:

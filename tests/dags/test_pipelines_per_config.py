@@ -15,8 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.mlops.config import CONFIG_DIR
-from include.mlops.naming import model_dag_ids, monitor_dag_id, rollback_dag_id, training_dag_id
+from include.mlops.config import CONFIG_DIR, load_folder
+from include.mlops.naming import (
+    batch_scoring_dag_id,
+    model_dag_ids,
+    monitor_dag_id,
+    rollback_dag_id,
+    training_dag_id,
+)
 from tests.conftest import REPO_ROOT
 
 SHIPPED = {"fraud_detector", "breast_cancer_classifier"}
@@ -62,7 +68,10 @@ def _config(folder: Path, name: str, model: str, dataset: str, **changes) -> Pat
 
 def test_every_shipped_config_has_its_dags_and_its_drift_dag_triggers_its_own_training():
     parsed = _parse()
-    expected = {dag_id for m in SHIPPED for dag_id in model_dag_ids(m)} | {"lakefs_housekeeping"}
+    shipped = load_folder(CONFIG_DIR).configs
+    assert {c.name for c in shipped} == SHIPPED
+    expected = {dag_id for c in shipped for dag_id in model_dag_ids(c)} | {"lakefs_housekeeping"}
+    assert batch_scoring_dag_id("fraud_detector") in expected  # the demo scores each night's transactions
     assert set(parsed["dags"]) == expected
     assert parsed["errors"] == {}
     assert parsed["triggers"] == {monitor_dag_id(m): training_dag_id(m) for m in SHIPPED}
@@ -78,6 +87,7 @@ def test_a_broken_file_is_an_import_error_naming_it_and_the_other_models_load(tm
     parsed = _parse(tmp_path)
 
     assert sorted(parsed["dags"]) == [
+        "batch_scoring__good_model",  # the demo config's batch section
         "drift_monitor__good_model",
         "lakefs_housekeeping",
         "ml_training__good_model",

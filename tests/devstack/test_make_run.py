@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from devstack.processes import group_alive
-from include.mlops.config import CONFIG_DIR
+from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.naming import model_dag_ids, training_dag_id
 from tests.conftest import REPO_ROOT
 
@@ -131,7 +131,8 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
         token = _airflow_token(urls["Airflow UI"], credentials["airflow_admin_password"])
         dags = {d["dag_id"]: d for d in _get(f"{urls['Airflow UI']}/api/v2/dags", token)["dags"]}
         models = ("fraud_detector", "cell_classifier")
-        expected = {dag_id for m in models for dag_id in model_dag_ids(m)} | {"lakefs_housekeeping"}
+        configs = [load_config(path) for path in (demo_path, own_path)]
+        expected = {dag_id for c in configs for dag_id in model_dag_ids(c)} | {"lakefs_housekeeping"}
         assert set(dags) == expected
         assert [d for d in expected if dags[d]["is_paused"]] == [], "make run unpauses every DAG"
         assert _get(f"{urls['Airflow UI']}/api/v2/importErrors", token)["total_entries"] == 0

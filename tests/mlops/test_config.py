@@ -3,6 +3,7 @@ configs keeps the ones that load and stand on their own."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,22 @@ def test_a_relative_file_source_path_is_the_project_roots(tmp_path: Path):
     assert load_config(_write(tmp_path, "files.yaml", config)).source.path == str(PROJECT_ROOT / "data" / "drops")
     config["source"]["path"] = "s3://bucket/drops"
     assert load_config(_write(tmp_path, "s3.yaml", config)).source.path == "s3://bucket/drops"
+
+
+def test_a_batch_section_that_is_not_valid_is_refused_naming_the_key(tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    for batch, named in [
+        ({"on_invalid": "skip"}, "batch.on_invalid: Input should be 'quarantine' or 'fail'"),
+        ({"chunk_rows": 0}, "batch.chunk_rows: Input should be greater than 0"),
+        ({"source": {"kind": "ftp", "path": "x"}}, "batch.source"),
+    ]:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({**raw, "batch": batch}))
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            load_config(path)
+
+
+def test_without_a_batch_section_there_is_no_batch_scoring():
+    raw = yaml.safe_load((CONFIG_DIR / "breast_cancer.yaml").read_text())
+    assert "batch" not in raw and load_config("breast_cancer.yaml").batch is None
+    assert load_config("fraud_demo.yaml").batch.schedule == "0 3 * * *"
