@@ -1,23 +1,26 @@
 """
 ### batch_scoring__&lt;model&gt;
 
-Scores a window of rows with the model's champion and keeps the predictions in lakeFS beside their input, for each
-config with a `batch:` section: on its `batch.schedule`, or when triggered.
+Scores a window of rows, or an arrived file, with the model's champion and keeps the predictions in lakeFS beside
+their input, for each config with a `batch:` section: on its `batch.schedule`, when a file arrives
+(`batch.arrivals`: a message on the Redis channel `mlops.batch-arrivals.<model>` names it), or when triggered.
 
 1. **resolve_model**: `champion`, asked of the MLflow registry once for the whole run: its version, store tag and
    the SHA-256 of the ONNX model the service serves. Without a champion the run is skipped and writes nothing.
-2. **collect_input**: the rows whose event time is in the `batch.window_hours` before the run's logical date,
-   from `batch.source` (default: the config's source), committed as Parquet files on the run's branch
-   `batch-<model>-<run>` under `batch_input/<model>/<interval>/`. An empty window skips the run.
+2. **collect_input**: the rows of the arrived file(s) (a run started by an arrival; a file that is not there
+   fails the run naming it), or else those whose event time is in the `batch.window_hours` before the run's
+   logical date, from `batch.source` (default: the config's source), committed as Parquet files on the run's
+   branch `run-<model>-batch-<run>` under `batch_input/<model>/<key>/` (the interval, or the files' content
+   hash). An empty input skips the run.
 3. **plan_chunks**: the input's chunks of at most `batch.chunk_rows` rows.
 4. **score_chunk** (one task per chunk): the model's bytes loaded again by tag and SHA-256 (a champion that moves
    during the run does not mix versions); rows that do not fit the model's schema go to quarantine with a
    report, and the chunk's other rows are scored (`batch.on_invalid: quarantine`) or the run fails naming them
-   (`fail`). Predictions go to `predictions/<model>/<interval>/part-<chunk>.parquet`: the id, `prediction`,
+   (`fail`). Predictions go to `predictions/<model>/<key>/part-<chunk>.parquet`: the id, `prediction`,
    `probability_<class>` for a classifier, `model_version`, `airflow_run_id`, `scored_at`.
 5. **merge_predictions**: a commit with the lineage (model, version, SHA-256, its MLflow run and training data,
-   the input commit, the rows) merged into `main`. A re-run of the same interval writes the same files: `main`
-   holds one result. It updates the asset `batch_predictions__<model>` (event: model, version, rows, commit),
+   the input commit, the rows) merged into `main`. A re-run of the same interval (or file) writes the same files:
+   `main` holds one result. It updates the asset `batch_predictions__<model>` (event: model, version, rows, commit),
    which downstream DAGs can be scheduled on.
 """
 
@@ -25,10 +28,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronTriggerTimetable, dag
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
 from include.mlops.naming import batch_scoring_dag_id
 from mlops_airflow import pipelines
+from mlops_airflow.batch_arrivals import arrival_asset
 from mlops_airflow.batch_scoring import (
     collect_input,
     merge_predictions,
@@ -39,16 +43,25 @@ from mlops_airflow.batch_scoring import (
 )
 
 
+def schedule(config):
+    """`batch.schedule`, and each arrival announced on the model's channel with `batch.arrivals`."""
+    batch, timetable = config.batch, None
+    if batch.schedule:
+        # As ml_training's: a newly deployed (or unpaused) DAG waits for the next time instead of running at once.
+        timetable = CronTriggerTimetable(batch.schedule, timezone="UTC", run_immediately=dt.timedelta(0))
+    if not batch.arrivals:
+        return timetable
+    arrivals = [arrival_asset(config.name)]
+    return AssetOrTimeSchedule(assets=arrivals, timetable=timetable) if timetable else arrivals
+
+
 def batch_scoring(config) -> None:
     """The batch scoring DAG of one pipeline config."""
     model, config_file = config.name, config.path
 
     @dag(
         dag_id=batch_scoring_dag_id(model),
-        # As ml_training's: a newly deployed (or unpaused) DAG waits for the next time instead of running at once.
-        schedule=CronTriggerTimetable(config.batch.schedule, timezone="UTC", run_immediately=dt.timedelta(0))
-        if config.batch.schedule
-        else None,
+        schedule=schedule(config),
         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=1,

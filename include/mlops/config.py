@@ -518,6 +518,12 @@ class BatchScoring(_Strict):
         description="The rows a run scores: those whose event time is in the `window_hours` before the run's "
         "logical date, read from `source` as collection reads it.",
     )
+    arrivals: bool = Field(
+        default=False,
+        description="Also run when a file arrives: a message on the Redis channel `mlops.batch-arrivals.<model>` "
+        "naming a Parquet or CSV file (`python -m devstack.publish_batch`), through Airflow's connection "
+        "`redis_default`. The run scores that file, not a window.",
+    )
     source: Source | None = Field(
         default=None,
         description="Where the rows to score come from (any source kind); default: the config's `source`. Its "

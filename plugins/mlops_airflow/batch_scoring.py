@@ -6,7 +6,8 @@ never data."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, Context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -16,6 +17,9 @@ from mlops_airflow import pipelines
 from mlops_airflow.decorators import lakefs_task, show_lakefs_commit
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import airflow_run_metadata, retry_marker, run_interval_end
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def predictions_asset(model: str) -> Asset:
@@ -49,37 +53,77 @@ def resolve_model(config_file: str) -> dict[str, str]:
 
 @lakefs_task
 def collect_input(config_file: str, model: dict[str, str], **context: Context) -> dict[str, Any]:
-    """Read the window's rows from the batch source and commit them as Parquet on the run's branch, in files of
-    `batch.chunk_rows` rows. An empty window skips the run: recorded in the log, nothing merged."""
-    from include.mlops import batch_scoring, lakefs_repository
-    from mlops_airflow.sources import fetcher
+    """Commit the rows to score as Parquet on the run's branch, in files of `batch.chunk_rows` rows: the arrived
+    file(s) of a run an arrival started (a file that is not there fails the run naming it), or else the window's
+    rows from the batch source. No rows skips the run: the log says why, and nothing is merged."""
+    from include.mlops import lakefs_repository
 
     config = pipelines.load(config_file)
-    batch = config.batch
-    end = run_interval_end(context)
-    start = end - dt.timedelta(hours=batch.window_hours)
-    rows = fetcher(config, end, batch.source)(start, end).rows
-    window = f"[{start.isoformat()}, {end.isoformat()})"
+    chunk_rows = config.batch.chunk_rows
+    arrived = _arrived_files(config, context)
+    if arrived:
+        rows, key, what = _read_arrived(arrived)
+    else:
+        rows, key, what = _read_window(config, context)
     if rows.empty:
-        raise AirflowSkipException(f"no rows of {config.dataset.name} in {window}: nothing scored or merged")
+        raise AirflowSkipException(f"no rows of {config.dataset.name} in {what}: nothing scored or merged")
     repo = LakeFSHook().get_repository()
     branch = batch_branch_name(config.name, context["run_id"])
     if not lakefs_repository.branch_exists(repo, branch):
         lakefs_repository.create_branch(repo, branch, "main")
-    key = batch_scoring.interval_key(start, end)
     prefix = input_prefix(config.name, key)
     lakefs_repository.reset_uncommitted(repo, branch, prefix)  # what a try that died left
-    for index, first in enumerate(range(0, len(rows), batch.chunk_rows)):
-        part = rows.iloc[first : first + batch.chunk_rows].reset_index(drop=True)
+    for index, first in enumerate(range(0, len(rows), chunk_rows)):
+        part = rows.iloc[first : first + chunk_rows].reset_index(drop=True)
         lakefs_repository.write_parquet(repo, branch, f"{prefix}part-{index:05d}.parquet", part)
     stamp = airflow_run_metadata(context)
-    committed = lakefs_repository.commit_once(
-        repo, branch, f"Batch input of {config.name}: {len(rows)} row(s) of {window}", stamp, retry_marker(stamp)
-    )
+    message = f"Batch input of {config.name}: {len(rows)} row(s) of {what}"
+    committed = lakefs_repository.commit_once(repo, branch, message, stamp, retry_marker(stamp))
     commit = committed.id if committed else lakefs_repository.head_commit(repo, branch)
     show_lakefs_commit(repo.id, commit)
-    print(f"{len(rows)} row(s) of {config.dataset.name} in {window} to score with {model['tag']}")
+    print(f"{len(rows)} row(s) of {what} to score with {model['tag']}")
     return {"branch": branch, "key": key, "input_prefix": prefix, "rows": len(rows), "commit": commit}
+
+
+def _arrived_files(config, context: Context) -> list[Path]:
+    """The files the arrivals behind this run name (none for a run not started by an arrival), each checked to
+    be there and for this model."""
+    from include.mlops.batch_arrival import ArrivalError, require_file
+    from mlops_airflow.batch_arrivals import arrivals_of_run
+
+    run_type = context["dag_run"].run_type
+    if not config.batch.arrivals or getattr(run_type, "value", run_type) != "asset_triggered":
+        return []
+    try:
+        return [require_file(a, config.name) for a in arrivals_of_run(context["triggering_asset_events"], config.name)]
+    except (ArrivalError, FileNotFoundError) as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _read_arrived(paths: list[Path]) -> tuple[pd.DataFrame, str, str]:
+    """The rows of the arrived Parquet or CSV files, the output key of their content, and what they are."""
+    import pandas as pd
+
+    from include.mlops import batch_scoring
+
+    readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv}
+    if unknown := [str(p) for p in paths if p.suffix.lower() not in readers]:
+        raise AirflowFailException(f"batch arrival files must be .parquet or .csv: {', '.join(unknown)}")
+    frames = [readers[p.suffix.lower()](p) for p in paths]
+    key = batch_scoring.content_key(b"".join(p.read_bytes() for p in paths))
+    return pd.concat(frames, ignore_index=True), key, ", ".join(map(str, paths))
+
+
+def _read_window(config, context: Context) -> tuple[pd.DataFrame, str, str]:
+    """The rows whose event time is in the `batch.window_hours` before the run's logical date, the output key of
+    that interval, and the interval."""
+    from include.mlops import batch_scoring
+    from mlops_airflow.sources import fetcher
+
+    end = run_interval_end(context)
+    start = end - dt.timedelta(hours=config.batch.window_hours)
+    rows = fetcher(config, end, config.batch.source)(start, end).rows
+    return rows, batch_scoring.interval_key(start, end), f"[{start.isoformat()}, {end.isoformat()})"
 
 
 @task
