@@ -10,6 +10,7 @@ paused, or the watcher is between two messages), the message is lost. This exits
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.publish_batch", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the model whose DAG scores the batch")
     parser.add_argument("--path", required=True, type=Path, help="the batch's file, as the Airflow tasks see it")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"default {DEFAULT_REDIS_URL}")
+    default_url = os.environ.get("MLOPS_REDIS_URL", DEFAULT_REDIS_URL)
+    parser.add_argument("--redis-url", default=default_url, help=f"default: $MLOPS_REDIS_URL or {DEFAULT_REDIS_URL}")
     args = parser.parse_args(argv)
 
     import redis

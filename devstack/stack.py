@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from devstack import demo, services
 from devstack.airflow_api import AirflowAPI
 from devstack.processes import ManagedProcess
+from devstack.publish_batch import DEFAULT_REDIS_URL
 from devstack.supervisor import Supervisor
 from include.bootstrap import airflow_settings
 from include.mlops.config import CONFIG_DIR, ConfigError, ConfigFolder, PipelineConfig, load_folder
@@ -55,6 +57,8 @@ class StackOptions:
     executor: str = "LocalExecutor"
     # CeleryExecutor's broker; each stack sends its tasks to a queue of its own on it.
     celery_broker_url: str | None = None
+    # Where batch arrivals are announced (Airflow's connection `redis_default`; devstack.publish_batch's default).
+    redis_url: str = field(default_factory=lambda: os.environ.get("MLOPS_REDIS_URL", DEFAULT_REDIS_URL))
     source: SourceHistory = field(default_factory=SourceHistory)
     # The pipeline configs (one model per file) that Airflow and the model service both read.
     config_dir: Path = CONFIG_DIR
@@ -207,10 +211,16 @@ def seed_demo_sources(
 def _airflow_components_env(options: StackOptions, credentials: dict[str, str]) -> dict[str, str]:
     """What the Airflow processes of one stack must agree on: the JWT secret the api-server signs task tokens
     with, the Fernet key connections are encrypted with, the metadata DB and the executor."""
+    redis = urllib.parse.urlsplit(options.redis_url)
+    redis_connection = {"conn_type": "redis", "host": redis.hostname, "port": redis.port or 6379}
+    if redis.password:
+        redis_connection["password"] = urllib.parse.unquote(redis.password)
     env = {
         "AIRFLOW__API_AUTH__JWT_SECRET": credentials["airflow_jwt_secret"],
         "AIRFLOW__CORE__FERNET_KEY": credentials["airflow_fernet_key"],
         "AIRFLOW__CORE__EXECUTOR": options.executor,
+        # Each config's batch arrivals are watched by the triggerer on this Redis (`batch.arrivals`).
+        "AIRFLOW_CONN_REDIS_DEFAULT": json.dumps(redis_connection),
     }
     if options.executor == "CeleryExecutor":
         if not options.celery_broker_url or not options.airflow_db_url:
