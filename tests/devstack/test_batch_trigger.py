@@ -3,7 +3,9 @@ dag-processor: a batch arrival published on the model's Redis channel becomes an
 starts one asset-triggered run for it, and the run's task reads the arrival from `triggering_asset_events`.
 
 The stack is the local stack's Airflow (devstack/services.py: one process per component, LocalExecutor, SQLite)
-with only a tiny DAG in its DAGs folder, scheduled on `arrival_asset(model)`.
+with only a tiny DAG in its DAGs folder, scheduled on `arrival_asset(model)`: the arrival mechanism as `make run`
+runs it, in under a minute. tests/e2e/test_batch_scoring.py proves the real batch_scoring DAG on it, with
+CeleryExecutor and Postgres as compose runs Airflow.
 """
 
 from __future__ import annotations
