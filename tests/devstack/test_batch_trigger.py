@@ -1,16 +1,18 @@
-"""Data arrival starts a DAG run through Airflow 3's event-driven scheduling, on a real scheduler, triggerer and
-dag-processor: a batch arrival published on the model's Redis channel becomes an asset event, the scheduler
-starts one asset-triggered run for it, and the run's task reads the arrival from `triggering_asset_events`.
+"""Batch scoring started by data arrival, through Airflow 3's event-driven scheduling on a real scheduler,
+triggerer and dag-processor: a file announced on a model's Redis channel becomes an asset event, the scheduler
+starts one asset-triggered run of `batch_scoring__<model>` (the DAG file as shipped), and the run scores that
+file with the model's champion into lakeFS and merges it; an announced file that is not there fails its run,
+naming it.
 
-The stack is the local stack's Airflow (devstack/services.py: one process per component, LocalExecutor, SQLite)
-with only a tiny DAG in its DAGs folder, scheduled on `arrival_asset(model)`: the arrival mechanism as `make run`
-runs it, in under a minute. tests/e2e/test_batch_scoring.py proves the real batch_scoring DAG on it, with
-CeleryExecutor and Postgres as compose runs Airflow.
+The stack is the local stack's Airflow as `make run` runs it (devstack/services.py: one process per component,
+LocalExecutor, SQLite), with the batch scoring DAG file alone in its DAGs folder, a config folder holding one
+model (palmerpenguins: three text species, missing values), the lakeFS stand-in, `mlflow server`, and the
+BentoML model store of this test session, where the champion is. (The e2e package's stack turns the scheduler's
+own runs off, which would hold back asset-triggered runs too.)
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import secrets
 import subprocess
@@ -20,47 +22,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import lakefs
+import pandas as pd
 import pytest
 import redis
+from mlflow.tracking import MlflowClient
 
 from devstack import services
 from devstack.airflow_api import AirflowAPI
 from devstack.processes import free_port
 from devstack.supervisor import Supervisor
+from include.mlops import deployment, lakefs_repository
 from include.mlops.batch_arrival import BatchArrival, arrival_channel, publish
+from include.mlops.naming import batch_scoring_dag_id
 from tests.conftest import REPO_ROOT
+from tests.fixtures.champions import fitted_onnx, register_champion, zoo_config
 from tests.fixtures.services import REDIS_HOST, REDIS_PORT
+from tests.zoo.datasets import ZOO
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-DAG_ID = "batch_arrival_test"
-TASK_ID = "read_arrivals"
-DAG_FILE = """
-from airflow.sdk import dag, task
-from mlops_airflow.batch_arrivals import arrival_asset, arrivals_of_run
-
-from include.mlops.batch_arrival import require_file
-
-MODEL = {model!r}
-
-
-@dag(dag_id={dag_id!r}, schedule=[arrival_asset(MODEL)], catchup=False)
-def batch_arrival_test():
-    @task(task_id={task_id!r})
-    def read_arrivals(**context):
-        run = context["dag_run"]
-        arrivals = arrivals_of_run(context["triggering_asset_events"], MODEL)
-        return {{
-            "run_id": run.run_id,
-            "run_type": run.run_type.value,
-            "paths": [str(require_file(arrival, MODEL)) for arrival in arrivals],
-        }}
-
-    read_arrivals()
-
-
-batch_arrival_test()
-"""
+ISLANDS = ["Biscoe", "Dream", "Torgersen"]
 
 
 @dataclass(frozen=True)
@@ -68,20 +50,46 @@ class ArrivalStack:
     api: AirflowAPI
     redis: redis.Redis
     model: str
+    dag_id: str
+    rows: pd.DataFrame
+    repo: lakefs.Repository
     folder: Path
     logs: Path
 
 
 @pytest.fixture(scope="module")
-def arrival_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrivalStack]:
+def arrival_stack(tmp_path_factory, lakefs_server, mlflow_server) -> Iterator[ArrivalStack]:
     folder = tmp_path_factory.mktemp("batch-trigger")
     # A model of this test's own: its channel is not shared with another stack on the same Redis.
-    model = f"arrival_test_{secrets.token_hex(4)}"
+    model = f"penguins_{secrets.token_hex(4)}"
+    configs = folder / "configs"
+    configs.mkdir()
+    batch = {"arrivals": True, "chunk_rows": 150}
+    config = zoo_config(configs, "penguins", model, island={"allowed": ISLANDS}, batch=batch)
+    rows = next(z for z in ZOO if z.name == "penguins").rows()
+    client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
+    onnx = fitted_onnx(config, rows, "LogisticRegression", {"max_iter": 2000})
+    run_id = register_champion(client, config)
+    deployment.save_to_model_store(onnx, config, "1", {"mlflow_run_id": run_id})
+    repo = lakefs.Repository(f"test-{secrets.token_hex(6)}", client=lakefs_server.client())
+    repo.create(f"local://{repo.id}", default_branch="main")
+
     dags = folder / "dags"
     dags.mkdir()
-    (dags / "batch_arrival_test.py").write_text(DAG_FILE.format(model=model, dag_id=DAG_ID, task_id=TASK_ID))
+    (dags / "batch_scoring.py").symlink_to(REPO_ROOT / "dags" / "batch_scoring.py")
     home, logs = folder / "airflow", folder / "logs"
-    redis_connection = {"conn_type": "redis", "host": REDIS_HOST, "port": REDIS_PORT, "extra": {"db": 0}}
+    mlflow_host, mlflow_port = mlflow_server.url.removeprefix("http://").split(":")
+    connections = {
+        "REDIS_DEFAULT": {"conn_type": "redis", "host": REDIS_HOST, "port": REDIS_PORT},
+        "MLFLOW_DEFAULT": {"conn_type": "http", "host": mlflow_host, "port": int(mlflow_port), "schema": "http"},
+        "LAKEFS_DEFAULT": {
+            "conn_type": "lakefs",
+            "host": lakefs_server.url,
+            "login": lakefs_server.access_key_id,
+            "password": lakefs_server.secret_access_key,
+            "extra": json.dumps({"repository": repo.id}),
+        },
+    }
     env = services.airflow_env(
         home,
         free_port(),
@@ -90,26 +98,30 @@ def arrival_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArrivalS
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "2",
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW_CONN_REDIS_DEFAULT": json.dumps(redis_connection),
+            "MLOPS_CONFIG_DIR": str(configs),
+            **{f"AIRFLOW_CONN_{name}": json.dumps(conn) for name, conn in connections.items()},
         },
+        database_url=f"sqlite:///{home}/airflow.db",
     )
+    env.pop("MLOPS_MODEL_STORE_URL", None)  # the champion is in this session's BentoML model store
     services.write_airflow_password(home, "admin", "admin")
     logs.mkdir()
     with open(logs / "airflow-setup.log", "wb") as log:
         subprocess.run([services.venv_bin("airflow"), "db", "migrate"], env=env, stdout=log, stderr=log, check=True)
     supervisor = Supervisor(say=lambda line: None)
-    client = redis.Redis(REDIS_HOST, REDIS_PORT)
+    redis_client = redis.Redis(REDIS_HOST, REDIS_PORT)
     api = None
     try:
         for component in services.airflow_components(env):
             supervisor.start(component[0], lambda c=component: services.start_airflow_component(c, env, logs))
         api = AirflowAPI(env["AIRFLOW__API__BASE_URL"], "admin", "admin")
-        yield ArrivalStack(api, client, model, folder, logs)
+        yield ArrivalStack(api, redis_client, model, batch_scoring_dag_id(model), rows, repo, folder, logs)
     finally:
         if api is not None:
             api.close()
-        client.close()
+        redis_client.close()
         supervisor.stop_all()
+        repo.delete()
 
 
 def wait_for_subscriber(stack: ArrivalStack, timeout: float = 120) -> float:
@@ -119,53 +131,55 @@ def wait_for_subscriber(stack: ArrivalStack, timeout: float = 120) -> float:
     channel = arrival_channel(stack.model)
     while stack.redis.pubsub_numsub(channel)[0][1] == 0:
         if time.monotonic() - start > timeout:
-            pytest.fail(f"nobody subscribed to {channel} after {timeout:.0f} s\n{triggerer_log(stack)}")
+            pytest.fail(f"nobody subscribed to {channel} after {timeout:.0f} s\n{log_tail(stack, 'triggerer')}")
         time.sleep(0.2)
     return time.monotonic() - start
 
 
-def wait_for_runs(stack: ArrivalStack, count: int, timeout: float = 90) -> list[dict]:
+def wait_for_runs(stack: ArrivalStack, count: int, timeout: float = 180) -> list[dict]:
     """Until the DAG has `count` finished runs, oldest first."""
     deadline = time.monotonic() + timeout
     while True:
-        known = set(stack.api.dag_ids())
-        runs = stack.api.runs(DAG_ID) if DAG_ID in known else []
+        runs = stack.api.runs(stack.dag_id) if stack.dag_id in set(stack.api.dag_ids()) else []
         if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
             return sorted(runs, key=lambda r: r["run_after"])
         if time.monotonic() > deadline:
             states = [(r["dag_run_id"], r["state"]) for r in runs]
-            pytest.fail(f"expected {count} finished runs of {DAG_ID} after {timeout:.0f} s, have {states}")
+            pytest.fail(f"expected {count} finished runs of {stack.dag_id} after {timeout:.0f} s, have {states}")
         time.sleep(0.5)
 
 
-def triggerer_log(stack: ArrivalStack, lines: int = 30) -> str:
-    path = stack.logs / "airflow-triggerer.log"
+def log_tail(stack: ArrivalStack, component: str, lines: int = 30) -> str:
+    path = stack.logs / f"airflow-{component}.log"
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def test_an_arrival_starts_one_run_that_reads_its_file_and_one_naming_a_missing_file_fails_naming_it(
-    arrival_stack: ArrivalStack,
-):
+def test_an_announced_file_is_scored_by_the_champion_and_a_missing_one_fails_naming_it(arrival_stack):
     stack = arrival_stack
     waited = wait_for_subscriber(stack)
-    batch = stack.folder / "batch-0001.csv"
-    batch.write_text("id,amount\n1,9.5\n")
+    partner = stack.rows.drop(columns=["species"]).head(400)  # a file of rows to score: no label
+    batch = stack.folder / "penguins-2026-12-07.parquet"
+    partner.to_parquet(batch, index=False)
 
     published = time.time()
     assert publish(stack.redis, BatchArrival(str(batch), stack.model)) == 1
     [run] = wait_for_runs(stack, 1)
 
-    assert run["state"] == "success", stack.api.failed_task_instances(DAG_ID, run["dag_run_id"])
-    assert run["run_type"] == "asset_triggered" and run["dag_run_id"].startswith("asset_triggered__")
-    assert run["logical_date"] is None  # an asset-triggered run has no data interval of its own
-    result = stack.api.xcom(DAG_ID, run["dag_run_id"], TASK_ID)
-    assert result == {"run_id": run["dag_run_id"], "run_type": "asset_triggered", "paths": [str(batch)]}
-    start_latency = dt.datetime.fromisoformat(run["start_date"]).timestamp() - published
+    assert run["state"] == "success", stack.api.failed_task_instances(stack.dag_id, run["dag_run_id"])
+    assert run["run_type"] == "asset_triggered" and run["logical_date"] is None
+    event = stack.api.xcom(stack.dag_id, run["dag_run_id"], "merge_predictions")
+    assert (event["model_version"], event["rows_scored"]) == ("1", str(len(partner))), event
+    parts = [o.path for o in lakefs_repository.list_objects(stack.repo, "main", event["predictions"])]
+    assert len(parts) == 3  # 400 rows in chunks of 150
+    scored = pd.concat([lakefs_repository.read_parquet(stack.repo, "main", p) for p in parts])
+    assert sorted(scored["id"]) == sorted(partner["id"].astype(str))  # the zoo config's id column
+    assert set(scored["prediction"]) <= {"Adelie", "Chinstrap", "Gentoo"} and set(scored["model_version"]) == {"1"}
+    start_latency = pd.Timestamp(run["start_date"]).timestamp() - published
     print(f"\nsubscribed {waited:.1f} s after the stack was up; publish to run start {start_latency:.1f} s")
 
     # The trigger ends after each message and the triggerer starts it again: wait until it listens once more.
     wait_for_subscriber(stack, timeout=30)
-    missing = stack.folder / "never-written.csv"
+    missing = stack.folder / "never-written.parquet"
     announced = subprocess.run(
         [sys.executable, "-m", "devstack.publish_batch", "--model", stack.model, "--path", str(missing),
          "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0"],
@@ -174,9 +188,9 @@ def test_an_arrival_starts_one_run_that_reads_its_file_and_one_naming_a_missing_
     assert announced.returncode == 0, announced.stderr
     first, second = wait_for_runs(stack, 2)
 
-    assert first["dag_run_id"] == run["dag_run_id"]
-    assert second["state"] == "failed"
-    [failed] = stack.api.failed_task_instances(DAG_ID, second["dag_run_id"])
-    log = stack.api.task_log(DAG_ID, second["dag_run_id"], TASK_ID, failed["try_number"])
+    assert first["dag_run_id"] == run["dag_run_id"] and second["state"] == "failed"
+    [failed] = stack.api.failed_task_instances(stack.dag_id, second["dag_run_id"])
+    assert failed["task_id"] == "collect_input"
+    log = stack.api.task_log(stack.dag_id, second["dag_run_id"], "collect_input", failed["try_number"])
     errors = [json.dumps(line.get("error_detail")) for line in log if line.get("error_detail")]
-    assert any("FileNotFoundError" in e and str(missing) in e for e in errors), errors
+    assert any(f"names {missing}, which is not a file" in e for e in errors), errors

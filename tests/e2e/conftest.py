@@ -65,7 +65,6 @@ def _configs(folder: Path) -> Path:
     demo["gate"]["floors"] = {}
     demo["training"]["window_days"] = TRAINING_DAYS
     demo["drift"]["min_rows"] = 300
-    demo["batch"] |= {"arrivals": True}  # tests/e2e/test_batch_scoring.py announces files on Redis
     (configs / "fraud_demo.yaml").write_text(yaml.safe_dump(demo))
     cancer = yaml.safe_load((CONFIG_DIR / "breast_cancer.yaml").read_text())
     cancer["source"]["path"] = str(folder / "breast_cancer_drops")
@@ -120,7 +119,6 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             airflow_db_url=airflow_db,
             executor="CeleryExecutor",
             celery_broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
-            redis_url=f"redis://{REDIS_HOST}:{REDIS_PORT}",
             source=local_stack.SourceHistory(
                 days=TRAINING_DAYS + DAYS_SINCE_CHANGE + 3, rows_per_day=ROWS_PER_DAY, drifted_since=changed_since()
             ),

@@ -22,18 +22,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from devstack.processes import free_port
-from include.mlops import batch_scoring, deployment, lakefs_repository, object_store, packaging, registry, training
-from include.mlops.config import PipelineConfig, load_config
-from tests.zoo.datasets import CONFIGS, ZOO
+from include.mlops import batch_scoring, deployment, lakefs_repository, object_store
+from include.mlops.config import PipelineConfig
+from tests.fixtures.champions import TRAINING_COMMIT, fitted_onnx, register_champion, zoo_config
+from tests.zoo.datasets import ZOO
 
 RUN_ID = "scheduled__2026-12-01T00:00:00+00:00"
 BUCKET = "mlops-batch"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-TRAINING_COMMIT = "d" * 64
 ISLANDS = ["Biscoe", "Dream", "Torgersen"]
 
 
@@ -43,32 +42,6 @@ class Champion:
     rows: pd.DataFrame  # the dataset's rows, as its source keeps them
     onnx: bytes
     run_id: str  # the MLflow run the version was registered from
-
-
-def _config(tmp_path: Path, zoo_name: str, model: str, **features) -> PipelineConfig:
-    """The zoo's reviewed config of `zoo_name`, its model named `model`, features updated by name."""
-    raw = yaml.safe_load((CONFIGS / f"{zoo_name}.yaml").read_text())
-    raw["model"]["registered_name"] = model
-    raw["dataset"]["features"] = [f | features.get(f["name"], {}) for f in raw["dataset"]["features"]]
-    path = tmp_path / f"{zoo_name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_config(path)
-
-
-def _register_champion(client: MlflowClient, config: PipelineConfig, onnx: bytes) -> str:
-    name = config.name
-    client.create_registered_model(name)
-    run = client.create_run(client.create_experiment(name))
-    tags = {"lakefs_repository": "mlops", "lakefs_commit": TRAINING_COMMIT, "airflow_run_id": "manual__train"}
-    version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id, tags=tags)
-    client.set_registered_model_alias(name, registry.CHAMPION, version.version)
-    return run.info.run_id
-
-
-def _fitted(config: PipelineConfig, rows: pd.DataFrame, estimator: str, params: dict) -> bytes:
-    spec = training.CandidateSpec(estimator.lower(), estimator, params)
-    labelled = rows.dropna(subset=[config.dataset.target])
-    return packaging.to_onnx(training.fit(training.build_pipeline(config, spec), config, labelled), config)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +64,10 @@ def store(moto_s3: str) -> Iterator[object_store.ObjectStore]:
 def penguins(client, tmp_path_factory) -> Champion:
     """A penguin classifier as champion, in the BentoML model store (no object store)."""
     name = f"penguins_{uuid.uuid4().hex[:8]}"
-    config = _config(tmp_path_factory.mktemp("penguins"), "penguins", name, island={"allowed": ISLANDS})
+    config = zoo_config(tmp_path_factory.mktemp("penguins"), "penguins", name, island={"allowed": ISLANDS})
     rows = next(z for z in ZOO if z.name == "penguins").rows()
-    onnx = _fitted(config, rows, "LogisticRegression", {"max_iter": 2000})
-    run_id = _register_champion(client, config, onnx)
+    onnx = fitted_onnx(config, rows, "LogisticRegression", {"max_iter": 2000})
+    run_id = register_champion(client, config)
     deployment.save_to_model_store(onnx, config, "1", {"mlflow_run_id": run_id})
     return Champion(config, rows, onnx, run_id)
 
@@ -103,10 +76,10 @@ def penguins(client, tmp_path_factory) -> Champion:
 def diabetes(client, store, tmp_path_factory) -> Champion:
     """A diabetes regressor as champion, published to the object store only."""
     name = f"diabetes_{uuid.uuid4().hex[:8]}"
-    config = _config(tmp_path_factory.mktemp("diabetes"), "diabetes", name)
+    config = zoo_config(tmp_path_factory.mktemp("diabetes"), "diabetes", name)
     rows = next(z for z in ZOO if z.name == "diabetes").rows()
-    onnx = _fitted(config, rows, "Ridge", {"alpha": 1.0})
-    run_id = _register_champion(client, config, onnx)
+    onnx = fitted_onnx(config, rows, "Ridge", {"alpha": 1.0})
+    run_id = register_champion(client, config)
     object_store.publish(store, deployment.model_store_tag(config, "1"), onnx, {"mlflow_run_id": run_id})
     return Champion(config, rows, onnx, run_id)
 
@@ -132,7 +105,7 @@ def _bad_penguins(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_no_champion_is_a_clear_skip(client, tmp_path):
-    config = _config(tmp_path, "penguins", f"penguins_{uuid.uuid4().hex[:8]}")
+    config = zoo_config(tmp_path, "penguins", f"penguins_{uuid.uuid4().hex[:8]}")
     with pytest.raises(batch_scoring.NoChampion, match=f"{config.name} has no champion .* nothing to score with"):
         batch_scoring.resolve_model(client, None, config)
     client.create_registered_model(config.name)  # registered, but no version is champion
