@@ -23,10 +23,10 @@ from pathlib import Path
 from devstack import demo, services
 from devstack.airflow_api import AirflowAPI
 from devstack.processes import ManagedProcess
-from devstack.publish_batch import DEFAULT_REDIS_URL
 from devstack.supervisor import Supervisor
 from include.bootstrap import airflow_settings
 from include.mlops.config import CONFIG_DIR, ConfigError, ConfigFolder, PipelineConfig, load_folder
+from include.mlops.publish_batch import DEFAULT_REDIS_URL
 
 DEFAULT_PORTS = {"LAKEFS_PORT": 8000, "MLFLOW_PORT": 5000, "AIRFLOW_PORT": 8080, "SERVING_PORT": 3000}
 # Enough history for the demo config's 30-day training window, ending today.
@@ -57,7 +57,7 @@ class StackOptions:
     executor: str = "LocalExecutor"
     # CeleryExecutor's broker; each stack sends its tasks to a queue of its own on it.
     celery_broker_url: str | None = None
-    # Where batch arrivals are announced (Airflow's connection `redis_default`; devstack.publish_batch's default).
+    # Where batch arrivals are announced (Airflow's connection `redis_default`; include.mlops.publish_batch's default).
     redis_url: str = field(default_factory=lambda: os.environ.get("MLOPS_REDIS_URL", DEFAULT_REDIS_URL))
     source: SourceHistory = field(default_factory=SourceHistory)
     # The pipeline configs (one model per file) that Airflow and the model service both read.

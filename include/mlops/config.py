@@ -521,7 +521,7 @@ class BatchScoring(_Strict):
     arrivals: bool = Field(
         default=False,
         description="Also run when a file arrives: a message on the Redis channel `mlops.batch-arrivals.<model>` "
-        "naming a Parquet or CSV file (`python -m devstack.publish_batch`), through Airflow's connection "
+        "naming a Parquet or CSV file (`python -m include.mlops.publish_batch`), through Airflow's connection "
         "`redis_default`. The run scores that file, not a window.",
     )
     source: Source | None = Field(

@@ -181,7 +181,7 @@ def test_an_announced_file_is_scored_by_the_champion_and_a_missing_one_fails_nam
     wait_for_subscriber(stack, timeout=30)
     missing = stack.folder / "never-written.parquet"
     announced = subprocess.run(
-        [sys.executable, "-m", "devstack.publish_batch", "--model", stack.model, "--path", str(missing),
+        [sys.executable, "-m", "include.mlops.publish_batch", "--model", stack.model, "--path", str(missing),
          "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

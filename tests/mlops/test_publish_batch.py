@@ -1,4 +1,4 @@
-"""`python -m devstack.publish_batch` against the real Redis: the arrival reaches a subscriber of the model's
+"""`python -m include.mlops.publish_batch` against the real Redis: the arrival reaches a subscriber of the model's
 channel as the watcher reads it, and a message nobody hears is reported as lost."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 def _publish_batch(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "devstack.publish_batch", "--redis-url", REDIS_URL, *args]
+    command = [sys.executable, "-m", "include.mlops.publish_batch", "--redis-url", REDIS_URL, *args]
     return subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
 
 
@@ -60,6 +60,16 @@ def test_a_model_name_that_cannot_be_a_channel_is_refused():
 def test_an_unreachable_redis_is_named():
     unused = f"redis://127.0.0.1:{free_port()}/0"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "devstack.publish_batch", "--redis-url", unused, "--model", "m", "--path", "x"]
+    command = [
+        sys.executable,
+        "-m",
+        "include.mlops.publish_batch",
+        "--redis-url",
+        unused,
+        "--model",
+        "m",
+        "--path",
+        "x",
+    ]
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and f"Redis at {unused} refused the message" in done.stderr

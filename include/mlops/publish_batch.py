@@ -1,7 +1,7 @@
 """Announce a batch of rows to a model: publish its arrival on the model's Redis channel, where the triggerer's
 watcher turns it into an asset event that starts the model's DAG scheduled on it.
 
-    python -m devstack.publish_batch --model fraud_detector --path exports/2026-12-07.csv [--redis-url URL]
+    python -m include.mlops.publish_batch --model fraud_detector --path exports/2026-12-07.csv [--redis-url URL]
 
 Redis pub/sub keeps nothing: if no triggerer listens on the channel right now (Airflow is down, the DAG is
 paused, or the watcher is between two messages), the message is lost. This exits 1 and says so; publish again.
@@ -21,7 +21,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.publish_batch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m include.mlops.publish_batch", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the model whose DAG scores the batch")
     parser.add_argument("--path", required=True, type=Path, help="the batch's file, as the Airflow tasks see it")
     default_url = os.environ.get("MLOPS_REDIS_URL", DEFAULT_REDIS_URL)
