@@ -60,30 +60,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: the files' own order otherwise
 
 
-E2E = "tests/e2e"
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Each test file goes to one worker whole, as its tests share module fixtures and run in order, and the e2e
     package's files go together, as they share one stack; in collection order. (xdist's own `loadgroup` cannot
-    group them under pytest 9, whose node ids it no longer changes.)
-
-    The e2e package's worker takes no other file until its last e2e test is done. xdist hands a worker the next
-    file once two of its tests are pending, so files queued up behind the fault matrix (6 minutes) while the
-    other worker ran out of work (a clean run took 27 minutes with them queued there)."""
+    group them under pytest 9, whose node ids it no longer changes.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return E2E if path.startswith("tests/e2e/") else path
-
-        def _reschedule(self, node) -> None:
-            e2e = self.assigned_work.get(node, {}).get(E2E)
-            if e2e and self._pending_of({E2E: e2e}):
-                return
-            super()._reschedule(node)
+            return "tests/e2e" if path.startswith("tests/e2e/") else path
 
     config.option.loadscopereorder = False
     return ByFile(config, log)
