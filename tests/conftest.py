@@ -64,7 +64,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Each test file goes to one worker whole, as its tests share module fixtures and run in order, and the e2e
     package's files go together, as they share one stack; in collection order. (xdist's own `loadgroup` cannot
-    group them under pytest 9, whose node ids it no longer changes.)"""
+    group them under pytest 9, whose node ids it no longer changes.)
+
+    Files do queue up on the e2e worker behind its last e2e tests; do not hold them back. An xdist worker runs its
+    last queued test only once it is sent another or told to stop: with the e2e worker sent nothing more, the
+    fault matrix waited 15 minutes for the other worker to finish everything."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):
