@@ -47,7 +47,8 @@ def schedule(config):
     """`batch.schedule`, and each arrival announced on the model's channel with `batch.arrivals`."""
     batch, timetable = config.batch, None
     if batch.schedule:
-        # As ml_training's: a newly deployed (or unpaused) DAG waits for the next time instead of running at once.
+        # As ml_training's (no start date either): a newly deployed (or unpaused) DAG waits for the next time
+        # instead of running at once for the last one.
         timetable = CronTriggerTimetable(batch.schedule, timezone="UTC", run_immediately=dt.timedelta(0))
     if not batch.arrivals:
         return timetable
@@ -62,7 +63,6 @@ def batch_scoring(config) -> None:
     @dag(
         dag_id=batch_scoring_dag_id(model),
         schedule=schedule(config),
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=1,
         doc_md=f"{__doc__}\n**This DAG**: model `{model}`, dataset `{config.dataset.name}`, config `{config_file}`.",
