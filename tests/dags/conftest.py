@@ -120,3 +120,32 @@ def training_dag(config: PipelineConfig | None = None):
 
 def monitor_dag(config: PipelineConfig | None = None):
     return load_dag("drift_monitor", monitor_dag_id((config or the_config()).name))
+
+
+def set_stack_connections(
+    env: pytest.MonkeyPatch, lakefs_server, repo_name: str, source: Path, log: Path, mlflow_url: str, service_url: str
+) -> None:
+    """Every connection a module's DAG runs need, as environment variables: lakeFS (`repo_name`), the demo source
+    and the operations store (SQLite files), MLflow, and the model service."""
+    mlflow_host, mlflow_port = mlflow_url.removeprefix("http://").split(":")
+    connections = {
+        "LAKEFS_DEFAULT": {
+            "conn_type": "lakefs",
+            "host": lakefs_server.url,
+            "login": lakefs_server.access_key_id,
+            "password": lakefs_server.secret_access_key,
+            "extra": json.dumps({"repository": repo_name}),
+        },
+        "TRANSACTIONS_DB": {"conn_type": "sqlite", "host": str(source)},
+        "INFERENCE_LOG_DB": {"conn_type": "sqlite", "host": str(log)},
+        "MLFLOW_DEFAULT": {"conn_type": "http", "host": mlflow_host, "port": int(mlflow_port), "schema": "http"},
+        "SERVING_DEFAULT": {
+            "conn_type": "http",
+            "schema": "http",
+            "host": "127.0.0.1",
+            "port": int(service_url.rsplit(":", 1)[1]),
+            "password": ADMIN_TOKEN,
+        },
+    }
+    for name, conn in connections.items():
+        env.setenv(f"AIRFLOW_CONN_{name}", json.dumps(conn))

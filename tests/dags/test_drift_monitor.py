@@ -9,7 +9,6 @@ served window at those hours (the rows the service wrote, moved in time), since 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 import types
 import uuid
@@ -25,8 +24,15 @@ from include.demo_sources import simulator
 from include.mlops import deployment, monitoring, operations_store, registry
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.naming import training_dag_id
-from tests.dags.conftest import ROWS_PER_DAY, TEST_CANDIDATES, monitor_dag, the_config, training_dag
-from tests.fixtures.serving import ADMIN_TOKEN, service_launcher
+from tests.dags.conftest import (
+    ROWS_PER_DAY,
+    TEST_CANDIDATES,
+    monitor_dag,
+    set_stack_connections,
+    the_config,
+    training_dag,
+)
+from tests.fixtures.serving import service_launcher
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -59,28 +65,9 @@ def watched(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Itera
     repo.create(f"local://{repo_name}", default_branch="main")
     with service_launcher(tmp_path_factory) as start, pytest.MonkeyPatch.context() as env:
         service = start(expect_model=False, configs=(config_path,), MLOPS_INFERENCE_LOG_URL=f"sqlite:///{log_path}")
-        mlflow_host, mlflow_port = mlflow_server.url.removeprefix("http://").split(":")
-        connections = {
-            "LAKEFS_DEFAULT": {
-                "conn_type": "lakefs",
-                "host": lakefs_server.url,
-                "login": lakefs_server.access_key_id,
-                "password": lakefs_server.secret_access_key,
-                "extra": json.dumps({"repository": repo_name}),
-            },
-            "TRANSACTIONS_DB": {"conn_type": "sqlite", "host": str(home / "transactions.db")},
-            "INFERENCE_LOG_DB": {"conn_type": "sqlite", "host": str(log_path)},
-            "MLFLOW_DEFAULT": {"conn_type": "http", "host": mlflow_host, "port": int(mlflow_port), "schema": "http"},
-            "SERVING_DEFAULT": {
-                "conn_type": "http",
-                "schema": "http",
-                "host": "127.0.0.1",
-                "port": int(service.url.rsplit(":", 1)[1]),
-                "password": ADMIN_TOKEN,
-            },
-        }
-        for name, conn in connections.items():
-            env.setenv(f"AIRFLOW_CONN_{name}", json.dumps(conn))
+        set_stack_connections(
+            env, lakefs_server, repo_name, home / "transactions.db", log_path, mlflow_server.url, service.url
+        )
         env.setenv("MLOPS_CONFIG_DIR", str(config_path.parent))
         training = training_dag(config).test(logical_date=TRAINED_UNTIL, run_conf={"history_days": 3})
         assert training.state == "success"
