@@ -1,8 +1,8 @@
-"""batch_scoring in real DAG runs: a champion trained and deployed by ml_training, the demo's SQL source, the
-lakeFS-compatible server, MLflow and the BentoML model store the service loads from.
+"""batch_scoring in real DAG runs: a champion in MLflow and the BentoML model store, the demo's SQL source, the
+lakeFS-compatible server.
 
-The module trains one champion (an ml_training run); each test scores one day of the source with it, its config's
-`batch:` section written as the test needs.
+The module fits one champion in-process; each test scores one day of the source with it, its config's `batch:`
+section written as the test needs.
 """
 
 from __future__ import annotations
@@ -13,56 +13,61 @@ import types
 import uuid
 from collections.abc import Iterator
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 import yaml
 from mlflow.tracking import MlflowClient
 
 from include.demo_sources import simulator
-from include.mlops import lakefs_repository, registry
+from include.mlops import deployment, lakefs_repository, operations_store
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.naming import batch_scoring_dag_id
-from tests.dags.conftest import ROWS_PER_DAY, TEST_CANDIDATES, load_dag, set_stack_connections, training_dag
-from tests.fixtures.serving import service_launcher
+from tests.dags.conftest import ROWS_PER_DAY, load_dag, set_stack_connections
+from tests.fixtures.champions import fitted_onnx, register_champion
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 SEED = 11
-TRAINED_UNTIL = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)  # on 3/5-3/7 (the demo's collection lags 2 days)
 CHUNK_ROWS = 600  # a day of 1,500 rows is 3 chunks
 
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Iterator[types.SimpleNamespace]:
-    """A champion trained and deployed by ml_training, and the connections a batch run needs."""
+    """A champion fitted in-process on the source's first days (as ml_training's register and publish steps leave
+    one: MLflow's `champion` alias, the ONNX bytes in the BentoML model store), and the connections a batch run
+    needs. How a champion is made is ml_training's tests' business; these score with one."""
     import lakefs
 
     home = tmp_path_factory.mktemp("batch-scoring")
     source_path = home / "transactions.db"
     simulator.write_days(f"sqlite:///{source_path}", dt.date(2026, 3, 1), 9, ROWS_PER_DAY, seed=SEED)
     raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
-    raw["model"].update({"registered_name": f"fraud_{uuid.uuid4().hex[:8]}", "candidates": TEST_CANDIDATES})
+    raw["model"]["registered_name"] = f"fraud_{uuid.uuid4().hex[:8]}"
     (home / "configs").mkdir()
     config_path = home / "configs" / "config.yaml"
     config_path.write_text(yaml.safe_dump(raw))
+    config = load_config(config_path)
+    days = [simulator.generate_day(dt.date(2026, 3, d), ROWS_PER_DAY, SEED) for d in (1, 2, 3)]
+    rows = pd.concat([day.transactions.merge(day.labels, on="transaction_id", how="left") for day in days])
+    onnx = fitted_onnx(config, rows, "LogisticRegression", {"max_iter": 500})
+    client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
+    run_id = register_champion(client, config)
+    deployment.save_to_model_store(onnx, config, "1", {"mlflow_run_id": run_id})
     repo_name = f"test-{uuid.uuid4().hex[:12]}"
     repo = lakefs.Repository(repo_name, client=lakefs_server.client())
     repo.create(f"local://{repo_name}", default_branch="main")
-    with service_launcher(tmp_path_factory) as start, pytest.MonkeyPatch.context() as env:
-        service = start(expect_model=False, configs=(config_path,))
+    with pytest.MonkeyPatch.context() as env:
         log_path = home / "operations.db"
-        from include.mlops import operations_store
-
         operations_store.upgrade(sa.create_engine(f"sqlite:///{log_path}"))
-        set_stack_connections(env, lakefs_server, repo_name, source_path, log_path, mlflow_server.url, service.url)
+        # No model service: a batch run loads the champion from the model store, not from the service.
+        set_stack_connections(
+            env, lakefs_server, repo_name, source_path, log_path, mlflow_server.url, "http://127.0.0.1:9"
+        )
         env.setenv("MLOPS_CONFIG_DIR", str(config_path.parent))
         env.delenv("MLOPS_MODEL_STORE_URL", raising=False)
-        training = training_dag(load_config(config_path)).test(logical_date=TRAINED_UNTIL, run_conf={"history_days": 3})
-        assert training.state == "success"
-        client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
-        version = client.get_model_version_by_alias(raw["model"]["registered_name"], registry.CHAMPION)
         yield types.SimpleNamespace(
-            raw=raw, path=config_path, source=f"sqlite:///{source_path}", repo=repo, version=version.version
+            raw=raw, path=config_path, source=f"sqlite:///{source_path}", repo=repo, version="1"
         )
     repo.delete()
 
