@@ -16,9 +16,8 @@ from include.mlops.naming import rollback_dag_id, run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import load_dag, the_config, training_dag
 
-pytestmark = pytest.mark.usefixtures(
-    "airflow_db", "lakefs_connection", "transactions_db", "model_service", "inference_log_db"
-)
+# A test that deploys asks for `model_service` itself: starting one costs seconds, and most tests deploy nothing.
+pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "transactions_db", "inference_log_db")
 
 INTERVAL_END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 
@@ -201,7 +200,7 @@ def test_retraining_from_a_recorded_commit_gives_the_same_metrics(mlflow_connect
         results = dag_run.get_task_instance("gate").xcom_pull(task_ids="train_candidate")
         return {r["candidate"]: {"valid": r["valid"], "test": r["test"]} for r in results}
 
-    first = run()
+    first = run(promote=False)
     first_metrics = metrics(first)
     client = _client(mlflow_connection)
     recorded = client.get_run(_xcom(first, "start_training_run")["run_id"]).data.tags["lakefs_commit"]
@@ -227,7 +226,7 @@ def test_a_candidate_that_fails_to_fit_fails_only_its_task(mlflow_connection, wr
             {"name": "broken", "estimator": "LogisticRegression", "params": {"C": -1.0}},
         ]
     )
-    # Registered, not deployed: the module's model service serves the config written before this one.
+    # Registered, not deployed.
     dag_run = run(promote=False)
     assert dag_run.state == "success"
     states = {ti.map_index: ti.state for ti in dag_run.get_task_instances() if ti.task_id == "train_candidate"}
@@ -237,7 +236,7 @@ def test_a_candidate_that_fails_to_fit_fails_only_its_task(mlflow_connection, wr
 
 
 def test_mlflow_unreachable_fails_with_a_clear_message_and_leaves_the_champion(
-    mlflow_connection, pipeline_config, monkeypatch, capfd
+    mlflow_connection, pipeline_config, model_service, monkeypatch, capfd
 ):
     assert run().state == "success"
     client, name = _client(mlflow_connection), pipeline_config.model.registered_name
@@ -248,7 +247,7 @@ def test_mlflow_unreachable_fails_with_a_clear_message_and_leaves_the_champion(
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == champion
 
 
-def test_nothing_is_registered_before_the_onnx_form_passes_parity():
+def test_nothing_is_registered_before_the_onnx_form_passes_parity(pipeline_config):
     dag = training_dag()
     assert "package_onnx" in dag.get_task("register_challenger").upstream_task_ids
     assert {"register_challenger"} == dag.get_task("choose_outcome").upstream_task_ids
