@@ -466,8 +466,8 @@ def report(results: dict[str, Any], rows: int, chunk_rows: int, profile: Path | 
             f"{chunk['wall']:.2f} s (its imports included), process peak RSS {chunk['peak_rss'] / mib:.0f} MiB"
         ),
         "1-minute load average before / after the measurements": results["load"],
-        "max |probability| difference, project vs bare onnxruntime": results["agreement"]["project"],
-        "max |probability| difference, bare sklearn vs bare onnxruntime": results["agreement"]["sklearn"],
+        "max |probability| difference, project vs bare onnxruntime": f"{results['agreement']['project']:.1e}",
+        "max |probability| difference, bare sklearn vs bare onnxruntime": f"{results['agreement']['sklearn']:.1e}",
         "targets": "project <= 60 s end to end and <= 1024 MiB peak per task process at 1,000,000 rows",
     }
     if profile:
