@@ -7,7 +7,9 @@ LightGBM pipeline (the demo config's `lightgbm` candidate, fitted here on other 
   the project's lakeFS-compatible server, with the champion registered in a real `mlflow server` and its ONNX
   bytes in the BentoML model store. The config's `batch.source` is the Parquet file's folder, so collect_input
   reads that file. Every task runs in that process, one after the other; a listener resets the process's peak
-  resident memory (Linux `clear_refs`) as each task starts and reads it (VmHWM) as it ends.
+  resident memory (Linux `clear_refs`) as each task starts and reads it (VmHWM) as it ends. Then the run's first
+  chunk is scored again by the score_chunk task's callable in a fresh process, as a task process has it: Airflow
+  imported and the DAG file parsed first; its time and peak are those of one task process.
 - bare sklearn: one process reads the file, scores it with the pickled sklearn pipeline and writes the id, label and
   probabilities to a local Parquet file.
 - bare onnxruntime: the same with the ONNX model, on one thread as the project's chunks use.
