@@ -54,7 +54,8 @@ infer-config: $(INSTALLED)
 	@$(PY) -m include.mlops.infer_config $(ARGS)
 
 # Speed and memory figures, printed as tables and kept as JSON in benchmarks/results/.
-BENCHMARKS := data_pipeline training_overhead boosting categories serving drift_check pipeline local_stack_memory mlops_page
+BENCHMARKS := data_pipeline training_overhead boosting categories serving drift_check pipeline local_stack_memory mlops_page \
+	batch_scoring
 
 bench: $(INSTALLED)
 	for benchmark in $(BENCHMARKS); do $(PY) -m benchmarks.$$benchmark || exit 1; done

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from include.mlops import classes, deployment, lakefs_repository, object_store, packaging, registry, validation
+from include.mlops import classes, deployment, lakefs_repository, object_store, packaging, validation
 from include.mlops.config import PipelineConfig
 
 if TYPE_CHECKING:
@@ -135,6 +135,10 @@ def resolve_model(client: MlflowClient, store: object_store.ObjectStore | None, 
     one is configured, else from the BentoML model store, checked against their SHA-256 either way. Raises
     NoChampion without one; ObjectStoreError (its kind kept, naming the endpoint, the model and the version) or
     ModelUnavailable when the bytes cannot be had; ChecksumMismatch when they are not the ones recorded."""
+    # MLflow is imported here, not with the module: only this step asks the registry, and each chunk task's process
+    # would import it (about a second) for nothing.
+    from include.mlops import registry
+
     name = config.name
     found = registry.version_by_alias(client, name, registry.CHAMPION)
     if found is None:

@@ -12,6 +12,8 @@ import datetime as dt
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from devstack.processes import free_port
 from include.mlops import batch_scoring, deployment, lakefs_repository, object_store
 from include.mlops.config import PipelineConfig
+from tests.conftest import REPO_ROOT
 from tests.fixtures.champions import TRAINING_COMMIT, fitted_onnx, register_champion, zoo_config
 from tests.zoo.datasets import ZOO
 
@@ -391,3 +394,11 @@ def test_an_input_that_is_not_parquet_is_refused(lakefs_repo, penguins):
     assert batch_scoring.plan_chunks(lakefs_repo, "main", "input/nothing/") == []
     with pytest.raises(ValueError, match="chunk_rows=0: a chunk holds at least one row"):
         batch_scoring.plan_chunks(lakefs_repo, "main", "input/nothing/", chunk_rows=0)
+
+
+def test_the_chunk_tasks_library_does_not_import_mlflow():
+    """Only resolve_model asks the registry; every other task of a run imports this module in a process of its own,
+    and MLflow's import (about a second, benchmarks/batch_scoring.py) would be paid there for nothing."""
+    code = "import sys, include.mlops.batch_scoring; print(sorted(m for m in sys.modules if m.startswith('mlflow')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert done.stdout.strip() == "[]", done.stdout[:500]
