@@ -128,12 +128,15 @@ def _read_window(config, context: Context) -> tuple[pd.DataFrame, str, str]:
 
 @task
 def plan_chunks(config_file: str, batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """The input's chunks (row groups of its files, `batch.chunk_rows` rows at most), each for a task of its own."""
+    """The input's chunks (row groups of its files, `batch.chunk_rows` rows at most), each for a task of its own,
+    each knowing the ids an earlier chunk has (its rows with one of them are quarantined as duplicates)."""
     from include.mlops import batch_scoring
 
     config = pipelines.load(config_file)
     repo = LakeFSHook().get_repository()
-    chunks = batch_scoring.plan_chunks(repo, batch["commit"], batch["input_prefix"], config.batch.chunk_rows)
+    chunks = batch_scoring.plan_chunks(
+        repo, batch["commit"], batch["input_prefix"], config.dataset.id_column, config.batch.chunk_rows
+    )
     return [chunk.to_dict() for chunk in chunks]
 
 
