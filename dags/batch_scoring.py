@@ -22,6 +22,9 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
    the input commit, the rows) merged into `main`. A re-run of the same interval (or file) writes the same files:
    `main` holds one result. It updates the asset `batch_predictions__<model>` (event: model, version, rows, commit),
    which downstream DAGs can be scheduled on.
+6. **write_outputs** (with `batch.outputs` only): the merged predictions copied into SQL tables (through Airflow
+   connections) and S3 prefixes; a re-run of the interval replaces its rows and parts there too. lakeFS stays the
+   record: a failed output fails this task, naming it, after the merge.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from mlops_airflow.batch_scoring import (
     predictions_asset,
     resolve_model,
     score_chunk,
+    write_outputs,
 )
 
 
@@ -74,7 +78,9 @@ def batch_scoring(config) -> None:
         batch = collect_input(config_file, champion)
         chunks = plan_chunks(config_file, batch)
         scored = score_chunk.partial(config_file=config_file, model=champion, batch=batch).expand(chunk=chunks)
-        merge_predictions.override(outlets=[predictions_asset(model)])(config_file, champion, batch, scored)
+        merged = merge_predictions.override(outlets=[predictions_asset(model)])(config_file, champion, batch, scored)
+        if config.batch.outputs:
+            write_outputs(config_file, batch, merged)
 
     scoring()
 
