@@ -30,8 +30,8 @@ ISLANDS = ["Biscoe", "Dream", "Torgersen"]
 def penguins(tmp_path_factory) -> tuple[PipelineConfig, pd.DataFrame, batch_scoring.ScoringModel]:
     """A penguin classifier, as a batch run hands it to its chunk tasks (no registry needed here), and the rows."""
     config = zoo_config(tmp_path_factory.mktemp("penguins"), "penguins", "penguins_out", island={"allowed": ISLANDS})
-    rows = next(z for z in ZOO if z.name == "penguins").rows().drop(columns=["species"])
-    onnx = fitted_onnx(config, next(z for z in ZOO if z.name == "penguins").rows(), "LogisticRegression", {"max_iter": 2000})
+    labelled = next(z for z in ZOO if z.name == "penguins").rows()
+    onnx = fitted_onnx(config, labelled, "LogisticRegression", {"max_iter": 2000})
     model = batch_scoring.ScoringModel(
         name=config.name,
         version="3",
@@ -43,7 +43,7 @@ def penguins(tmp_path_factory) -> tuple[PipelineConfig, pd.DataFrame, batch_scor
         resolved_at=dt.datetime(2026, 12, 2, 3, tzinfo=dt.UTC),
         onnx_bytes=onnx,
     )
-    return config, rows, model
+    return config, labelled.drop(columns=["species"]), model
 
 
 @pytest.fixture(scope="module")
