@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import lakefs
 
 OUTPUT_KEY_COLUMN = "output_key"
+# Rows turned into Python values and sent at a time: a part's 250,000 rows as dicts would take ~250 MiB.
+INSERT_ROWS = 10_000
 _PART = re.compile(r"^part-\d+\.parquet$")
 
 
@@ -119,9 +121,9 @@ def write_table(engine: sa.Engine, name: str, output_key: str, frames: Iterable[
         table = _table(connection, table_name, schema or None, first)
         connection.execute(sa.delete(table).where(table.c[OUTPUT_KEY_COLUMN] == output_key))
         for frame in itertools.chain([first], frames):
-            if len(frame):
-                connection.execute(table.insert(), _records(frame, output_key))
-                inserted += len(frame)
+            for start in range(0, len(frame), INSERT_ROWS):
+                connection.execute(table.insert(), _records(frame.iloc[start : start + INSERT_ROWS], output_key))
+            inserted += len(frame)
     return inserted
 
 
@@ -158,13 +160,11 @@ def _sql_type(dtype) -> sa.types.TypeEngine:
 
 
 def _records(frame: pd.DataFrame, output_key: str) -> list[dict[str, object]]:
-    """`frame`'s rows as plain Python values (what every DB-API driver takes), with the key."""
+    """`frame`'s rows as Python values, nulls as None, with the key: what DB-API drivers take (pandas' Timestamps
+    are datetimes)."""
     values: dict[str, list[object]] = {OUTPUT_KEY_COLUMN: [output_key] * len(frame)}
     for name, column in frame.items():
-        if isinstance(column.dtype, pd.DatetimeTZDtype):
-            values[str(name)] = [None if pd.isna(t) else t.to_pydatetime() for t in column]
-        else:
-            values[str(name)] = column.astype(object).where(column.notna(), None).tolist()
+        values[str(name)] = column.astype(object).where(column.notna(), None).tolist()
     return [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
 
 
