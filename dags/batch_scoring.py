@@ -12,7 +12,8 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
    logical date, from `batch.source` (default: the config's source), committed as Parquet files on the run's
    branch `run-<model>-batch-<run>` under `batch_input/<model>/<key>/` (the interval, or the files' content
    hash). An empty input skips the run.
-3. **plan_chunks**: the input's chunks of at most `batch.chunk_rows` rows.
+3. **plan_chunks**: the input's chunks of at most `batch.chunk_rows` rows, each told the ids an earlier chunk has
+   (its rows with one of them are quarantined as duplicates, as a repeated id within the chunk is).
 4. **score_chunk** (one task per chunk): the model's bytes loaded again by tag and SHA-256 (a champion that moves
    during the run does not mix versions); rows that do not fit the model's schema go to quarantine with a
    report, and the chunk's other rows are scored (`batch.on_invalid: quarantine`) or the run fails naming them
