@@ -12,7 +12,8 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
    logical date, from `batch.source` (default: the config's source), committed as Parquet files on the run's
    branch `run-<model>-batch-<run>` under `batch_input/<model>/<key>/` (the interval, or the files' content
    hash). An empty input skips the run.
-3. **plan_chunks**: the input's chunks of at most `batch.chunk_rows` rows.
+3. **plan_chunks**: the input's chunks of at most `batch.chunk_rows` rows, each told the ids an earlier chunk has
+   (its rows with one of them are quarantined as duplicates, as a repeated id within the chunk is).
 4. **score_chunk** (one task per chunk): the model's bytes loaded again by tag and SHA-256 (a champion that moves
    during the run does not mix versions); rows that do not fit the model's schema go to quarantine with a
    report, and the chunk's other rows are scored (`batch.on_invalid: quarantine`) or the run fails naming them
@@ -22,6 +23,9 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
    the input commit, the rows) merged into `main`. A re-run of the same interval (or file) writes the same files:
    `main` holds one result. It updates the asset `batch_predictions__<model>` (event: model, version, rows, commit),
    which downstream DAGs can be scheduled on.
+6. **write_outputs** (with `batch.outputs` only): the merged predictions copied into SQL tables (through Airflow
+   connections) and S3 prefixes; a re-run of the interval replaces its rows and parts there too. lakeFS stays the
+   record: a failed output fails this task, naming it, after the merge.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from mlops_airflow.batch_scoring import (
     predictions_asset,
     resolve_model,
     score_chunk,
+    write_outputs,
 )
 
 
@@ -74,7 +79,9 @@ def batch_scoring(config) -> None:
         batch = collect_input(config_file, champion)
         chunks = plan_chunks(config_file, batch)
         scored = score_chunk.partial(config_file=config_file, model=champion, batch=batch).expand(chunk=chunks)
-        merge_predictions.override(outlets=[predictions_asset(model)])(config_file, champion, batch, scored)
+        merged = merge_predictions.override(outlets=[predictions_asset(model)])(config_file, champion, batch, scored)
+        if config.batch.outputs:
+            write_outputs(config_file, batch, merged)
 
     scoring()
 

@@ -29,10 +29,11 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from include.mlops import classes, deployment, lakefs_repository, object_store, packaging, validation
@@ -91,13 +92,16 @@ class ScoringModel:
 @dataclass(frozen=True)
 class Chunk:
     """Row groups of one input file: the chunk's place in the input (which names its output part), the commit it is
-    read at, the file, its row groups and their rows."""
+    read at, the file, its row groups and their rows, and the ids of its rows that an earlier chunk has (as text:
+    `validation.ids_as_text`), whose rows here are duplicates. Those travel through XCom: none as a rule, but a
+    file sent twice in one input puts each of its ids there (250,000 ids of 13 characters: ~4 MiB of JSON)."""
 
     index: int
     ref: str
     path: str
     row_groups: list[int]
     rows: int
+    seen_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +109,8 @@ class Chunk:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Chunk:
         groups = [int(g) for g in values["row_groups"]]
-        return cls(int(values["index"]), str(values["ref"]), str(values["path"]), groups, int(values["rows"]))
+        seen = [str(i) for i in values["seen_ids"]]
+        return cls(int(values["index"]), str(values["ref"]), str(values["path"]), groups, int(values["rows"]), seen)
 
 
 @dataclass(frozen=True)
@@ -237,12 +242,18 @@ def output_prefix(config: PipelineConfig, key: str) -> str:
     return f"predictions/{config.name}/{key}/"
 
 
-def plan_chunks(repo: lakefs.Repository, ref: str, prefix: str, chunk_rows: int = CHUNK_ROWS) -> list[Chunk]:
+def plan_chunks(
+    repo: lakefs.Repository, ref: str, prefix: str, id_column: str, chunk_rows: int = CHUNK_ROWS
+) -> list[Chunk]:
     """The chunks of the Parquet files under `prefix` at `ref`: in path order, each file's consecutive row groups
     up to `chunk_rows` rows (a larger row group is a chunk of its own), all read at the commit `ref` points to now
-    (so that every chunk task reads the same input). Only footers are read. An empty list: no input rows. Raises
-    ValueError naming any object under `prefix` that is not a `.parquet` file, and VersioningError naming a
-    `.parquet` file that is not Parquet."""
+    (so that every chunk task reads the same input). An empty list: no input rows. Raises ValueError naming any
+    object under `prefix` that is not a `.parquet` file, and VersioningError naming a `.parquet` file that is not
+    Parquet.
+
+    Besides the footers, the column `id_column` is read (a file without it is left to the chunk's checks): an id
+    a chunk shares with an earlier chunk is in its `seen_ids`, so that its rows there are quarantined as
+    duplicates, as a repeated id within one chunk is, and the first row of each id is the one scored."""
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows={chunk_rows}: a chunk holds at least one row")
     commit = lakefs_repository.head_commit(repo, ref)
@@ -263,7 +274,24 @@ def plan_chunks(repo: lakefs.Repository, ref: str, prefix: str, chunk_rows: int 
                 rows += group_rows
         if groups:
             chunks.append(Chunk(len(chunks), commit, entry.path, groups, rows))
-    return chunks
+    return _with_seen_ids(repo, chunks, id_column)
+
+
+def _with_seen_ids(repo: lakefs.Repository, chunks: list[Chunk], id_column: str) -> list[Chunk]:
+    """`chunks`, each with the ids it shares with an earlier one."""
+    ids, owners = [], []
+    for chunk in chunks:
+        read = lakefs_repository.read_parquet_row_groups(repo, chunk.ref, chunk.path, chunk.row_groups, [id_column])
+        if id_column in read.columns:
+            ids.append(validation.ids_as_text(read[id_column]))
+            owners.append(np.full(len(read), chunk.index))
+    if not ids:
+        return chunks
+    rows = pd.DataFrame({"id": pd.concat(ids, ignore_index=True), "chunk": np.concatenate(owners)}).dropna()
+    first = rows.groupby("id", sort=False)["chunk"].transform("min")
+    repeated = rows[first < rows["chunk"]].drop_duplicates()
+    seen = repeated.groupby("chunk")["id"].agg(sorted).to_dict()
+    return [replace(c, seen_ids=[str(i) for i in seen.get(c.index, [])]) for c in chunks]
 
 
 def part_path(prefix: str, index: int) -> str:
@@ -299,7 +327,7 @@ def score_chunk(
     frame = lakefs_repository.read_parquet_row_groups(repo, chunk.ref, chunk.path, chunk.row_groups)
     groups = ", ".join(map(str, chunk.row_groups))
     what = f"chunk {chunk.index} ({chunk.path} row group(s) {groups} at {chunk.ref[:12]})"
-    checked = validation.validate_for_scoring(frame, config.dataset, config.validation, what)
+    checked = validation.validate_for_scoring(frame, config.dataset, config.validation, what, chunk.seen_ids)
     report = checked.report
     failed = {f"{f.check}:{f.column}" if f.column else f.check: f.rows for f in report.failures}
     quarantined_path, report_path = quarantine_paths(prefix, chunk.index)

@@ -504,6 +504,62 @@ class Branches(_Strict):
     retention_days: int = Field(default=14, ge=0)
 
 
+# A SQL table name, optionally with its schema: kept to what every database and reader takes unquoted.
+_TABLE = re.compile(r"^(?:[a-z_][a-z0-9_]*\.)?[a-z_][a-z0-9_]*$")
+
+
+class SqlOutput(_Strict):
+    """A SQL table the predictions are copied into after each merge, one row per prediction."""
+
+    kind: Literal["sql"] = Field(description="`sql`: a table of a database an Airflow connection names.")
+    connection_id: str = Field(
+        description="The Airflow connection of the database (`postgres`, `sqlite`, or any type whose hook gives a "
+        "SQLAlchemy URL); the credentials stay in the connection."
+    )
+    table: str | None = Field(
+        default=None,
+        description="The table (`name` or `schema.name`), made on the first write if it does not exist; default "
+        "`batch_predictions_<model>`. Its columns are the Parquet parts' and `output_key`, the run's interval "
+        "or content key, by which a re-run replaces its rows.",
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _a_plain_table_name(cls, value: str | None) -> str | None:
+        if value is not None and not _TABLE.match(value):
+            raise ValueError(
+                f"{value!r}: a table name is lowercase letters, digits and underscores, as `name` or `schema.name`"
+            )
+        return value
+
+
+class S3Output(_Strict):
+    """An S3 prefix the Parquet parts are copied to after each merge, as lakeFS holds them."""
+
+    kind: Literal["s3"] = Field(description="`s3`: a prefix in an S3-compatible object store.")
+    url: str = Field(
+        description="`s3://<bucket>/<prefix>/`: the parts go to `<prefix>/<model>/<key>/part-<chunk>.parquet`. "
+        "Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, the pod's "
+        "role), as for the model store."
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="An S3-compatible server (MinIO) to write to; default: the model store's "
+        "(`MLOPS_MODEL_STORE_ENDPOINT_URL`), else boto3's choice (`AWS_ENDPOINT_URL`, or AWS).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _an_s3_url(cls, value: str) -> str:
+        scheme, _, rest = value.partition("://")
+        if scheme != "s3" or not rest.partition("/")[0]:
+            raise ValueError(f"{value!r}: expected s3://<bucket>/<prefix>/")
+        return value
+
+
+Output = Annotated[SqlOutput | S3Output, Field(discriminator="kind")]
+
+
 class BatchScoring(_Strict):
     """How `batch_scoring__<model>` scores datasets with the champion (the DAG exists only with this section)."""
 
@@ -539,6 +595,12 @@ class BatchScoring(_Strict):
         default="quarantine",
         description="Rows that do not fit the model's schema go to quarantine with a report; then the chunk's "
         "other rows are scored (`quarantine`), or the run fails naming the rows' checks (`fail`).",
+    )
+    outputs: list[Output] = Field(
+        default_factory=list,
+        description="Where else the predictions go, once merged into lakeFS (which stays the record): SQL tables "
+        "(`kind: sql`) and S3 prefixes (`kind: s3`), written by the task `write_outputs`. A re-run of an interval "
+        "or file replaces its rows and parts there too.",
     )
 
 

@@ -246,12 +246,15 @@ def parquet_row_groups(repo: lakefs.Repository, ref: str, path: str) -> list[int
         return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
 
 
-def read_parquet_row_groups(repo: lakefs.Repository, ref: str, path: str, row_groups: list[int]) -> pd.DataFrame:
-    """The rows of `row_groups` of the Parquet object at `path`, reading those groups (and the footer) only."""
+def read_parquet_row_groups(
+    repo: lakefs.Repository, ref: str, path: str, row_groups: list[int], columns: list[str] | None = None
+) -> pd.DataFrame:
+    """The rows of `row_groups` of the Parquet object at `path`, reading those groups (and the footer) only; with
+    `columns`, only those of them the file has."""
     import pyarrow.parquet as pq
 
     with _translated(f"{path!r} at {ref!r} in {repo.id!r}"), repo.ref(ref).object(path).reader(mode="rb") as reader:
-        return pq.ParquetFile(reader).read_row_groups(row_groups).to_pandas()
+        return pq.ParquetFile(reader).read_row_groups(row_groups, columns=columns).to_pandas()
 
 
 def object_exists(repo: lakefs.Repository, ref: str, path: str) -> bool:

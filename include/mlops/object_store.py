@@ -57,13 +57,15 @@ class PublishedModel:
 
 @dataclass(frozen=True)
 class ObjectStore:
-    """A bucket and a key prefix in an S3-compatible object store."""
+    """A bucket and a key prefix in an S3-compatible object store, at `endpoint_url` when one is given (otherwise
+    `MLOPS_MODEL_STORE_ENDPOINT_URL`, else boto3's choice)."""
 
     bucket: str
     prefix: str
+    endpoint_url: str | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> ObjectStore:
+    def from_url(cls, url: str, endpoint_url: str | None = None) -> ObjectStore:
         """`s3://<bucket>[/<prefix>]`; anything else raises ValueError naming what is wrong."""
         scheme, _, rest = url.partition("://")
         if scheme != "s3" or not rest:
@@ -71,7 +73,7 @@ class ObjectStore:
         bucket, _, prefix = rest.partition("/")
         if not bucket:
             raise ValueError(f"{STORE_URL_ENV}={url!r}: the bucket is missing (s3://<bucket>[/<prefix>])")
-        return cls(bucket, prefix.strip("/"))
+        return cls(bucket, prefix.strip("/"), endpoint_url)
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] = os.environ) -> ObjectStore | None:
@@ -108,6 +110,32 @@ class ObjectStore:
                 return None
             raise error from exc
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under `prefix` (a key prefix within the bucket), in key order."""
+        try:
+            pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            return [entry["Key"] for page in pages for entry in page.get("Contents", [])]
+        except Exception as exc:
+            raise self._error("listing", prefix, exc) from exc
+
+    def delete(self, keys: list[str]) -> None:
+        for first in range(0, len(keys), 1000):  # at most 1,000 keys a request
+            batch = keys[first : first + 1000]
+            try:
+                answer = self._client().delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+            except Exception as exc:
+                raise self._error("deleting", batch[0], exc) from exc
+            if errors := answer.get("Errors"):
+                shown = ", ".join(f"{e['Key']} ({e.get('Code')})" for e in errors[:5])
+                raise ObjectStoreError(f"deleting from s3://{self.bucket} at {self.endpoint} failed: {shown}")
+
+    @property
+    def endpoint(self) -> str:
+        """Where requests go, for messages."""
+        return self._endpoint_url() or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+
     def get_json(self, key: str) -> Any:
         return json.loads(self.get(key))
 
@@ -117,7 +145,7 @@ class ObjectStore:
     def _client(self):
         # One client per thread, as boto3 advises, and kept: making one costs ~150 ms of CPU, and the service's
         # workers ask for the pointers every second.
-        endpoint = os.environ.get(ENDPOINT_URL_ENV) or None
+        endpoint = self._endpoint_url()
         cached = getattr(_clients, "s3", None)
         if cached is not None and cached[0] == endpoint:
             return cached[1]
@@ -130,13 +158,15 @@ class ObjectStore:
         _clients.s3 = (endpoint, client)
         return client
 
+    def _endpoint_url(self) -> str | None:
+        return self.endpoint_url or os.environ.get(ENDPOINT_URL_ENV) or None
+
     def _error(self, doing: str, key: str, exc: Exception) -> ObjectStoreError:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
         where = f"s3://{self.bucket}/{key}"
         if code in ("NoSuchKey", "404", "NotFound"):
             return ObjectNotFound(f"{where} does not exist")
-        endpoint = os.environ.get(ENDPOINT_URL_ENV) or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-        return ObjectStoreError(f"{doing} {where} at {endpoint} failed: {type(exc).__name__}: {exc}")
+        return ObjectStoreError(f"{doing} {where} at {self.endpoint} failed: {type(exc).__name__}: {exc}")
 
 
 def tag_key(store: ObjectStore, tag: str) -> str:

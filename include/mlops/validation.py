@@ -13,6 +13,7 @@ The checks are plain vectorised pandas: a million rows take well under a second 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -176,15 +177,19 @@ def validate_batch(
     return ValidatedBatch(valid, quarantined, report)
 
 
-def validate_for_scoring(frame: pd.DataFrame, dataset: Dataset, rules: Validation, batch: str) -> ValidatedBatch:
+def validate_for_scoring(
+    frame: pd.DataFrame, dataset: Dataset, rules: Validation, batch: str, seen_ids: Collection[str] = ()
+) -> ValidatedBatch:
     """Check rows to be scored (batch scoring's input) against the model's schema, row by row.
 
     The id column and every feature are required; the target and the event time are not (rows to score have no
     label yet, and no interval to fall in), and other columns are left out unchecked. Each row is checked as
     `validate_batch` checks it: the type of each value, nulls where the config allows none, ranges, unknown
-    categories of a closed set, and ids seen earlier in the batch. A missing column fails the whole batch (every
-    row quarantined). There is no share of invalid rows above which the batch fails: the caller decides what a
-    failure means. The valid rows have the id and the features, with canonical types.
+    categories of a closed set, and ids seen earlier in the batch: earlier in `frame`, or among `seen_ids` (the
+    ids, as `ids_as_text` gives them, of an earlier part of the same input, which keeps their first row). A
+    missing column fails the whole batch (every row quarantined). There is no share of invalid rows above which
+    the batch fails: the caller decides what a failure means. The valid rows have the id and the features, with
+    canonical types.
     """
     columns = [dataset.id_column, *(f.name for f in dataset.features)]
     rows_in = len(frame)
@@ -214,7 +219,8 @@ def validate_for_scoring(frame: pd.DataFrame, dataset: Dataset, rules: Validatio
         _add(row_failures, f"range:{feature.name}", _out_of_range(typed[feature.name], feature))
         _add(row_failures, f"category:{feature.name}", _unknown_category(typed[feature.name], feature))
     ids = typed[dataset.id_column]
-    _add(row_failures, f"duplicate_id:{dataset.id_column}", ids.notna() & ids.duplicated(keep="first"))
+    repeated = ids.duplicated(keep="first") | ids.isin(list(seen_ids))
+    _add(row_failures, f"duplicate_id:{dataset.id_column}", ids.notna() & repeated)
 
     failures = []
     for name, mask in row_failures.items():
@@ -295,6 +301,11 @@ def _kind(dataset: Dataset, column: str) -> str:
         return "numeric" if dataset.task == "regression" else "label"
     feature = dataset.feature(column)
     return {"numeric": "numeric", "boolean": "boolean", "categorical": "text"}[feature.type]
+
+
+def ids_as_text(raw: pd.Series) -> pd.Series:
+    """Ids as the checks compare them: text, nulls kept."""
+    return _to_text(raw)
 
 
 def _to_text(raw: pd.Series) -> pd.Series:

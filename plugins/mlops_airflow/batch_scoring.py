@@ -128,12 +128,15 @@ def _read_window(config, context: Context) -> tuple[pd.DataFrame, str, str]:
 
 @task
 def plan_chunks(config_file: str, batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """The input's chunks (row groups of its files, `batch.chunk_rows` rows at most), each for a task of its own."""
+    """The input's chunks (row groups of its files, `batch.chunk_rows` rows at most), each for a task of its own,
+    each knowing the ids an earlier chunk has (its rows with one of them are quarantined as duplicates)."""
     from include.mlops import batch_scoring
 
     config = pipelines.load(config_file)
     repo = LakeFSHook().get_repository()
-    chunks = batch_scoring.plan_chunks(repo, batch["commit"], batch["input_prefix"], config.batch.chunk_rows)
+    chunks = batch_scoring.plan_chunks(
+        repo, batch["commit"], batch["input_prefix"], config.dataset.id_column, config.batch.chunk_rows
+    )
     return [chunk.to_dict() for chunk in chunks]
 
 
@@ -208,3 +211,32 @@ def merge_predictions(
     context["outlet_events"][predictions_asset(config.name)].extra = event
     print(f"{metadata['rows_scored']} prediction(s) of {config.name} v{scoring_model.version} merged as {merged}")
     return event
+
+
+@task
+def write_outputs(config_file: str, batch: dict[str, Any], merged: dict[str, Any]) -> list[dict[str, Any]]:
+    """Copy the predictions, as the merge commit on `main` holds them, into each of `batch.outputs`: SQL tables
+    through their Airflow connections, S3 prefixes. A re-run of the interval (or file) replaces its rows and parts
+    there. An output that fails fails the task naming it (table and database, or URL and endpoint), once the
+    others are written; a retry writes them all again."""
+    from dataclasses import asdict
+
+    import sqlalchemy as sa
+
+    from include.mlops import batch_outputs
+    from mlops_airflow.sources import sqlalchemy_url
+
+    config = pipelines.load(config_file)
+    repo = LakeFSHook().get_repository()
+    written = batch_outputs.write_outputs(
+        repo,
+        merged["lakefs_commit"],
+        merged["predictions"],
+        batch["key"],
+        config,
+        lambda connection_id: sa.create_engine(sqlalchemy_url(connection_id)),
+    )
+    for output in written:
+        rows = f", {output.rows} row(s)" if output.rows is not None else ""
+        print(f"{output.output}: {output.parts} part(s){rows} of {batch['key']}")
+    return [asdict(output) for output in written]

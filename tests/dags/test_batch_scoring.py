@@ -13,6 +13,7 @@ import types
 import uuid
 from collections.abc import Iterator
 
+import boto3
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from include.demo_sources import simulator
-from include.mlops import deployment, lakefs_repository, operations_store
+from include.mlops import batch_outputs, deployment, lakefs_repository, operations_store
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.naming import batch_scoring_dag_id
 from tests.dags.conftest import ROWS_PER_DAY, load_dag, set_stack_connections
@@ -197,5 +198,37 @@ def test_a_model_without_a_champion_is_skipped_and_nothing_is_written(champion):
         assert states(run)["resolve_model"] == "skipped"
         assert set(states(run).values()) == {"skipped"}
         assert lakefs_repository.head_commit(champion.repo, "main") == head
+    finally:
+        with_batch(champion)
+
+
+def test_the_merged_predictions_are_copied_into_a_table_and_an_s3_prefix(champion, moto_s3, tmp_path, monkeypatch):
+    s3_env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.session.Session().client("s3", endpoint_url=moto_s3)
+    s3.create_bucket(Bucket="scores")
+    database = tmp_path / "scores.db"
+    monkeypatch.setenv("AIRFLOW_CONN_SCORES_DB", json.dumps({"conn_type": "sqlite", "host": str(database)}))
+    outputs = [
+        {"kind": "sql", "connection_id": "scores_db", "table": "fraud_scores"},
+        {"kind": "s3", "url": "s3://scores/batch/", "endpoint_url": moto_s3},
+    ]
+    with_batch(champion, outputs=outputs, chunk_rows=10_000)  # one chunk: fewer tasks to wait for
+    try:
+        day = dt.date(2026, 3, 6)
+        run = score(champion, day)
+        assert run.state == "success", states(run)
+        merged, key = xcom(run, "merge_predictions"), xcom(run, "collect_input")["key"]
+        parts = batch_outputs.prediction_parts(champion.repo, merged["lakefs_commit"], merged["predictions"])
+        with sa.create_engine(f"sqlite:///{database}").connect() as connection:
+            copied = connection.execute(
+                sa.text("SELECT output_key, count(*), count(DISTINCT transaction_id) FROM fraud_scores GROUP BY 1")
+            ).all()
+        assert copied == [(key, source_rows(champion, day), source_rows(champion, day))]
+        objects = s3.list_objects_v2(Bucket="scores", Prefix="batch/")["Contents"]
+        name = load_config(champion.path).name
+        assert len(parts) == 1
+        assert [o["Key"] for o in objects] == [f"batch/{name}/{key}/{p.rsplit('/', 1)[1]}" for p in parts]
     finally:
         with_batch(champion)

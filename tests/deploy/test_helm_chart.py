@@ -852,3 +852,23 @@ def test_the_lakefs_values_fit_the_chart_and_compose():
 def test_a_bad_lakefs_value_is_caught(changes, complaint):
     values = yaml.safe_load((VALUES / "lakefs.yaml").read_text()) | changes
     assert any(complaint in problem for problem in lakefs_problems(values))
+
+
+def test_every_connection_compose_gives_airflow_comes_from_a_secret_the_docs_make():
+    """Compose sets some connections by variable, not through airflow_settings.yaml (`redis_default`, which the
+    batch arrivals' watcher in the triggerer needs): the Helm values take each from the connections Secret, and
+    docs/operating.md's command that makes the Secret has each of its keys."""
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
+    from_compose = {name for name in compose["x-airflow-common"]["environment"] if name.startswith("AIRFLOW_CONN_")}
+    assert "AIRFLOW_CONN_REDIS_DEFAULT" in from_compose
+    secrets = {entry["envName"]: entry for entry in airflow_values()["secret"]}
+    assert from_compose <= set(secrets), from_compose - set(secrets)
+    operating = (REPO_ROOT / "docs" / "operating.md").read_text()
+    command = operating[operating.index("create secret generic mlops-connections") :].split("\n\n", 1)[0]
+    for entry in secrets.values():
+        if entry["secretName"] == "mlops-connections":
+            (made,) = re.findall(rf"--from-literal={entry['secretKey']}='(.+?)'", command)
+            connection = json.loads(made)
+            assert connection["conn_type"], entry
+    redis = json.loads(re.findall(r"--from-literal=redis_default='(.+?)'", command)[0])
+    assert (redis["conn_type"], redis["port"]) == ("redis", 6379)

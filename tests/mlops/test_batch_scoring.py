@@ -130,7 +130,7 @@ def test_the_champion_scores_text_classes_and_quarantines_wrong_rows(client, pen
     good = rows.iloc[10:].drop(columns=["species"])  # missing measurements and sexes among them
     assert good.isna().any().any()
     commit = _input(lakefs_repo, [good, _bad_penguins(rows)])
-    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
+    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", "id")
     assert [(c.index, c.ref, c.path, c.row_groups, c.rows) for c in chunks] == [
         (0, commit, "input/batch/000.parquet", [0], len(good)),
         (1, commit, "input/batch/001.parquet", [0], 10),
@@ -215,7 +215,7 @@ def test_fail_mode_raises_naming_the_chunk_and_the_checks(client, penguins, lake
     config, rows = penguins.config, penguins.rows
     model = batch_scoring.resolve_model(client, None, config)
     _input(lakefs_repo, [_bad_penguins(rows), rows.head(5).drop(columns=["sex"])])
-    bad, no_sex = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
+    bad, no_sex = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", "id")
     prefix = batch_scoring.output_prefix(config, "run-1")
 
     with pytest.raises(batch_scoring.InvalidInput) as failed:
@@ -243,7 +243,7 @@ def test_a_chunk_scored_twice_writes_one_part_with_the_same_bytes(client, pengui
     config, rows = penguins.config, penguins.rows
     model = batch_scoring.resolve_model(client, None, config)
     _input(lakefs_repo, [rows.iloc[:100], rows.iloc[100:200], _bad_penguins(rows)])
-    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
+    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", "id")
     prefix = batch_scoring.output_prefix(
         config,
         batch_scoring.interval_key(dt.datetime(2026, 12, 1, tzinfo=dt.UTC), dt.datetime(2026, 12, 2, tzinfo=dt.UTC)),
@@ -268,7 +268,7 @@ def test_a_chunk_scored_twice_writes_one_part_with_the_same_bytes(client, pengui
 
     # The interval again, its input now two clean parts: the third part and its quarantine go.
     _input(lakefs_repo, [rows.iloc[:100], rows.iloc[100:200].drop(index=150)], prefix="input/batch2/")
-    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch2/")
+    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch2/", "id")
     assert sorted(batch_scoring.stale_outputs(lakefs_repo, "main", prefix, len(chunks))) == [
         f"{prefix}part-00002.parquet",
         f"{prefix}quarantine/part-00002.json",
@@ -288,7 +288,7 @@ def test_a_regression_champion_scores_from_the_object_store(client, store, diabe
     assert batch_scoring.load_model(store, model.tag, model.sha256) == diabetes.onnx
     part = rows.drop(columns=["target", "event_time"]).assign(id=rows["id"].str.replace("patient", "p"))
     _input(lakefs_repo, [part])
-    (chunk,) = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
+    (chunk,) = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", "id")
     prefix = batch_scoring.output_prefix(config, batch_scoring.content_key(b"the partner's file"))
     assert prefix.startswith(f"predictions/{config.name}/sha256-")
     summary = batch_scoring.score_chunk(lakefs_repo, "main", config, model, chunk, prefix, RUN_ID, "fail")
@@ -360,7 +360,7 @@ def test_chunks_are_row_groups_of_the_input_files_read_alone(client, penguins, l
     lakefs_repository.write_parquet(lakefs_repo, "main", "input/batch/b.parquet", rows.head(50))
     commit = lakefs_repository.commit(lakefs_repo, "main", "input").id
 
-    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", chunk_rows=100)
+    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", "id", chunk_rows=100)
     assert [(c.index, c.path[-9:], c.row_groups, c.rows) for c in chunks] == [
         (0, "a.parquet", [0, 1], 80),
         (1, "a.parquet", [2, 3], 80),
@@ -371,7 +371,7 @@ def test_chunks_are_row_groups_of_the_input_files_read_alone(client, penguins, l
     ]
     assert {c.ref for c in chunks} == {commit}
     # A row group above chunk_rows is a chunk of its own.
-    assert [c.rows for c in batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/a", chunk_rows=30)] == [
+    assert [c.rows for c in batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/a", "id", chunk_rows=30)] == [
         *[40] * 8,
         24,
     ]
@@ -388,12 +388,58 @@ def test_an_input_that_is_not_parquet_is_refused(lakefs_repo, penguins):
     lakefs_repository.write_bytes(lakefs_repo, "main", "input/other/000.parquet", b"id\n1\n")
     lakefs_repository.commit(lakefs_repo, "main", "input")
     with pytest.raises(ValueError, match="not Parquet: input/batch/rows.csv"):
-        batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/")
+        batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", "id")
     with pytest.raises(lakefs_repository.VersioningError, match="'input/other/000.parquet' .* is not a Parquet file"):
-        batch_scoring.plan_chunks(lakefs_repo, "main", "input/other/")
-    assert batch_scoring.plan_chunks(lakefs_repo, "main", "input/nothing/") == []
+        batch_scoring.plan_chunks(lakefs_repo, "main", "input/other/", "id")
+    assert batch_scoring.plan_chunks(lakefs_repo, "main", "input/nothing/", "id") == []
     with pytest.raises(ValueError, match="chunk_rows=0: a chunk holds at least one row"):
-        batch_scoring.plan_chunks(lakefs_repo, "main", "input/nothing/", chunk_rows=0)
+        batch_scoring.plan_chunks(lakefs_repo, "main", "input/nothing/", "id", chunk_rows=0)
+
+
+def test_an_id_seen_in_an_earlier_chunk_is_quarantined_as_a_duplicate(client, penguins, lakefs_repo):
+    config, rows = penguins.config, penguins.rows.drop(columns=["species"])
+    model = batch_scoring.resolve_model(client, None, config)
+    buffer = io.BytesIO()
+    rows.iloc[:100].to_parquet(buffer, index=False, row_group_size=50)  # chunks 0 and 1
+    lakefs_repository.write_bytes(lakefs_repo, "main", "input/batch/a.parquet", buffer.getvalue())
+    # Chunk 2: ids 90-99 again (99 twice), a null id, and its own new rows. Chunk 3 has no id column at all.
+    again = pd.concat([rows.iloc[90:100], rows.iloc[[99]], rows.iloc[100:150]], ignore_index=True)
+    again.loc[len(again) - 1, "id"] = None
+    lakefs_repository.write_parquet(lakefs_repo, "main", "input/batch/b.parquet", again)
+    lakefs_repository.write_parquet(lakefs_repo, "main", "input/batch/c.parquet", rows.iloc[150:155].drop(columns="id"))
+    lakefs_repository.commit(lakefs_repo, "main", "input")
+
+    chunks = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", "id", chunk_rows=50)
+    repeated = rows["id"].iloc[90:100].tolist()
+    assert [(c.path[-9:], c.rows, c.seen_ids) for c in chunks] == [
+        ("a.parquet", 50, []),
+        ("a.parquet", 50, []),
+        ("b.parquet", 61, repeated),
+        ("c.parquet", 5, []),
+    ]
+    chunk = batch_scoring.Chunk.from_dict(json.loads(json.dumps(chunks[2].to_dict())))  # as the task gets it
+    assert chunk == chunks[2]
+    prefix = batch_scoring.output_prefix(config, "across-chunks")
+    summaries = [
+        batch_scoring.score_chunk(lakefs_repo, "main", config, model, c, prefix, RUN_ID, "quarantine")
+        for c in (chunks[0], chunks[1], chunk)
+    ]
+    assert [s.rows_quarantined for s in summaries] == [0, 0, 12]
+    assert summaries[2].failed_checks == {"duplicate_id:id": 11, "null:id": 1}
+    report = json.loads(lakefs_repository.read_bytes(lakefs_repo, "main", f"{prefix}quarantine/part-00002.json"))
+    (duplicates,) = [f for f in report["failures"] if f["check"] == "duplicate_id"]
+    assert (duplicates["column"], duplicates["rows"], duplicates["level"]) == ("id", 11, "row")
+    quarantined = lakefs_repository.read_parquet(lakefs_repo, "main", f"{prefix}quarantine/part-00002.parquet")
+    assert sorted(quarantined["id"].dropna()) == sorted([*repeated, repeated[-1]])
+    scored = pd.concat(lakefs_repository.read_parquet(lakefs_repo, "main", s.path) for s in summaries)
+    # Each id once, from its first row: the first chunk's 90-99, not the repeats.
+    assert scored["id"].is_unique and len(scored) == 149
+    first = lakefs_repository.read_parquet(lakefs_repo, "main", summaries[1].path)
+    assert set(repeated) <= set(first["id"])
+
+    # The chunk without the id column is planned, and quarantined whole when scored.
+    summary = batch_scoring.score_chunk(lakefs_repo, "main", config, model, chunks[3], prefix, RUN_ID, "quarantine")
+    assert summary.failed_checks == {"missing_column:id": 5}
 
 
 def test_the_chunk_tasks_library_does_not_import_mlflow():
