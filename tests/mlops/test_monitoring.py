@@ -262,6 +262,17 @@ def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(histo
     monitoring.record_check(engine, row("c", 2, True))
     assert monitoring.last_retraining(engine, "fraud") == NOW + dt.timedelta(hours=2)
     assert monitoring.last_retraining(engine, "fraud", other_than_run="c") == NOW
+    # A batch run's check may share its run id with an hourly check: each keeps its row, and one cool-down
+    # counts both.
+    monitoring.record_check(engine, {**row("c", 3, True), "source": monitoring.BATCH})
+    assert [(r["airflow_run_id"], r["source"]) for r in monitoring.history(engine, "fraud")][-2:] == [
+        ("c", "online"),
+        ("c", "batch"),
+    ]
+    assert monitoring.last_retraining(engine, "fraud") == NOW + dt.timedelta(hours=3)
+    assert monitoring.last_retraining(engine, "fraud", other_than_run="c") == NOW + dt.timedelta(hours=3)
+    batch_retry = monitoring.last_retraining(engine, "fraud", other_than_run="c", source=monitoring.BATCH)
+    assert batch_retry == NOW + dt.timedelta(hours=2)
 
 
 def test_a_day_of_drifted_hours_retrains_once_and_again_after_the_cool_down(config):
