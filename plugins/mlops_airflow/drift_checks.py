@@ -134,7 +134,6 @@ def decide_and_record(config, check: dict[str, Any], source: str, context: Conte
         return None
     return {
         "reason": "drift",
-        "drift_source": source,
         "drift_share": check["drift_share"],
         "drifted_columns": check["drifted_columns"],
         "report_uri": check["report_uri"],
