@@ -469,7 +469,7 @@ def record_check(engine: sa.Engine, row: dict[str, Any]) -> None:
 def last_retraining(
     engine: sa.Engine, model_name: str, other_than_run: str | None = None, source: str = ONLINE
 ) -> dt.datetime | None:
-    """The window end of the last check, of either source, that asked to retrain `model_name`; not counting the
+    """The window end of the last check, online or batch, that asked to retrain `model_name`; not counting the
     check of Airflow run `other_than_run` of `source` (a retried check finds its own first try's row, which must
     not cool it down)."""
     own = sa.and_(drift_history.c.airflow_run_id == (other_than_run or ""), drift_history.c.source == source)

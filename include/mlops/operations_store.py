@@ -72,7 +72,7 @@ inference_log = sa.Table(
 )
 
 # One row per drift check: what it measured and what it decided, and why. The cool-down counts from the last row
-# that decided to retrain, of either source.
+# that decided to retrain, online or batch.
 drift_history = sa.Table(
     "drift_history",
     metadata,

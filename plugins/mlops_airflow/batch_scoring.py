@@ -270,7 +270,7 @@ def check_drift(
 
 @task.short_circuit(multiple_outputs=False)
 def decide_retraining(config_file: str, check: dict[str, Any], **context: Context) -> dict[str, Any] | None:
-    """Retrain or not, as drift_monitor decides, under the same cool-down (a check of either source that asked
+    """Retrain or not, as drift_monitor decides, under the same cool-down (a check, online or batch, that asked
     to retrain starts it); the check goes to the drift history (source `batch`) and its drift share and live
     score to the run's `batch_runs` row. Returns the conf of the training run to trigger, or nothing (which skips
     the trigger)."""

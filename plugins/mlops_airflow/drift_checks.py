@@ -108,7 +108,7 @@ def history_row(context: Context, config, start: dt.datetime, end: dt.datetime, 
 
 def decide_and_record(config, check: dict[str, Any], source: str, context: Context) -> dict[str, Any] | None:
     """Retrain or not, and why (the task log and the drift history say): drift share or performance drop, on
-    enough rows, outside the cool-down after the model's last check of either source that asked to retrain, with
+    enough rows, outside the cool-down after the model's last check (online or batch) that asked to retrain, with
     no run of its training DAG running or queued. `check`: `judge`'s, with the window's `start` and `end`.
     Returns the conf of the training run to trigger, or None."""
     from include.mlops import monitoring
