@@ -349,6 +349,9 @@ def live_performance(config: PipelineConfig, live: pd.DataFrame, source: pd.Data
     predictions on those with a label, as training scores the test split."""
     dataset, metric = config.dataset, config.model.primary_metric
     needed = config.drift.min_labelled_rows
+    if dataset.id_column not in source or dataset.target not in source:
+        # A files source with no file in the lookback gives a frame without columns.
+        return LivePerformance(0, None, f"the source's rows have no {dataset.id_column} and {dataset.target}")
     # The source's labels as validation reads them (a CSV's 1.0 is the class 1, 'yes' the boolean true).
     labels = source[[dataset.id_column]].assign(**{dataset.target: read_target(source[dataset.target], dataset)})
     labels = labels.dropna(subset=[dataset.target])

@@ -230,6 +230,10 @@ def test_live_performance_scores_the_rows_whose_labels_arrived(config):
     all_legit = labels.assign(is_fraud=0)
     assert monitoring.live_performance(config, perfect, all_legit).note.endswith("are all of one class")
 
+    nothing_read = monitoring.live_performance(config, perfect, pd.DataFrame())  # no file in the lookback
+    assert (nothing_read.labelled_rows, nothing_read.score) == (0, None)
+    assert nothing_read.note == "the source's rows have no transaction_id and is_fraud"
+
 
 def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(history_engine):
     engine = history_engine
