@@ -26,7 +26,8 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
 6. **check_drift**: the merged rows against the reference sample of the version that scored them, as
    `drift_monitor__<model>` checks live traffic: Evidently's drift per feature and of the predictions (a verdict
    from `drift.min_rows` rows on), and the live score where the input, or else the config's source, has labels.
-   The report and the figures (`batch.<figure>`) go to the version's monitoring run in MLflow.
+   The report and the figures (`batch.<figure>`) go to the version's monitoring run in MLflow. A version without
+   a reference sample skips the check (the batch is scored, only not watched).
 7. **decide_retraining**: as drift_monitor decides, under the same cool-down (a retraining asked by either
    source starts it); the check goes to the drift history with source `batch`.
 8. **trigger_ml_training** starts `ml_training__<model>` (run id `batch_drift__<this run id>`) when it was

@@ -243,13 +243,18 @@ def check_drift(
     that scored them, as drift_monitor checks live traffic: drift per feature and of the predictions, with a
     verdict from `drift.min_rows` rows on, and the live score on the rows with labels: the input's own when it
     has them, else the config's source's (the `drift.label_lookback_hours` before the batch's end, read now). The
-    report and figures (`batch.<figure>`) go to the version's monitoring run in MLflow."""
+    report and figures (`batch.<figure>`) go to the version's monitoring run in MLflow. A version without a
+    reference sample skips the check, saying so."""
     from include.mlops import batch_scoring, monitoring
     from mlops_airflow.sources import fetcher
 
     config = pipelines.load(config_file)
     client = mlflow_tracking.client()
-    version, reference = drift_checks.version_and_reference(client, config, model["version"])
+    try:
+        version, reference = drift_checks.version_and_reference(client, config, model["version"])
+    except drift_checks.NoReference as exc:
+        # The predictions are merged: the batch is scored, only not watched (drift_monitor fails on this).
+        raise AirflowSkipException(f"{exc}; the batch is not checked for drift") from None
     repo = LakeFSHook().get_repository()
     at = merged["lakefs_commit"]
     inputs, scored = batch_scoring.read_scored(repo, at, batch["input_prefix"], merged["predictions"])

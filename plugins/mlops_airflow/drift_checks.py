@@ -9,7 +9,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from include.mlops.naming import training_dag_id
 from mlops_airflow import mlflow_tracking, operations_store
@@ -20,10 +20,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+class NoReference(LookupError):
+    """The version was promoted without a reference sample: there is nothing to check drift against."""
+
+
 def version_and_reference(client, config, version: str | None = None):
     """The model's version `version` (by default its champion) and its reference sample (its `drift_reference`
-    tag names it in lakeFS). Skips the task when the model has no champion; fails it, saying what to do, when the
-    version has no reference."""
+    tag names it in lakeFS). Skips the task when the model has no champion; NoReference, saying what to do, when
+    the version has no reference."""
     from include.mlops import lakefs_repository, registry
     from include.mlops.lineage import parse_lakefs_uri
 
@@ -35,7 +39,7 @@ def version_and_reference(client, config, version: str | None = None):
     else:
         found = client.get_model_version(name, version)
     if "drift_reference" not in found.tags:
-        raise AirflowFailException(
+        raise NoReference(
             f"{name} v{found.version} has no tag drift_reference (it was promoted without a reference sample); "
             "retrain to promote a model with one"
         )

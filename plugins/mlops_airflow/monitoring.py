@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import Context, PokeReturnValue, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlops_airflow import drift_checks, mlflow_tracking, operations_store, pipelines
 from mlops_airflow.decorators import mlflow_task
@@ -64,7 +64,10 @@ def check_drift(config_file: str, window: dict, **context: Context) -> dict:
 
     config = pipelines.load(config_file)
     client = mlflow_tracking.client()
-    champion, reference = drift_checks.version_and_reference(client, config)
+    try:
+        champion, reference = drift_checks.version_and_reference(client, config)
+    except drift_checks.NoReference as exc:
+        raise AirflowFailException(str(exc)) from None
 
     start, end = dt.datetime.fromisoformat(window["start"]), dt.datetime.fromisoformat(window["end"])
     live = monitoring.read_live_window(operations_store.engine(), config.name, start, end, config.dataset)

@@ -241,3 +241,22 @@ def test_a_batch_below_min_rows_has_no_verdict_but_is_recorded(watched):
     assert check["reason"] == f"too few rows: 20 in the window, {DRIFT['min_rows']} needed"
     row = batch_run_of(watched, run)
     assert (row["state"], row["rows_scored"], row["drift_share"]) == ("merged", 20, None)
+
+
+def test_a_version_without_a_reference_is_scored_but_not_watched(watched):
+    name = watched.raw["model"]["registered_name"]
+    reference = watched.client.get_model_version(name, "1").tags["drift_reference"]
+    day = dt.date(2026, 12, 8)
+    write_day(watched, day, rows=20)
+    with_batch(watched)
+    watched.client.delete_model_version_tag(name, "1", "drift_reference")
+    try:
+        run = score(watched, day)
+    finally:
+        watched.client.set_model_version_tag(name, "1", "drift_reference", reference)
+
+    assert run.state == "success", states(run)
+    assert states(run)["merge_predictions"] == "success" and states(run)["check_drift"] == "skipped"
+    assert states(run)["decide_retraining"] == "skipped" and checks_of(watched, run) == []
+    row = batch_run_of(watched, run)
+    assert (row["state"], row["rows_scored"], row["drift_share"]) == ("merged", 20, None)
