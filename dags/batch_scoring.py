@@ -22,23 +22,38 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
 5. **merge_predictions**: a commit with the lineage (model, version, SHA-256, its MLflow run and training data,
    the input commit, the rows) merged into `main`. A re-run of the same interval (or file) writes the same files:
    `main` holds one result. It updates the asset `batch_predictions__<model>` (event: model, version, rows, commit),
-   which downstream DAGs can be scheduled on.
+   which downstream DAGs can be scheduled on. The run is recorded in the operations store's `batch_runs` (with
+   an empty input too, as `empty`), which the MLOps page lists.
 6. **write_outputs** (with `batch.outputs` only): the merged predictions copied into SQL tables (through Airflow
    connections) and S3 prefixes; a re-run of the interval replaces its rows and parts there too. lakeFS stays the
    record: a failed output fails this task, naming it, after the merge.
+7. **check_drift**: the merged rows against the reference sample of the version that scored them, as
+   `drift_monitor__<model>` checks live traffic: Evidently's drift per feature and of the predictions (a verdict
+   from `drift.min_rows` rows on), and the live score where the input, or else the config's source, has labels.
+   The report and the figures (`batch.<figure>`) go to the version's monitoring run in MLflow. A version without
+   a reference sample skips the check (the batch is scored, only not watched).
+8. **decide_retraining**: as drift_monitor decides, under the same cool-down (a retraining asked by either
+   source starts it); the check goes to the drift history with source `batch`.
+9. **trigger_ml_training** starts `ml_training__<model>` (run id `batch_drift__<this run id>`) when it was
+   decided.
+
+Buttons on check_drift: **Drift report** and **MLflow run**.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
-from include.mlops.naming import batch_scoring_dag_id
+from include.mlops.naming import batch_scoring_dag_id, training_dag_id
 from mlops_airflow import pipelines
 from mlops_airflow.batch_arrivals import arrival_asset
 from mlops_airflow.batch_scoring import (
+    check_drift,
     collect_input,
+    decide_retraining,
     merge_predictions,
     plan_chunks,
     predictions_asset,
@@ -82,6 +97,15 @@ def batch_scoring(config) -> None:
         merged = merge_predictions.override(outlets=[predictions_asset(model)])(config_file, champion, batch, scored)
         if config.batch.outputs:
             write_outputs(config_file, batch, merged)
+        retraining_conf = decide_retraining(config_file, check_drift(config_file, champion, batch, merged))
+        retraining_conf >> TriggerDagRunOperator(
+            task_id="trigger_ml_training",
+            trigger_dag_id=training_dag_id(model),
+            conf=retraining_conf,
+            # One training run per batch run, even when this task is retried; apart from drift_monitor's.
+            trigger_run_id="batch_drift__{{ run_id }}",
+            skip_when_already_exists=True,
+        )
 
     scoring()
 

@@ -1,9 +1,11 @@
 """Realistic state for the MLOps page's tests and benchmark, written through the real clients and the library's own
 functions: config files (one per model), registered model versions with the tags and aliases ml_training gives
-them (lineage, gate, ONNX parity, Bento), their MLflow training runs, the alias history and the drift history.
+them (lineage, gate, ONNX parity, Bento), their MLflow training runs, the alias history, the drift history and
+the batch runs.
 
     write_configs(folder, ["model_a", "model_b"])         the breast cancer config, once per model
     seed_model(client, engine, "model_a", checks=1000)    three versions: previous champion, champion, challenger
+    seed_model(..., batches=12)                           and batch runs, each merged one with its drift check
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import sqlalchemy as sa
 import yaml
 from mlflow.tracking import MlflowClient
 
-from include.mlops import alias_history, monitoring, operations_store, registry, rollouts, tracking
+from include.mlops import alias_history, batch_runs, monitoring, operations_store, registry, rollouts, tracking
 from include.mlops.config import CONFIG_DIR, load_config
-from include.mlops.naming import training_dag_id
+from include.mlops.naming import batch_scoring_dag_id, training_dag_id
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 LAKEFS_REPOSITORY = "mlops"
@@ -55,12 +57,14 @@ def training_run_id(n: int) -> str:
 
 
 def seed_model(
-    client: MlflowClient, engine: sa.Engine, model: str, versions: int = 3, checks: int = 48
+    client: MlflowClient, engine: sa.Engine, model: str, versions: int = 3, checks: int = 48, batches: int = 0
 ) -> list[SeededVersion]:
     """`versions` versions of `model`, each from its own training run: the last is the challenger (rejected
     by the gate), the one before the champion, the one before that the previous champion; the alias moves
-    that put them there; and `checks` hourly drift checks (every 10th with labels, every 50th asking to
-    retrain, the last 24 with an HTML report). The operations store behind `engine` is brought to its schema."""
+    that put them there; `checks` hourly drift checks (every 10th with labels, every 50th asking to
+    retrain, the last 24 with an HTML report); and `batches` batch runs of the champion every 4 hours from 03:00
+    on the first day (the 6th found no input; the others were merged and checked). The operations store behind
+    `engine` is brought to its schema."""
     operations_store.upgrade(engine)
     experiment = tracking.experiment_id(client, model)
     client.create_registered_model(model)
@@ -80,7 +84,61 @@ def seed_model(
         monitoring_run = tracking.monitoring_run(client, experiment, model, champion.version)
         for i in range(checks):
             monitoring.record_check(engine, drift_row(model, champion.version, i, checks, monitoring_run))
+    for i in range(batches):
+        run, check = batch_rows(model, champion.version, i)
+        batch_runs.record(engine, run)
+        if check is not None:
+            monitoring.record_check(engine, check)
     return seeded
+
+
+def batch_run_id(i: int) -> str:
+    return f"scheduled__{T0 + dt.timedelta(hours=3 + 4 * i):%Y-%m-%dT%H:%M:%S}+00:00"
+
+
+def batch_rows(model: str, version: str, i: int) -> tuple[dict, dict | None]:
+    """The `i`-th batch run's row of `batch_runs` and its drift check's row (None for a run without input), as
+    batch_scoring writes them."""
+    end = T0 + dt.timedelta(hours=3 + 4 * i)
+    key = f"{end - dt.timedelta(hours=4):%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+    empty = i == 5
+    share = None if empty else round((i % 6) / 10, 4)
+    live = None if empty else 0.93 + i / 1000
+    run = {
+        "model_name": model,
+        "model_version": version,
+        "airflow_dag_id": batch_scoring_dag_id(model),
+        "airflow_run_id": batch_run_id(i),
+        "key": key,
+        "state": batch_runs.EMPTY if empty else batch_runs.MERGED,
+        "rows_scored": 0 if empty else 1000 + i,
+        "rows_quarantined": 0 if empty else i % 3,
+        "lakefs_repository": LAKEFS_REPOSITORY,
+        "lakefs_commit": None if empty else f"{i:02d}" + "ba7c4" * 12 + "00",
+        "drift_share": share,
+        "live_score": live,
+        "finished_at": end + dt.timedelta(minutes=10),
+    }
+    if empty:
+        return run, None
+    check = {
+        "airflow_run_id": run["airflow_run_id"],
+        "model_name": model,
+        "model_version": version,
+        "window_start": end - dt.timedelta(hours=4),
+        "window_end": end,
+        "rows": run["rows_scored"],
+        "malformed_rows": run["rows_quarantined"],
+        "drift_share": share,
+        "drifted_columns": [f"feature_{c}" for c in range(int(share * 10))],
+        "labelled_rows": run["rows_scored"],
+        "live_score": live,
+        "champion_score": 0.97,
+        "retrain": False,
+        "reason": f"no drift: {share:.0%} of features drifted",
+        "source": monitoring.BATCH,
+    }
+    return run, check
 
 
 def _rolled_back_canary(engine: sa.Engine, model: str, challenger: str, champion: str) -> None:

@@ -436,3 +436,48 @@ def commit_metadata(
         "rows_scored": str(sum(s.rows_scored for s in summaries)),
         "rows_quarantined": str(sum(s.rows_quarantined for s in summaries)),
     }
+
+
+def read_scored(repo: lakefs.Repository, ref: str, input_prefix: str, prefix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A batch's input rows (under `input_prefix`) and its scored rows (the parts under `prefix`, not the
+    quarantine), at `ref`."""
+
+    def parts(under: str, match: re.Pattern[str]) -> pd.DataFrame:
+        paths = [o.path for o in lakefs_repository.list_objects(repo, ref, under) if match.match(o.path[len(under) :])]
+        frames = [lakefs_repository.read_parquet(repo, ref, p) for p in paths]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    scored_part = re.compile(r"^part-\d+\.parquet$")
+    return parts(input_prefix, scored_part), parts(prefix, scored_part)
+
+
+def as_traffic(config: PipelineConfig, inputs: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """The scored rows as a drift check reads live traffic (`monitoring.read_live_window`'s frame): each one's
+    features from the input, `prediction` as the inference log holds it (the label's text, or the value),
+    `probabilities` ({class text: probability}) for a classifier, `record_id` and `model_version`."""
+    dataset = config.dataset
+    features = [f.name for f in dataset.features]
+    columns = [*features, PREDICTION_COLUMN, "probabilities", "record_id", "model_version"]
+    if scored.empty:
+        return pd.DataFrame(columns=columns)
+    # An id repeated across chunks was scored once per chunk: the input's last row of it, as with live rows.
+    rows = inputs[features].assign(record_id=inputs[dataset.id_column].astype("string").to_numpy())
+    rows = rows.drop_duplicates("record_id", keep="last")
+    outputs = scored.assign(record_id=scored[dataset.id_column].astype("string").to_numpy())
+    joined = outputs.drop_duplicates("record_id", keep="last").merge(rows, on="record_id", how="inner")
+    if dataset.task == "regression":
+        joined["probabilities"] = None
+    else:
+        joined[PREDICTION_COLUMN] = [classes.text_of(label) for label in joined[PREDICTION_COLUMN]]
+        named = [c for c in joined.columns if c.startswith(PROBABILITY_PREFIX)]
+        texts = [c.removeprefix(PROBABILITY_PREFIX) for c in named]
+        joined["probabilities"] = [dict(zip(texts, p, strict=True)) for p in joined[named].to_numpy().tolist()]
+    return joined[columns].reset_index(drop=True)
+
+
+def labels_of(config: PipelineConfig, inputs: pd.DataFrame) -> pd.DataFrame | None:
+    """The input's rows with their labels when it has any (a target column not all empty), else None."""
+    target = config.dataset.target
+    if target not in inputs or inputs[target].isna().all():
+        return None
+    return inputs[[config.dataset.id_column, target]]

@@ -1,10 +1,10 @@
 """The drift history of one model as a small inline SVG chart, drawn on the server (no script, nothing fetched).
 
-Over time (x): the share of drifted features per check (a line, one dot per check, red where the check asked
-to retrain, each dot a link to its HTML report when it has one), the retraining threshold (a dashed line), and,
-where labels had arrived, the live score of the primary metric (a second line) with the champion's test score
-(dotted). Shares and scores in [0, 1] share the left axis; a score outside it (a regression error) gets its own
-scale on the right.
+Over time (x): the share of drifted features per check (a line per source, one dot per check, red where the
+check asked to retrain, hollow for a batch run's check, each dot a link to its HTML report when it has one), the
+retraining threshold (a dashed line), and, where labels had arrived, the live score of the primary metric (a
+second line) with the champion's test score (dotted). Shares and scores in [0, 1] share the left axis; a score
+outside it (a regression error) gets its own scale on the right.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from html import escape
 
 from include.mlops.model_overview import DriftPoint
+from include.mlops.monitoring import ONLINE
 
 WIDTH, HEIGHT = 1100, 200
 LEFT, RIGHT, TOP, BOTTOM = 44, 52, 14, 30
@@ -77,16 +78,19 @@ def svg(points: Sequence[DriftPoint], threshold: float, metric: str) -> str:
                 ((p, v),) = run
                 parts.append(f'<circle class="{css}" cx="{x(p.window_end):.1f}" cy="{y_score(v):.1f}" r="2"/>')
     shared = [p for p in points if p.drift_share is not None]
-    if shared:
-        coords = " ".join(f"{x(p.window_end):.1f},{y_share(p.drift_share):.1f}" for p in shared)
-        parts.append(f'<polyline class="drift-share" points="{coords}"/>')
+    for source in sorted({p.source for p in shared}):
+        coords = " ".join(f"{x(p.window_end):.1f},{y_share(p.drift_share):.1f}" for p in shared if p.source == source)
+        css = "drift-share" if source == ONLINE else f"drift-share {escape(source)}"
+        parts.append(f'<polyline class="{css}" points="{coords}"/>')
     for p in shared:
         css = "check retrain" if p.retrain else "check"
-        title = escape(f"{p.window_end:%Y-%m-%d %H:%M} UTC: {p.drift_share:.0%} drifted; {p.reason}")
+        css += "" if p.source == ONLINE else f" {escape(p.source)}"
+        what = "" if p.source == ONLINE else f" ({p.source} run)"
+        title = escape(f"{p.window_end:%Y-%m-%d %H:%M} UTC{what}: {p.drift_share:.0%} drifted; {p.reason}")
         dot = (
             f'<circle class="{css}" cx="{x(p.window_end):.1f}" cy="{y_share(p.drift_share):.1f}" r="2.5" '
-            f'data-window-end="{p.window_end.isoformat()}" data-drift-share="{p.drift_share}"><title>{title}</title>'
-            "</circle>"
+            f'data-window-end="{p.window_end.isoformat()}" data-drift-share="{p.drift_share}" '
+            f'data-source="{escape(p.source)}"><title>{title}</title></circle>'
         )
         if p.report_url:
             dot = f'<a href="{escape(p.report_url)}" target="_blank" rel="noopener">{dot}</a>'

@@ -2,7 +2,8 @@
 
 Per model: the versions behind its aliases (`champion`, `challenger`, `previous-champion`) with the gate's
 decision, the ONNX parity figures and the lineage each version carries as tags (lakeFS commit, MLflow run,
-Airflow run, Bento); the moves of its aliases, newest first; its drift checks, oldest first, for the chart.
+Airflow run, Bento); the moves of its aliases, newest first; its drift checks (of live traffic and of batch runs),
+oldest first, for the chart; its last batch runs, newest first.
 What Airflow knows (the runs of its DAGs, approvals waiting) is added by the page itself
 (plugins/mlops_airflow/mlops_page.py); links into the Airflow UI are built by the function it passes in.
 
@@ -19,7 +20,16 @@ from typing import Any
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from include.mlops import alias_history, classes, lakefs_repository, monitoring, registry, rollouts, tracking
+from include.mlops import (
+    alias_history,
+    batch_runs,
+    classes,
+    lakefs_repository,
+    monitoring,
+    registry,
+    rollouts,
+    tracking,
+)
 from include.mlops.config import PipelineConfig
 
 ALIASES = (registry.CHAMPION, registry.CHALLENGER, registry.PREVIOUS_CHAMPION)
@@ -28,6 +38,7 @@ CHART_CHECKS = 1000
 LISTED_CHECKS = 10
 LISTED_ROLLOUTS = 5
 LISTED_MOVES = 20
+LISTED_BATCH_RUNS = 10
 PARITY_TAGS = ("onnx_parity", "onnx_parity_rows")
 GATE_TAGS = ("decision", "reason", "metric", "challenger_score", "champion_version", "champion_score", "margin")
 
@@ -65,7 +76,8 @@ class VersionCard:
 
 @dataclass(frozen=True)
 class DriftPoint:
-    """One check of drift_monitor, as the chart and the table show it."""
+    """One drift check, as the chart and the table show it: of live traffic (drift_monitor, source `online`) or of
+    a batch run's scored rows (`batch`)."""
 
     window_end: dt.datetime
     rows: int
@@ -76,6 +88,24 @@ class DriftPoint:
     reason: str
     model_version: str | None
     report_url: str | None
+    source: str = monitoring.ONLINE
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One run of batch_scoring (a row of `batch_runs`): what it scored with, how many rows, its drift check's
+    figures, and where its predictions were merged."""
+
+    finished_at: dt.datetime
+    version: str
+    state: str  # merged, or empty (no input: nothing merged)
+    rows_scored: int
+    rows_quarantined: int
+    drift_share: float | None
+    live_score: float | None
+    key: str
+    lakefs_commit: Link | None
+    airflow_run: Link
 
 
 @dataclass(frozen=True)
@@ -93,6 +123,8 @@ class ModelOverview:
     # Its last shadow or canary rollouts (the rollouts table's rows), newest first: the running one and how the
     # ones before it ended.
     rollouts: tuple[dict[str, Any], ...] = ()
+    batch_configured: bool = False  # the config has a `batch:` section (its DAG exists)
+    batch_runs: tuple[BatchRun, ...] = ()  # newest first
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -118,12 +150,14 @@ def build(client: MlflowClient | None, engine: sa.Engine | None, config: Pipelin
     moves: tuple[alias_history.AliasMove, ...] = ()
     checks: tuple[DriftPoint, ...] = ()
     tried: tuple[dict[str, Any], ...] = ()
+    batches: tuple[BatchRun, ...] = ()
     if engine is not None:
         try:
             moves = tuple(reversed(alias_history.moves(engine, name)))
             tried = tuple(rollouts.history(engine, name, last=LISTED_ROLLOUTS))
             rows = monitoring.history(engine, name, last=CHART_CHECKS)
             checks = tuple(drift_point(row, links.mlflow_ui, experiment) for row in rows)
+            batches = tuple(batch_run(row, links) for row in batch_runs.recent(engine, name, LISTED_BATCH_RUNS))
         except Exception as exc:
             problems.append(f"inference log database: {_one_line(exc)}")
     return ModelOverview(
@@ -137,6 +171,8 @@ def build(client: MlflowClient | None, engine: sa.Engine | None, config: Pipelin
         moves=moves,
         checks=checks,
         rollouts=tried,
+        batch_configured=config.batch is not None,
+        batch_runs=batches,
         problems=tuple(problems),
     )
 
@@ -156,11 +192,7 @@ def predicts(config: PipelineConfig) -> str:
 def version_card(alias: str, version: Any, experiment: str | None, links: Links) -> VersionCard:
     """The card of a registered model version (as MlflowClient returns it) behind `alias`."""
     tags: dict[str, str] = dict(version.tags or {})
-    repository, commit = tags.get("lakefs_repository"), tags.get("lakefs_commit")
-    lakefs_commit = None
-    if repository and commit:
-        url = lakefs_repository.commit_ui_url(links.lakefs_ui, repository, commit) if links.lakefs_ui else None
-        lakefs_commit = Link(f"{repository}@{commit[:12]}", url)
+    lakefs_commit = commit_link(links, tags.get("lakefs_repository"), tags.get("lakefs_commit"))
     run_id = version.run_id or None
     mlflow_run = None
     if run_id:
@@ -181,6 +213,30 @@ def version_card(alias: str, version: Any, experiment: str | None, links: Links)
     )
 
 
+def commit_link(links: Links, repository: str | None, commit: str | None) -> Link | None:
+    """A lakeFS commit, linked into the lakeFS UI when it is known."""
+    if not (repository and commit):
+        return None
+    url = lakefs_repository.commit_ui_url(links.lakefs_ui, repository, commit) if links.lakefs_ui else None
+    return Link(f"{repository}@{commit[:12]}", url)
+
+
+def batch_run(row: dict[str, Any], links: Links) -> BatchRun:
+    """A row of `batch_runs` (`batch_runs.recent`) as the page lists it."""
+    return BatchRun(
+        finished_at=row["finished_at"],
+        version=row["model_version"],
+        state=row["state"],
+        rows_scored=row["rows_scored"],
+        rows_quarantined=row["rows_quarantined"],
+        drift_share=row["drift_share"],
+        live_score=row["live_score"],
+        key=row["key"],
+        lakefs_commit=commit_link(links, row["lakefs_repository"], row["lakefs_commit"]),
+        airflow_run=Link(row["airflow_run_id"], links.airflow_run(row["airflow_dag_id"], row["airflow_run_id"])),
+    )
+
+
 def drift_point(row: dict[str, Any], mlflow_ui: str, experiment: str | None) -> DriftPoint:
     """A row of the drift history (`monitoring.history`) as a point; its report linked when MLflow is known."""
     report = row.get("report_uri")
@@ -194,6 +250,7 @@ def drift_point(row: dict[str, Any], mlflow_ui: str, experiment: str | None) -> 
         reason=row["reason"],
         model_version=row["model_version"],
         report_url=tracking.artifact_url(mlflow_ui, experiment, report) if report and experiment else None,
+        source=row.get("source") or monitoring.ONLINE,
     )
 
 

@@ -349,6 +349,9 @@ def live_performance(config: PipelineConfig, live: pd.DataFrame, source: pd.Data
     predictions on those with a label, as training scores the test split."""
     dataset, metric = config.dataset, config.model.primary_metric
     needed = config.drift.min_labelled_rows
+    if dataset.id_column not in source or dataset.target not in source:
+        # A files source with no file in the lookback gives a frame without columns.
+        return LivePerformance(0, None, f"the source's rows have no {dataset.id_column} and {dataset.target}")
     # The source's labels as validation reads them (a CSV's 1.0 is the class 1, 'yes' the boolean true).
     labels = source[[dataset.id_column]].assign(**{dataset.target: read_target(source[dataset.target], dataset)})
     labels = labels.dropna(subset=[dataset.target])
@@ -377,6 +380,59 @@ def live_performance(config: PipelineConfig, live: pd.DataFrame, source: pd.Data
     return LivePerformance(int(scorable.sum()), score, "")
 
 
+def champion_score(config: PipelineConfig, tags: dict[str, str]) -> float | None:
+    """The version's test score in the primary metric, as the gate measured it when it was promoted (its tags);
+    None when the gate measured another metric."""
+    tested = tags.get("gate_metric") == config.model.primary_metric and tags.get("gate_challenger_score")
+    return float(tags["gate_challenger_score"]) if tested else None
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One drift check's measurements: Evidently's report (None with fewer than `drift.min_rows` rows: no
+    verdict), the live score, and the champion's test score to hold it against."""
+
+    rows: int
+    malformed_rows: int
+    report: DriftReport | None
+    performance: LivePerformance
+    champion_score: float | None
+
+    def figures(self, config: PipelineConfig) -> dict[str, float]:
+        return check_figures(config, self.rows, self.malformed_rows, self.report, self.performance)
+
+    def to_check(self, model_version: str) -> dict[str, Any]:
+        """What decide_retraining needs of the check, as JSON values (XCom)."""
+        report = self.report
+        return {
+            "model_version": model_version,
+            "rows": self.rows,
+            "malformed_rows": self.malformed_rows,
+            "drift_share": None if report is None else report.drift_share,
+            "drifted_columns": [] if report is None else list(report.drifted_columns),
+            "prediction_drift_score": None if report is None or report.prediction is None else report.prediction.score,
+            "labelled_rows": self.performance.labelled_rows,
+            "live_score": self.performance.score,
+            "champion_score": self.champion_score,
+        }
+
+
+def assess(
+    config: PipelineConfig,
+    version_tags: dict[str, str],
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    malformed_rows: int,
+    labels: pd.DataFrame,
+) -> Assessment:
+    """Drift of `current` (features, `prediction`, `probabilities` and `record_id`, as `read_live_window` gives
+    them) against the version's `reference`, with a verdict from `drift.min_rows` rows on; and the live score on
+    its rows whose labels are in `labels` (rows with the id and target columns)."""
+    report = measure_drift(reference, current, config.dataset) if len(current) >= config.drift.min_rows else None
+    performance = live_performance(config, current, labels)
+    return Assessment(len(current), malformed_rows, report, performance, champion_score(config, version_tags))
+
+
 def check_figures(
     config: PipelineConfig, rows: int, malformed: int, report: DriftReport | None, performance: LivePerformance
 ) -> dict[str, float]:
@@ -394,25 +450,34 @@ def check_figures(
     return figures
 
 
+ONLINE, BATCH = "online", "batch"  # the sources of a drift check (drift_history.source)
+
+
 def record_check(engine: sa.Engine, row: dict[str, Any]) -> None:
-    """Write one check's row of the drift history; a retried check replaces the row of its first try."""
+    """Write one check's row of the drift history (`source` defaults to online); a retried check replaces the row
+    of its first try. The rows of the two sources are apart: a batch run and a drift_monitor run may share a run
+    id (both `scheduled__<same time>`)."""
+    row = {"source": ONLINE, **row}
     with engine.begin() as connection:
         connection.execute(
             sa.delete(drift_history).where(
                 drift_history.c.airflow_run_id == row["airflow_run_id"],
                 drift_history.c.model_name == row["model_name"],
+                drift_history.c.source == row["source"],
             )
         )
         connection.execute(drift_history.insert(), [row])
 
 
-def last_retraining(engine: sa.Engine, model_name: str, other_than_run: str | None = None) -> dt.datetime | None:
-    """The window end of the last check that asked to retrain `model_name`; not counting the check of Airflow
-    run `other_than_run` (a retried check finds its own first try's row, which must not cool it down)."""
+def last_retraining(
+    engine: sa.Engine, model_name: str, other_than_run: str | None = None, source: str = ONLINE
+) -> dt.datetime | None:
+    """The window end of the last check, online or batch, that asked to retrain `model_name`; not counting the
+    check of Airflow run `other_than_run` of `source` (a retried check finds its own first try's row, which must
+    not cool it down)."""
+    own = sa.and_(drift_history.c.airflow_run_id == (other_than_run or ""), drift_history.c.source == source)
     query = sa.select(sa.func.max(drift_history.c.window_end)).where(
-        drift_history.c.model_name == model_name,
-        drift_history.c.retrain.is_(True),
-        drift_history.c.airflow_run_id != (other_than_run or ""),
+        drift_history.c.model_name == model_name, drift_history.c.retrain.is_(True), sa.not_(own)
     )
     with engine.connect() as connection:
         last = connection.execute(query).scalar_one()

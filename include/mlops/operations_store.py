@@ -4,7 +4,9 @@ Kubernetes), and their schema's migrations.
 
     inference_log   every prediction the service made (include/serving/inference_log.py writes it,
                     include/mlops/monitoring.py and rollouts.py read it)
-    drift_history   one row per check of drift_monitor (include/mlops/monitoring.py)
+    drift_history   one row per drift check, of live traffic (drift_monitor) or of a batch run
+                    (batch_scoring) (include/mlops/monitoring.py)
+    batch_runs      one row per batch run that merged predictions or found no input (include/mlops/batch_runs.py)
     alias_history   every move of a model's champion and challenger aliases (include/mlops/alias_history.py)
     rollouts        each shadow or canary rollout and its last check (include/mlops/rollouts.py)
 
@@ -69,8 +71,8 @@ inference_log = sa.Table(
     sa.Index("ix_inference_log_model_predicted_at", "model_name", "predicted_at"),
 )
 
-# One row per check of drift_monitor: what it measured and what it decided, and why. The cool-down counts from
-# the last row that decided to retrain.
+# One row per drift check: what it measured and what it decided, and why. The cool-down counts from the last row
+# that decided to retrain, online or batch.
 drift_history = sa.Table(
     "drift_history",
     metadata,
@@ -91,7 +93,34 @@ drift_history = sa.Table(
     sa.Column("retrain", sa.Boolean, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("report_uri", sa.Text, nullable=True),
+    # What was checked: `online` (drift_monitor, the inference log) or `batch` (a batch run's scored rows).
+    sa.Column("source", sa.Text, nullable=False, server_default="online"),
     sa.Index("ix_drift_history_model_window", "model_name", "window_end"),
+)
+
+# One row per batch run that got past resolve_model and finished: it merged predictions (`merged`) or found no
+# input (`empty`). A retried or cleared run rewrites its own row (model_name, airflow_run_id).
+batch_runs = sa.Table(
+    "batch_runs",
+    metadata,
+    sa.Column("id", ID_COLUMN_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("airflow_dag_id", sa.Text, nullable=False),
+    sa.Column("airflow_run_id", sa.Text, nullable=False),
+    # The input's key: its interval, or the content hash of the arrived file(s).
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("rows_scored", sa.Integer, nullable=False),
+    sa.Column("rows_quarantined", sa.Integer, nullable=False),
+    sa.Column("lakefs_repository", sa.Text, nullable=False),
+    sa.Column("lakefs_commit", sa.Text, nullable=True),  # none: nothing merged
+    # The batch's drift check, once it has run (none: no verdict, or no live score).
+    sa.Column("drift_share", sa.Double, nullable=True),
+    sa.Column("live_score", sa.Double, nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("model_name", "airflow_run_id", name="uq_batch_runs_model_run"),
+    sa.Index("ix_batch_runs_model_finished_at", "model_name", "finished_at"),
 )
 
 # Append-only: one row per move of an alias.

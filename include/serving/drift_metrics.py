@@ -1,4 +1,5 @@
-"""The last drift check of each version of each model on the service's /metrics, for Prometheus and Grafana.
+"""The last drift check of live traffic of each version of each model on the service's /metrics, for Prometheus and
+Grafana (a batch run's checks, source `batch` in the history, are on the MLOps page, not here).
 
 Each model's drift monitor writes one row per check to the drift history, in the inference log's database
 (include/mlops/monitoring.py); every worker reads the latest row per model and version every few seconds and
@@ -16,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from include.mlops.monitoring import as_utc, drift_history
+from include.mlops.monitoring import ONLINE, as_utc, drift_history
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +62,13 @@ class DriftMetrics:
             self.live_score.labels(row.model_name, row.model_version, self._metrics[row.model_name]).set(row.live_score)
 
     def _latest(self, connection: sa.Connection, *conditions) -> list:
-        """The latest row per version of each of the service's models (of those meeting `conditions`)."""
+        """The latest check of live traffic per version of each of the service's models (of those meeting
+        `conditions`)."""
         history = drift_history.c
+        served = (history.model_name.in_(list(self._metrics)), history.model_version.is_not(None))
         latest = (
             sa.select(sa.func.max(history.id).label("id"))
-            .where(history.model_name.in_(list(self._metrics)), history.model_version.is_not(None), *conditions)
+            .where(*served, history.source == ONLINE, *conditions)
             .group_by(history.model_name, history.model_version)
             .subquery()
         )

@@ -1,7 +1,8 @@
 """The tasks of `batch_scoring__<model>`: score a window of rows with the champion, chunk by chunk, on a lakeFS
-branch of the run's own, and merge the input and its predictions into `main`. Each calls into
-include/mlops/batch_scoring.py; they pass references (the model's tag and SHA-256, paths, counts) through XCom,
-never data."""
+branch of the run's own, merge the input and its predictions into `main`, and check the scored rows for drift as
+drift_monitor checks live traffic (mlops_airflow/drift_checks.py). Each calls into include/mlops/batch_scoring.py;
+they pass references (the model's tag and SHA-256, paths, counts) through XCom, never data. The run's row in the
+operations store's `batch_runs` is written when it merges (or finds no input) and completed by its drift check."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from airflow.sdk import Asset, Context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.mlops.naming import batch_branch_name
-from mlops_airflow import pipelines
-from mlops_airflow.decorators import lakefs_task, show_lakefs_commit
+from mlops_airflow import drift_checks, mlflow_tracking, operations_store, pipelines
+from mlops_airflow.decorators import lakefs_task, mlflow_task, show_lakefs_commit
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import airflow_run_metadata, retry_marker, run_interval_end
 
@@ -55,19 +56,22 @@ def resolve_model(config_file: str) -> dict[str, str]:
 def collect_input(config_file: str, model: dict[str, str], **context: Context) -> dict[str, Any]:
     """Commit the rows to score as Parquet on the run's branch, in files of `batch.chunk_rows` rows: the arrived
     file(s) of a run an arrival started (a file that is not there fails the run naming it), or else the window's
-    rows from the batch source. No rows skips the run: the log says why, and nothing is merged."""
-    from include.mlops import lakefs_repository
+    rows from the batch source. No rows skips the run: the log says why, the run is recorded in `batch_runs` as
+    `empty`, and nothing is merged."""
+    from include.mlops import batch_runs, lakefs_repository
 
     config = pipelines.load(config_file)
     chunk_rows = config.batch.chunk_rows
     arrived = _arrived_files(config, context)
-    if arrived:
-        rows, key, what = _read_arrived(arrived)
-    else:
-        rows, key, what = _read_window(config, context)
-    if rows.empty:
-        raise AirflowSkipException(f"no rows of {config.dataset.name} in {what}: nothing scored or merged")
+    end = run_interval_end(context)
+    start = end if arrived else end - dt.timedelta(hours=config.batch.window_hours)
+    rows, key, what = _read_arrived(arrived) if arrived else _read_window(config, start, end)
     repo = LakeFSHook().get_repository()
+    if rows.empty:
+        nothing = {"rows_scored": 0, "rows_quarantined": 0}
+        row = _batch_run(config, model, context, key, batch_runs.EMPTY, repo.id, None, **nothing)
+        batch_runs.record(operations_store.engine(), row)
+        raise AirflowSkipException(f"no rows of {config.dataset.name} in {what}: nothing scored or merged")
     branch = batch_branch_name(config.name, context["run_id"])
     if not lakefs_repository.branch_exists(repo, branch):
         lakefs_repository.create_branch(repo, branch, "main")
@@ -82,7 +86,26 @@ def collect_input(config_file: str, model: dict[str, str], **context: Context) -
     commit = committed.id if committed else lakefs_repository.head_commit(repo, branch)
     show_lakefs_commit(repo.id, commit)
     print(f"{len(rows)} row(s) of {what} to score with {model['tag']}")
-    return {"branch": branch, "key": key, "input_prefix": prefix, "rows": len(rows), "commit": commit}
+    window = {"start": start.isoformat(), "end": end.isoformat()}
+    return {"branch": branch, "key": key, "input_prefix": prefix, "rows": len(rows), "commit": commit, **window}
+
+
+def _batch_run(config, model: dict[str, str], context: Context, key: str, state: str, repository: str, commit, **rows):
+    """The run's row of `batch_runs` (its drift figures empty until its drift check)."""
+    return {
+        "model_name": config.name,
+        "model_version": model["version"],
+        "airflow_dag_id": context["dag_run"].dag_id,
+        "airflow_run_id": context["run_id"],
+        "key": key,
+        "state": state,
+        **rows,
+        "lakefs_repository": repository,
+        "lakefs_commit": commit,
+        "drift_share": None,
+        "live_score": None,
+        "finished_at": dt.datetime.now(dt.UTC),
+    }
 
 
 def _arrived_files(config, context: Context) -> list[Path]:
@@ -114,14 +137,12 @@ def _read_arrived(paths: list[Path]) -> tuple[pd.DataFrame, str, str]:
     return pd.concat(frames, ignore_index=True), key, ", ".join(map(str, paths))
 
 
-def _read_window(config, context: Context) -> tuple[pd.DataFrame, str, str]:
-    """The rows whose event time is in the `batch.window_hours` before the run's logical date, the output key of
-    that interval, and the interval."""
+def _read_window(config, start: dt.datetime, end: dt.datetime) -> tuple[pd.DataFrame, str, str]:
+    """The rows whose event time is in [start, end) (the `batch.window_hours` before the run's logical date), the
+    output key of that interval, and the interval."""
     from include.mlops import batch_scoring
     from mlops_airflow.sources import fetcher
 
-    end = run_interval_end(context)
-    start = end - dt.timedelta(hours=config.batch.window_hours)
     rows = fetcher(config, end, config.batch.source)(start, end).rows
     return rows, batch_scoring.interval_key(start, end), f"[{start.isoformat()}, {end.isoformat()})"
 
@@ -180,8 +201,9 @@ def merge_predictions(
 ) -> dict[str, Any]:
     """Commit the predictions on the run's branch with their lineage and merge the branch into `main`: a re-run of
     the same interval writes the same files, and `main` keeps one result. Downstream DAGs are told through the
-    model's predictions asset (its event: model, version, rows, commit)."""
-    from include.mlops import batch_scoring, lakefs_repository
+    model's predictions asset (its event: model, version, rows, commit), and the run is recorded in `batch_runs`
+    as `merged`."""
+    from include.mlops import batch_runs, batch_scoring, lakefs_repository
     from include.mlops.object_store import ObjectStore
 
     config = pipelines.load(config_file)
@@ -209,6 +231,9 @@ def merge_predictions(
         "predictions": prefix,
     }
     context["outlet_events"][predictions_asset(config.name)].extra = event
+    figures = {name: int(metadata[name]) for name in ("rows_scored", "rows_quarantined")}
+    row = _batch_run(config, model, context, batch["key"], batch_runs.MERGED, repo.id, merged, **figures)
+    batch_runs.record(operations_store.engine(), row)
     print(f"{metadata['rows_scored']} prediction(s) of {config.name} v{scoring_model.version} merged as {merged}")
     return event
 
@@ -240,3 +265,56 @@ def write_outputs(config_file: str, batch: dict[str, Any], merged: dict[str, Any
         rows = f", {output.rows} row(s)" if output.rows is not None else ""
         print(f"{output.output}: {output.parts} part(s){rows} of {batch['key']}")
     return [asdict(output) for output in written]
+
+
+@mlflow_task
+def check_drift(
+    config_file: str, model: dict[str, str], batch: dict[str, Any], merged: dict[str, Any], **context: Context
+) -> dict[str, Any]:
+    """The merged rows (the input's features and their predictions) against the reference sample of the version
+    that scored them, as drift_monitor checks live traffic: drift per feature and of the predictions, with a
+    verdict from `drift.min_rows` rows on, and the live score on the rows with labels: the input's own when it
+    has them, else the config's source's (the `drift.label_lookback_hours` before the batch's end, read now). The
+    report and figures (`batch.<figure>`) go to the version's monitoring run in MLflow. A version without a
+    reference sample skips the check, saying so."""
+    from include.mlops import batch_scoring, monitoring
+    from mlops_airflow.sources import fetcher
+
+    config = pipelines.load(config_file)
+    client = mlflow_tracking.client()
+    try:
+        version, reference = drift_checks.version_and_reference(client, config, model["version"])
+    except drift_checks.NoReference as exc:
+        # The predictions are merged: the batch is scored, only not watched (drift_monitor fails on this).
+        raise AirflowSkipException(f"{exc}; the batch is not checked for drift") from None
+    repo = LakeFSHook().get_repository()
+    at = merged["lakefs_commit"]
+    inputs, scored = batch_scoring.read_scored(repo, at, batch["input_prefix"], merged["predictions"])
+    current = batch_scoring.as_traffic(config, inputs, scored)
+    end = dt.datetime.fromisoformat(batch["end"])
+    labels = batch_scoring.labels_of(config, inputs)
+    if labels is None:
+        lookback = dt.timedelta(hours=config.drift.label_lookback_hours)
+        labels = fetcher(config, as_of=dt.datetime.now(dt.UTC))(end - lookback, end).rows
+    print(f"{len(current)} scored row(s) of v{version.version}, {merged['rows_quarantined']} quarantined left out")
+    report_path = f"drift_reports/batch/{batch['key']}.html"
+    quarantined = int(merged["rows_quarantined"])
+    check = drift_checks.judge(
+        config, client, version, reference, current, quarantined, labels, end, report_path, monitoring.BATCH
+    )
+    return {"start": batch["start"], "end": batch["end"], **check}
+
+
+@task.short_circuit(multiple_outputs=False)
+def decide_retraining(config_file: str, check: dict[str, Any], **context: Context) -> dict[str, Any] | None:
+    """Retrain or not, as drift_monitor decides, under the same cool-down (a check, online or batch, that asked
+    to retrain starts it); the check goes to the drift history (source `batch`) and its drift share and live
+    score to the run's `batch_runs` row. Returns the conf of the training run to trigger, or nothing (which skips
+    the trigger)."""
+    from include.mlops import batch_runs, monitoring
+
+    config = pipelines.load(config_file)
+    batch_runs.record_drift(
+        operations_store.engine(), config.name, context["run_id"], check["drift_share"], check["live_score"]
+    )
+    return drift_checks.decide_and_record(config, check, monitoring.BATCH, context)

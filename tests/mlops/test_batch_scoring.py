@@ -448,3 +448,29 @@ def test_the_chunk_tasks_library_does_not_import_mlflow():
     code = "import sys, include.mlops.batch_scoring; print(sorted(m for m in sys.modules if m.startswith('mlflow')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert done.stdout.strip() == "[]", done.stdout[:500]
+
+
+def test_scored_rows_are_read_as_the_drift_check_reads_live_traffic(tmp_path):
+    config = zoo_config(tmp_path, "penguins", f"penguins_{uuid.uuid4().hex[:8]}")
+    rows = next(z for z in ZOO if z.name == "penguins").rows().head(3)
+    inputs = rows.assign(id=[7, 8, 9])  # ids as the source holds them; the predictions hold them as text
+    scored = pd.DataFrame(
+        {
+            "id": pd.Series(["9", "7"], dtype="string"),  # row 8 was quarantined
+            "prediction": pd.Series(["Gentoo", "Adelie"], dtype="string"),
+            "probability_Adelie": [0.1, 0.7],
+            "probability_Chinstrap": [0.1, 0.2],
+            "probability_Gentoo": [0.8, 0.1],
+            "model_version": pd.Series(["1", "1"], dtype="string"),
+        }
+    )
+    traffic = batch_scoring.as_traffic(config, inputs, scored)
+    features = [f.name for f in config.dataset.features]
+    assert list(traffic.columns) == [*features, "prediction", "probabilities", "record_id", "model_version"]
+    assert traffic["record_id"].tolist() == ["9", "7"] and traffic["prediction"].tolist() == ["Gentoo", "Adelie"]
+    assert traffic["probabilities"][1] == {"Adelie": 0.7, "Chinstrap": 0.2, "Gentoo": 0.1}
+    assert traffic["body_mass_g"].tolist() == [rows["body_mass_g"].iloc[2], rows["body_mass_g"].iloc[0]]
+    assert batch_scoring.labels_of(config, inputs)["species"].tolist() == rows["species"].tolist()
+    assert batch_scoring.labels_of(config, inputs.drop(columns=["species"])) is None
+    assert batch_scoring.labels_of(config, inputs.assign(species=None)) is None
+    assert batch_scoring.as_traffic(config, inputs, pd.DataFrame()).empty

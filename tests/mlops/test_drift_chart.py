@@ -46,3 +46,18 @@ def test_scores_outside_zero_to_one_get_their_own_scale():
     chart = svg([point(0, 0.1, 120.0), point(1, 0.2, 80.0)], 0.3, "rmse")
     assert re.search(r'<text class="axis score"', chart)
     assert '<text class="axis score"' not in svg([point(0, 0.1, 0.9)], 0.3, "roc_auc")
+
+
+def test_a_batch_runs_check_is_a_hollow_dot_on_a_line_of_its_own():
+    online = [point(0, 0.1), point(2, 0.2)]
+    batch = DriftPoint(T0 + dt.timedelta(hours=1), 1500, 0.6, None, 0.97, True, "data drift", "2", None, "batch")
+    chart = svg([online[0], batch, online[1]], 0.3, "roc_auc")
+    dots = re.findall(r'<circle class="(check[^"]*)"[^>]*data-source="(\w+)"><title>([^<]*)</title>', chart)
+    assert [(css, source) for css, source, _ in dots] == [
+        ("check", "online"),
+        ("check retrain batch", "batch"),
+        ("check", "online"),
+    ]
+    assert "(batch run): 60% drifted" in dots[1][2]
+    lines = dict(re.findall(r'<polyline class="(drift-share[^"]*)" points="([^"]+)"', chart))
+    assert len(lines["drift-share"].split()) == 2 and len(lines["drift-share batch"].split()) == 1

@@ -107,3 +107,22 @@ def test_the_page_says_what_a_model_predicts_in_the_datas_own_labels(update, sai
     config = load_config("fraud_demo.yaml")
     changed = config.model_copy(update={"dataset": config.dataset.model_copy(update=update)})
     assert model_overview.predicts(changed) == said
+
+
+def test_the_last_batch_runs_come_newest_first_with_their_commits(mlflow_server, tmp_path):
+    model = f"overview_{uuid.uuid4().hex[:8]}"
+    [path] = page_seed.write_configs(tmp_path / "configs", [model])
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
+    client = MlflowClient(mlflow_server.url)
+    page_seed.seed_model(client, engine, model, versions=2, checks=0, batches=12)
+    overview = model_overview.build(client, engine, load_config(path), links(mlflow_server.url))
+
+    runs = overview.batch_runs
+    assert [r.airflow_run.text for r in runs] == [page_seed.batch_run_id(i) for i in range(11, 1, -1)]
+    newest, empty = runs[0], runs[6]
+    assert (newest.state, newest.version, newest.rows_scored, newest.rows_quarantined) == ("merged", "1", 1011, 2)
+    assert newest.lakefs_commit.url == f"{LAKEFS_UI}/repositories/mlops/commits/{'11' + 'ba7c4' * 12 + '00'}"
+    assert newest.airflow_run.url.endswith(f"/runs/{page_seed.batch_run_id(11)}")
+    assert (empty.state, empty.lakefs_commit, empty.drift_share) == ("empty", None, None)
+    assert {c.source for c in overview.checks} == {"batch"} and len(overview.checks) == 11
+    assert not overview.batch_configured  # the config has no batch section: the runs are shown all the same

@@ -230,6 +230,10 @@ def test_live_performance_scores_the_rows_whose_labels_arrived(config):
     all_legit = labels.assign(is_fraud=0)
     assert monitoring.live_performance(config, perfect, all_legit).note.endswith("are all of one class")
 
+    nothing_read = monitoring.live_performance(config, perfect, pd.DataFrame())  # no file in the lookback
+    assert (nothing_read.labelled_rows, nothing_read.score) == (0, None)
+    assert nothing_read.note == "the source's rows have no transaction_id and is_fraud"
+
 
 def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(history_engine):
     engine = history_engine
@@ -262,6 +266,17 @@ def test_the_drift_history_keeps_one_row_per_check_and_the_last_retraining(histo
     monitoring.record_check(engine, row("c", 2, True))
     assert monitoring.last_retraining(engine, "fraud") == NOW + dt.timedelta(hours=2)
     assert monitoring.last_retraining(engine, "fraud", other_than_run="c") == NOW
+    # A batch run's check may share its run id with an hourly check: each keeps its row, and one cool-down
+    # counts both.
+    monitoring.record_check(engine, {**row("c", 3, True), "source": monitoring.BATCH})
+    assert [(r["airflow_run_id"], r["source"]) for r in monitoring.history(engine, "fraud")][-2:] == [
+        ("c", "online"),
+        ("c", "batch"),
+    ]
+    assert monitoring.last_retraining(engine, "fraud") == NOW + dt.timedelta(hours=3)
+    assert monitoring.last_retraining(engine, "fraud", other_than_run="c") == NOW + dt.timedelta(hours=3)
+    batch_retry = monitoring.last_retraining(engine, "fraud", other_than_run="c", source=monitoring.BATCH)
+    assert batch_retry == NOW + dt.timedelta(hours=2)
 
 
 def test_a_day_of_drifted_hours_retrains_once_and_again_after_the_cool_down(config):

@@ -29,7 +29,7 @@ from devstack import demo, page_seed, services
 from devstack.airflow_api import AirflowAPI
 from devstack.processes import free_port
 from include.mlops import alias_history, monitoring, operations_store
-from include.mlops.naming import monitor_dag_id, rollback_dag_id, training_dag_id
+from include.mlops.naming import batch_scoring_dag_id, monitor_dag_id, rollback_dag_id, training_dag_id
 
 ALPHA, BETA, GAMMA = "page_alpha", "page_beta", "page_gamma"  # gamma: nothing trained, no rollback DAG
 MODELS = [ALPHA, BETA, GAMMA]
@@ -52,7 +52,7 @@ def seeded(tmp_path_factory, mlflow_server, airflow_db) -> dict:
     engine = sa.create_engine(history_url)
     client = MlflowClient(mlflow_server.url)
     versions = {
-        ALPHA: page_seed.seed_model(client, engine, ALPHA, versions=3, checks=48),
+        ALPHA: page_seed.seed_model(client, engine, ALPHA, versions=3, checks=48, batches=12),
         BETA: page_seed.seed_model(client, engine, BETA, versions=1, checks=0),
     }
     _write_connections(mlflow_server.url, history_url)
@@ -305,6 +305,26 @@ def test_the_drift_chart_has_a_point_per_check_the_threshold_and_links_to_the_re
     report = f"{mlflow_server.url}/#/experiments/{experiment}/runs/{run_id}/artifacts/{path}"
     assert f'<a class="report" href="{report}"' in alpha
     assert f'<a href="{report}" target="_blank"' in alpha  # its dot in the chart
+
+
+def test_the_last_batch_runs_are_listed_with_their_commits_and_the_checks_name_their_source(page):
+    alpha = section(page, ALPHA)
+    rows = re.findall(r'<tr data-batch-state="(\w+)" data-run-id="([^"]+)">(.*?)</tr>', alpha, re.S)
+    assert [run_id for _, run_id, _ in rows] == [page_seed.batch_run_id(i) for i in range(11, 1, -1)]  # the last 10
+    assert [state for state, _, _ in rows] == ["merged"] * 6 + ["empty"] + ["merged"] * 3
+    newest = html.unescape(rows[0][2])
+    commit = "11" + "ba7c4" * 12 + "00"
+    assert f'href="{LAKEFS_UI}/repositories/mlops/commits/{commit}"' in newest and f"mlops@{commit[:12]}" in newest
+    assert "<td>v2</td>" in newest and "<td>1011</td><td>2</td>" in newest and "0.9410" in newest
+    assert "50%" in newest and "20261102T190000Z_20261102T230000Z" in newest
+    assert f"/dags/{batch_scoring_dag_id(ALPHA)}/runs/" in newest
+    empty = html.unescape(rows[6][2])
+    assert '<td class="lakefs mono"><span class="muted">–</span></td>' in empty
+    # The newest batch run's check is among the newest checks, named as such; every batch check is a hollow dot.
+    assert re.search(r'<tr data-source="batch"><td>2026-11-02 23:00</td><td>batch</td>', alpha)
+    assert len(re.findall(r'<circle class="check batch"[^>]*data-source="batch"', alpha)) == 11
+    assert re.search(r'<polyline class="drift-share batch"', alpha)
+    assert "Batch runs" not in section(page, BETA)
 
 
 def test_a_model_without_drift_history_shows_the_empty_state(page):

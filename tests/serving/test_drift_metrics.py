@@ -1,5 +1,6 @@
 """The drift monitor's last check of each model version, on the service's /metrics (read from the drift history),
-labelled by model: another model's checks are not this service's to show."""
+labelled by model: another model's checks are not this service's to show, nor a batch run's check (not live
+traffic)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def test_the_last_check_of_each_version_is_on_metrics(service):
     monitoring.record_check(engine, _check("c", "2", 1, drift_share=0.0))
     monitoring.record_check(engine, _check("d", None, 2, rows=3, reason="too few rows: 3 in the window"))
     monitoring.record_check(engine, {**_check("e", "1", 3, drift_share=0.9), "model_name": "another_model"})
+    batch = _check("f", "1", 4, drift_share=0.8, live_score=0.2, labelled_rows=900, retrain=True, reason="data drift")
+    monitoring.record_check(engine, {**batch, "source": monitoring.BATCH})
 
     def gauges():
         metrics = service.metrics()
