@@ -26,13 +26,14 @@ import lakefs
 import pandas as pd
 import pytest
 import redis
+import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from devstack import services
 from devstack.airflow_api import AirflowAPI
 from devstack.processes import free_port
 from devstack.supervisor import Supervisor
-from include.mlops import deployment, lakefs_repository
+from include.mlops import batch_runs, deployment, lakefs_repository, operations_store
 from include.mlops.batch_arrival import BatchArrival, arrival_channel, publish
 from include.mlops.naming import batch_scoring_dag_id
 from tests.conftest import REPO_ROOT
@@ -79,7 +80,10 @@ def arrival_stack(tmp_path_factory, lakefs_server, mlflow_server) -> Iterator[Ar
     (dags / "batch_scoring.py").symlink_to(REPO_ROOT / "dags" / "batch_scoring.py")
     home, logs = folder / "airflow", folder / "logs"
     mlflow_host, mlflow_port = mlflow_server.url.removeprefix("http://").split(":")
+    store = folder / "operations.db"  # where a batch run records itself (batch_runs) and its drift check
+    operations_store.upgrade(sa.create_engine(f"sqlite:///{store}"))
     connections = {
+        "INFERENCE_LOG_DB": {"conn_type": "sqlite", "host": str(store)},
         "REDIS_DEFAULT": {"conn_type": "redis", "host": REDIS_HOST, "port": REDIS_PORT},
         "MLFLOW_DEFAULT": {"conn_type": "http", "host": mlflow_host, "port": int(mlflow_port), "schema": "http"},
         "LAKEFS_DEFAULT": {
@@ -174,6 +178,12 @@ def test_an_announced_file_is_scored_by_the_champion_and_a_missing_one_fails_nam
     scored = pd.concat([lakefs_repository.read_parquet(stack.repo, "main", p) for p in parts])
     assert sorted(scored["id"]) == sorted(partner["id"].astype(str))  # the zoo config's id column
     assert set(scored["prediction"]) <= {"Adelie", "Chinstrap", "Gentoo"} and set(scored["model_version"]) == {"1"}
+    [recorded] = batch_runs.recent(sa.create_engine(f"sqlite:///{stack.folder / 'operations.db'}"), stack.model, 10)
+    assert (recorded["state"], recorded["rows_scored"], recorded["airflow_run_id"]) == (
+        "merged",
+        len(partner),
+        run["dag_run_id"],
+    )
     start_latency = pd.Timestamp(run["start_date"]).timestamp() - published
     print(f"\nsubscribed {waited:.1f} s after the stack was up; publish to run start {start_latency:.1f} s")
 
