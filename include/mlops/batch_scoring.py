@@ -438,17 +438,33 @@ def commit_metadata(
     }
 
 
-def read_scored(repo: lakefs.Repository, ref: str, input_prefix: str, prefix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A batch's input rows (under `input_prefix`) and its scored rows (the parts under `prefix`, not the
-    quarantine), at `ref`."""
+def read_scored(
+    repo: lakefs.Repository, ref: str, input_prefix: str, prefix: str, id_column: str, at_most: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A batch's scored rows (the parts under `prefix`, not the quarantine) at `ref`, at most `at_most` of them
+    drawn at random (`seed`: the same ones for the same batch), and the input rows (under `input_prefix`) with
+    their ids. The input is read one part at a time and only the drawn ids are kept, so that a batch of millions
+    of rows costs its predictions' memory, not its features'."""
 
-    def parts(under: str, match: re.Pattern[str]) -> pd.DataFrame:
-        paths = [o.path for o in lakefs_repository.list_objects(repo, ref, under) if match.match(o.path[len(under) :])]
-        frames = [lakefs_repository.read_parquet(repo, ref, p) for p in paths]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    def paths(under: str) -> list[str]:
+        return [o.path for o in lakefs_repository.list_objects(repo, ref, under) if _PART.match(o.path[len(under) :])]
 
-    scored_part = re.compile(r"^part-\d+\.parquet$")
-    return parts(input_prefix, scored_part), parts(prefix, scored_part)
+    scored_parts = [lakefs_repository.read_parquet(repo, ref, p) for p in paths(prefix)]
+    scored = pd.concat(scored_parts, ignore_index=True) if scored_parts else pd.DataFrame()
+    if len(scored) > at_most:
+        scored = scored.sample(n=at_most, random_state=seed).sort_index().reset_index(drop=True)
+    if scored.empty:
+        return pd.DataFrame(), scored
+    drawn = set(scored[id_column].astype("string"))
+    inputs = []
+    for path in paths(input_prefix):
+        part = lakefs_repository.read_parquet(repo, ref, path)
+        if id_column in part.columns:
+            inputs.append(part[part[id_column].astype("string").isin(drawn)])
+    return (pd.concat(inputs, ignore_index=True) if inputs else pd.DataFrame()), scored
+
+
+_PART = re.compile(r"^part-\d+\.parquet$")
 
 
 def as_traffic(config: PipelineConfig, inputs: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:

@@ -591,6 +591,12 @@ class BatchScoring(_Strict):
         description="Rows per chunk at most: each chunk is scored by a task of its own, whose memory it bounds "
         "(250,000 rows of 8 columns: about 210 MiB).",
     )
+    check_rows: int = Field(
+        default=50_000,
+        gt=0,
+        description="The drift check of a batch judges at most this many of its scored rows, drawn at random (the "
+        "same ones for the same batch), so that its memory and time stay bounded whatever the batch's size.",
+    )
     on_invalid: Literal["quarantine", "fail"] = Field(
         default="quarantine",
         description="Rows that do not fit the model's schema go to quarantine with a report; then the chunk's "

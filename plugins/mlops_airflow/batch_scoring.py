@@ -289,14 +289,23 @@ def check_drift(
         raise AirflowSkipException(f"{exc}; the batch is not checked for drift") from None
     repo = LakeFSHook().get_repository()
     at = merged["lakefs_commit"]
-    inputs, scored = batch_scoring.read_scored(repo, at, batch["input_prefix"], merged["predictions"])
+    inputs, scored = batch_scoring.read_scored(
+        repo,
+        at,
+        batch["input_prefix"],
+        merged["predictions"],
+        config.dataset.id_column,
+        config.batch.check_rows,
+        config.model.random_seed,
+    )
     current = batch_scoring.as_traffic(config, inputs, scored)
     end = dt.datetime.fromisoformat(batch["end"])
     labels = batch_scoring.labels_of(config, inputs)
     if labels is None:
         lookback = dt.timedelta(hours=config.drift.label_lookback_hours)
         labels = fetcher(config, as_of=dt.datetime.now(dt.UTC))(end - lookback, end).rows
-    print(f"{len(current)} scored row(s) of v{version.version}, {merged['rows_quarantined']} quarantined left out")
+    drawn = f"{len(current)} of {merged['rows_scored']} scored row(s) of v{version.version}"
+    print(f"{drawn} (batch.check_rows: {config.batch.check_rows}), {merged['rows_quarantined']} quarantined left out")
     report_path = f"drift_reports/batch/{batch['key']}.html"
     quarantined = int(merged["rows_quarantined"])
     check = drift_checks.judge(

@@ -474,3 +474,26 @@ def test_scored_rows_are_read_as_the_drift_check_reads_live_traffic(tmp_path):
     assert batch_scoring.labels_of(config, inputs.drop(columns=["species"])) is None
     assert batch_scoring.labels_of(config, inputs.assign(species=None)) is None
     assert batch_scoring.as_traffic(config, inputs, pd.DataFrame()).empty
+
+
+def test_a_large_batch_is_checked_on_a_sample_of_its_scored_rows_with_their_inputs(lakefs_repo, penguins):
+    rows = penguins.rows.drop(columns=["species"]).head(300).reset_index(drop=True)
+    for index in range(3):  # three input parts, and their predictions as score_chunk writes them
+        part = rows.iloc[index * 100 : (index + 1) * 100]
+        lakefs_repository.write_parquet(lakefs_repo, "main", f"batch_input/m/k/part-{index:05d}.parquet", part)
+        scored = pd.DataFrame({"id": part["id"].astype("string"), "prediction": "Adelie"})
+        lakefs_repository.write_parquet(lakefs_repo, "main", f"predictions/m/k/part-{index:05d}.parquet", scored)
+    lakefs_repository.write_parquet(lakefs_repo, "main", "predictions/m/k/quarantine/part-00000.parquet", rows)
+    lakefs_repository.commit(lakefs_repo, "main", "a scored batch")
+
+    def read(at_most: int, seed: int = 7):
+        return batch_scoring.read_scored(
+            lakefs_repo, "main", "batch_input/m/k/", "predictions/m/k/", "id", at_most, seed
+        )
+
+    inputs, scored = read(50)
+    assert len(scored) == 50 and scored["id"].is_unique
+    assert sorted(inputs["id"].astype("string")) == sorted(scored["id"])  # each drawn row's input, and no other
+    assert read(50)[1]["id"].tolist() == scored["id"].tolist()  # the same rows for the same batch
+    inputs, scored = read(1000)
+    assert len(scored) == len(inputs) == 300  # all of a batch under the bound; the quarantine is not read
