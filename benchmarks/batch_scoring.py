@@ -97,7 +97,7 @@ def prepare(folder: Path, rows: int, chunk_rows: int | None) -> tuple[Path, int]
     """The input file, the config, the fitted model (pickled, ONNX), and the Airflow metadata DB."""
     from benchmarks.training_overhead import demo_splits
     from include.demo_sources import simulator
-    from include.mlops import packaging, training
+    from include.mlops import deployment, monitoring, packaging, training
     from include.mlops.config import CONFIG_DIR, load_config
 
     print(f"simulating {rows:,} transactions to score ...", flush=True)
@@ -115,9 +115,15 @@ def prepare(folder: Path, rows: int, chunk_rows: int | None) -> tuple[Path, int]
 
     print(f"fitting the demo's lightgbm candidate on {TRAINING_ROWS:,} other rows ...", flush=True)
     spec = next(s for s in training.expand_candidates(config) if s.estimator == "LightGBM")
-    pipeline = training.fit(training.build_pipeline(config, spec), config, demo_splits(config, TRAINING_ROWS)["train"])
+    train = demo_splits(config, TRAINING_ROWS)["train"]
+    pipeline = training.fit(training.build_pipeline(config, spec), config, train)
     (folder / "model.pkl").write_bytes(pickle.dumps(pipeline))
-    (folder / "model.onnx").write_bytes(packaging.to_onnx(pipeline, config))
+    onnx = packaging.to_onnx(pipeline, config)
+    (folder / "model.onnx").write_bytes(onnx)
+    # The drift reference, as ml_training's store_reference leaves it: the run's drift check has one to judge by.
+    sample = monitoring.sample_reference(train, config)
+    predictions = deployment.offline_predictions(onnx, config, sample)
+    monitoring.with_predictions(sample, predictions, config.dataset).to_parquet(folder / "reference.parquet")
     described = {"features": [[f.name, f.type] for f in config.dataset.features], "classes": [*pipeline.classes_]}
     (folder / "model.json").write_text(json.dumps(described, default=int))
 
@@ -139,8 +145,8 @@ def measure(folder: Path, config_path: Path, profile: Path | None) -> dict[str, 
     mlflow = None
     try:
         mlflow = services.start_mlflow(folder / "mlflow", free_port(), logs)
-        _champion(folder, config_path, mlflow.url)
-        _connections(lakefs.url, mlflow.url)
+        _connections(folder, lakefs.url, mlflow.url)
+        _champion(folder, config_path, mlflow.url, lakefs.url)
         print("batch_scoring DAG run ...", flush=True)
         results["project"] = _child(["--dag-run", str(config_path), str(profile or "")])
         results["lakefs_peak_rss"] = process_peak_rss_bytes(lakefs.pid)
@@ -165,13 +171,15 @@ def measure(folder: Path, config_path: Path, profile: Path | None) -> dict[str, 
     return results
 
 
-def _champion(folder: Path, config_path: Path, mlflow_url: str) -> None:
-    """Version 1 of the model, its `champion`, in the MLflow registry, and its ONNX bytes in the BentoML model
-    store: what ml_training's register and publish steps leave."""
+def _champion(folder: Path, config_path: Path, mlflow_url: str, lakefs_url: str) -> None:
+    """Version 1 of the model, its `champion`, in the MLflow registry, its ONNX bytes in the BentoML model store,
+    and its drift reference in lakeFS: what ml_training's register, publish and store_reference steps leave."""
+    import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from include.mlops import deployment, registry
+    from include.mlops import deployment, lakefs_repository, registry
     from include.mlops.config import load_config
+    from include.mlops.lineage import lakefs_uri
 
     config = load_config(config_path)
     client = MlflowClient(mlflow_url, registry_uri=mlflow_url)
@@ -181,10 +189,21 @@ def _champion(folder: Path, config_path: Path, mlflow_url: str) -> None:
     version = client.create_model_version(MODEL, f"{run.info.artifact_uri}/model", run.info.run_id, tags=tags)
     client.set_registered_model_alias(MODEL, registry.CHAMPION, version.version)
     deployment.save_to_model_store((folder / "model.onnx").read_bytes(), config, version.version, tags)
+    client_of_lakefs = lakefs_repository.connect(lakefs_url, *KEYS)
+    repo = lakefs_repository.ensure_repository(client_of_lakefs, REPOSITORY, f"local://{REPOSITORY}")
+    path = f"reference/{MODEL}/bench/reference.parquet"
+    lakefs_repository.write_parquet(repo, "main", path, pd.read_parquet(folder / "reference.parquet"))
+    commit = lakefs_repository.commit(repo, "main", f"Drift reference of {MODEL} v{version.version}")
+    client.set_model_version_tag(MODEL, version.version, "drift_reference", lakefs_uri(REPOSITORY, commit.id, path))
 
 
-def _connections(lakefs_url: str, mlflow_url: str) -> None:
-    from include.mlops import lakefs_repository
+def _connections(folder: Path, lakefs_url: str, mlflow_url: str) -> None:
+    import sqlalchemy as sa
+
+    from include.mlops import lakefs_repository, operations_store
+
+    store = folder / "operations.db"  # where the run records itself (batch_runs) and its drift check
+    operations_store.upgrade(sa.create_engine(f"sqlite:///{store}"))
 
     lakefs_repository.ensure_repository(
         lakefs_repository.connect(lakefs_url, *KEYS), REPOSITORY, f"local://{REPOSITORY}"
@@ -194,6 +213,7 @@ def _connections(lakefs_url: str, mlflow_url: str) -> None:
     connections = {
         "LAKEFS_DEFAULT": lakefs | {"extra": json.dumps({"repository": REPOSITORY})},
         "MLFLOW_DEFAULT": {"conn_type": "http", "host": host, "port": int(port), "schema": "http"},
+        "INFERENCE_LOG_DB": {"conn_type": "sqlite", "host": str(store)},
     }
     for name, conn in connections.items():
         os.environ[f"AIRFLOW_CONN_{name}"] = json.dumps(conn)

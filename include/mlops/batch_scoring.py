@@ -51,6 +51,7 @@ PROBABILITY_PREFIX = "probability_"
 CHUNK_ROWS = 250_000
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 _PART = re.compile(r"^(?:quarantine/)?part-(\d+)\.(?:parquet|json)$")
+_SCORED_PART = re.compile(r"^part-\d+\.parquet$")  # a chunk's scored rows or input, not its quarantine
 
 
 class NoChampion(LookupError):
@@ -447,7 +448,8 @@ def read_scored(
     of rows costs its predictions' memory, not its features'."""
 
     def paths(under: str) -> list[str]:
-        return [o.path for o in lakefs_repository.list_objects(repo, ref, under) if _PART.match(o.path[len(under) :])]
+        listed = lakefs_repository.list_objects(repo, ref, under)
+        return [o.path for o in listed if _SCORED_PART.match(o.path[len(under) :])]
 
     scored_parts = [lakefs_repository.read_parquet(repo, ref, p) for p in paths(prefix)]
     scored = pd.concat(scored_parts, ignore_index=True) if scored_parts else pd.DataFrame()
@@ -462,9 +464,6 @@ def read_scored(
         if id_column in part.columns:
             inputs.append(part[part[id_column].astype("string").isin(drawn)])
     return (pd.concat(inputs, ignore_index=True) if inputs else pd.DataFrame()), scored
-
-
-_PART = re.compile(r"^part-\d+\.parquet$")
 
 
 def as_traffic(config: PipelineConfig, inputs: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
