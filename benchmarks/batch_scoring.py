@@ -103,6 +103,8 @@ def prepare(folder: Path, rows: int, chunk_rows: int | None) -> tuple[Path, int]
     print(f"simulating {rows:,} transactions to score ...", flush=True)
     (folder / "input").mkdir()
     simulator.generate_day(DAY, rows, seed=SEED).transactions.to_parquet(folder / "input" / "transactions.parquet")
+    # The demo's own source, where the drift check finds the labels the day's transactions have by then.
+    simulator.write_days(f"sqlite:///{folder / 'transactions.db'}", DAY, 1, rows, seed=SEED)
 
     raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
     raw["model"]["registered_name"] = MODEL
@@ -214,6 +216,7 @@ def _connections(folder: Path, lakefs_url: str, mlflow_url: str) -> None:
         "LAKEFS_DEFAULT": lakefs | {"extra": json.dumps({"repository": REPOSITORY})},
         "MLFLOW_DEFAULT": {"conn_type": "http", "host": host, "port": int(port), "schema": "http"},
         "INFERENCE_LOG_DB": {"conn_type": "sqlite", "host": str(store)},
+        "TRANSACTIONS_DB": {"conn_type": "sqlite", "host": str(folder / "transactions.db")},
     }
     for name, conn in connections.items():
         os.environ[f"AIRFLOW_CONN_{name}"] = json.dumps(conn)
