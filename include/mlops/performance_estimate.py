@@ -44,6 +44,9 @@ from include.mlops.config import PipelineConfig
 # on fewer follows noise.
 MIN_CLASS_ROWS = 10
 SAMPLES = 200
+# Rows a window is estimated on at most (a random sample of a larger one): each label draw is scored with
+# scikit-learn's metrics, about 10 ms per draw at this size.
+MAX_ROWS = 20_000
 BAND = (2.5, 97.5)  # percentiles of the sampled scores
 ARTIFACT = "calibrator.json"  # in the candidate's MLflow run; the version's tag `calibrator` names it
 TAG = "calibrator"

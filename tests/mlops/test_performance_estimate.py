@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.mlops import classes, performance_estimate, training
+from include.mlops import classes, monitoring, performance_estimate, training
 from include.mlops.config import PipelineConfig
 from tests.fixtures.champions import zoo_config
 from tests.zoo.datasets import ZOO
@@ -98,3 +98,14 @@ def test_regression_has_no_calibrator(tmp_path):
     config = zoo_config(tmp_path, "diabetes", "diabetes_estimate")
     found = performance_estimate.fit_calibrator(config, np.zeros(50), np.zeros((50, 1)), [0])
     assert isinstance(found, performance_estimate.NoCalibrator) and "regression" in found.reason
+
+
+def test_a_window_of_a_version_without_calibrator_has_no_estimate_and_says_why(penguins):
+    config, pipeline, _, held_out = penguins
+    probabilities, predictions = _window(config, pipeline, held_out)
+    window = pd.DataFrame({"probabilities": probabilities, monitoring.PREDICTION_COLUMN: predictions})
+    reason = performance_estimate.load(None, {}).reason
+    assert "no calibrator (tag calibrator)" in reason
+    found = monitoring.estimated_performance(config, window, performance_estimate.NoCalibrator(reason))
+    assert (found.score, found.accuracy, found.note) == (None, None, reason)
+    assert found.figures(config.model.primary_metric) == {}
