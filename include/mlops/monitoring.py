@@ -270,11 +270,13 @@ class RetrainingDecision:
         return asdict(self)
 
 
-def performance_drop(config: PipelineConfig, check: DriftCheck) -> float | None:
-    """How much worse the live score is than the champion's, in the primary metric's units (positive: worse)."""
-    if check.live_score is None or check.champion_score is None:
+def performance_drop(config: PipelineConfig, check: DriftCheck, estimated: bool = False) -> float | None:
+    """How much worse the live score (or the `estimated` one) is than the champion's, in the primary metric's
+    units (positive: worse)."""
+    score = check.estimated_score if estimated else check.live_score
+    if score is None or check.champion_score is None:
         return None
-    difference = check.champion_score - check.live_score
+    difference = check.champion_score - score
     return difference if training.higher_is_better(config, config.model.primary_metric) else -difference
 
 
@@ -285,9 +287,10 @@ def decide(
     last_drift_run: dt.datetime | None,
     training_active: bool,
 ) -> RetrainingDecision:
-    """Retrain when the drift share reaches `drift.threshold` or the primary metric dropped by
-    `drift.max_performance_drop`, on at least `drift.min_rows` rows, outside the cool-down after the last
-    drift-triggered run, and while no `ml_training` run is running or queued."""
+    """Retrain when the drift share reaches `drift.threshold`, the primary metric dropped by
+    `drift.max_performance_drop`, or (when set) its label-free estimate by `drift.max_estimated_drop`, on at least
+    `drift.min_rows` rows, outside the cool-down after the last drift-triggered run, and while no `ml_training` run
+    is running or queued."""
     drift = config.drift
     metric = config.model.primary_metric
     if check.rows < drift.min_rows:
@@ -303,6 +306,12 @@ def decide(
         causes.append(
             f"performance drop: {metric} {check.live_score:.4f} live vs {check.champion_score:.4f} for the champion "
             f"({drop:.4f} worse, limit {drift.max_performance_drop})"
+        )
+    bound, estimated_drop = drift.max_estimated_drop, performance_drop(config, check, estimated=True)
+    if bound is not None and estimated_drop is not None and estimated_drop >= bound:
+        causes.append(
+            f"estimated performance drop: {metric} {check.estimated_score:.4f} estimated without labels vs "
+            f"{check.champion_score:.4f} for the champion ({estimated_drop:.4f} worse, limit {bound})"
         )
     if not causes:
         share = "no verdict" if check.drift_share is None else f"{check.drift_share:.0%} of features drifted"
