@@ -29,16 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from include.mlops import classes, training
 from include.mlops.config import PipelineConfig
+
+if TYPE_CHECKING:  # MLflow is imported where a calibrator is loaded: the monitoring module is imported without it
+    from mlflow.tracking import MlflowClient
 
 # A class needs this many validation rows (and as many of the other classes) for its curve: isotonic regression
 # on fewer follows noise.
@@ -178,7 +179,9 @@ def estimate(
         drawn = (generator.random((len(rows), 1)) > cumulative).sum(axis=1).clip(max=len(texts) - 1)
         y = model_classes[drawn]
         if len(np.unique(y)) > 1:  # the metrics of one class are undefined, as for real labels
-            scores.append(training.metrics_of(config, y, matrix, labels, model_classes).get(metric, np.nan))
+            scores.append(
+                training.metrics_of(config, y, matrix, labels, model_classes, only=metric).get(metric, np.nan)
+            )
     measured = np.array([s for s in scores if not np.isnan(s)])
     if len(measured) < samples / 2:
         return Estimate(len(rows), None, None, None, accuracy, f"{metric} is undefined on most label draws")
@@ -202,6 +205,8 @@ def version_tag(config: PipelineConfig, run_id: str) -> dict[str, str]:
 def load(client: MlflowClient, tags: Mapping[str, str]) -> Calibrator | NoCalibrator:
     """The calibrator a model version's tags name, or why there is none."""
     import tempfile
+
+    from mlflow.exceptions import MlflowException
 
     uri = tags.get(TAG)
     if not uri:
