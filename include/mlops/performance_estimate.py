@@ -54,25 +54,66 @@ TAG = "calibrator"
 
 
 @dataclass(frozen=True)
+class Curve:
+    """One class's isotonic curve: breakpoints `x` of the model's probability, each in a block of the isotonic
+    fit (`block`, an index into `rows` and `positives`: the validation rows the block pooled, and how many were of
+    the class)."""
+
+    x: tuple[float, ...]
+    block: tuple[int, ...]
+    rows: tuple[int, ...]
+    positives: tuple[int, ...]
+
+    def block_means(self) -> np.ndarray:
+        """Each block's probability of the class, smoothed by one row of each kind (Laplace): a block of 40 rows all
+        of the class says 41/42, not certainty, which 40 rows cannot show."""
+        return (np.array(self.positives) + 1) / (np.array(self.rows) + 2)
+
+    def block_draw(self, generator: np.random.Generator) -> np.ndarray:
+        """Each block's probability as the validation rows leave it uncertain: a draw from its Beta posterior."""
+        positives, rows = np.array(self.positives), np.array(self.rows)
+        return generator.beta(positives + 1, rows - positives + 1)
+
+
+@dataclass(frozen=True)
 class Calibrator:
-    """Per class (as text, in the model's probability column order), the isotonic curve: breakpoints `x` of the
-    model's probability and the calibrated probability `y` at each."""
+    """Per class (as text, in the model's probability column order), its isotonic curve."""
 
     classes: tuple[str, ...]
-    curves: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
+    curves: tuple[Curve, ...]
     rows: int
 
-    def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of rows of the model's probabilities (a column per class of `classes`)."""
-        columns = [np.interp(probabilities[:, i], x, y) for i, (x, y) in enumerate(self.curves)]
+    def calibrate(self, probabilities: np.ndarray, blocks: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """Calibrated probabilities of rows of the model's probabilities (a column per class of `classes`), with
+        each curve's block probabilities `blocks` (by default their smoothed means)."""
+        blocks = blocks or [c.block_means() for c in self.curves]
+        columns = [
+            np.interp(probabilities[:, i], c.x, b[list(c.block)])
+            for i, (c, b) in enumerate(zip(self.curves, blocks, strict=True))
+        ]
         calibrated = np.column_stack(columns)
         total = calibrated.sum(axis=1, keepdims=True)
-        # A row every curve puts at zero keeps the model's own probabilities rather than dividing by zero.
-        return np.where(total > 0, calibrated / np.where(total > 0, total, 1), probabilities)
+        return calibrated / total  # smoothed blocks are never 0: no row sums to 0
+
+    def draw(self, generator: np.random.Generator) -> list[np.ndarray]:
+        return [c.block_draw(generator) for c in self.curves]
 
     def to_dict(self) -> dict[str, Any]:
-        curves = [{"class": c, "x": list(x), "y": list(y)} for c, (x, y) in zip(self.classes, self.curves, strict=True)]
-        return {"method": "isotonic one-vs-rest, renormalised", "rows": self.rows, "curves": curves}
+        curves = [
+            {
+                "class": name,
+                "x": list(c.x),
+                "block": list(c.block),
+                "rows": list(c.rows),
+                "positives": list(c.positives),
+            }
+            for name, c in zip(self.classes, self.curves, strict=True)
+        ]
+        return {
+            "method": "isotonic one-vs-rest, Laplace-smoothed blocks, renormalised",
+            "rows": self.rows,
+            "curves": curves,
+        }
 
 
 @dataclass(frozen=True)
@@ -89,7 +130,10 @@ def from_dict(values: dict[str, Any]) -> Calibrator | NoCalibrator:
     """A calibrator (or its absence) as `to_dict` wrote it."""
     if "curves" not in values:
         return NoCalibrator(str(values.get("reason", "the calibrator file names no curves")))
-    curves = tuple((tuple(map(float, c["x"])), tuple(map(float, c["y"]))) for c in values["curves"])
+    curves = tuple(
+        Curve(tuple(map(float, c["x"])), tuple(c["block"]), tuple(c["rows"]), tuple(c["positives"]))
+        for c in values["curves"]
+    )
     return Calibrator(tuple(str(c["class"]) for c in values["curves"]), curves, int(values["rows"]))
 
 
@@ -98,8 +142,6 @@ def fit_calibrator(
 ) -> Calibrator | NoCalibrator:
     """The calibrator of a classifier from its `probabilities` (a column per class of `model_classes`) on the
     validation rows and their labels `y` (as `training.target_of` gives them)."""
-    from sklearn.isotonic import IsotonicRegression
-
     if config.dataset.task != "classification":
         return NoCalibrator("a regression model: no estimate without labels")
     y = np.asarray(y)
@@ -109,15 +151,27 @@ def fit_calibrator(
         if min(members, len(y) - members) < MIN_CLASS_ROWS:
             short.append(f"{classes.text_of(label)} ({members} of {len(y)})")
             continue
-        isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        isotonic.fit(probabilities[:, i], (y == label).astype("float64"))
-        curves.append((tuple(isotonic.X_thresholds_.tolist()), tuple(isotonic.y_thresholds_.tolist())))
+        curves.append(_curve(probabilities[:, i], y == label))
     if short:
         return NoCalibrator(
             f"too few validation rows to calibrate class(es) {', '.join(short)}: each class, and the rest, needs "
             f"{MIN_CLASS_ROWS}"
         )
     return Calibrator(tuple(classes.text_of(c) for c in model_classes), tuple(curves), len(y))
+
+
+def _curve(scores: np.ndarray, is_class: np.ndarray) -> Curve:
+    """The isotonic fit of `is_class` on the model's `scores`, its blocks counted."""
+    from sklearn.isotonic import IsotonicRegression
+
+    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, is_class.astype("float64"))
+    # A block is the rows the fit pooled into one value: those the fitted curve gives the same value.
+    values, of_row = np.unique(isotonic.predict(scores), return_inverse=True)
+    rows, positives = np.bincount(of_row), np.bincount(of_row, weights=is_class).round().astype(int)
+    block = np.abs(isotonic.y_thresholds_[:, None] - values[None, :]).argmin(axis=1)
+    return Curve(
+        tuple(isotonic.X_thresholds_.tolist()), tuple(block.tolist()), tuple(rows.tolist()), tuple(positives.tolist())
+    )
 
 
 @dataclass(frozen=True)
@@ -172,10 +226,12 @@ def estimate(
     accuracy = float(calibrated[np.arange(len(rows)), predicted].mean())
 
     generator = np.random.default_rng(config.model.random_seed)
-    cumulative = calibrated.cumsum(axis=1)
     labels = model_classes[predicted]
     scores = []
     for _ in range(samples):
+        # The calibration itself drawn first (its blocks' probabilities as uncertain as their rows leave them),
+        # then the labels from it: the band holds both.
+        cumulative = calibrator.calibrate(matrix, calibrator.draw(generator)).cumsum(axis=1)
         drawn = (generator.random((len(rows), 1)) > cumulative).sum(axis=1).clip(max=len(texts) - 1)
         y = model_classes[drawn]
         if len(np.unique(y)) > 1:  # the metrics of one class are undefined, as for real labels
