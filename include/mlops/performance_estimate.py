@@ -8,16 +8,18 @@ arXiv 2407.08649; the method of NannyML's CBPE).
 The calibrator is fitted at training on the challenger's validation split (its probabilities and labels): one
 isotonic regression per class, that class against the rest, and each row's calibrated probabilities renormalised
 to sum to one. Isotonic rather than Platt scaling because tree ensembles, most of the candidates here, are not
-miscalibrated in a sigmoid shape, and isotonic regression fits any monotone distortion; it keeps as plain JSON
-(its breakpoints), and `np.interp` applies it as scikit-learn's `IsotonicRegression.predict` does. Its cost is
-that it wants more rows: a class with fewer than `MIN_CLASS_ROWS` validation rows gets no calibrator (a
-`NoCalibrator` saying so, not an error), and the model then no estimate.
+miscalibrated in a sigmoid shape, and isotonic regression fits any monotone distortion. Each block of the fit
+(the validation rows it pooled into one value) is kept with its counts, as plain JSON, and says (positives + 1) /
+(rows + 2) rather than its raw share: a block of 40 rows all of the class does not prove certainty, and a raw
+isotonic fit on a validation split without a single error made every estimate a certain 1.0 (measured on
+penguins). Its cost is that it wants rows: a class with fewer than `MIN_CLASS_ROWS` validation rows gets no
+calibrator (a `NoCalibrator` saying so, not an error), and the model then no estimate.
 
-The estimate draws the window's labels `SAMPLES` times from the calibrated probabilities and scores the model's
+The estimate draws, `SAMPLES` times, first each block's probability from its Beta posterior (how uncertain the
+validation rows leave it), then the window's labels from the calibrated probabilities, and scores the model's
 predictions against each draw with the project's own metrics (`training.metrics_of`): the mean is the estimate,
 the 2.5th and 97.5th percentiles its band. One way for every metric, ROC AUC and average precision included. The
-band is the spread of the labels the calibrated probabilities allow; it does not include the calibrator's own
-error, which grows as the live traffic leaves the validation data.
+band holds the labels' chance and the calibration's; not the change of the world since the validation split.
 
 Where it cannot work: the calibration learnt P(y | x) on the validation split. Data drift (P(x) moves) is what
 the estimate follows: rows move to where the model is less sure, and the estimate falls. Concept drift (P(y | x)
