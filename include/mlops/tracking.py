@@ -166,8 +166,8 @@ def train_candidate(
         model_uri = _log_model_and_data(run_id, config, pipeline, splits, split_uris)
         client.log_dict(run_id, {"candidate": spec.to_dict(), "valid": valid, "test": test}, "metrics.json")
         if config.dataset.task == "classification":
-            # Fitted here, where the valid split and the fitted pipeline are at hand: a few milliseconds per
-            # candidate, so that the challenger, whichever it is, carries one (performance_estimate.py).
+            # Fitted here, where the valid split and the fitted pipeline are at hand (an isotonic fit and a small
+            # artifact per candidate), so that the challenger, whichever it is, carries one (performance_estimate.py).
             calibrator = performance_estimate.of_pipeline(config, pipeline, splits["valid"])
             client.log_dict(run_id, calibrator.to_dict(), performance_estimate.ARTIFACT)
     except BaseException:
