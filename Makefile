@@ -55,7 +55,7 @@ infer-config: $(INSTALLED)
 
 # Speed and memory figures, printed as tables and kept as JSON in benchmarks/results/.
 BENCHMARKS := data_pipeline training_overhead boosting categories serving drift_check pipeline local_stack_memory mlops_page \
-	batch_scoring
+	batch_scoring performance_estimate
 
 bench: $(INSTALLED)
 	for benchmark in $(BENCHMARKS); do $(PY) -m benchmarks.$$benchmark || exit 1; done

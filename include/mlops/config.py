@@ -443,6 +443,10 @@ class Drift(_Strict):
     threshold: float = Field(default=0.3, gt=0, le=1)
     # Drop of the primary metric on labelled live rows against the champion's test score (in its units).
     max_performance_drop: float = Field(default=0.05, gt=0)
+    # Drop of the primary metric as estimated without labels (the champion's calibrator on the window's
+    # probabilities) against the champion's test score, at which retraining is asked for; empty: the estimate is
+    # recorded but asks for nothing. It cannot see concept drift (docs/pipelines.md).
+    max_estimated_drop: float | None = Field(default=None, gt=0)
     # After a drift-triggered training run, none again for this long.
     cooldown_hours: float = Field(default=24, ge=0)
     # Rows of the champion's training data kept as the reference, so a check never rescans the snapshot.

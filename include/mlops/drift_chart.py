@@ -3,8 +3,9 @@
 Over time (x): the share of drifted features per check (a line per source, one dot per check, red where the
 check asked to retrain, hollow for a batch run's check, each dot a link to its HTML report when it has one), the
 retraining threshold (a dashed line), and, where labels had arrived, the live score of the primary metric (a
-second line) with the champion's test score (dotted). Shares and scores in [0, 1] share the left axis; a score
-outside it (a regression error) gets its own scale on the right.
+second line) with the champion's test score (dotted); beside it the score estimated without labels (a dashed line
+in its shaded band), so that a reader sees where estimate and labels part (concept drift). Shares and scores in
+[0, 1] share the left axis; a score outside it (a regression error) gets its own scale on the right.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def svg(points: Sequence[DriftPoint], threshold: float, metric: str) -> str:
     def y_share(value: float) -> float:
         return TOP + plot_h * (1 - value)
 
-    scores = [v for p in points for v in (p.live_score, p.champion_score) if v is not None]
+    scores = [
+        v for p in points for v in (p.live_score, p.champion_score, p.estimated_low, p.estimated_high) if v is not None
+    ]
     low, high = (0.0, 1.0) if all(0 <= v <= 1 for v in scores) else _padded(min(scores), max(scores))
     own_scale = (low, high) != (0.0, 1.0)
 
@@ -67,8 +70,20 @@ def svg(points: Sequence[DriftPoint], threshold: float, metric: str) -> str:
         f'<line class="threshold" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
         f'data-threshold="{threshold}"><title>retraining threshold {threshold:.0%}</title></line>'
     )
+    banded = [
+        p.estimated_score if p.estimated_low is not None and p.estimated_high is not None else None for p in points
+    ]
+    for run in _runs(points, banded):
+        upper = [f"{x(p.window_end):.1f},{y_score(p.estimated_high):.1f}" for p, _ in run]
+        lower = [f"{x(p.window_end):.1f},{y_score(p.estimated_low):.1f}" for p, _ in reversed(run)]
+        title = f"estimated {metric}: band of {len(run)} check(s) without labels"
+        parts.append(
+            f'<polygon class="estimated-band" points="{" ".join(upper + lower)}"><title>{escape(title)}</title>'
+            "</polygon>"
+        )
     for css, values in (
         ("champion-score", [p.champion_score for p in points]),
+        ("estimated-score", [p.estimated_score for p in points]),
         ("live-score", [p.live_score for p in points]),
     ):
         for run in _runs(points, values):

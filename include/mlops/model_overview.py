@@ -89,6 +89,10 @@ class DriftPoint:
     model_version: str | None
     report_url: str | None
     source: str = monitoring.ONLINE
+    # The primary metric estimated without labels, and its band (none without a calibrator).
+    estimated_score: float | None = None
+    estimated_low: float | None = None
+    estimated_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,9 @@ def drift_point(row: dict[str, Any], mlflow_ui: str, experiment: str | None) -> 
         model_version=row["model_version"],
         report_url=tracking.artifact_url(mlflow_ui, experiment, report) if report and experiment else None,
         source=row.get("source") or monitoring.ONLINE,
+        estimated_score=row.get("estimated_score"),
+        estimated_low=row.get("estimated_score_low"),
+        estimated_high=row.get("estimated_score_high"),
     )
 
 

@@ -29,7 +29,7 @@ import orjson
 import pandas as pd
 import sqlalchemy as sa
 
-from include.mlops import classes, training
+from include.mlops import classes, performance_estimate, training
 from include.mlops.config import Dataset, Feature, PipelineConfig
 from include.mlops.operations_store import drift_history, inference_log
 from include.mlops.validation import read_target
@@ -257,6 +257,8 @@ class DriftCheck:
     # The primary metric on the window's labelled rows, and the champion's test score to compare with.
     live_score: float | None = None
     champion_score: float | None = None
+    # The primary metric estimated without labels (performance_estimate.py), when the version has a calibrator.
+    estimated_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -268,11 +270,13 @@ class RetrainingDecision:
         return asdict(self)
 
 
-def performance_drop(config: PipelineConfig, check: DriftCheck) -> float | None:
-    """How much worse the live score is than the champion's, in the primary metric's units (positive: worse)."""
-    if check.live_score is None or check.champion_score is None:
+def performance_drop(config: PipelineConfig, check: DriftCheck, estimated: bool = False) -> float | None:
+    """How much worse the live score (or the `estimated` one) is than the champion's, in the primary metric's
+    units (positive: worse)."""
+    score = check.estimated_score if estimated else check.live_score
+    if score is None or check.champion_score is None:
         return None
-    difference = check.champion_score - check.live_score
+    difference = check.champion_score - score
     return difference if training.higher_is_better(config, config.model.primary_metric) else -difference
 
 
@@ -283,9 +287,10 @@ def decide(
     last_drift_run: dt.datetime | None,
     training_active: bool,
 ) -> RetrainingDecision:
-    """Retrain when the drift share reaches `drift.threshold` or the primary metric dropped by
-    `drift.max_performance_drop`, on at least `drift.min_rows` rows, outside the cool-down after the last
-    drift-triggered run, and while no `ml_training` run is running or queued."""
+    """Retrain when the drift share reaches `drift.threshold`, the primary metric dropped by
+    `drift.max_performance_drop`, or (when set) its label-free estimate by `drift.max_estimated_drop`, on at least
+    `drift.min_rows` rows, outside the cool-down after the last drift-triggered run, and while no `ml_training` run
+    is running or queued."""
     drift = config.drift
     metric = config.model.primary_metric
     if check.rows < drift.min_rows:
@@ -301,6 +306,12 @@ def decide(
         causes.append(
             f"performance drop: {metric} {check.live_score:.4f} live vs {check.champion_score:.4f} for the champion "
             f"({drop:.4f} worse, limit {drift.max_performance_drop})"
+        )
+    bound, estimated_drop = drift.max_estimated_drop, performance_drop(config, check, estimated=True)
+    if bound is not None and estimated_drop is not None and estimated_drop >= bound:
+        causes.append(
+            f"estimated performance drop: {metric} {check.estimated_score:.4f} estimated without labels vs "
+            f"{check.champion_score:.4f} for the champion ({estimated_drop:.4f} worse, limit {bound})"
         )
     if not causes:
         share = "no verdict" if check.drift_share is None else f"{check.drift_share:.0%} of features drifted"
@@ -390,16 +401,18 @@ def champion_score(config: PipelineConfig, tags: dict[str, str]) -> float | None
 @dataclass(frozen=True)
 class Assessment:
     """One drift check's measurements: Evidently's report (None with fewer than `drift.min_rows` rows: no
-    verdict), the live score, and the champion's test score to hold it against."""
+    verdict), the live score, the champion's test score to hold it against, and the label-free estimate."""
 
     rows: int
     malformed_rows: int
     report: DriftReport | None
     performance: LivePerformance
     champion_score: float | None
+    estimate: performance_estimate.Estimate
 
     def figures(self, config: PipelineConfig) -> dict[str, float]:
-        return check_figures(config, self.rows, self.malformed_rows, self.report, self.performance)
+        measured = check_figures(config, self.rows, self.malformed_rows, self.report, self.performance)
+        return measured | self.estimate.figures(config.model.primary_metric)
 
     def to_check(self, model_version: str) -> dict[str, Any]:
         """What decide_retraining needs of the check, as JSON values (XCom)."""
@@ -414,6 +427,10 @@ class Assessment:
             "labelled_rows": self.performance.labelled_rows,
             "live_score": self.performance.score,
             "champion_score": self.champion_score,
+            "estimated_score": self.estimate.score,
+            "estimated_score_low": self.estimate.low,
+            "estimated_score_high": self.estimate.high,
+            "estimated_accuracy": self.estimate.accuracy,
         }
 
 
@@ -424,13 +441,34 @@ def assess(
     current: pd.DataFrame,
     malformed_rows: int,
     labels: pd.DataFrame,
+    calibrator: performance_estimate.Calibrator | performance_estimate.NoCalibrator,
 ) -> Assessment:
     """Drift of `current` (features, `prediction`, `probabilities` and `record_id`, as `read_live_window` gives
-    them) against the version's `reference`, with a verdict from `drift.min_rows` rows on; and the live score on
-    its rows whose labels are in `labels` (rows with the id and target columns)."""
+    them) against the version's `reference`, with a verdict from `drift.min_rows` rows on; the live score on
+    its rows whose labels are in `labels` (rows with the id and target columns); and the primary metric estimated
+    on all its rows by the version's `calibrator`."""
     report = measure_drift(reference, current, config.dataset) if len(current) >= config.drift.min_rows else None
     performance = live_performance(config, current, labels)
-    return Assessment(len(current), malformed_rows, report, performance, champion_score(config, version_tags))
+    estimate = estimated_performance(config, current, calibrator)
+    return Assessment(len(current), malformed_rows, report, performance, champion_score(config, version_tags), estimate)
+
+
+def estimated_performance(
+    config: PipelineConfig,
+    current: pd.DataFrame,
+    calibrator: performance_estimate.Calibrator | performance_estimate.NoCalibrator,
+) -> performance_estimate.Estimate:
+    """The primary metric and accuracy of the window's predictions estimated from their probabilities (at most
+    `performance_estimate.MAX_ROWS` of its rows, drawn at random: the band is then that sample's, a little wider);
+    none, and why, for a regression, a version without a calibrator or an empty window."""
+    if config.dataset.task == "regression":
+        return performance_estimate.no_estimate(len(current), "a regression model: no estimate without labels")
+    if isinstance(calibrator, performance_estimate.NoCalibrator):
+        return performance_estimate.no_estimate(len(current), calibrator.reason)
+    rows = current
+    if len(rows) > performance_estimate.MAX_ROWS:
+        rows = rows.sample(n=performance_estimate.MAX_ROWS, random_state=config.model.random_seed)
+    return performance_estimate.estimate(config, calibrator, rows["probabilities"], rows[PREDICTION_COLUMN])
 
 
 def check_figures(

@@ -95,6 +95,12 @@ drift_history = sa.Table(
     sa.Column("report_uri", sa.Text, nullable=True),
     # What was checked: `online` (drift_monitor, the inference log) or `batch` (a batch run's scored rows).
     sa.Column("source", sa.Text, nullable=False, server_default="online"),
+    # The label-free estimate of the primary metric (with its band) and of accuracy (performance_estimate.py);
+    # none without a calibrator.
+    sa.Column("estimated_score", sa.Double, nullable=True),
+    sa.Column("estimated_score_low", sa.Double, nullable=True),
+    sa.Column("estimated_score_high", sa.Double, nullable=True),
+    sa.Column("estimated_accuracy", sa.Double, nullable=True),
     sa.Index("ix_drift_history_model_window", "model_name", "window_end"),
 )
 

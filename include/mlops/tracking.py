@@ -2,8 +2,10 @@
 
 Each child run logs its parameters and metrics in batches, the fitted pipeline with its signature and an input
 example, the train/valid/test splits as dataset inputs whose source is the lakeFS commit they were read at, and
-the lineage tags (lakeFS repository/branch/commit, Airflow dag_id/run_id, code version). Runs are found again
-by their tags, so a retried task continues the run its first try made instead of starting a second one.
+the lineage tags (lakeFS repository/branch/commit, Airflow dag_id/run_id, code version), and for a classifier
+the calibrator of its validation probabilities (`calibrator.json`, include/mlops/performance_estimate.py). Runs
+are found again by their tags, so a retried task continues the run its first try made instead of starting a
+second one.
 
 Models are logged (and the champion loaded) through MLflow's fluent API: the caller points `mlflow`'s tracking
 and registry URIs at the same server as the client it passes (plugins' `mlflow_tracking.client()` does).
@@ -25,7 +27,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from include.mlops import training
+from include.mlops import performance_estimate, training
 from include.mlops.config import PipelineConfig
 from include.mlops.lineage import LakeFSDatasetSource, code_version
 
@@ -163,6 +165,11 @@ def train_candidate(
         )
         model_uri = _log_model_and_data(run_id, config, pipeline, splits, split_uris)
         client.log_dict(run_id, {"candidate": spec.to_dict(), "valid": valid, "test": test}, "metrics.json")
+        if config.dataset.task == "classification":
+            # Fitted here, where the valid split and the fitted pipeline are at hand (an isotonic fit and a small
+            # artifact per candidate), so that the challenger, whichever it is, carries one (performance_estimate.py).
+            calibrator = performance_estimate.of_pipeline(config, pipeline, splits["valid"])
+            client.log_dict(run_id, calibrator.to_dict(), performance_estimate.ARTIFACT)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise

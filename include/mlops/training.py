@@ -204,10 +204,12 @@ def metrics_of(
     predicted: np.ndarray,
     labels: np.ndarray | None = None,
     model_classes: np.ndarray | None = None,
+    only: str | None = None,
 ) -> dict[str, float]:
     """The task's metrics from true values `y` (as `target_of` gives them) and what a model gave: predicted
     values; or for classification each class's probability (a column per class of `model_classes`, in that
-    order) and the predicted `labels`.
+    order) and the predicted `labels`. With `only`, a classifier's metric of that name alone (the label-free
+    estimate scores hundreds of label draws).
 
     Two classes: F1, precision, recall, ROC AUC and average precision are about the positive class
     (`classes.positive_class`). More: F1, precision and recall are macro averages, ROC AUC and average precision
@@ -222,7 +224,11 @@ def metrics_of(
             "r2": float(metrics.r2_score(y, predicted)),
         }
     model_classes = np.asarray(model_classes)
-    result = {"log_loss": float(metrics.log_loss(y, predicted, labels=model_classes))}
+
+    def wanted(name: str) -> bool:
+        return only is None or only == name
+
+    result = {"log_loss": float(metrics.log_loss(y, predicted, labels=model_classes))} if wanted("log_loss") else {}
     if len(model_classes) == 2:
         positive = classes.positive_class(config.dataset, model_classes)
         is_positive = y == positive
@@ -233,16 +239,15 @@ def metrics_of(
     else:
         kept = {"average": "macro", "zero_division": 0}
         one_vs_rest = [(y == c, predicted[:, i]) for i, c in enumerate(model_classes) if (y == c).any()]
-    result |= {
-        "f1": float(metrics.f1_score(y, labels, **kept)),
-        "precision": float(metrics.precision_score(y, labels, **kept)),
-        "recall": float(metrics.recall_score(y, labels, **kept)),
-    }
+    of_labels = (("f1", metrics.f1_score), ("precision", metrics.precision_score), ("recall", metrics.recall_score))
+    for name, metric in of_labels:
+        if wanted(name):
+            result[name] = float(metric(y, labels, **kept))
     # A class against the rest is measurable only where both occur.
     measurable = [(truth, score) for truth, score in one_vs_rest if 0 < truth.sum() < len(truth)]
-    if measurable:
-        result["roc_auc"] = float(np.mean([metrics.roc_auc_score(t, s) for t, s in measurable]))
-        result["average_precision"] = float(np.mean([metrics.average_precision_score(t, s) for t, s in measurable]))
+    for name, metric in (("roc_auc", metrics.roc_auc_score), ("average_precision", metrics.average_precision_score)):
+        if measurable and wanted(name):
+            result[name] = float(np.mean([metric(t, s) for t, s in measurable]))
     return result
 
 

@@ -60,15 +60,17 @@ def judge(
     source: str,
 ) -> dict[str, Any]:
     """Measure `current` (rows of `version`, as `monitoring.read_live_window` gives them) against `reference`
-    (`monitoring.assess`), say what was found in the task log, and log the figures and the HTML report (as
-    `report_path`) to the version's monitoring run, one step per hour of `end` (a retried check lands on its
-    own step; a batch check's figures are named `batch.<figure>`), behind the task's "Drift report" and
-    "MLflow run" buttons. Returns the check as `decide` takes it."""
-    from include.mlops import monitoring, tracking
+    (`monitoring.assess`, with the version's calibrator for the label-free estimate), say what was found in the
+    task log, and log the figures and the HTML report (as `report_path`) to the version's monitoring run, one
+    step per hour of `end` (a retried check lands on its own step; a batch check's figures are named
+    `batch.<figure>`), behind the task's "Drift report" and "MLflow run" buttons. Returns the check as `decide`
+    takes it."""
+    from include.mlops import monitoring, performance_estimate, tracking
 
     name, metric = config.name, config.model.primary_metric
-    assessment = monitoring.assess(config, dict(version.tags), reference, current, malformed_rows, labels)
-    report, performance = assessment.report, assessment.performance
+    calibrator = performance_estimate.load(client, version.tags)
+    assessment = monitoring.assess(config, dict(version.tags), reference, current, malformed_rows, labels, calibrator)
+    report, performance, estimate = assessment.report, assessment.performance, assessment.estimate
     if report is None:
         print(f"{len(current)} rows, {config.drift.min_rows} needed for a drift verdict")
     else:
@@ -81,6 +83,13 @@ def judge(
     else:
         labelled, champion = performance.labelled_rows, assessment.champion_score
         print(f"live {metric} {performance.score:.4f} on {labelled} labelled rows; champion: {champion}")
+    if estimate.score is None:
+        print(f"no estimated {metric}: {estimate.note}")
+    else:
+        print(
+            f"estimated {metric} {estimate.score:.4f} (band {estimate.low:.4f}-{estimate.high:.4f}), estimated "
+            f"accuracy {estimate.accuracy:.4f}, on {estimate.rows} rows without labels"
+        )
 
     experiment = tracking.experiment_id(client, name)
     run_id = tracking.monitoring_run(client, experiment, name, str(version.version))
@@ -97,6 +106,10 @@ def judge(
         **assessment.to_check(str(version.version)),
         "report_uri": None if artifact is None else f"runs:/{run_id}/{artifact}",
     }
+
+
+# The label-free estimate's columns of the drift history, as `judge` returns them.
+ESTIMATED = ("estimated_score", "estimated_score_low", "estimated_score_high", "estimated_accuracy")
 
 
 def history_row(context: Context, config, start: dt.datetime, end: dt.datetime, source: str, **figures) -> dict:
@@ -127,10 +140,12 @@ def decide_and_record(config, check: dict[str, Any], source: str, context: Conte
         drifted_columns=tuple(check["drifted_columns"]),
         live_score=check["live_score"],
         champion_score=check["champion_score"],
+        estimated_score=check["estimated_score"],
     )
     decision = monitoring.decide(config, measured, end, last, active)
     names = ("model_version", "rows", "malformed_rows", "drift_share", "drifted_columns", "prediction_drift_score")
-    figures = {k: check[k] for k in (*names, "labelled_rows", "live_score", "champion_score", "report_uri")}
+    names += ("labelled_rows", "live_score", "champion_score", "report_uri", *ESTIMATED)
+    figures = {k: check[k] for k in names}
     row = history_row(context, config, start, end, source, **figures)
     monitoring.record_check(engine, {**row, **decision.to_dict()})
     print(f"{'Retrain' if decision.retrain else 'No retraining'}: {decision.reason}")

@@ -173,14 +173,16 @@ def package_onnx(config_file: str, decision: dict) -> dict:
 @mlflow_task
 def register_challenger(config_file: str, decision: dict, package: dict, **context: Context) -> dict:
     """Register the challenger as a new version with alias `challenger`, carrying the gate decision, its
-    lineage and the parity figures as tags (once per run: a retry finds the version)."""
-    from include.mlops import registry, release
+    lineage, the parity figures and (a classifier) its calibrator's artifact as tags (once per run: a retry finds
+    the version)."""
+    from include.mlops import performance_estimate, registry, release
     from mlops_airflow import operations_store
 
     training_run = context["ti"].xcom_pull(task_ids="start_training_run")
     config = pipelines.load(config_file)
     client = mlflow_tracking.client()
     tags = {**training_run["tags"], **package["parity_tags"], "onnx_model_uri": package["onnx_model_uri"]}
+    tags |= performance_estimate.version_tag(config, decision["challenger_run_id"])
     gate = registry.GateDecision(**decision)
     before = registry.version_by_alias(client, config.name, registry.CHALLENGER)
     version = registry.register_challenger(client, config, gate, tags)

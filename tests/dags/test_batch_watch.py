@@ -21,12 +21,20 @@ import sqlalchemy as sa
 import yaml
 from mlflow.tracking import MlflowClient
 
-from include.mlops import batch_runs, deployment, lakefs_repository, monitoring, operations_store
+from include.mlops import (
+    batch_runs,
+    deployment,
+    lakefs_repository,
+    monitoring,
+    operations_store,
+    packaging,
+    performance_estimate,
+)
 from include.mlops.config import load_config
 from include.mlops.lineage import lakefs_uri
 from include.mlops.naming import batch_scoring_dag_id, training_dag_id
 from tests.dags.conftest import load_dag, set_stack_connections
-from tests.fixtures.champions import fitted_onnx, register_champion, zoo_config
+from tests.fixtures.champions import fitted, register_champion, zoo_config
 from tests.zoo.datasets import ZOO
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -52,8 +60,14 @@ def watched(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Itera
     raw["drift"] = DRIFT
     rows = next(z for z in ZOO if z.name == "penguins").rows()
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
-    onnx = fitted_onnx(config, rows, "LogisticRegression", {"max_iter": 2000})
+    pipeline = fitted(config, rows, "LogisticRegression", {"max_iter": 2000})
+    onnx = packaging.to_onnx(pipeline, config)
     run_id = register_champion(client, config)
+    # Its calibrator, as training keeps it (here fitted on the training rows: there is no validation split).
+    calibrator = performance_estimate.of_pipeline(config, pipeline, rows.dropna(subset=[config.dataset.target]))
+    client.log_dict(run_id, calibrator.to_dict(), performance_estimate.ARTIFACT)
+    for tag, value in performance_estimate.version_tag(config, run_id).items():
+        client.set_model_version_tag(name, "1", tag, value)
     deployment.save_to_model_store(onnx, config, "1", {"mlflow_run_id": run_id})
 
     repo_name = f"test-{uuid.uuid4().hex[:12]}"
@@ -226,6 +240,9 @@ def test_a_batch_without_labels_is_scored_against_the_labels_the_source_has_at_c
     (check,) = checks_of(watched, run)
     assert (check["source"], check["live_score"], check["retrain"]) == ("batch", checked["live_score"], False)
     assert batch_run_of(watched, run)["live_score"] == checked["live_score"]
+    # Before the labels came, the calibrator's estimate of the same rows' score, kept with the check.
+    assert check["estimated_score_low"] <= checked["live_score"] <= check["estimated_score_high"], check
+    assert check["estimated_score"] == checked["estimated_score"] and check["estimated_accuracy"] > 0.9
 
 
 def test_a_batch_below_min_rows_has_no_verdict_but_is_recorded(watched):

@@ -224,6 +224,9 @@ def test_traffic_like_the_training_data_gives_no_trigger_and_malformed_rows_are_
     assert not row["retrain"] and row["reason"].startswith("no drift")
     assert row["malformed_rows"] == 3 and row["model_version"] == fresh.champion.version
     assert drift_runs() == []
+    # Without labels, the champion's calibrator estimates its score on the window's rows.
+    assert row["estimated_score_low"] <= row["estimated_score"] <= row["estimated_score_high"]
+    assert row["estimated_score"] == measured["estimated_score"] and 0.5 < row["estimated_accuracy"] <= 1
 
     # The report and the figures are in the champion's monitoring run, one step per check.
     link = xcom(dag_run, "check_drift", "_link_DriftReportLink")
@@ -232,6 +235,8 @@ def test_traffic_like_the_training_data_gives_no_trigger_and_malformed_rows_are_
     html = fresh.client.download_artifacts(run_id, measured["report_uri"].split("/", 2)[2])
     report = open(html).read()
     assert report.lstrip().lower().startswith("<!doctype html>") and "customer_tenure_days" in report
+    [estimated] = fresh.client.get_metric_history(run_id, "estimated_average_precision")
+    assert estimated.value == pytest.approx(measured["estimated_score"])
     [share] = fresh.client.get_metric_history(run_id, "drift_share")
     assert share.value == pytest.approx(measured["drift_share"]) and share.step == int(hour.timestamp() // 3600) + 1
     assert fresh.client.get_run(run_id).data.tags["model_version"] == fresh.champion.version
@@ -326,6 +331,8 @@ def test_concept_drift_with_stable_features_triggers_through_the_performance_pat
     assert measured["drift_share"] < fresh.config.drift.threshold, measured["drifted_columns"]
     assert measured["labelled_rows"] >= fresh.config.drift.min_labelled_rows
     assert measured["champion_score"] - measured["live_score"] >= fresh.config.drift.max_performance_drop
+    # The label-free estimate cannot see concept drift: the probabilities, and so the estimate, stay as they were.
+    assert measured["estimated_score_low"] > measured["live_score"], measured
     assert states(dag_run)["trigger_ml_training"] == "success"
     [row] = monitoring.history(fresh.engine, fresh.config.model.registered_name)
     assert row["retrain"] and row["reason"].startswith("performance drop: average_precision"), row["reason"]

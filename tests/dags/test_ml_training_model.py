@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from devstack.processes import free_port
-from include.mlops import alias_history, deployment, lakefs_repository, registry
+from include.mlops import alias_history, deployment, lakefs_repository, performance_estimate, registry
 from include.mlops.naming import rollback_dag_id, run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import load_dag, the_config, training_dag
@@ -59,6 +59,10 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     parity = client.download_artifacts(decision["challenger_run_id"], "parity_report.json")
     assert json.loads(open(parity).read())["passed"] is True
     assert champion.tags["airflow_run_id"] == dag_run.run_id
+    # The calibrator of the challenger's validation probabilities, for the drift checks' label-free estimate.
+    calibrator = performance_estimate.load(client, champion.tags)
+    assert champion.tags["calibrator"] == f"runs:/{decision['challenger_run_id']}/calibrator.json"
+    assert isinstance(calibrator, performance_estimate.Calibrator) and len(calibrator.classes) == 2
 
     parent = client.get_run(_xcom(dag_run, "start_training_run")["run_id"])
     assert parent.data.tags["lakefs_branch"] == run_branch_name(name, dag_run.run_id)

@@ -61,3 +61,19 @@ def test_a_batch_runs_check_is_a_hollow_dot_on_a_line_of_its_own():
     assert "(batch run): 60% drifted" in dots[1][2]
     lines = dict(re.findall(r'<polyline class="(drift-share[^"]*)" points="([^"]+)"', chart))
     assert len(lines["drift-share"].split()) == 2 and len(lines["drift-share batch"].split()) == 1
+
+
+def test_the_estimate_is_a_line_in_its_band_beside_the_live_score():
+    def estimated(hour: int, live: float | None, score: float) -> DriftPoint:
+        values = {"estimated_score": score, "estimated_low": score - 0.02, "estimated_high": score + 0.02}
+        return DriftPoint(T0 + dt.timedelta(hours=hour), 600, 0.1, live, 0.97, False, "why", "2", None, **values)
+
+    chart = svg([estimated(0, None, 0.9), estimated(1, 0.6, 0.88), point(2, 0.1, 0.5)], 0.3, "roc_auc")
+    (line,) = re.findall(r'<polyline class="estimated-score" points="([^"]+)"', chart)
+    (band,) = re.findall(r'<polygon class="estimated-band" points="([^"]+)"', chart)
+    ys = {float(c.split(",")[1]) for c in line.split()}
+    band_ys = [float(c.split(",")[1]) for c in band.split()]
+    assert len(band_ys) == 4 and min(band_ys) < min(ys) and max(ys) < max(band_ys)  # the line inside its band
+    # Where labels came (hours 1 and 2) the live score is far below the estimate: the chart shows them apart.
+    (live,) = re.findall(r'<polyline class="live-score" points="([^"]+)"', chart)
+    assert min(float(c.split(",")[1]) for c in live.split()) > max(band_ys)

@@ -51,6 +51,22 @@ def test_a_performance_drop_retrains_with_stable_features(config):
     assert monitoring.performance_drop(config, better) == pytest.approx(-0.05)
 
 
+def test_an_estimated_drop_retrains_only_when_the_config_bounds_it_and_under_the_cool_down(config):
+    check = monitoring.DriftCheck(rows=800, drift_share=0.0, champion_score=0.40, estimated_score=0.30)
+    unbounded = decide(config, check)
+    assert config.drift.max_estimated_drop is None and not unbounded.retrain
+    bounded = config.model_copy(update={"drift": config.drift.model_copy(update={"max_estimated_drop": 0.08})})
+    decision = decide(bounded, check)
+    assert decision.retrain and decision.reason == (
+        "estimated performance drop: average_precision 0.3000 estimated without labels vs 0.4000 for the champion "
+        "(0.1000 worse, limit 0.08)"
+    )
+    within = monitoring.DriftCheck(rows=800, drift_share=0.0, champion_score=0.40, estimated_score=0.33)
+    assert not decide(bounded, within).retrain
+    cooling = decide(bounded, check, last_drift_run=NOW - dt.timedelta(hours=1))
+    assert not cooling.retrain and "would retrain for estimated performance drop" in cooling.reason
+
+
 def test_a_lower_is_better_metric_drops_when_it_rises(tmp_path):
     raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
     raw["model"]["primary_metric"] = "log_loss"

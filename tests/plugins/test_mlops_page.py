@@ -299,8 +299,11 @@ def test_the_drift_chart_has_a_point_per_check_the_threshold_and_links_to_the_re
     assert len(re.findall(r'<circle class="check retrain"', alpha)) == sum(r["retrain"] for r in history) > 0
     assert re.search(r'<line class="threshold"[^>]*data-threshold="0.3"', alpha)
     assert '<polyline class="live-score"' in alpha or '<circle class="live-score"' in alpha
-    experiment = seeded["client"].get_experiment_by_name(ALPHA).experiment_id
+    # The label-free estimate beside it: a line in its band, and in the table.
+    assert '<polyline class="estimated-score"' in alpha and '<polygon class="estimated-band"' in alpha
     newest = history[-1]
+    assert f'<td class="estimated">{newest["estimated_score"]:.4f} ' in alpha
+    experiment = seeded["client"].get_experiment_by_name(ALPHA).experiment_id
     run_id, _, path = newest["report_uri"].removeprefix("runs:/").partition("/")
     report = f"{mlflow_server.url}/#/experiments/{experiment}/runs/{run_id}/artifacts/{path}"
     assert f'<a class="report" href="{report}"' in alpha
