@@ -111,6 +111,7 @@ def slices(config: PipelineConfig, test: pd.DataFrame, predicted: Predictions) -
     """Per categorical feature, per value (missing values as one), the test rows with it and their metrics, the
     most frequent values first."""
     features = training.features_of(test, config.dataset)
+    measured = _shown_metrics(config)
     found = []
     for feature in config.dataset.features:
         if feature.type != "categorical":
@@ -119,7 +120,7 @@ def slices(config: PipelineConfig, test: pd.DataFrame, predicted: Predictions) -
         counts = pd.Series(column).value_counts()
         for value, rows in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
             enough = rows >= config.model.min_slice_rows
-            metrics = _metrics_of(config, predicted, column == value) if enough else None
+            metrics = _metrics_of(config, predicted, column == value, measured) if enough else None
             shown = MISSING if value == training.MISSING_CATEGORY else str(value)
             found.append(Slice(feature.name, shown, int(rows), metrics))
     return found
@@ -163,12 +164,13 @@ def importances(pipeline, config: PipelineConfig, test: pd.DataFrame, rows: int 
 
     def score(estimator, X: pd.DataFrame, y: np.ndarray) -> float:
         if config.dataset.task == "regression":
-            return sign * training.metrics_of(config, y, estimator.predict(X)).get(metric, math.nan)
+            return sign * training.metrics_of(config, y, estimator.predict(X), names={metric}).get(metric, math.nan)
         probabilities = estimator.predict_proba(X)
         # Every candidate family predicts the class of the highest probability: taken from the probabilities, each
         # of the (features x repeats) scorings runs the model once instead of twice.
         labels = estimator.classes_[probabilities.argmax(axis=1)]
-        return sign * training.metrics_of(config, y, probabilities, labels, estimator.classes_).get(metric, math.nan)
+        measured = training.metrics_of(config, y, probabilities, labels, estimator.classes_, names={metric})
+        return sign * measured.get(metric, math.nan)
 
     result = permutation_importance(
         pipeline,
@@ -287,11 +289,13 @@ def split_front_matter(card: str) -> tuple[dict[str, Any], str]:
     return {}, card
 
 
-def _metrics_of(config: PipelineConfig, predicted: Predictions, rows: np.ndarray) -> dict[str, float]:
+def _metrics_of(
+    config: PipelineConfig, predicted: Predictions, rows: np.ndarray, names: Sequence[str]
+) -> dict[str, float]:
     if config.dataset.task == "regression":
-        return training.metrics_of(config, predicted.y[rows], predicted.scores[rows])
+        return training.metrics_of(config, predicted.y[rows], predicted.scores[rows], names=names)
     return training.metrics_of(
-        config, predicted.y[rows], predicted.scores[rows], predicted.labels[rows], predicted.classes
+        config, predicted.y[rows], predicted.scores[rows], predicted.labels[rows], predicted.classes, names=names
     )
 
 
