@@ -20,7 +20,7 @@ include/config/), run on a lakeFS branch of its own (`run-<model>-<run id>`).
 8. **gate**: the best candidate on valid against the `champion` on this run's test split; **package_onnx**
    converts it to ONNX and fails the run unless it predicts like the sklearn model on the whole test split;
    **register_challenger** registers it as a new version with alias `challenger`, the decision and the parity
-   figures as tags;
+   figures as tags, and writes its model card (`model_card.md` on its MLflow run);
 9. when the gate passes (and param `promote` is on), **go_live** chooses how it goes live (config `rollout.mode`).
    `direct` (or no champion yet): **deploy_model** puts the ONNX model into the BentoML
    model store, builds a Bento, switches the model's route on the running service to it without downtime and

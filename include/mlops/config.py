@@ -402,6 +402,22 @@ class Model(_Strict):
     # `balanced` weighs each class by the inverse of its frequency (fraud is ~2 % of rows).
     class_weight: Literal["none", "balanced"] = "none"
     random_seed: int = 42
+    intended_use: str = Field(
+        default="",
+        description="What the model is for and what it must not be used for, in a few sentences: the model card of "
+        "every version registered from this config says it (`not stated` when empty).",
+    )
+    owner: str = Field(
+        default="",
+        description="Who answers for the model (a team, a person, an address): named on every version's model card "
+        "(`not stated` when empty).",
+    )
+    min_slice_rows: int = Field(
+        default=30,
+        ge=1,
+        description="The model card's per-slice metrics (test rows with one value of a categorical feature): a slice "
+        "with fewer rows is shown as too few rows, not as a metric that would mean little.",
+    )
 
     @field_validator("registered_name")
     @classmethod

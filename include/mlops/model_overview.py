@@ -2,8 +2,8 @@
 
 Per model: the versions behind its aliases (`champion`, `challenger`, `previous-champion`) with the gate's
 decision, the ONNX parity figures and the lineage each version carries as tags (lakeFS commit, MLflow run,
-Airflow run, Bento); the moves of its aliases, newest first; its drift checks (of live traffic and of batch runs),
-oldest first, for the chart; its last batch runs, newest first.
+Airflow run, Bento, model card); the moves of its aliases, newest first; its drift checks (of live traffic and of
+batch runs), oldest first, for the chart; its last batch runs, newest first.
 What Airflow knows (the runs of its DAGs, approvals waiting) is added by the page itself
 (plugins/mlops_airflow/mlops_page.py); links into the Airflow UI are built by the function it passes in.
 
@@ -25,6 +25,7 @@ from include.mlops import (
     batch_runs,
     classes,
     lakefs_repository,
+    model_card,
     monitoring,
     registry,
     rollouts,
@@ -72,6 +73,7 @@ class VersionCard:
     airflow_run: Link | None
     bento_tag: str | None
     bentoml_model_tag: str | None
+    model_card: str | None = None  # where its model card is (`runs:/...`); None: registered without one
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,7 @@ def version_card(alias: str, version: Any, experiment: str | None, links: Links)
         airflow_run=airflow_run,
         bento_tag=tags.get("bento_tag"),
         bentoml_model_tag=tags.get("bentoml_model_tag"),
+        model_card=tags.get(model_card.CARD_TAG),
     )
 
 

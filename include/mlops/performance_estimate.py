@@ -238,7 +238,7 @@ def estimate(
         y = model_classes[drawn]
         if len(np.unique(y)) > 1:  # the metrics of one class are undefined, as for real labels
             scores.append(
-                training.metrics_of(config, y, matrix, labels, model_classes, only=metric).get(metric, np.nan)
+                training.metrics_of(config, y, matrix, labels, model_classes, names=[metric]).get(metric, np.nan)
             )
     measured = np.array([s for s in scores if not np.isnan(s)])
     if len(measured) < samples / 2:

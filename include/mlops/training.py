@@ -13,6 +13,7 @@ import importlib
 import itertools
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,12 +205,12 @@ def metrics_of(
     predicted: np.ndarray,
     labels: np.ndarray | None = None,
     model_classes: np.ndarray | None = None,
-    only: str | None = None,
+    names: Collection[str] | None = None,
 ) -> dict[str, float]:
     """The task's metrics from true values `y` (as `target_of` gives them) and what a model gave: predicted
     values; or for classification each class's probability (a column per class of `model_classes`, in that
-    order) and the predicted `labels`. With `only`, a classifier's metric of that name alone (the label-free
-    estimate scores hundreds of label draws).
+    order) and the predicted `labels`. `names`: only these (default: every one; the model card scores a model
+    dozens of times, and each metric costs milliseconds of input checks).
 
     Two classes: F1, precision, recall, ROC AUC and average precision are about the positive class
     (`classes.positive_class`). More: F1, precision and recall are macro averages, ROC AUC and average precision
@@ -218,37 +219,35 @@ def metrics_of(
     from sklearn import metrics
 
     if config.dataset.task == "regression":
-        return {
-            "rmse": float(math.sqrt(metrics.mean_squared_error(y, predicted))),
-            "mae": float(metrics.mean_absolute_error(y, predicted)),
-            "r2": float(metrics.r2_score(y, predicted)),
+        measures = {
+            "rmse": lambda: math.sqrt(metrics.mean_squared_error(y, predicted)),
+            "mae": lambda: metrics.mean_absolute_error(y, predicted),
+            "r2": lambda: metrics.r2_score(y, predicted),
         }
+        return {name: float(measure()) for name, measure in measures.items() if names is None or name in names}
     model_classes = np.asarray(model_classes)
-
-    def wanted(name: str) -> bool:
-        return only is None or only == name
-
-    result = {"log_loss": float(metrics.log_loss(y, predicted, labels=model_classes))} if wanted("log_loss") else {}
+    measures = {"log_loss": lambda: metrics.log_loss(y, predicted, labels=model_classes)}
     if len(model_classes) == 2:
         positive = classes.positive_class(config.dataset, model_classes)
         is_positive = y == positive
         column = predicted[:, list(model_classes).index(positive)]
         kept = {"average": "binary", "pos_label": positive, "zero_division": 0}
-        result["predicted_positive_rate"] = float(np.mean(labels == positive))
+        measures["predicted_positive_rate"] = lambda: np.mean(labels == positive)
         one_vs_rest = [(is_positive, column)]
     else:
         kept = {"average": "macro", "zero_division": 0}
         one_vs_rest = [(y == c, predicted[:, i]) for i, c in enumerate(model_classes) if (y == c).any()]
-    of_labels = (("f1", metrics.f1_score), ("precision", metrics.precision_score), ("recall", metrics.recall_score))
-    for name, metric in of_labels:
-        if wanted(name):
-            result[name] = float(metric(y, labels, **kept))
+    measures |= {
+        "f1": lambda: metrics.f1_score(y, labels, **kept),
+        "precision": lambda: metrics.precision_score(y, labels, **kept),
+        "recall": lambda: metrics.recall_score(y, labels, **kept),
+    }
     # A class against the rest is measurable only where both occur.
     measurable = [(truth, score) for truth, score in one_vs_rest if 0 < truth.sum() < len(truth)]
-    for name, metric in (("roc_auc", metrics.roc_auc_score), ("average_precision", metrics.average_precision_score)):
-        if measurable and wanted(name):
-            result[name] = float(np.mean([metric(t, s) for t, s in measurable]))
-    return result
+    if measurable:
+        measures["roc_auc"] = lambda: np.mean([metrics.roc_auc_score(t, s) for t, s in measurable])
+        measures["average_precision"] = lambda: np.mean([metrics.average_precision_score(t, s) for t, s in measurable])
+    return {name: float(measure()) for name, measure in measures.items() if names is None or name in names}
 
 
 def boosting_library(estimator) -> str | None:

@@ -71,7 +71,7 @@ class ChallengerApprovalOperator(_ApprovalOperator):
             self.log.info("Nothing to approve: %s", why)
             return self.do_branch(context=context, branches_to_execute=[self.options_mapping[REJECT]])
         self.subject = f"Deploy {decision['challenger']} as v{decision['version']} of {self.model}?"
-        self.body = _request(decision, context)
+        self.body = _request(self.model, decision, context)
         return super().execute(context)
 
 
@@ -103,18 +103,19 @@ class RolloutApprovalOperator(_ApprovalOperator):
         return super().execute(context)
 
 
-def _request(decision: dict, context: Context) -> str:
+def _request(model: str, decision: dict, context: Context) -> str:
     """The Markdown a person reads before answering."""
     from include.mlops import registry, tracking
     from mlops_airflow import mlflow_tracking
     from mlops_airflow.lakefs_hook import LakeFSHook
-    from mlops_airflow.run_context import airflow_run_url
+    from mlops_airflow.run_context import airflow_run_url, model_card_page_url
 
     ti: Any = context["ti"]
     training_run = ti.xcom_pull(task_ids="start_training_run")
     data = ti.xcom_pull(task_ids="resolve_training_data")
     mlflow_ui = mlflow_tracking.ui_url()
     links = {
+        "Model card": model_card_page_url(model, decision["version"]),
         "Challenger's MLflow run": tracking.run_url(
             mlflow_ui, training_run["experiment_id"], decision["challenger_run_id"]
         ),

@@ -1,7 +1,7 @@
-"""The MLOps page in the Airflow UI: every model's champion, challenger and previous champion, their lineage, the
-alias and drift history, the last runs of its DAGs, approvals waiting, its last training run that failed (unless
-one succeeded since) with why, and a Rollback button; and a tab on each DAG run saying what that run did to the
-models.
+"""The MLOps page in the Airflow UI: every model's champion, challenger and previous champion, their lineage and
+model cards, the alias and drift history, the last runs of its DAGs, approvals waiting, its last training run that
+failed (unless one succeeded since) with why, and a Rollback button; and a tab on each DAG run saying what that run
+did to the models.
 
 A FastAPI app mounted by the plugin at /mlops (mlops_plugin.py). Airflow does not guard plugin apps, so every
 route here carries Airflow's own authorization dependencies: the caller's JWT (Bearer header, or the UI's
@@ -11,6 +11,7 @@ to trigger a run of the model's rollback DAG.
 
     GET  /mlops/                             the page (every configured model)
     GET  /mlops/runs/{dag_id}/{run_id}       the DAG-run tab
+    GET  /mlops/models/{model}/versions/{version}/card   a version's model card, rendered
     POST /mlops/models/{model}/rollback      form field `version` (empty: the previous champion); 303 to the page
 
 What needs no Airflow is built by include/mlops/model_overview.py and drawn by include/mlops/drift_chart.py;
@@ -153,6 +154,44 @@ def run_tab(request: Request, dag_id: str, run_id: str) -> HTMLResponse:
             except Exception as exc:
                 context["problems"].append(f"MLflow: {exc}")
     return templates.TemplateResponse(request, "mlops_run.html", context)
+
+
+@app.get("/models/{model}/versions/{version}/card", response_class=HTMLResponse, dependencies=[Depends(_may_read)])
+def model_card(request: Request, model: str, version: str) -> HTMLResponse:
+    """A version's model card (`model_card.md` of its MLflow run, named by its tag `model_card_uri`), its Markdown
+    rendered without the HTML it might hold, its front matter (the card's metadata) as YAML."""
+    import yaml
+    from markdown_it import MarkdownIt
+    from mlflow.exceptions import MlflowException
+
+    from include.mlops import model_card as cards
+    from include.mlops import tracking
+
+    if model not in {c.name for c in pipelines.configs().configs}:
+        raise HTTPException(404, f"no model {model!r} is configured")
+    if not version.isdigit():
+        raise HTTPException(400, f"version must be a model version number, not {version!r}")
+    try:
+        client, mlflow_ui = _mlflow()
+    except Exception as exc:
+        raise HTTPException(503, f"MLflow: {exc}") from None
+    try:
+        found = client.get_model_version(model, version)
+    except MlflowException:
+        raise HTTPException(404, f"{model} has no version {version}") from None
+    uri = (found.tags or {}).get(cards.CARD_TAG)
+    if not uri:
+        raise HTTPException(404, f"{model} v{version} has no model card (it was registered without one)")
+    metadata, body = cards.split_front_matter(cards.load(client, uri))
+    experiment = client.get_run(found.run_id).info.experiment_id
+    context = {
+        "model": model,
+        "version": version,
+        "card": Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render(body)),
+        "metadata": yaml.safe_dump(metadata, sort_keys=False) if metadata else "",
+        "artifact_url": tracking.artifact_url(mlflow_ui, experiment, uri),
+    }
+    return templates.TemplateResponse(request, "mlops_card.html", context)
 
 
 @app.post("/models/{model}/rollback", dependencies=[Depends(_may_roll_back)])

@@ -20,6 +20,14 @@ def airflow_run_url(dag_id: str, run_id: str) -> str:
     return run_url(conf.get("api", "base_url", fallback="http://localhost:8080"), dag_id, run_id)
 
 
+def model_card_page_url(model: str, version: str) -> str:
+    """The MLOps page's view of a version's model card (the plugin's app is mounted at /mlops)."""
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
+    return f"{base}/mlops/models/{model}/versions/{version}/card"
+
+
 def run_interval_end(context: Context) -> dt.datetime:
     """Where the run's data interval ends: the scheduled interval's end, or, for a run triggered without a
     logical date (Airflow 3's manual runs), the time it was triggered for."""

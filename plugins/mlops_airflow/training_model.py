@@ -5,6 +5,8 @@ Each is a thin call into include/mlops. They pass references (commit ids, run id
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 from airflow.sdk import Context, get_current_context, task
@@ -174,7 +176,7 @@ def package_onnx(config_file: str, decision: dict) -> dict:
 def register_challenger(config_file: str, decision: dict, package: dict, **context: Context) -> dict:
     """Register the challenger as a new version with alias `challenger`, carrying the gate decision, its
     lineage, the parity figures and (a classifier) its calibrator's artifact as tags (once per run: a retry finds
-    the version)."""
+    the version), and write its model card (`model_card.md` on the challenger's run, tag `model_card_uri`)."""
     from include.mlops import performance_estimate, registry, release
     from mlops_airflow import operations_store
 
@@ -186,6 +188,7 @@ def register_challenger(config_file: str, decision: dict, package: dict, **conte
     gate = registry.GateDecision(**decision)
     before = registry.version_by_alias(client, config.name, registry.CHALLENGER)
     version = registry.register_challenger(client, config, gate, tags)
+    _write_model_card(client, config, dataclasses.replace(gate, version=version), package["parity_tags"], context)
     client.set_tag(training_run["run_id"], "challenger_version", version)
     engine, current = operations_store.engine(), None if before is None else str(before.version)
     run = airflow_run(context)
@@ -307,6 +310,27 @@ def promote_champion(config_file: str, decision: dict, deployed: dict, **context
         + (f", was v{previous}" if previous else "")
     )
     return {"version": version, "previous_version": previous}
+
+
+def _write_model_card(client, config, decision, parity_tags: dict, context: Context) -> None:
+    """The version's model card, from the challenger as the gate judged it on this run's test split. What it cost
+    (reading the test split, loading the model, the card itself) is the challenger run's `model_card_seconds`."""
+    import time
+
+    from include.mlops import lakefs_repository, model_card, tracking
+
+    began = time.perf_counter()
+    data = context["ti"].xcom_pull(task_ids="resolve_training_data")
+    repo = LakeFSHook().get_repository(data["repository"])
+    manifest = json.loads(lakefs_repository.read_bytes(repo, data["commit"], data["manifest_path"]))
+    test = lakefs_repository.read_parquet(repo, data["commit"], data["paths"]["test"])
+    pipeline = tracking.load_sklearn_model(decision.challenger_model_uri)
+    training_data = model_card.TrainingData.from_manifest(data["repository"], data["commit"], manifest)
+    card = model_card.render(config, pipeline, test, training_data, decision, parity_tags)
+    uri = model_card.store(client, config.name, decision.version, decision.challenger_run_id, card)
+    seconds = time.perf_counter() - began
+    client.log_metric(decision.challenger_run_id, "model_card_seconds", seconds)
+    print(f"model card of v{decision.version} at {uri} ({seconds:.2f} s)")
 
 
 def _challenger(config, decision: dict, context: Context):

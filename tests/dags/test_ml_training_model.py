@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import mlflow
 import pytest
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from devstack.processes import free_port
-from include.mlops import alias_history, deployment, lakefs_repository, performance_estimate, registry
+from include.mlops import alias_history, deployment, lakefs_repository, model_card, performance_estimate, registry
 from include.mlops.naming import rollback_dag_id, run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import load_dag, the_config, training_dag
@@ -63,6 +64,7 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     calibrator = performance_estimate.load(client, champion.tags)
     assert champion.tags["calibrator"] == f"runs:/{decision['challenger_run_id']}/calibrator.json"
     assert isinstance(calibrator, performance_estimate.Calibrator) and len(calibrator.classes) == 2
+    _the_versions_model_card_describes_it(client, champion, decision, data)
 
     parent = client.get_run(_xcom(dag_run, "start_training_run")["run_id"])
     assert parent.data.tags["lakefs_branch"] == run_branch_name(name, dag_run.run_id)
@@ -94,6 +96,25 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     assert served["labels"]["lakefs_commit"] == data["commit"]
     assert served["labels"]["mlflow_run_id"] == decision["challenger_run_id"]
     assert served["labels"]["airflow_run_id"] == dag_run.run_id
+
+
+def _the_versions_model_card_describes_it(client, version, decision: dict, data: dict) -> None:
+    """The card register_challenger wrote: on the challenger's run, named by the version, about this run's data."""
+    uri = version.tags[model_card.CARD_TAG]
+    assert uri == f"runs:/{decision['challenger_run_id']}/{model_card.CARD_PATH}"
+    metadata, body = model_card.split_front_matter(model_card.load(client, uri))
+    (result,) = metadata["model-index"][0]["results"]
+    metric = decision["metric"]
+    assert {m["type"]: m["value"] for m in result["metrics"]}[metric] == round(decision["challenger_test"][metric], 6)
+    assert body.startswith(f"# Model card: {version.name} v{version.version}")
+    assert f"commit `{data['commit']}`" in body and "- owner: not stated" in body
+    test = lakefs_repository.read_parquet(LakeFSHook().get_repository(), data["commit"], data["paths"]["test"])
+    assert f"On the {len(test)} rows of the test split." in body
+    for channel, rows in test["channel"].value_counts().items():  # a slice per value, with its rows
+        assert re.search(rf"^\| {channel} \| {rows} \| (\d\.\d{{4}}|–|too few rows) \|", body, re.M), channel
+    assert "| true \\ predicted | 0 | 1 |" in body and "## Permutation importance" in body
+    assert "verdict: **passed**" in body and "**promote**: first model" in body
+    assert client.get_run(decision["challenger_run_id"]).data.metrics["model_card_seconds"] > 0
 
 
 def _run_with_a_dead_server(monkeypatch, connection_id: str, task_id: str, **conf):

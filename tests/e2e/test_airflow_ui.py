@@ -165,6 +165,8 @@ def approve_from_required_actions(
     row.get_by_role("link", name=re.compile(f"^Deploy .* of {BREAST_CANCER}")).click()
     expect(page.get_by_text("| metric (test split) |")).to_have_count(0)  # rendered as a table, not as text
     expect(page.get_by_role("cell", name="roc_auc (gate)")).to_be_visible()
+    card = re.compile(rf"/mlops/models/{BREAST_CANCER}/versions/\d+/card$")
+    expect(page.get_by_role("link", name="Model card", exact=True)).to_have_attribute("href", card)
     approve = page.get_by_role("button", name="Approve")
     expect(approve).to_be_enabled()
     shots.take(page, "approval_request")

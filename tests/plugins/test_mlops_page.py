@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from devstack import demo, page_seed, services
 from devstack.airflow_api import AirflowAPI
 from devstack.processes import free_port
-from include.mlops import alias_history, monitoring, operations_store
+from include.mlops import alias_history, model_card, monitoring, operations_store
 from include.mlops.naming import batch_scoring_dag_id, monitor_dag_id, rollback_dag_id, training_dag_id
 
 ALPHA, BETA, GAMMA = "page_alpha", "page_beta", "page_gamma"  # gamma: nothing trained, no rollback DAG
@@ -409,6 +409,47 @@ def test_the_run_tab_shows_the_moves_and_the_gate_of_a_training_run(admin, seede
     assert 'class="badge promote">promote' in html and "registered as</th><td>v2" in html
     parent = seeded["versions"][ALPHA][1].training_run_id
     assert re.search(rf'href="[^"]+/runs/{parent}"', html)
+
+
+CARD = """---
+library_name: sklearn
+tags: [sklearn, tabular-classification]
+---
+
+# Model card: page_alpha v2
+
+| metric | value |
+|---|---|
+| roc_auc | 0.9520 |
+
+<script>alert("a card is Markdown, not a page")</script>
+"""
+
+
+def test_a_versions_model_card_is_linked_from_its_version_and_shown_rendered(admin, seeded, mlflow_server):
+    champion = seeded["versions"][ALPHA][1]
+    uri = model_card.store(seeded["client"], ALPHA, champion.version, champion.run_id, CARD)
+    alpha = section(admin.get("/mlops/").text, ALPHA)
+    # champion, challenger, previous champion: only the champion has a card. The link stays in the page's frame.
+    links = re.findall(r'<dd class="model-card-link">(.*?)</dd>', alpha)
+    href = f"models/{ALPHA}/versions/{champion.version}/card"
+    assert links == [f'<a href="{href}">read it</a>', *['<span class="muted">not written</span>'] * 2]
+
+    shown = admin.get(f"/mlops/{href}")
+    assert shown.status_code == 200, shown.text[:2000]
+    assert "<h1>Model card: page_alpha v2</h1>" in shown.text and "<td>0.9520</td>" in shown.text
+    assert "<script>alert" not in shown.text and "&lt;script&gt;alert" in shown.text
+    assert "library_name: sklearn" in shown.text  # the front matter, as metadata
+    experiment = seeded["client"].get_experiment_by_name(ALPHA).experiment_id
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    assert f'href="{mlflow_server.url}/#/experiments/{experiment}/runs/{run_id}/artifacts/{path}"' in shown.text
+
+    challenger = seeded["versions"][ALPHA][2].version
+    without = admin.get(f"/mlops/models/{ALPHA}/versions/{challenger}/card")
+    assert without.status_code == 404 and "registered without one" in without.text
+    assert admin.get(f"/mlops/models/{ALPHA}/versions/99/card").status_code == 404
+    assert admin.get(f"/mlops/models/{ALPHA}/versions/two/card").status_code == 400
+    assert admin.get("/mlops/models/no_such_model/versions/1/card").status_code == 404
 
 
 def test_the_run_tab_of_other_runs_is_an_empty_friendly_state(admin):
