@@ -1,4 +1,5 @@
-"""Binaries from Debian's packages that the compose tests run (promtool and Prometheus, package `prometheus`).
+"""Binaries from Debian's packages that the compose tests run (promtool and Prometheus, package `prometheus`;
+alertmanager and amtool, package `prometheus-alertmanager`).
 
 Found on PATH, or unpacked from the package into .local/tools/<package>/ on first use. Unpacked with
 `apt-get download` + `dpkg-deb -x` rather than installed with `apt-get install`: the package's install script
@@ -14,7 +15,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
+from devstack.processes import ManagedProcess, free_port, start_process, wait_until_healthy
 from tests.conftest import REPO_ROOT
 
 TOOLS = REPO_ROOT / ".local" / "tools"
@@ -46,6 +49,33 @@ def debian_binary(name: str, package: str) -> Path:
         unpacking.rename(TOOLS / package)
     assert binary.exists(), f"Debian's {package} has no usr/bin/{name}"
     return binary
+
+
+def start_debian_server(
+    name: str, package: str, settings: dict, folder: Path, storage_flag: str, *flags: str
+) -> ManagedProcess:
+    """Debian's `name` (Prometheus, Alertmanager) on `settings` written into `folder`, its data there too, on a
+    free loopback port; returned once it is ready."""
+    (folder / f"{name}.yml").write_text(yaml.safe_dump(settings))
+    port = free_port()
+    process = start_process(
+        name,
+        [
+            str(debian_binary(name, package)),
+            f"--config.file={folder / f'{name}.yml'}",
+            f"{storage_flag}={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            *flags,
+        ],
+        folder / f"{name}.log",
+        url=f"http://127.0.0.1:{port}",
+    )
+    try:
+        wait_until_healthy(process, f"{process.url}/-/ready", timeout=60)
+    except BaseException:
+        process.stop()
+        raise
+    return process
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
