@@ -84,7 +84,8 @@ def tell(
             if once:
                 told = notifications.deliver_once(key, functools.partial(notifier.notify, context), _was_sent, _record)
             else:
-                told = notifier.notify(context) is None
+                notifier.notify(context)
+                told = True
             if told:
                 sent.append(key)
                 _count(SENT_METRIC, event, destination.kind)
