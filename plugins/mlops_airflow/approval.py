@@ -59,11 +59,11 @@ class _ApprovalOperator(HITLBranchOperator):
         """Ask (the subject and body are set), and tell the config's destinations of `approval_waiting` (once per
         run: a retried task asks again, without a second message)."""
         from mlops_airflow import notify, pipelines
+        from mlops_airflow.run_context import airflow_run_url
 
         hours = self.response_timeout.total_seconds() / 3600 if self.response_timeout else None
-        why = f"{self.subject} Answer in Airflow's Required Actions" + (
-            f"; no answer within {hours:g} h rejects it." if hours else "."
-        )
+        where = f"{airflow_run_url(context['dag'].dag_id, context['run_id'])}/tasks/{APPROVAL_TASK}/required_actions"
+        why = f"{self.subject} Answer at {where}" + (f"; no answer within {hours:g} h rejects it." if hours else ".")
         notify.tell(pipelines.load(self.config_file), "approval_waiting", context, why=why, version=version)
         return super().execute(context)
 
