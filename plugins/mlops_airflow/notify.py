@@ -15,6 +15,7 @@ not recorded as sent, so a retry of the task (for another reason) tries it again
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from airflow.sdk import BaseNotifier, Context
@@ -22,6 +23,7 @@ from airflow.sdk import BaseNotifier, Context
 from include.mlops import notifications
 from include.mlops.config import EmailDestination, PipelineConfig
 
+log = logging.getLogger(__name__)
 FAILURE_METRIC = "mlops.notification_failures"
 SENT_METRIC = "mlops.notifications_sent"
 TIMEOUT_SECONDS = 10
@@ -45,10 +47,16 @@ class WebhookNotifier(BaseNotifier):
 
 def notifier_for(destination, message: notifications.Message) -> BaseNotifier:
     if isinstance(destination, EmailDestination):
+        from airflow.configuration import conf
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+        from airflow.sdk import BaseHook
 
+        # Given, not left to the notifier: it would render its fields again with the DAG's template environment,
+        # which a DAG callback's context may lack.
+        extra = BaseHook.get_connection(destination.connection_id).extra_dejson
         return SmtpNotifier(
             to=destination.to,
+            from_email=extra.get("from_email") or conf.get("email", "from_email", fallback=None),
             subject=message.subject,
             html_content=message.email_html(),
             smtp_conn_id=destination.connection_id,
@@ -78,9 +86,9 @@ def tell(
     sent = []
     for index, destination in destinations:
         key = notifications.sent_key(dag_id, run_id, event, index)
-        # Called directly, not through __call__: that would render the message as a Jinja template.
-        notifier = notifier_for(destination, message)
         try:
+            # Called directly, not through __call__: that would render the message as a Jinja template.
+            notifier = notifier_for(destination, message)
             if once:
                 told = notifications.deliver_once(key, functools.partial(notifier.notify, context), _was_sent, _record)
             else:
@@ -90,7 +98,7 @@ def tell(
                 sent.append(key)
                 _count(SENT_METRIC, event, destination.kind)
         except Exception as exc:
-            notifier.log.warning(
+            log.warning(
                 "Could not tell %s destination %d (%s) of %s: %s", config.name, index, destination.kind, event, exc
             )
             _count(FAILURE_METRIC, event, destination.kind)

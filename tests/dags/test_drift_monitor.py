@@ -91,7 +91,7 @@ def watched(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Itera
 @pytest.fixture
 def fresh(watched) -> types.SimpleNamespace:
     """An empty inference log and drift history, and no training run left over from an earlier test."""
-    from airflow.models import DagRun, Variable
+    from airflow.models import DagRun
     from airflow.utils.session import create_session
 
     operations_store.upgrade(watched.engine)
@@ -102,7 +102,7 @@ def fresh(watched) -> types.SimpleNamespace:
         training = training_dag_id(watched.config.name)
         session.query(DagRun).filter(DagRun.dag_id == training, DagRun.run_id.like("drift__%")).delete()
         # Checks of an hour an earlier test checked have its run id: they are to tell again.
-        session.query(Variable).filter(Variable.key.like("mlops_notified.%")).delete(synchronize_session=False)
+        session.execute(sa.text("DELETE FROM variable WHERE key LIKE 'mlops_notified.%'"))
     watched.told.clear()
     return watched
 

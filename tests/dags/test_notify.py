@@ -47,7 +47,7 @@ def test_a_task_retried_after_telling_tells_once(write_config, notification_rece
     assert "worse than the champion" in notification_receivers.posts[0]["text"]
 
 
-def test_destinations_that_cannot_be_reached_fail_nothing_and_are_counted(write_config, run_dag, monkeypatch, capfd):
+def test_destinations_that_cannot_be_reached_fail_nothing_and_are_counted(write_config, run_dag, monkeypatch, caplog):
     from airflow.sdk._shared.observability.metrics import stats
     from airflow.sdk._shared.observability.metrics.otel_logger import SafeOtelLogger
     from opentelemetry.sdk.metrics import MeterProvider
@@ -70,7 +70,7 @@ def test_destinations_that_cannot_be_reached_fail_nothing_and_are_counted(write_
         stats.initialize(factory=before[0], export_legacy_names=before[1])
 
     assert dag_run.state == "success" and dag_run.get_task_instance("send").try_number == 1
-    out = "".join(capfd.readouterr())
+    out = caplog.text
     assert f"Could not tell {config.name} destination 0 (email) of gate_rejected" in out
     assert f"Could not tell {config.name} destination 1 (webhook) of gate_rejected" in out
     counted = {
