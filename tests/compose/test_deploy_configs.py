@@ -176,7 +176,13 @@ def test_a_firing_rule_reaches_the_webhook_through_alertmanager(tmp_path: Path, 
             for slack in receiver["slack_configs"]:
                 slack["api_url_file"] = str(tmp_path / "webhook_url")
         alertmanager = start_debian_server(
-            ALERTMANAGER, ALERTMANAGER, settings, tmp_path / "am", "--storage.path", "--cluster.listen-address="
+            ALERTMANAGER,
+            ALERTMANAGER,
+            settings,
+            tmp_path / "am",
+            "--storage.path",
+            "--cluster.listen-address=",
+            share=True,
         )
         try:
             rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())
