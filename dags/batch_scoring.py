@@ -48,7 +48,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
 from include.mlops.naming import batch_scoring_dag_id, training_dag_id
-from mlops_airflow import pipelines
+from mlops_airflow import notify, pipelines
 from mlops_airflow.batch_arrivals import arrival_asset
 from mlops_airflow.batch_scoring import (
     check_drift,
@@ -88,6 +88,7 @@ def batch_scoring(config) -> None:
         doc_md=f"{__doc__}\n**This DAG**: model `{model}`, dataset `{config.dataset.name}`, config `{config_file}`.",
         tags=["ml", "batch", "scoring", model],
         default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+        on_failure_callback=notify.on_run_failed(config),
     )
     def scoring():
         champion = resolve_model(config_file)

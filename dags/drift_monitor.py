@@ -30,7 +30,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import dag
 
 from include.mlops.naming import monitor_dag_id, training_dag_id
-from mlops_airflow import pipelines
+from mlops_airflow import notify, pipelines
 from mlops_airflow.monitoring import check_drift, decide_retraining, wait_for_traffic
 
 
@@ -47,6 +47,7 @@ def drift_monitor(config) -> None:
         doc_md=f"{__doc__}\n**This DAG**: model `{model}`, dataset `{config.dataset.name}`, config `{config_file}`.",
         tags=["ml", "monitoring", "drift", "evidently", model],
         default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+        on_failure_callback=notify.on_run_failed(config),
     )
     def monitor():
         retraining_conf = decide_retraining(config_file, check_drift(config_file, wait_for_traffic(config_file)))

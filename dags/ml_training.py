@@ -50,7 +50,7 @@ import functools
 from airflow.sdk import CronTriggerTimetable, Param, dag
 
 from include.mlops.naming import run_branch_name, training_dag_id
-from mlops_airflow import pipelines
+from mlops_airflow import notify, pipelines
 from mlops_airflow.approval import ANSWER_KEY, APPROVAL_TASK, ChallengerApprovalOperator, why_not_promoted
 from mlops_airflow.lakefs_operators import LakeFSCommitOperator, LakeFSCreateBranchOperator, LakeFSMergeOperator
 from mlops_airflow.training_data import build_training_snapshot, collect, validate
@@ -94,6 +94,7 @@ def ml_training(config) -> None:
         doc_md=f"{__doc__}\n**This DAG**: model `{model}`, dataset `{config.dataset.name}`, config `{config_file}`.",
         tags=["ml", "training", "lakefs", "mlflow", model],
         default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+        on_failure_callback=notify.on_run_failed(config),
         user_defined_filters={"run_branch": functools.partial(run_branch_name, model)},
         user_defined_macros={"why_not_promoted": why_not_promoted},
         params={
@@ -161,6 +162,7 @@ def ml_training(config) -> None:
         if config.gate.approval == "required" and config.rollout.mode == "direct":
             outcome = ChallengerApprovalOperator(
                 model=model,
+                config_file=config_file,
                 timeout=dt.timedelta(hours=config.gate.approval_timeout_hours),
                 approve_task="go_live",
                 reject_task="record_rejection",

@@ -23,7 +23,7 @@ import datetime as dt
 from airflow.sdk import Param, dag
 
 from include.mlops.naming import rollback_dag_id
-from mlops_airflow import pipelines
+from mlops_airflow import notify, pipelines
 from mlops_airflow.rollback import choose_version, deploy_version, move_champion
 
 
@@ -39,6 +39,7 @@ def model_rollback(config) -> None:
         doc_md=f"{__doc__}\n**This DAG**: model `{model}`, config `{config_file}`.",
         tags=["ml", "deployment", "rollback", model],
         default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+        on_failure_callback=notify.on_run_failed(config),
         params={
             "version": Param(
                 None,

@@ -31,7 +31,7 @@ from airflow.sdk import dag
 from airflow.timetables.trigger import DeltaTriggerTimetable
 
 from include.mlops.naming import rollout_dag_id
-from mlops_airflow import pipelines
+from mlops_airflow import notify, pipelines
 from mlops_airflow.approval import RolloutApprovalOperator
 from mlops_airflow.lakefs_operators import LakeFSMergeOperator
 from mlops_airflow.rollout_check import check_rollout, end_rollout, promote_rollout
@@ -51,6 +51,7 @@ def model_rollout(config) -> None:
         doc_md=f"{__doc__}\n**This DAG**: model `{model}`, config `{config_file}`.",
         tags=["ml", "deployment", "rollout", model],
         default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+        on_failure_callback=notify.on_run_failed(config),
     )
     def pipeline():
         checked = check_rollout(config_file)
@@ -71,6 +72,7 @@ def model_rollout(config) -> None:
         if config.gate.approval == "required":
             approval = RolloutApprovalOperator(
                 model=model,
+                config_file=config_file,
                 timeout=dt.timedelta(hours=config.gate.approval_timeout_hours),
                 approve_task="promote_rollout",
                 reject_task="reject_promotion",

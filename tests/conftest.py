@@ -39,6 +39,7 @@ pytest_plugins = [
     "tests.fixtures.lakefs",
     "tests.fixtures.airflow",
     "tests.fixtures.serving",
+    "tests.fixtures.notifications",
 ]
 
 

@@ -630,6 +630,58 @@ class BatchScoring(_Strict):
     )
 
 
+# What a destination may be told of (docs/pipelines.md says which task tells each).
+EVENTS = (
+    "retraining_requested",
+    "gate_rejected",
+    "approval_waiting",
+    "promoted",
+    "rollout_verdict",
+    "rolled_back",
+    "run_failed",
+)
+
+
+class _Destination(_Strict):
+    events: list[str] = Field(
+        min_length=1,
+        description="The events this destination is told of, from: " + ", ".join(f"`{e}`" for e in EVENTS) + ".",
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        if unknown := [name for name in value if name not in EVENTS]:
+            raise ValueError(f"unknown event {', '.join(map(repr, unknown))}; the events are: {', '.join(EVENTS)}")
+        return value
+
+
+class EmailDestination(_Destination):
+    """Mail over SMTP, sent through Airflow's SMTP provider."""
+
+    kind: Literal["email"] = Field(description="`email`: mail through an SMTP server.")
+    connection_id: str = Field(
+        default="smtp_default",
+        description="The Airflow SMTP connection (host, port, login, password, `from_email` in its extra); the "
+        "credentials stay in the connection.",
+    )
+    to: list[str] = Field(min_length=1, description="The recipients' addresses.")
+
+
+class WebhookDestination(_Destination):
+    """An HTTP POST of Slack-compatible JSON (`{"text": ..., "blocks": [...]}`): Slack, Mattermost, Rocket.Chat,
+    or any receiver of incoming webhooks."""
+
+    kind: Literal["webhook"] = Field(description="`webhook`: a POST of Slack-compatible JSON.")
+    connection_id: str = Field(
+        description="The Airflow HTTP connection whose host is the webhook's URL (a Slack URL holds its secret in "
+        "the path); a login and password, if set, are sent as basic auth."
+    )
+
+
+Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminator="kind")]
+
+
 class PipelineConfig(_Strict):
     dataset: Dataset
     source: Source
@@ -643,6 +695,11 @@ class PipelineConfig(_Strict):
     rollout: Rollout = Field(default_factory=Rollout)
     branches: Branches = Field(default_factory=Branches)
     batch: BatchScoring | None = None
+    notify: list[Destination] = Field(
+        default_factory=list,
+        description="Who is told what: destinations (`kind: email` or `kind: webhook`), each with the events it is "
+        "told of. Each event reaches each destination once per DAG run, also when the task is retried.",
+    )
     path: str = ""
 
     @model_validator(mode="after")

@@ -33,7 +33,14 @@ class _ApprovalOperator(HITLBranchOperator):
     template_fields = ()
 
     def __init__(
-        self, *, model: str, timeout: dt.timedelta, approve_task: str, reject_task: str, **kwargs: Any
+        self,
+        *,
+        model: str,
+        config_file: str,
+        timeout: dt.timedelta,
+        approve_task: str,
+        reject_task: str,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             subject=f"Promote the new challenger of {model}?",
@@ -46,6 +53,19 @@ class _ApprovalOperator(HITLBranchOperator):
             **kwargs,
         )
         self.model = model
+        self.config_file = config_file
+
+    def ask(self, context: Context, version: str) -> Any:
+        """Ask (the subject and body are set), and tell the config's destinations of `approval_waiting` (once per
+        run: a retried task asks again, without a second message)."""
+        from mlops_airflow import notify, pipelines
+        from mlops_airflow.run_context import airflow_run_url
+
+        hours = self.response_timeout.total_seconds() / 3600 if self.response_timeout else None
+        where = f"{airflow_run_url(context['dag'].dag_id, context['run_id'])}/tasks/{APPROVAL_TASK}/required_actions"
+        why = f"{self.subject} Answer at {where}" + (f"; no answer within {hours:g} h rejects it." if hours else ".")
+        notify.tell(pipelines.load(self.config_file), "approval_waiting", context, why=why, version=version)
+        return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         user = event.get("responded_by_user") or {}
@@ -72,7 +92,7 @@ class ChallengerApprovalOperator(_ApprovalOperator):
             return self.do_branch(context=context, branches_to_execute=[self.options_mapping[REJECT]])
         self.subject = f"Deploy {decision['challenger']} as v{decision['version']} of {self.model}?"
         self.body = _request(self.model, decision, context)
-        return super().execute(context)
+        return self.ask(context, decision["version"])
 
 
 class RolloutApprovalOperator(_ApprovalOperator):
@@ -100,7 +120,7 @@ class RolloutApprovalOperator(_ApprovalOperator):
         except Exception as exc:  # a challenger loaded by hand need not be a registered version
             self.log.info("No MLflow run to link for v%s: %s", version, exc)
         self.body = rollouts.approval_request(on_trial, figures, judgement, links)
-        return super().execute(context)
+        return self.ask(context, version)
 
 
 def _request(model: str, decision: dict, context: Context) -> str:

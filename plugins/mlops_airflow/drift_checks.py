@@ -12,7 +12,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from include.mlops.naming import training_dag_id
-from mlops_airflow import mlflow_tracking, operations_store
+from mlops_airflow import mlflow_tracking, notify, operations_store
 from mlops_airflow.decorators import show_drift_report, show_mlflow_run
 from mlops_airflow.lakefs_hook import LakeFSHook
 
@@ -151,6 +151,8 @@ def decide_and_record(config, check: dict[str, Any], source: str, context: Conte
     print(f"{'Retrain' if decision.retrain else 'No retraining'}: {decision.reason}")
     if not decision.retrain:
         return None
+    why = f"{decision.reason} ({source} check of v{check['model_version']}, {check['rows']} rows)"
+    notify.tell(config, "retraining_requested", context, why=why, version=check["model_version"])
     return {
         "reason": "drift",
         "drift_share": check["drift_share"],

@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlops_airflow import mlflow_tracking, pipelines
+from mlops_airflow import mlflow_tracking, notify, pipelines
 from mlops_airflow.decorators import mlflow_task, show_mlflow_run
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.releases import airflow_run, deployment_errors, version_snapshot
@@ -74,7 +74,8 @@ def move_champion(config_file: str, target: dict, deployed: dict, **context: Con
     from include.mlops import release
     from mlops_airflow import operations_store
 
-    name, version = pipelines.load(config_file).name, target["version"]
+    config = pipelines.load(config_file)
+    name, version = config.name, target["version"]
     dag_run: Any = context["dag_run"]
     detail = f"rollback to v{version}; serving {deployed['bentoml_model_tag']}"
     previous = release.move_champion(
@@ -88,4 +89,7 @@ def move_champion(config_file: str, target: dict, deployed: dict, **context: Con
         actor=dag_run.triggering_user_name or None,
     )
     print(f"{name}: champion is now v{version}" + (f", was v{previous}" if previous else ""))
+    by = dag_run.triggering_user_name or "a user"
+    why = f"{by} rolled the champion back to v{version}" + (f" from v{previous}" if previous else "")
+    notify.tell(config, "rolled_back", context, why=why, version=version)
     return {"version": version, "previous_version": previous}

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import Context, task
 
-from mlops_airflow import mlflow_tracking, pipelines
+from mlops_airflow import mlflow_tracking, notify, pipelines
 from mlops_airflow.approval import APPROVAL_TASK
 from mlops_airflow.decorators import mlflow_task
 from mlops_airflow.lakefs_hook import LakeFSHook
@@ -88,6 +88,10 @@ def promote_rollout(config_file: str, **context: Context) -> dict:
             client, engine, service, store, repo, challenger, on_trial, reason, run, answer
         )
     print(f"{config.name}: champion is now v{version}" + (f", was v{previous}" if previous else ""))
+    why = f"promoted after its {on_trial['mode']} rollout: {reason}"
+    notify.tell(config, "rollout_verdict", context, why=why, version=version)
+    previously = f"; the champion was v{previous}" if previous else ""
+    notify.tell(config, "promoted", context, why=why + previously, version=version)
     reference = client.get_model_version(config.name, version).tags.get("drift_reference")
     return {
         "version": version,
@@ -105,13 +109,16 @@ def end_rollout(config_file: str, **context: Context) -> dict:
     from mlops_airflow import operations_store, serving
 
     on_trial, judgement = _trial(context)
-    name, version = pipelines.load(config_file).name, on_trial["model_version"]
+    config = pipelines.load(config_file)
+    name, version = config.name, on_trial["model_version"]
     client, engine, service = mlflow_tracking.client(), operations_store.engine(), serving.endpoint(name)
     with deployment_errors():
         reason = release.end_trial(
             client, engine, service, on_trial, judgement["reason"], airflow_run(context), approval_answer(context)
         )
     print(f"{name}: the {on_trial['mode']} rollout of v{version} is rolled back: {reason}")
+    why = f"the {on_trial['mode']} rollout is rolled back, the champion stays: {reason}"
+    notify.tell(config, "rollout_verdict", context, why=why, version=version)
     return {"version": version, "reason": reason}
 
 

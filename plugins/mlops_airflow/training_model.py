@@ -13,7 +13,7 @@ from airflow.sdk import Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.mlops.naming import run_branch_name
-from mlops_airflow import mlflow_tracking, pipelines
+from mlops_airflow import mlflow_tracking, notify, pipelines
 from mlops_airflow.decorators import lakefs_task, mlflow_task, show_lakefs_commit, show_mlflow_run, show_service_docs
 from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.releases import airflow_run, approval_answer, deployment_errors, training_snapshot
@@ -194,6 +194,8 @@ def register_challenger(config_file: str, decision: dict, package: dict, **conte
     run = airflow_run(context)
     release.record_alias_move(engine, config.name, registry.CHALLENGER, current, version, run, "gate", gate.summary())
     print(f"{config.model.registered_name} v{version} registered with alias challenger")
+    if not gate.promote:
+        notify.tell(config, "gate_rejected", context, why=gate.reason, version=version)
     return {**decision, "version": version, "onnx_model_uri": package["onnx_model_uri"]}
 
 
@@ -293,8 +295,10 @@ def promote_champion(config_file: str, decision: dict, deployed: dict, **context
     from include.mlops import release
     from mlops_airflow import operations_store
 
-    name, version = pipelines.load(config_file).name, decision["version"]
+    config = pipelines.load(config_file)
+    name, version = config.name, decision["version"]
     detail = f"{decision['reason']}; serving {deployed['bentoml_model_tag']}"
+    answer = approval_answer(context)
     previous = release.move_champion(
         mlflow_tracking.client(),
         operations_store.engine(),
@@ -303,12 +307,15 @@ def promote_champion(config_file: str, decision: dict, deployed: dict, **context
         airflow_run(context),
         "gate",
         detail,
-        answer=approval_answer(context),
+        answer=answer,
     )
     print(
         f"{name}: champion is now v{version} ({deployed['bentoml_model_tag']})"
         + (f", was v{previous}" if previous else "")
     )
+    why = f"{decision['reason']}" + (f"; approved by {answer['by']}" if answer and answer.get("by") else "")
+    why += f"; the champion was v{previous}" if previous else "; the first champion"
+    notify.tell(config, "promoted", context, why=why, version=version)
     return {"version": version, "previous_version": previous}
 
 

@@ -135,6 +135,84 @@ def test_prometheus_loads_the_alerting_rules_mounted_beside_its_config(compose):
     assert "alerts.yml" in promtool("check", "config", str(DEPLOY / "prometheus/prometheus.yml")).stdout
 
 
+# --- Alertmanager --------------------------------------------------------------------------------------------
+
+ALERTMANAGER = "prometheus-alertmanager"  # Debian's name of the alertmanager binary and its package
+
+
+def test_amtool_accepts_the_alertmanager_config():
+    amtool = debian_binary("amtool", ALERTMANAGER)
+    result = subprocess.run(
+        [str(amtool), "check-config", str(DEPLOY / "alertmanager/alertmanager.yml")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_runs_alertmanager_with_its_config_and_the_webhook_url_as_a_secret(compose):
+    alertmanager = compose["services"]["alertmanager"]
+    assert mount_target(alertmanager, "deploy/alertmanager/alertmanager.yml") == "/etc/alertmanager/alertmanager.yml"
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    (secret,) = alertmanager["secrets"]
+    assert compose["secrets"][secret] == {"environment": "ALERTMANAGER_WEBHOOK_URL"}
+    settings = yaml.safe_load((DEPLOY / "alertmanager/alertmanager.yml").read_text())
+    assert {c["api_url_file"] for r in settings["receivers"] for c in r["slack_configs"]} == {f"/run/secrets/{secret}"}
+    prometheus = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    (targets,) = [c["targets"] for a in prometheus["alerting"]["alertmanagers"] for c in a["static_configs"]]
+    assert targets == ["alertmanager:9093"] and "9093" in str(alertmanager["healthcheck"]["test"])
+
+
+def test_a_firing_rule_reaches_the_webhook_through_alertmanager(tmp_path: Path, monkeypatch):
+    """Debian's Prometheus on prometheus.yml and alerts.yml, the model service's target on a port nobody listens
+    on and ModelServiceDown's `for` cut to nothing; Debian's alertmanager on alertmanager.yml, its webhook URL file
+    naming a local receiver and its group wait cut to a second: the alert arrives there as Slack-compatible JSON."""
+    from tests.compose.tools import start_debian_server
+    from tests.fixtures.notifications import receiving
+
+    with receiving(monkeypatch) as received:
+        (tmp_path / "webhook_url").write_text(received.webhook_url)
+        settings = yaml.safe_load((DEPLOY / "alertmanager/alertmanager.yml").read_text())
+        settings["route"]["group_wait"] = "1s"
+        for receiver in settings["receivers"]:
+            for slack in receiver["slack_configs"]:
+                slack["api_url_file"] = str(tmp_path / "webhook_url")
+        alertmanager = start_debian_server(
+            ALERTMANAGER,
+            ALERTMANAGER,
+            settings,
+            tmp_path / "am",
+            "--storage.path",
+            "--cluster.listen-address=",
+            share=True,
+        )
+        try:
+            rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())
+            (down,) = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "ModelServiceDown"]
+            down["for"] = "0s"
+            (tmp_path / "prom").mkdir()
+            (tmp_path / "prom" / "alerts.yml").write_text(yaml.safe_dump(rules))
+            prometheus = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+            prometheus["global"] |= {"scrape_interval": "1s", "evaluation_interval": "1s"}
+            (job,) = prometheus["scrape_configs"]
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{free_port()}"]}]
+            alerting = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]
+            alerting["targets"] = [alertmanager.url.removeprefix("http://")]
+            server = start_debian_server(
+                "prometheus", "prometheus", prometheus, tmp_path / "prom", "--storage.tsdb.path"
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while not received.posts and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            finally:
+                server.stop()
+        finally:
+            alertmanager.stop()
+    (post,) = received.posts
+    (attachment,) = post["attachments"]
+    assert attachment["title"].startswith("[FIRING] ModelServiceDown"), attachment
+    assert "is down" in attachment["text"] and "for 2 minutes" in attachment["text"]
+
+
 # --- Grafana -------------------------------------------------------------------------------------------------
 
 

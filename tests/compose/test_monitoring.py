@@ -24,10 +24,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from devstack.processes import ManagedProcess, free_port, start_process, wait_until_healthy
+from devstack.processes import ManagedProcess
 from include.mlops import monitoring, operations_store
 from include.serving.shadow import CAPACITY_RECORDS
-from tests.compose.tools import debian_binary
+from tests.compose.tools import start_debian_server
 from tests.conftest import REPO_ROOT
 from tests.fixtures.serving import ADMIN_TOKEN, DEMO_MODEL, Service, service_launcher
 from tests.serving.conftest import (  # noqa: F401 (fixtures)
@@ -143,25 +143,7 @@ def start_prometheus(target: str, folder: Path) -> ManagedProcess:
     settings["global"]["scrape_interval"] = "1s"
     (job,) = [job for job in settings["scrape_configs"] if job["job_name"] == "model-service"]
     job["static_configs"] = [{"targets": [target]}]
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(settings))
-    port = free_port()
-    process = start_process(
-        "prometheus",
-        [
-            str(debian_binary("prometheus", "prometheus")),
-            f"--config.file={folder / 'prometheus.yml'}",
-            f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        folder / "prometheus.log",
-        url=f"http://127.0.0.1:{port}",
-    )
-    try:
-        wait_until_healthy(process, f"{process.url}/-/ready", timeout=60)
-    except BaseException:
-        process.stop()
-        raise
-    return process
+    return start_debian_server("prometheus", "prometheus", settings, folder, "--storage.tsdb.path")
 
 
 def record_drift_checks(url: str) -> None:

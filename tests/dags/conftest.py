@@ -41,12 +41,15 @@ def transactions_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., PipelineConfig]:
-    """Write the demo config with a registered model of the test's own (and `model` changes) as the only file
-    of a config folder, and choose that folder with MLOPS_CONFIG_DIR. Returns the loaded config."""
+    """Write the demo config with a registered model of the test's own (and `model` changes, and a `notify`
+    section) as the only file of a config folder, and choose that folder with MLOPS_CONFIG_DIR. Returns the loaded
+    config."""
     folder = tmp_path / "configs"
 
-    def write(**model: object) -> PipelineConfig:
+    def write(notify: list[dict] | None = None, **model: object) -> PipelineConfig:
         raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+        if notify is not None:
+            raw["notify"] = notify
         raw["model"].update({"registered_name": f"fraud_{uuid.uuid4().hex[:8]}", "candidates": TEST_CANDIDATES})
         raw["model"].update(model)
         folder.mkdir(exist_ok=True)

@@ -32,6 +32,7 @@ from tests.dags.conftest import (
     the_config,
     training_dag,
 )
+from tests.fixtures.notifications import notify_section, receiving
 from tests.fixtures.serving import service_launcher
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -55,6 +56,7 @@ def watched(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Itera
     raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
     raw["model"].update({"registered_name": f"fraud_{uuid.uuid4().hex[:8]}", "candidates": TEST_CANDIDATES})
     raw["drift"].update({"min_rows": 300, "window_hours": 2, "min_labelled_rows": 150})
+    raw["notify"] = notify_section(("retraining_requested",))
     (home / "configs").mkdir()
     config_path = home / "configs" / "config.yaml"
     config_path.write_text(yaml.safe_dump(raw))
@@ -63,7 +65,7 @@ def watched(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Itera
     repo_name = f"test-{uuid.uuid4().hex[:12]}"
     repo = lakefs.Repository(repo_name, client=lakefs_server.client())
     repo.create(f"local://{repo_name}", default_branch="main")
-    with service_launcher(tmp_path_factory) as start, pytest.MonkeyPatch.context() as env:
+    with service_launcher(tmp_path_factory) as start, pytest.MonkeyPatch.context() as env, receiving(env) as told:
         service = start(expect_model=False, configs=(config_path,), MLOPS_INFERENCE_LOG_URL=f"sqlite:///{log_path}")
         set_stack_connections(
             env, lakefs_server, repo_name, home / "transactions.db", log_path, mlflow_server.url, service.url
@@ -81,6 +83,7 @@ def watched(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Itera
             source_url=source_url,
             client=client,
             champion=champion,
+            told=told,
         )
     repo.delete()
 
@@ -98,6 +101,9 @@ def fresh(watched) -> types.SimpleNamespace:
     with create_session() as session:
         training = training_dag_id(watched.config.name)
         session.query(DagRun).filter(DagRun.dag_id == training, DagRun.run_id.like("drift__%")).delete()
+        # Checks of an hour an earlier test checked have its run id: they are to tell again.
+        session.execute(sa.text("DELETE FROM variable WHERE key LIKE 'mlops_notified.%'"))
+    watched.told.clear()
     return watched
 
 
@@ -261,6 +267,12 @@ def test_data_drift_triggers_one_training_run_and_then_the_cool_down_holds(fresh
     }
     assert measured["drift_share"] >= fresh.config.drift.threshold
     assert {"amount", "merchant_category"} <= set(measured["drifted_columns"])
+    requested = f"{fresh.config.name}: retraining requested"
+    assert fresh.told.subjects() == fresh.told.headers() == [requested]
+    assert (
+        "data drift" in fresh.told.posts[0]["text"]
+        and f"/versions/{fresh.champion.version}" in fresh.told.posts[0]["text"]
+    )
 
     # The training run finishes; the drift goes on for the next day: no new run inside the 24 h cool-down ...
     finish([triggered])
@@ -268,14 +280,14 @@ def test_data_drift_triggers_one_training_run_and_then_the_cool_down_holds(fresh
         replay(fresh, hour, later)
         dag_run = check(hour + dt.timedelta(hours=later))
         assert states(dag_run)["trigger_ml_training"] == "skipped"
-    assert len(drift_runs()) == 1
+    assert len(drift_runs()) == 1 and fresh.told.headers() == [requested]  # the cool-down requests nothing
     reasons = [row["reason"] for row in monitoring.history(fresh.engine, fresh.config.model.registered_name)]
     assert reasons[0].startswith("data drift") and all(r.startswith("cool-down until") for r in reasons[1:]), reasons
 
     # ... and one more once it is over.
     replay(fresh, hour, 25)
     assert states(check(hour + dt.timedelta(hours=25)))["trigger_ml_training"] == "success"
-    assert len(drift_runs()) == 2
+    assert len(drift_runs()) == 2 and fresh.told.subjects() == fresh.told.headers() == [requested] * 2
 
 
 def test_drift_while_training_is_active_triggers_nothing(fresh):

@@ -16,11 +16,18 @@ from include.mlops import alias_history, deployment, lakefs_repository, model_ca
 from include.mlops.naming import rollback_dag_id, run_branch_name
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import load_dag, the_config, training_dag
+from tests.fixtures.notifications import RECIPIENTS, WEBHOOK_PATH, notify_section
 
 # A test that deploys asks for `model_service` itself: starting one costs seconds, and most tests deploy nothing.
 pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "transactions_db", "inference_log_db")
 
 INTERVAL_END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def pipeline_config(write_config, notification_receivers):
+    """The test's config, telling the local SMTP server and webhook receiver of every event (config `notify`)."""
+    return write_config(notify=notify_section())
 
 
 def run(**conf):
@@ -132,9 +139,13 @@ def _run_with_a_dead_server(monkeypatch, connection_id: str, task_id: str, **con
 
 
 def test_a_service_that_does_not_answer_fails_the_deploy_and_nothing_is_promoted(
-    mlflow_connection, pipeline_config, monkeypatch, capfd
+    mlflow_connection, pipeline_config, monkeypatch, capfd, notification_receivers
 ):
     dag_run, address = _run_with_a_dead_server(monkeypatch, "serving_default", "deploy_model")
+    # Told once that the run failed (the DAG's failure callback), though deploy_model failed three times.
+    failed = [f"{pipeline_config.name}: a run failed"]
+    assert notification_receivers.subjects() == notification_receivers.headers() == failed
+    assert f"{dag_run.run_id} failed at task deploy_model (try 3)" in notification_receivers.posts[0]["text"]
     assert f"the model service at {address} cannot be reached" in capfd.readouterr().out
     assert dag_run.get_task_instance("promote_champion").state == "upstream_failed"
     client, name = _client(mlflow_connection), pipeline_config.model.registered_name
@@ -172,11 +183,13 @@ def test_an_unreachable_object_store_fails_the_deploy_before_the_switch(
 
 
 def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_says_so_and_a_rollback_serves_it(
-    mlflow_connection, pipeline_config, model_service, inference_log_db, capfd
+    mlflow_connection, pipeline_config, model_service, inference_log_db, capfd, notification_receivers
 ):
     first = run()
     assert first.state == "success"
     champion_version = v1 = _xcom(first, "register_challenger")["version"]
+    name, told = pipeline_config.name, notification_receivers
+    assert told.subjects() == told.headers() == [f"{name}: v{v1} is the champion"]
     data = _xcom(first, "resolve_training_data")  # read before the next run of the same date clears it
     repo = LakeFSHook().get_repository()
     records = deployment.records_of(
@@ -213,9 +226,19 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
     assert moves[1].detail.startswith("first model") and f"{name}:v{champion_version}" in moves[1].detail
     assert moves[2].detail.startswith("REJECT")
 
+    # Told once of each: the promotion, then the rejection, by mail and webhook, with links to the evidence.
+    rejected = f"{name}: v{decision['version']} rejected by the gate"
+    assert told.subjects() == told.headers() == [f"{name}: v{v1} is the champion", rejected]
+    assert told.paths == [WEBHOOK_PATH] * 2 and all(mail["To"] == ", ".join(RECIPIENTS) for mail in told.mails)
+    text, mail = told.posts[1]["text"], told.mails[1].get_payload(0).get_payload(decode=True).decode()
+    for link in (f"/dags/{first.dag_id}/runs/", "/mlops/", f"/#/models/{name}/versions/{decision['version']}"):
+        assert link in text and link in mail, link
+    assert decision["reason"].split(":")[0] in text
+    told.clear()
+
     # The rejected challenger passed ONNX parity, so a person may still put it in service: model_rollback.
     _rollbacks_change_what_is_served(
-        client, name, model_service, records, engine, v1, decision["version"], second, capfd
+        client, name, model_service, records, engine, v1, decision["version"], second, capfd, told
     )
 
 
@@ -282,7 +305,9 @@ def rollback(**conf):
     return load_dag("model_rollback", rollback_dag_id(the_config().name)).test(run_conf=conf)
 
 
-def _rollbacks_change_what_is_served(client, name, model_service, records, engine, v1, v2, trained_v2, capfd) -> None:
+def _rollbacks_change_what_is_served(
+    client, name, model_service, records, engine, v1, v2, trained_v2, capfd, notification_receivers
+) -> None:
     """Refused rollbacks leave the champion and the service alone; a rollback to v2, and one back by default to
     the previous champion, change what the service answers, and the alias history names them."""
 
@@ -315,3 +340,8 @@ def _rollbacks_change_what_is_served(client, name, model_service, records, engin
     ]
     assert moves[1].airflow_dag_id == rollback_dag_id(name) and moves[1].airflow_run_id == to_v2.run_id
     assert moves[1].detail == f"rollback to v{v2}; serving {name}:v{v2}"
+
+    # The refused rollbacks failed their runs; the others rolled back. Each told once.
+    failed, told = f"{name}: a run failed", notification_receivers
+    expected = [failed, failed, f"{name}: rolled back to v{v2}", f"{name}: rolled back to v{v1}"]
+    assert told.subjects() == told.headers() == expected

@@ -34,8 +34,8 @@ RELEASE = "airflow-mlops"
 NAMESPACE = "mlops"
 # The oldest version the chart declares (Chart.yaml kubeVersion) and the newest kubernetes-validate bundles.
 KUBERNETES_VERSIONS = ("1.30", "1.37")
-# Not in Kubernetes' own API: the Prometheus Operator's CRD, checked by hand below.
-CUSTOM_KINDS = {"ServiceMonitor"}
+# Not in Kubernetes' own API: the Prometheus Operator's CRDs, checked by hand below.
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 LONG_RUNNING = {"Deployment", "StatefulSet", "DaemonSet"}
 CREDENTIAL_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEY|CREDENTIAL|_URI$|_URL$")
@@ -464,6 +464,27 @@ def test_the_service_monitor_scrapes_the_model_service_port(rendered):
         "annotations"
     ]
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "3000"
+
+
+def test_the_operator_gets_compose_alerting_rules_and_route(rendered):
+    """With alerting on (production): alerts.yml as a PrometheusRule and alertmanager.yml's route and receiver as
+    an AlertmanagerConfig, its webhook URL from the Secret the values name; off by default."""
+    manifests = rendered["production"]
+    rule = named(manifests, "PrometheusRule", "alerting")
+    alerts = yaml.safe_load((REPO_ROOT / "deploy/prometheus/alerts.yml").read_text())
+    assert rule["spec"] == alerts and rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    config = named(manifests, "AlertmanagerConfig", "alerting")["spec"]
+    compose = yaml.safe_load((REPO_ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
+    assert config["route"]["groupBy"] == compose["route"]["group_by"]
+    assert config["route"]["repeatInterval"] == compose["route"]["repeat_interval"]
+    (receiver,) = config["receivers"]
+    (slack,) = receiver["slackConfigs"]
+    (composed,) = compose["receivers"][0]["slack_configs"]
+    assert slack["apiURL"] == {"name": "mlops-alertmanager-webhook", "key": "url"}
+    assert (slack["title"], slack["text"]) == (composed["title"], composed["text"])
+    assert not of_kind(rendered["minimal"], "PrometheusRule") and not of_kind(rendered["minimal"], "AlertmanagerConfig")
+    message = render_error(with_changes(profile_values("production"), **{"alerting.webhookUrl.name": ""}))
+    assert "alerting.webhookUrl.name" in message and "is required" in message
 
 
 # --- what the model service and MLflow are given -------------------------------------------------------------

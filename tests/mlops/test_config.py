@@ -276,3 +276,30 @@ def test_without_a_batch_section_there_is_no_batch_scoring():
     raw = yaml.safe_load((CONFIG_DIR / "breast_cancer.yaml").read_text())
     assert "batch" not in raw and load_config("breast_cancer.yaml").batch is None
     assert load_config("fraud_demo.yaml").batch.schedule == "0 3 * * *"
+
+
+def test_a_notify_section_loads_and_its_mistakes_are_named(tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    notify = [
+        {"kind": "email", "connection_id": "smtp_ops", "to": ["ops@example.org"], "events": ["run_failed"]},
+        {"kind": "webhook", "connection_id": "chat", "events": ["promoted", "gate_rejected"]},
+    ]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**raw, "notify": notify}))
+    email, webhook = load_config(path).notify
+    assert (email.kind, email.to, email.events) == ("email", ["ops@example.org"], ["run_failed"])
+    assert (webhook.connection_id, webhook.events) == ("chat", ["promoted", "gate_rejected"])
+    assert load_config("fraud_demo.yaml").notify == []
+    for destination, named in [
+        (
+            {**notify[1], "events": ["promoted", "drift_detected"]},
+            "notify.0.webhook.events: unknown event 'drift_detected'",
+        ),
+        ({**notify[1], "events": []}, "notify.0.webhook.events: List should have at least 1 item"),
+        ({**notify[0], "to": []}, "notify.0.email.to: List should have at least 1 item"),
+        ({"kind": "pager", "events": ["promoted"]}, "notify.0: Input tag 'pager' found using 'kind' does not match"),
+        ({"kind": "webhook", "events": ["promoted"]}, "notify.0.webhook.connection_id: Field required"),
+    ]:
+        path.write_text(yaml.safe_dump({**raw, "notify": [destination]}))
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            load_config(path)
