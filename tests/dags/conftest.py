@@ -125,6 +125,27 @@ def monitor_dag(config: PipelineConfig | None = None):
     return load_dag("drift_monitor", monitor_dag_id((config or the_config()).name))
 
 
+def batch_run(config_path: Path, day: dt.date):
+    """A batch_scoring run of the config at `config_path` for `day` (its 24-hour window ends at the next
+    midnight)."""
+    from include.mlops.naming import batch_scoring_dag_id
+
+    dag = load_dag("batch_scoring", batch_scoring_dag_id(load_config(config_path).name))
+    return dag.test(logical_date=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC))
+
+
+def states(dag_run) -> dict[str, str]:
+    """Each task's state (a mapped task's: its first instance's)."""
+    found: dict[str, str] = {}
+    for ti in dag_run.get_task_instances():
+        found.setdefault(ti.task_id, ti.state)
+    return found
+
+
+def xcom(dag_run, task_id: str, key: str = "return_value"):
+    return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id, key=key)
+
+
 def set_stack_connections(
     env: pytest.MonkeyPatch, lakefs_server, repo_name: str, source: Path, log: Path, mlflow_url: str, service_url: str
 ) -> None:

@@ -23,8 +23,7 @@ from mlflow.tracking import MlflowClient
 from include.demo_sources import simulator
 from include.mlops import batch_outputs, deployment, lakefs_repository, operations_store
 from include.mlops.config import CONFIG_DIR, load_config
-from include.mlops.naming import batch_scoring_dag_id
-from tests.dags.conftest import ROWS_PER_DAY, load_dag, set_stack_connections
+from tests.dags.conftest import ROWS_PER_DAY, batch_run, set_stack_connections, states, xcom
 from tests.fixtures.champions import fitted_onnx, register_champion
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -79,21 +78,7 @@ def with_batch(champion, **batch) -> None:
 
 
 def score(champion, day: dt.date):
-    """A batch_scoring run for `day` (its 24-hour window ends at the next midnight)."""
-    config = load_config(champion.path)
-    dag = load_dag("batch_scoring", batch_scoring_dag_id(config.name))
-    return dag.test(logical_date=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC))
-
-
-def states(dag_run) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for ti in dag_run.get_task_instances():
-        found.setdefault(ti.task_id, ti.state)
-    return found
-
-
-def xcom(dag_run, task_id: str):
-    return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id)
+    return batch_run(champion.path, day)
 
 
 def source_rows(champion, day: dt.date) -> int:

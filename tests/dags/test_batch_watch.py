@@ -30,10 +30,9 @@ from include.mlops import (
     packaging,
     performance_estimate,
 )
-from include.mlops.config import load_config
 from include.mlops.lineage import lakefs_uri
-from include.mlops.naming import batch_scoring_dag_id, training_dag_id
-from tests.dags.conftest import load_dag, set_stack_connections
+from include.mlops.naming import training_dag_id
+from tests.dags.conftest import batch_run, set_stack_connections, states, xcom
 from tests.fixtures.champions import fitted, register_champion, zoo_config
 from tests.zoo.datasets import ZOO
 
@@ -128,20 +127,7 @@ def write_day(
 
 
 def score(watched, day: dt.date):
-    """A batch_scoring run for `day` (its 24-hour window ends at the next midnight)."""
-    dag = load_dag("batch_scoring", batch_scoring_dag_id(load_config(watched.path).name))
-    return dag.test(logical_date=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC))
-
-
-def states(dag_run) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for ti in dag_run.get_task_instances():
-        found.setdefault(ti.task_id, ti.state)
-    return found
-
-
-def xcom(dag_run, task_id: str):
-    return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id)
+    return batch_run(watched.path, day)
 
 
 def checks_of(watched, dag_run) -> list[dict]:

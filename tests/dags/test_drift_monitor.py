@@ -29,8 +29,10 @@ from tests.dags.conftest import (
     TEST_CANDIDATES,
     monitor_dag,
     set_stack_connections,
+    states,
     the_config,
     training_dag,
+    xcom,
 )
 from tests.fixtures.notifications import notify_section, receiving
 from tests.fixtures.serving import service_launcher
@@ -149,14 +151,6 @@ def check(hour: dt.datetime):
 
     (Airflow 3's cron schedules run at the logical date, and their data interval ends there.)"""
     return monitor_dag().test(logical_date=hour + dt.timedelta(hours=1))
-
-
-def states(dag_run) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-
-
-def xcom(dag_run, task_id: str, key: str = "return_value"):
-    return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id, key=key)
 
 
 def drift_runs() -> list:
