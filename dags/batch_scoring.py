@@ -44,10 +44,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
-from include.mlops.naming import batch_scoring_dag_id, training_dag_id
+from include.mlops.naming import batch_scoring_dag_id
 from mlops_airflow import notify, pipelines
 from mlops_airflow.batch_arrivals import arrival_asset
 from mlops_airflow.batch_scoring import (
@@ -61,6 +60,7 @@ from mlops_airflow.batch_scoring import (
     score_chunk,
     write_outputs,
 )
+from mlops_airflow.drift_checks import trigger_retraining
 
 
 def schedule(config):
@@ -99,14 +99,7 @@ def batch_scoring(config) -> None:
         if config.batch.outputs:
             write_outputs(config_file, batch, merged)
         retraining_conf = decide_retraining(config_file, check_drift(config_file, champion, batch, merged))
-        retraining_conf >> TriggerDagRunOperator(
-            task_id="trigger_ml_training",
-            trigger_dag_id=training_dag_id(model),
-            conf=retraining_conf,
-            # One training run per batch run, even when this task is retried; apart from drift_monitor's.
-            trigger_run_id="batch_drift__{{ run_id }}",
-            skip_when_already_exists=True,
-        )
+        retraining_conf >> trigger_retraining(model, retraining_conf, "batch_drift")
 
     scoring()
 

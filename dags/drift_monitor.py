@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag
 
-from include.mlops.naming import monitor_dag_id, training_dag_id
+from include.mlops.naming import monitor_dag_id
 from mlops_airflow import notify, pipelines
+from mlops_airflow.drift_checks import trigger_retraining
 from mlops_airflow.monitoring import check_drift, decide_retraining, wait_for_traffic
 
 
@@ -51,14 +51,7 @@ def drift_monitor(config) -> None:
     )
     def monitor():
         retraining_conf = decide_retraining(config_file, check_drift(config_file, wait_for_traffic(config_file)))
-        retraining_conf >> TriggerDagRunOperator(
-            task_id="trigger_ml_training",
-            trigger_dag_id=training_dag_id(model),
-            conf=retraining_conf,
-            # One training run per check, even when this task is retried.
-            trigger_run_id="drift__{{ run_id }}",
-            skip_when_already_exists=True,
-        )
+        retraining_conf >> trigger_retraining(model, retraining_conf, "drift")
 
     monitor()
 

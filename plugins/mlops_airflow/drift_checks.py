@@ -161,3 +161,18 @@ def decide_and_record(config, check: dict[str, Any], source: str, context: Conte
         "model_version": check["model_version"],
         "history_days": config.drift.retrain_history_days or config.training.window_days,
     }
+
+
+def trigger_retraining(model: str, conf, run_id_prefix: str):
+    """The task that starts `ml_training__<model>` with `conf` (decide_retraining's output, which skips it when
+    there is none). Its run id is `<run_id_prefix>__<this run id>`: one training run per check, even when the task
+    is retried, and each DAG's apart from the other's."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    return TriggerDagRunOperator(
+        task_id="trigger_ml_training",
+        trigger_dag_id=training_dag_id(model),
+        conf=conf,
+        trigger_run_id=run_id_prefix + "__{{ run_id }}",
+        skip_when_already_exists=True,
+    )
