@@ -36,8 +36,7 @@ PLAN_ENV = "MLOPS_FAULT_PLAN"
 MATRIX = ["exception", "kill"]
 RETRY_DELAY = dt.timedelta(seconds=1)
 # A task with no recorded duration gets its middle fault this soon into its work: it has not run in this stack
-# yet, or its work never ends with a plain return (a branch or a trigger hands its outcome to Airflow by
-# raising), which is when a duration is recorded.
+# yet.
 DEFAULT_MIDDLE_SECONDS = 0.01
 
 
@@ -110,6 +109,7 @@ def task_policy(task) -> None:
         task.partial_kwargs.update(pre_execute=_before_work, post_execute=_after_work)
     else:
         task._pre_execute_hook, task._post_execute_hook = _before_work, _after_work
+        task.execute = _execute_ending_the_work_when_it_raises
 
 
 def _in_task_process() -> bool:
@@ -152,6 +152,20 @@ def _after_work(context, result) -> None:
     ti = context["ti"]
     seconds = time.monotonic() - _work["started"]
     _append("durations.jsonl", {"dag_id": ti.dag_id, "task_id": ti.task_id, "seconds": seconds})
+
+
+def _execute_ending_the_work_when_it_raises(context):
+    """A branch or a trigger hands its outcome to Airflow by raising, so Airflow never calls its post-execute hook:
+    without this its fault would be left to the timer, which a short work ends before (a branch's second try once
+    ended without its kill that way)."""
+    task = context["ti"].task  # the copy with rendered templates that Airflow runs, not the parsed one
+    try:
+        return type(task).execute(task, context)
+    except InjectedFault:
+        raise
+    except BaseException:
+        _after_work(context, None)
+        raise
 
 
 def _fault_of(context) -> dict[str, Any] | None:
