@@ -33,6 +33,10 @@ DEFAULT_PORTS = {"LAKEFS_PORT": 8000, "MLFLOW_PORT": 5000, "AIRFLOW_PORT": 8080,
 DEMO_HISTORY_DAYS = 35
 DEMO_ROWS_PER_DAY = 2000
 DEMO_SEED = 42
+# The executor class each executor name runs as: LocalExecutor's forks its workers (and they the task processes)
+# after importing the tasks' libraries (plugins/mlops_airflow/preload.py). CeleryExecutor's workers preload
+# through the Celery configuration instead (AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS below).
+PRELOADING_EXECUTORS = {"LocalExecutor": "mlops_airflow.executors.LocalExecutor"}
 
 
 class PortInUse(RuntimeError):
@@ -218,7 +222,7 @@ def _airflow_components_env(options: StackOptions, credentials: dict[str, str]) 
     env = {
         "AIRFLOW__API_AUTH__JWT_SECRET": credentials["airflow_jwt_secret"],
         "AIRFLOW__CORE__FERNET_KEY": credentials["airflow_fernet_key"],
-        "AIRFLOW__CORE__EXECUTOR": options.executor,
+        "AIRFLOW__CORE__EXECUTOR": PRELOADING_EXECUTORS.get(options.executor, options.executor),
         # Each config's batch arrivals are watched by the triggerer on this Redis (`batch.arrivals`).
         "AIRFLOW_CONN_REDIS_DEFAULT": json.dumps(redis_connection),
     }
@@ -231,6 +235,7 @@ def _airflow_components_env(options: StackOptions, credentials: dict[str, str]) 
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + options.airflow_db_url.replace("+psycopg2", ""),
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "mlops_airflow.celery_config.CELERY_CONFIG",
         }
     return env
 

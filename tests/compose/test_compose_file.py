@@ -176,6 +176,11 @@ def test_the_worker_can_be_scaled(compose):
     worker = compose["services"]["airflow-worker"]
     assert "container_name" not in worker and "ports" not in worker
     assert stack.environment(worker)["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    # Its tasks fork from a worker that has imported their libraries (the e2e stack's worker is checked to).
+    assert (
+        stack.environment(worker)["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]
+        == "mlops_airflow.celery_config.CELERY_CONFIG"
+    )
     assert not any("container_name" in service for service in compose["services"].values())
 
 

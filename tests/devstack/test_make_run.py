@@ -28,6 +28,7 @@ import yaml
 from devstack.processes import group_alive
 from include.mlops.config import CONFIG_DIR, load_config
 from include.mlops.naming import model_dag_ids, training_dag_id
+from mlops_airflow import preload
 from tests.conftest import REPO_ROOT
 
 
@@ -117,6 +118,9 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
         output = "\n".join(lines)
         assert "Ready" in output, f"the stack did not come up:\n{output}\n{_logs(state_dir)}"
         server_groups = [child.pid for child in psutil.Process(stack.pid).children()]
+        # Its task processes fork from a scheduler that has imported the tasks' libraries (mlops_airflow.preload).
+        scheduler_log = (state_dir / "logs" / "airflow-scheduler.log").read_text(errors="replace")
+        assert f"preloaded {len(preload.LIBRARIES)} libraries" in scheduler_log, scheduler_log[-3000:]
         _nothing_listens_beyond_loopback(stack.pid)
 
         urls = dict(

@@ -24,6 +24,7 @@ from devstack.airflow_api import AirflowAPIError
 from devstack.stack import DEMO_SEED
 from include.mlops import alias_history, registry
 from include.mlops.naming import monitor_dag_id, run_branch_name, training_dag_id
+from mlops_airflow import preload
 from tests.e2e import approvals
 from tests.e2e.conftest import APPROVAL_TIMEOUT, BREAST_CANCER, DEMO, ROWS_PER_DAY, TRAINING_DAYS, changed_since
 
@@ -44,6 +45,9 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     assert {health[c]["status"] for c in ("metadatabase", "scheduler", "dag_processor", "triggerer")} == {"healthy"}, (
         health
     )
+    # The worker's task processes fork from a worker that has imported the tasks' libraries (mlops_airflow.preload).
+    worker_log = (e2e.folder / "state" / "logs" / "airflow-celery-worker.log").read_text(errors="replace")
+    assert f"preloaded {len(preload.LIBRARIES)} libraries" in worker_log, worker_log[-3000:]
 
     # The package's other tests train the demo as well (their `champions` fixture): this one goes first.
     assert registry.version_by_alias(e2e.mlflow(), DEMO, registry.CHAMPION) is None, (
