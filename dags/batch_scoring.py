@@ -8,10 +8,12 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
 1. **resolve_model**: `champion`, asked of the MLflow registry once for the whole run: its version, store tag and
    the SHA-256 of the ONNX model the service serves. Without a champion the run is skipped and writes nothing.
 2. **collect_input**: the rows of the arrived file(s) (a run started by an arrival; a file that is not there
-   fails the run naming it), or else those whose event time is in the `batch.window_hours` before the run's
-   logical date, from `batch.source` (default: the config's source), committed as Parquet files on the run's
-   branch `run-<model>-batch-<run>` under `batch_input/<model>/<key>/` (the interval, or the files' content
-   hash). An empty input skips the run.
+   fails the run naming it), or else of the Parquet and CSV objects under a lakeFS path (the run's param `input`,
+   or `batch.input`: `lakefs://<repository>/<ref>/<prefix>`, read at the commit the ref points to), or else those
+   whose event time is in the `batch.window_hours` before the run's logical date, from `batch.source` (default:
+   the config's source), committed as Parquet files on the run's branch `run-<model>-batch-<run>` under
+   `batch_input/<model>/<key>/` (the interval, the files' content hash, or the lakeFS commit and prefix). An empty
+   input skips the run.
 3. **plan_chunks**: the input's chunks of at most `batch.chunk_rows` rows, each told the ids an earlier chunk has
    (its rows with one of them are quarantined as duplicates, as a repeated id within the chunk is).
 4. **score_chunk** (one task per chunk): the model's bytes loaded again by tag and SHA-256 (a champion that moves
@@ -44,7 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 
 from include.mlops.naming import batch_scoring_dag_id
 from mlops_airflow import notify, pipelines
@@ -89,6 +91,15 @@ def batch_scoring(config) -> None:
         tags=["ml", "batch", "scoring", model],
         default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
         on_failure_callback=notify.on_run_failed(config),
+        params={
+            "input": Param(
+                None,
+                type=["null", "string"],
+                pattern=r"^lakefs://[^/]+/[^/]+(/|$)",
+                description="Score this lakeFS path instead (lakefs://<repository>/<ref>/<prefix>: its Parquet and "
+                "CSV objects at the ref's commit); none: `batch.input`, or else the window.",
+            ),
+        },
     )
     def scoring():
         champion = resolve_model(config_file)
