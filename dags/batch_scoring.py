@@ -38,6 +38,8 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
    source starts it); the check goes to the drift history with source `batch`.
 9. **trigger_ml_training** starts `ml_training__<model>` (run id `batch_drift__<this run id>`) when it was
    decided.
+10. **record_failure** (a teardown, once every other task is done): when a task failed, the run's `batch_runs`
+   row says `failed`, with the version and key when the run got that far; otherwise it skips.
 
 Buttons on check_drift: **Drift report** and **MLflow run**.
 """
@@ -58,6 +60,7 @@ from mlops_airflow.batch_scoring import (
     merge_predictions,
     plan_chunks,
     predictions_asset,
+    record_failure,
     resolve_model,
     score_chunk,
     write_outputs,
@@ -107,10 +110,11 @@ def batch_scoring(config) -> None:
         chunks = plan_chunks(config_file, batch)
         scored = score_chunk.partial(config_file=config_file, model=champion, batch=batch).expand(chunk=chunks)
         merged = merge_predictions.override(outlets=[predictions_asset(model)])(config_file, champion, batch, scored)
-        if config.batch.outputs:
-            write_outputs(config_file, batch, merged)
         retraining_conf = decide_retraining(config_file, check_drift(config_file, champion, batch, merged))
-        retraining_conf >> trigger_retraining(model, retraining_conf, "batch_drift")
+        trigger = trigger_retraining(model, retraining_conf, "batch_drift")
+        retraining_conf >> trigger
+        outputs = [write_outputs(config_file, batch, merged)] if config.batch.outputs else []
+        [trigger, *outputs] >> record_failure(config_file).as_teardown()
 
     scoring()
 

@@ -2,7 +2,8 @@
 branch of the run's own, merge the input and its predictions into `main`, and check the scored rows for drift as
 drift_monitor checks live traffic (mlops_airflow/drift_checks.py). Each calls into include/mlops/batch_scoring.py;
 they pass references (the model's tag and SHA-256, paths, counts) through XCom, never data. The run's row in the
-operations store's `batch_runs` is written when it merges (or finds no input) and completed by its drift check."""
+operations store's `batch_runs` is written when it merges (or finds no input) and completed by its drift check, or
+marked failed by the teardown `record_failure`."""
 
 from __future__ import annotations
 
@@ -372,3 +373,24 @@ def decide_retraining(config_file: str, check: dict[str, Any], **context: Contex
         operations_store.engine(), config.name, context["run_id"], check["drift_share"], check["live_score"]
     )
     return drift_checks.decide_and_record(config, check, monitoring.BATCH, context)
+
+
+@task
+def record_failure(config_file: str, **context: Context) -> None:
+    """The DAG's teardown: when a task of the run failed, the run's row in `batch_runs` says `failed`, with what
+    the run knew: the version resolve_model resolved and the key collect_input read, when it got that far (a run
+    that merged before failing keeps its rows and commit). It runs once every other task is done: a task waiting
+    to be retried is not, so a failure that a retry mends records nothing. Without a failure it skips."""
+    from include.mlops import batch_runs
+
+    ti: Any = context["ti"]
+    if not ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=["failed", "upstream_failed"]):
+        raise AirflowSkipException("no task of this run failed: nothing to record")
+    config = pipelines.load(config_file)
+    version = (ti.xcom_pull(task_ids="resolve_model") or {}).get("version")
+    key = (ti.xcom_pull(task_ids="collect_input") or {}).get("key")
+    repository, finished_at = LakeFSHook().repository_name, dt.datetime.now(dt.UTC)
+    batch_runs.record_failed(
+        operations_store.engine(), config.name, ti.dag_id, ti.run_id, version, key, repository, finished_at
+    )
+    print(f"run {ti.run_id} of {config.name} recorded as failed (version {version or 'unresolved'}, key {key})")
