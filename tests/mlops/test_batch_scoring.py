@@ -395,6 +395,19 @@ def test_a_lakefs_path_that_is_not_there_or_not_tables_is_refused_naming_it(lake
     assert empty.rows.empty and empty.key.startswith("lakefs-") and "0 object(s)" in empty.what
 
 
+def test_arrived_files_are_read_and_keyed_by_their_content(tmp_path):
+    frame = pd.DataFrame({"id": ["a", "b"], "x": [1.5, 2.5]})
+    frame.to_parquet(tmp_path / "one.parquet")
+    frame.assign(id=["c", "d"]).to_csv(tmp_path / "two.csv", index=False)
+    paths = [tmp_path / "one.parquet", tmp_path / "two.csv"]
+    read = batch_input.read_files(paths)
+    assert list(read.rows["id"]) == ["a", "b", "c", "d"] and read.source is None
+    assert read.key == batch_scoring.content_key(b"".join(p.read_bytes() for p in paths))
+    (tmp_path / "three.xlsx").write_bytes(b"")
+    with pytest.raises(batch_input.UnsupportedFiles, match="three.xlsx$"):
+        batch_input.read_files([*paths, tmp_path / "three.xlsx"])
+
+
 def test_chunks_are_row_groups_of_the_input_files_read_alone(client, penguins, lakefs_repo):
     config, rows = penguins.config, penguins.rows.drop(columns=["species"])
     buffer = io.BytesIO()
