@@ -181,7 +181,7 @@ def _champion(folder: Path, config_path: Path, mlflow_url: str, lakefs_url: str)
 
     from include.mlops import deployment, lakefs_repository, registry
     from include.mlops.config import load_config
-    from include.mlops.lineage import lakefs_uri
+    from include.mlops.naming import lakefs_uri
 
     config = load_config(config_path)
     client = MlflowClient(mlflow_url, registry_uri=mlflow_url)

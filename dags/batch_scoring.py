@@ -8,10 +8,12 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
 1. **resolve_model**: `champion`, asked of the MLflow registry once for the whole run: its version, store tag and
    the SHA-256 of the ONNX model the service serves. Without a champion the run is skipped and writes nothing.
 2. **collect_input**: the rows of the arrived file(s) (a run started by an arrival; a file that is not there
-   fails the run naming it), or else those whose event time is in the `batch.window_hours` before the run's
-   logical date, from `batch.source` (default: the config's source), committed as Parquet files on the run's
-   branch `run-<model>-batch-<run>` under `batch_input/<model>/<key>/` (the interval, or the files' content
-   hash). An empty input skips the run.
+   fails the run naming it), or else of the Parquet and CSV objects under a lakeFS path (the run's param `input`,
+   or `batch.input`: `lakefs://<repository>/<ref>/<prefix>`, read at the commit the ref points to), or else those
+   whose event time is in the `batch.window_hours` before the run's logical date, from `batch.source` (default:
+   the config's source), committed as Parquet files on the run's branch `run-<model>-batch-<run>` under
+   `batch_input/<model>/<key>/` (the interval, the files' content hash, or the lakeFS commit and prefix). An empty
+   input skips the run.
 3. **plan_chunks**: the input's chunks of at most `batch.chunk_rows` rows, each told the ids an earlier chunk has
    (its rows with one of them are quarantined as duplicates, as a repeated id within the chunk is).
 4. **score_chunk** (one task per chunk): the model's bytes loaded again by tag and SHA-256 (a champion that moves
@@ -36,6 +38,8 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
    source starts it); the check goes to the drift history with source `batch`.
 9. **trigger_ml_training** starts `ml_training__<model>` (run id `batch_drift__<this run id>`) when it was
    decided.
+10. **record_failure** (a teardown, once every other task is done): when a task failed, the run's `batch_runs`
+   row says `failed`, with the version and key when the run got that far; otherwise it skips.
 
 Buttons on check_drift: **Drift report** and **MLflow run**.
 """
@@ -44,7 +48,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 
 from include.mlops.naming import batch_scoring_dag_id
 from mlops_airflow import notify, pipelines
@@ -56,6 +60,7 @@ from mlops_airflow.batch_scoring import (
     merge_predictions,
     plan_chunks,
     predictions_asset,
+    record_failure,
     resolve_model,
     score_chunk,
     write_outputs,
@@ -89,6 +94,15 @@ def batch_scoring(config) -> None:
         tags=["ml", "batch", "scoring", model],
         default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
         on_failure_callback=notify.on_run_failed(config),
+        params={
+            "input": Param(
+                None,
+                type=["null", "string"],
+                pattern=r"^lakefs://[^/]+/[^/]+(/|$)",
+                description="Score this lakeFS path instead (lakefs://<repository>/<ref>/<prefix>: its Parquet and "
+                "CSV objects at the ref's commit); none: `batch.input`, or else the window.",
+            ),
+        },
     )
     def scoring():
         champion = resolve_model(config_file)
@@ -96,10 +110,11 @@ def batch_scoring(config) -> None:
         chunks = plan_chunks(config_file, batch)
         scored = score_chunk.partial(config_file=config_file, model=champion, batch=batch).expand(chunk=chunks)
         merged = merge_predictions.override(outlets=[predictions_asset(model)])(config_file, champion, batch, scored)
-        if config.batch.outputs:
-            write_outputs(config_file, batch, merged)
         retraining_conf = decide_retraining(config_file, check_drift(config_file, champion, batch, merged))
-        retraining_conf >> trigger_retraining(model, retraining_conf, "batch_drift")
+        trigger = trigger_retraining(model, retraining_conf, "batch_drift")
+        retraining_conf >> trigger
+        outputs = [write_outputs(config_file, batch, merged)] if config.batch.outputs else []
+        [trigger, *outputs] >> record_failure(config_file).as_teardown()
 
     scoring()
 

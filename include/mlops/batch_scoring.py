@@ -18,8 +18,9 @@ A scored row has the input's id, `prediction` (the label as the data holds it, o
 float64 column `probability_<class>` per class it knows (not one JSON column: SQL and pandas filter and average
 them without parsing, and Parquet keeps them typed and small), `model_version`, `airflow_run_id` and `scored_at`.
 
-`<key>` names the data interval (`interval_key`) or the input's content (`content_key`), and a part's name comes
-from its chunk's index: a retried chunk or a re-run interval overwrites its own files and adds none.
+`<key>` names the data interval (`interval_key`), the input's content (`content_key`) or the lakeFS commit and prefix
+it was read from (`lakefs_key`), and a part's name comes from its chunk's index: a retried chunk or a re-run
+interval overwrites its own files and adds none.
 """
 
 from __future__ import annotations
@@ -233,12 +234,18 @@ def content_key(data: bytes) -> str:
     return f"sha256-{hashlib.sha256(data).hexdigest()}"
 
 
+def lakefs_key(commit: str, prefix: str) -> str:
+    """The output key of the objects under `prefix` at lakeFS commit `commit` (a batch of a lakeFS path):
+    `lakefs-<commit>-<first 16 hex digits of the prefix's SHA-256>`."""
+    return f"lakefs-{commit}-{hashlib.sha256(prefix.encode()).hexdigest()[:16]}"
+
+
 def output_prefix(config: PipelineConfig, key: str) -> str:
-    """`predictions/<model>/<key>/`; `key` is one path segment (`interval_key`, `content_key`)."""
+    """`predictions/<model>/<key>/`; `key` is one path segment (`interval_key`, `content_key`, `lakefs_key`)."""
     if not _KEY.match(key):
         raise ValueError(
             f"output key {key!r}: one path segment of letters, digits, '.', '_', '=' and '-' "
-            "(interval_key, content_key)"
+            "(interval_key, content_key, lakefs_key)"
         )
     return f"predictions/{config.name}/{key}/"
 
@@ -419,10 +426,16 @@ def stale_outputs(repo: lakefs.Repository, branch: str, prefix: str, chunks: int
 
 
 def commit_metadata(
-    model: ScoringModel, airflow_run_id: str, input_ref: str, summaries: Sequence[ChunkSummary]
+    model: ScoringModel,
+    airflow_run_id: str,
+    input_ref: str,
+    summaries: Sequence[ChunkSummary],
+    input_source: str | None = None,
 ) -> dict[str, str]:
     """The lineage of a batch run's lakeFS commit: the model (name, version, tag, SHA-256, its MLflow run and
-    training data commit), the Airflow run, the input commit, and the rows in, scored and quarantined."""
+    training data commit), the Airflow run, the input commit, where the input was read from when it was a lakeFS
+    path (`input_source`: its URI at the commit read), and the rows in, scored and quarantined."""
+    read_from = {"input_source": input_source} if input_source else {}
     return {
         "model_name": model.name,
         "model_version": model.version,
@@ -432,6 +445,7 @@ def commit_metadata(
         "training_lakefs_commit": model.lakefs_commit,
         "airflow_run_id": airflow_run_id,
         "input_ref": input_ref,
+        **read_from,
         "chunks": str(len(summaries)),
         "rows_in": str(sum(s.rows_in for s in summaries)),
         "rows_scored": str(sum(s.rows_scored for s in summaries)),

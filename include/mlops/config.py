@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from include.mlops.naming import parse_lakefs_uri
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The shipped configs; a deployment may keep its own elsewhere (plugins' `pipelines`, the service's settings).
 CONFIG_DIR = PROJECT_ROOT / "include" / "config"
@@ -605,6 +607,14 @@ class BatchScoring(_Strict):
         description="Where the rows to score come from (any source kind); default: the config's `source`. Its "
         "rows need the id column and the features; a target column is ignored.",
     )
+    input: str | None = Field(
+        default=None,
+        description="Score a lakeFS path instead of a window: `lakefs://<repository>/<ref>/<prefix>`, every "
+        "Parquet or CSV object under the prefix at the commit the ref (a branch, tag or commit id) points to when "
+        "the run starts; any other object fails the run, naming it. The commit is recorded in the predictions' "
+        "lineage, and the output key comes from (commit, prefix): the same commit and prefix scored twice write "
+        "one result. A run started by hand may give another in its param `input`; an arrival is scored instead.",
+    )
     chunk_rows: int = Field(
         default=250_000,
         gt=0,
@@ -628,6 +638,13 @@ class BatchScoring(_Strict):
         "(`kind: sql`) and S3 prefixes (`kind: s3`), written by the task `write_outputs`. A re-run of an interval "
         "or file replaces its rows and parts there too.",
     )
+
+    @field_validator("input")
+    @classmethod
+    def _lakefs_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_lakefs_uri(value)
+        return value
 
 
 # What a destination may be told of (docs/pipelines.md says which task tells each).

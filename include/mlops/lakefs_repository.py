@@ -125,6 +125,14 @@ def ensure_repository(
         )
 
 
+def existing_repository(client: lakefs.Client, name: str) -> lakefs.Repository:
+    """The repository `name`, which must exist (RefNotFound names it otherwise): one to read from, never made."""
+    repo = lakefs.Repository(name, client=client)
+    with _translated(f"repository {name!r}"):
+        repo.properties  # noqa: B018 - the call is the check
+    return repo
+
+
 def create_branch(repo: lakefs.Repository, name: str, source_ref: str) -> str:
     """Create branch `name` from `source_ref`; when it exists already it is kept. Returns its head commit id.
 

@@ -16,22 +16,10 @@ from typing import Any
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
 
+from include.mlops.naming import parse_lakefs_uri
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _SOURCE_FOLDERS = ("include", "dags", "plugins")
-
-
-def lakefs_uri(repository: str, ref: str, path: str = "") -> str:
-    return f"lakefs://{repository}/{ref}/{path}"
-
-
-def parse_lakefs_uri(uri: str) -> tuple[str, str, str]:
-    if not uri.startswith("lakefs://"):
-        raise ValueError(f"{uri!r} is not a lakefs:// URI")
-    repository, _, rest = uri.removeprefix("lakefs://").partition("/")
-    ref, _, path = rest.partition("/")
-    if not repository or not ref:
-        raise ValueError(f"{uri!r} needs a repository and a ref: lakefs://<repository>/<ref>/<path>")
-    return repository, ref, path
 
 
 class LakeFSDatasetSource(DatasetSource):

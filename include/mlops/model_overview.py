@@ -103,13 +103,13 @@ class BatchRun:
     figures, and where its predictions were merged."""
 
     finished_at: dt.datetime
-    version: str
-    state: str  # merged, or empty (no input: nothing merged)
+    version: str | None  # none: the run failed before resolving its champion
+    state: str  # merged, empty (no input: nothing merged), or failed
     rows_scored: int
     rows_quarantined: int
     drift_share: float | None
     live_score: float | None
-    key: str
+    key: str | None  # none: the run failed before reading its input
     lakefs_commit: Link | None
     airflow_run: Link
 

@@ -70,3 +70,18 @@ def batch_branch_name(model: str, run_id: str) -> str:
     runs' (their ids are often the same, `scheduled__...`), and still one of the model's run branches, which
     lakefs_housekeeping deletes after `branches.retention_days`."""
     return f"{run_branch_prefix(model)}batch-{run_key(run_id)}"
+
+
+def lakefs_uri(repository: str, ref: str, path: str = "") -> str:
+    return f"lakefs://{repository}/{ref}/{path}"
+
+
+def parse_lakefs_uri(uri: str) -> tuple[str, str, str]:
+    """The repository, ref and path of `lakefs://<repository>/<ref>/<path>` (the path may be empty)."""
+    if not uri.startswith("lakefs://"):
+        raise ValueError(f"{uri!r} is not a lakefs:// URI: lakefs://<repository>/<ref>/<path>")
+    repository, _, rest = uri.removeprefix("lakefs://").partition("/")
+    ref, _, path = rest.partition("/")
+    if not repository or not ref:
+        raise ValueError(f"{uri!r} needs a repository and a ref: lakefs://<repository>/<ref>/<path>")
+    return repository, ref, path

@@ -6,7 +6,8 @@ Kubernetes), and their schema's migrations.
                     include/mlops/monitoring.py and rollouts.py read it)
     drift_history   one row per drift check, of live traffic (drift_monitor) or of a batch run
                     (batch_scoring) (include/mlops/monitoring.py)
-    batch_runs      one row per batch run that merged predictions or found no input (include/mlops/batch_runs.py)
+    batch_runs      one row per batch run that merged predictions, found no input, or failed
+                    (include/mlops/batch_runs.py)
     alias_history   every move of a model's champion and challenger aliases (include/mlops/alias_history.py)
     rollouts        each shadow or canary rollout and its last check (include/mlops/rollouts.py)
 
@@ -104,18 +105,19 @@ drift_history = sa.Table(
     sa.Index("ix_drift_history_model_window", "model_name", "window_end"),
 )
 
-# One row per batch run that got past resolve_model and finished: it merged predictions (`merged`) or found no
-# input (`empty`). A retried or cleared run rewrites its own row (model_name, airflow_run_id).
+# One row per batch run that finished: it merged predictions (`merged`), found no input (`empty`), or failed
+# (`failed`). A retried or cleared run rewrites its own row (model_name, airflow_run_id).
 batch_runs = sa.Table(
     "batch_runs",
     metadata,
     sa.Column("id", ID_COLUMN_TYPE, primary_key=True, autoincrement=True),
     sa.Column("model_name", sa.Text, nullable=False),
-    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=True),  # none: a run that failed before resolving its champion
     sa.Column("airflow_dag_id", sa.Text, nullable=False),
     sa.Column("airflow_run_id", sa.Text, nullable=False),
-    # The input's key: its interval, or the content hash of the arrived file(s).
-    sa.Column("key", sa.Text, nullable=False),
+    # The input's key: its interval, the content hash of the arrived file(s), or the lakeFS commit and prefix read
+    # (none: a run that failed before it read its input).
+    sa.Column("key", sa.Text, nullable=True),
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("rows_scored", sa.Integer, nullable=False),
     sa.Column("rows_quarantined", sa.Integer, nullable=False),

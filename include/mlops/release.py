@@ -38,8 +38,8 @@ from include.mlops import (
 )
 from include.mlops.config import PipelineConfig
 from include.mlops.deployment import DeploymentError, ServingEndpoint
-from include.mlops.lineage import PROJECT_ROOT, lakefs_uri
-from include.mlops.naming import run_branch_name, run_key
+from include.mlops.lineage import PROJECT_ROOT
+from include.mlops.naming import lakefs_uri, run_branch_name, run_key
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

@@ -2,7 +2,8 @@
 branch of the run's own, merge the input and its predictions into `main`, and check the scored rows for drift as
 drift_monitor checks live traffic (mlops_airflow/drift_checks.py). Each calls into include/mlops/batch_scoring.py;
 they pass references (the model's tag and SHA-256, paths, counts) through XCom, never data. The run's row in the
-operations store's `batch_runs` is written when it merges (or finds no input) and completed by its drift check."""
+operations store's `batch_runs` is written when it merges (or finds no input) and completed by its drift check, or
+marked failed by the teardown `record_failure`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from mlops_airflow.lakefs_hook import LakeFSHook
 from mlops_airflow.run_context import airflow_run_metadata, retry_marker, run_interval_end
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from include.mlops.batch_input import Input
 
 
 def predictions_asset(model: str) -> Asset:
@@ -55,17 +56,27 @@ def resolve_model(config_file: str) -> dict[str, str]:
 @lakefs_task
 def collect_input(config_file: str, model: dict[str, str], **context: Context) -> dict[str, Any]:
     """Commit the rows to score as Parquet on the run's branch, in files of `batch.chunk_rows` rows: the arrived
-    file(s) of a run an arrival started (a file that is not there fails the run naming it), or else the window's
-    rows from the batch source. No rows skips the run: the log says why, the run is recorded in `batch_runs` as
-    `empty`, and nothing is merged."""
+    file(s) of a run an arrival started (a file that is not there fails the run naming it), or else the Parquet and
+    CSV objects under the lakeFS path of the run's param `input` or `batch.input` (at the commit its ref points to
+    now; a repository or ref that does not exist, or an object of another kind, fails the run naming it), or else
+    the window's rows from the batch source. No rows skips the run: the log says why, the run is recorded in
+    `batch_runs` as `empty`, and nothing is merged."""
     from include.mlops import batch_runs, lakefs_repository
 
     config = pipelines.load(config_file)
     chunk_rows = config.batch.chunk_rows
     arrived = _arrived_files(config, context)
+    lakefs_input = None if arrived else _lakefs_input(config, context)
     end = run_interval_end(context)
-    start = end if arrived else end - dt.timedelta(hours=config.batch.window_hours)
-    rows, key, what = _read_arrived(arrived) if arrived else _read_window(config, start, end)
+    windowed = not arrived and not lakefs_input
+    start = end - dt.timedelta(hours=config.batch.window_hours) if windowed else end
+    if arrived:
+        read = _read_arrived(arrived)
+    elif lakefs_input:
+        read = _read_lakefs(lakefs_input)
+    else:
+        read = _read_window(config, start, end)
+    rows, key, what = read.rows, read.key, read.what
     repo = LakeFSHook().get_repository()
     if rows.empty:
         nothing = {"rows_scored": 0, "rows_quarantined": 0}
@@ -82,12 +93,21 @@ def collect_input(config_file: str, model: dict[str, str], **context: Context) -
         lakefs_repository.write_parquet(repo, branch, f"{prefix}part-{index:05d}.parquet", part)
     stamp = airflow_run_metadata(context)
     message = f"Batch input of {config.name}: {len(rows)} row(s) of {what}"
-    committed = lakefs_repository.commit_once(repo, branch, message, stamp, retry_marker(stamp))
+    read_from = {"input_source": read.source} if read.source else {}
+    committed = lakefs_repository.commit_once(repo, branch, message, stamp | read_from, retry_marker(stamp))
     commit = committed.id if committed else lakefs_repository.head_commit(repo, branch)
     show_lakefs_commit(repo.id, commit)
     print(f"{len(rows)} row(s) of {what} to score with {model['tag']}")
     window = {"start": start.isoformat(), "end": end.isoformat()}
-    return {"branch": branch, "key": key, "input_prefix": prefix, "rows": len(rows), "commit": commit, **window}
+    return {
+        "branch": branch,
+        "key": key,
+        "input_prefix": prefix,
+        "rows": len(rows),
+        "commit": commit,
+        "source": read.source,
+        **window,
+    }
 
 
 def _batch_run(config, model: dict[str, str], context: Context, key: str, state: str, repository: str, commit, **rows):
@@ -123,28 +143,53 @@ def _arrived_files(config, context: Context) -> list[Path]:
         raise AirflowFailException(str(exc)) from None
 
 
-def _read_arrived(paths: list[Path]) -> tuple[pd.DataFrame, str, str]:
-    """The rows of the arrived Parquet or CSV files, the output key of their content, and what they are."""
-    import pandas as pd
+def _lakefs_input(config, context: Context) -> str | None:
+    """The lakeFS path to score: the run's param `input` (a run started by hand may give one), else `batch.input`."""
+    from include.mlops.naming import parse_lakefs_uri
 
-    from include.mlops import batch_scoring
+    given = context["params"].get("input")
+    if given:
+        try:
+            parse_lakefs_uri(given)
+        except ValueError as exc:
+            raise AirflowFailException(f"run param input: {exc}") from None
+    return given or config.batch.input
 
-    readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv}
-    if unknown := [str(p) for p in paths if p.suffix.lower() not in readers]:
-        raise AirflowFailException(f"batch arrival files must be .parquet or .csv: {', '.join(unknown)}")
-    frames = [readers[p.suffix.lower()](p) for p in paths]
-    key = batch_scoring.content_key(b"".join(p.read_bytes() for p in paths))
-    return pd.concat(frames, ignore_index=True), key, ", ".join(map(str, paths))
+
+def _read_arrived(paths: list[Path]) -> Input:
+    """The rows of the arrived Parquet or CSV files, keyed by their content."""
+    from include.mlops import batch_input
+
+    try:
+        return batch_input.read_files(paths)
+    except batch_input.UnsupportedFiles as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
-def _read_window(config, start: dt.datetime, end: dt.datetime) -> tuple[pd.DataFrame, str, str]:
-    """The rows whose event time is in [start, end) (the `batch.window_hours` before the run's logical date), the
-    output key of that interval, and the interval."""
-    from include.mlops import batch_scoring
+def _read_lakefs(uri: str) -> Input:
+    """The rows of the Parquet and CSV objects under the lakeFS path `uri`, read at the commit its ref points to
+    now, and keyed by that commit and the prefix."""
+    from include.mlops import batch_input, lakefs_repository
+    from include.mlops.naming import parse_lakefs_uri
+
+    repository, ref, prefix = parse_lakefs_uri(uri)
+    try:
+        repo = lakefs_repository.existing_repository(LakeFSHook().get_conn(), repository)
+        return batch_input.read_lakefs(repo, ref, prefix)
+    except (lakefs_repository.RefNotFound, batch_input.UnsupportedFiles) as exc:
+        # Neither comes right by retrying: the path is wrong, and nothing is written.
+        raise AirflowFailException(f"batch input {uri}: {exc}") from None
+
+
+def _read_window(config, start: dt.datetime, end: dt.datetime) -> Input:
+    """The rows whose event time is in [start, end) (the `batch.window_hours` before the run's logical date), keyed
+    by that interval."""
+    from include.mlops import batch_input, batch_scoring
     from mlops_airflow.sources import fetcher
 
     rows = fetcher(config, end, config.batch.source)(start, end).rows
-    return rows, batch_scoring.interval_key(start, end), f"[{start.isoformat()}, {end.isoformat()})"
+    interval = f"[{start.isoformat()}, {end.isoformat()})"
+    return batch_input.Input(rows, batch_scoring.interval_key(start, end), interval)
 
 
 @task
@@ -213,7 +258,8 @@ def merge_predictions(
     batch_scoring.stale_outputs(repo, branch, prefix, len(chunks))
     scoring_model = batch_scoring.reload(ObjectStore.from_environment(), model)
     stamp = airflow_run_metadata(context)
-    metadata = batch_scoring.commit_metadata(scoring_model, context["run_id"], batch["commit"], chunks) | stamp
+    lineage = batch_scoring.commit_metadata(scoring_model, context["run_id"], batch["commit"], chunks, batch["source"])
+    metadata = lineage | stamp
     message = f"Batch predictions of {config.name} v{scoring_model.version} for {batch['key']}"
     lakefs_repository.commit_once(repo, branch, message, metadata, retry_marker(stamp))
     try:
@@ -327,3 +373,24 @@ def decide_retraining(config_file: str, check: dict[str, Any], **context: Contex
         operations_store.engine(), config.name, context["run_id"], check["drift_share"], check["live_score"]
     )
     return drift_checks.decide_and_record(config, check, monitoring.BATCH, context)
+
+
+@task
+def record_failure(config_file: str, **context: Context) -> None:
+    """The DAG's teardown: when a task of the run failed, the run's row in `batch_runs` says `failed`, with what
+    the run knew: the version resolve_model resolved and the key collect_input read, when it got that far (a run
+    that merged before failing keeps its rows and commit). It runs once every other task is done: a task waiting
+    to be retried is not, so a failure that a retry mends records nothing. Without a failure it skips."""
+    from include.mlops import batch_runs
+
+    ti: Any = context["ti"]
+    if not ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=["failed", "upstream_failed"]):
+        raise AirflowSkipException("no task of this run failed: nothing to record")
+    config = pipelines.load(config_file)
+    version = (ti.xcom_pull(task_ids="resolve_model") or {}).get("version")
+    key = (ti.xcom_pull(task_ids="collect_input") or {}).get("key")
+    repository, finished_at = LakeFSHook().repository_name, dt.datetime.now(dt.UTC)
+    batch_runs.record_failed(
+        operations_store.engine(), config.name, ti.dag_id, ti.run_id, version, key, repository, finished_at
+    )
+    print(f"run {ti.run_id} of {config.name} recorded as failed (version {version or 'unresolved'}, key {key})")

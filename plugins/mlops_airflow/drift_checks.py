@@ -29,7 +29,7 @@ def version_and_reference(client, config, version: str | None = None):
     tag names it in lakeFS). Skips the task when the model has no champion; NoReference, saying what to do, when
     the version has no reference."""
     from include.mlops import lakefs_repository, registry
-    from include.mlops.lineage import parse_lakefs_uri
+    from include.mlops.naming import parse_lakefs_uri
 
     name = config.model.registered_name
     if version is None:

@@ -72,7 +72,7 @@ def promote_rollout(config_file: str, **context: Context) -> dict:
     smoke test on its test split, the champion put back on failure), then `champion` moves, recorded with the
     verdict (and who approved it); the snapshot and reference it was trained with are merged next."""
     from include.mlops import release
-    from include.mlops.lineage import parse_lakefs_uri
+    from include.mlops.naming import parse_lakefs_uri
     from include.mlops.object_store import ObjectStore
     from mlops_airflow import operations_store, serving
 

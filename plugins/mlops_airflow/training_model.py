@@ -92,7 +92,7 @@ def train_candidate(candidate: dict, config_file: str, data: dict, training_run:
     """Fit one candidate on the snapshot and log it as a child run. A candidate that cannot be fitted fails
     only its own mapped task (without retries: the same data would fail the same way)."""
     from include.mlops import lakefs_repository, tracking, training
-    from include.mlops.lineage import lakefs_uri
+    from include.mlops.naming import lakefs_uri
 
     config = pipelines.load(config_file)
     client = mlflow_tracking.client()

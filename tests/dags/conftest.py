@@ -125,13 +125,13 @@ def monitor_dag(config: PipelineConfig | None = None):
     return load_dag("drift_monitor", monitor_dag_id((config or the_config()).name))
 
 
-def batch_run(config_path: Path, day: dt.date):
+def batch_run(config_path: Path, day: dt.date, conf: dict | None = None):
     """A batch_scoring run of the config at `config_path` for `day` (its 24-hour window ends at the next
-    midnight)."""
+    midnight), with the run's params `conf`."""
     from include.mlops.naming import batch_scoring_dag_id
 
     dag = load_dag("batch_scoring", batch_scoring_dag_id(load_config(config_path).name))
-    return dag.test(logical_date=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC))
+    return dag.test(logical_date=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC), run_conf=conf)
 
 
 def states(dag_run) -> dict[str, str]:

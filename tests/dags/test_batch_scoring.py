@@ -1,8 +1,8 @@
 """batch_scoring in real DAG runs: a champion in MLflow and the BentoML model store, the demo's SQL source, the
 lakeFS-compatible server.
 
-The module fits one champion in-process; each test scores one day of the source with it, its config's `batch:`
-section written as the test needs.
+The module fits one champion in-process; each test scores one day of the source with it (or a day's rows kept in
+another lakeFS repository), its config's `batch:` section written as the test needs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from include.demo_sources import simulator
-from include.mlops import batch_outputs, deployment, lakefs_repository, operations_store
+from include.mlops import batch_outputs, batch_runs, batch_scoring, deployment, lakefs_repository, operations_store
 from include.mlops.config import CONFIG_DIR, load_config
 from tests.dags.conftest import ROWS_PER_DAY, batch_run, set_stack_connections, states, xcom
 from tests.fixtures.champions import fitted_onnx, register_champion
@@ -67,7 +67,13 @@ def champion(tmp_path_factory, lakefs_server, mlflow_server, airflow_db) -> Iter
         env.setenv("MLOPS_CONFIG_DIR", str(config_path.parent))
         env.delenv("MLOPS_MODEL_STORE_URL", raising=False)
         yield types.SimpleNamespace(
-            raw=raw, path=config_path, source=f"sqlite:///{source_path}", repo=repo, version="1"
+            raw=raw,
+            path=config_path,
+            source=f"sqlite:///{source_path}",
+            repo=repo,
+            version="1",
+            store=sa.create_engine(f"sqlite:///{log_path}"),
+            lakefs=lakefs_server,
         )
     repo.delete()
 
@@ -77,8 +83,8 @@ def with_batch(champion, **batch) -> None:
     champion.path.write_text(yaml.safe_dump({**champion.raw, "batch": {"chunk_rows": CHUNK_ROWS, **batch}}))
 
 
-def score(champion, day: dt.date):
-    return batch_run(champion.path, day)
+def score(champion, day: dt.date, conf: dict | None = None):
+    return batch_run(champion.path, day, conf)
 
 
 def source_rows(champion, day: dt.date) -> int:
@@ -185,6 +191,56 @@ def test_a_model_without_a_champion_is_skipped_and_nothing_is_written(champion):
         assert lakefs_repository.head_commit(champion.repo, "main") == head
     finally:
         with_batch(champion)
+
+
+@pytest.fixture
+def partner_drops(champion) -> Iterator[types.SimpleNamespace]:
+    """Another lakeFS repository, as a partner's: a day's transactions as two Parquet files under `drops/`, at the
+    tag `v1`."""
+    import lakefs
+
+    name = f"partner-{uuid.uuid4().hex[:10]}"
+    repo = lakefs.Repository(name, client=champion.lakefs.client()).create(f"local://{name}", default_branch="main")
+    rows = simulator.generate_day(dt.date(2026, 3, 5), 300, SEED).transactions
+    lakefs_repository.write_parquet(repo, "main", "drops/a.parquet", rows.iloc[:200])
+    lakefs_repository.write_parquet(repo, "main", "drops/b.parquet", rows.iloc[200:])
+    commit = lakefs_repository.commit(repo, "main", "the partner's drops").id
+    lakefs_repository.tag(repo, "v1", commit)
+    yield types.SimpleNamespace(repo=repo, commit=commit, rows=len(rows))
+    repo.delete()
+
+
+def test_a_lakefs_path_given_to_a_run_is_scored_at_its_commit_and_recorded(champion, partner_drops):
+    with_batch(champion, input="lakefs://no-such-repository/main/", chunk_rows=10_000)  # the run's param wins
+    try:
+        run = score(champion, dt.date(2026, 3, 5), {"input": f"lakefs://{partner_drops.repo.id}/v1/drops/"})
+    finally:
+        with_batch(champion)
+    assert run.state == "success", states(run)
+    batch, merged = xcom(run, "collect_input"), xcom(run, "merge_predictions")
+    source = f"lakefs://{partner_drops.repo.id}/{partner_drops.commit}/drops/"
+    assert batch["key"] == batch_scoring.lakefs_key(partner_drops.commit, "drops/") and batch["source"] == source
+    assert int(merged["rows_scored"]) == partner_drops.rows
+    lineage = lakefs_repository.get_commit(champion.repo, merged["lakefs_commit"]).metadata
+    assert lineage["input_source"] == source and lineage["model_version"] == champion.version
+    name = load_config(champion.path).name
+    recorded = {r["airflow_run_id"]: r for r in batch_runs.recent(champion.store, name, last=50)}[run.run_id]
+    assert (recorded["state"], recorded["key"], recorded["rows_scored"]) == ("merged", batch["key"], 300)
+    assert states(run)["record_failure"] == "skipped"
+
+
+def test_a_failed_run_is_recorded_failed_with_what_it_knew(champion, partner_drops):
+    with_batch(champion, chunk_rows=10_000)
+    head = lakefs_repository.head_commit(champion.repo, "main")
+    missing = f"lakefs://{partner_drops.repo.id}/no-such-tag/drops/"
+    run = score(champion, dt.date(2026, 3, 5), {"input": missing})
+    assert run.state == "failed" and states(run)["collect_input"] == "failed", states(run)
+    assert states(run)["record_failure"] == "success"
+    assert lakefs_repository.head_commit(champion.repo, "main") == head
+    name = load_config(champion.path).name
+    recorded = {r["airflow_run_id"]: r for r in batch_runs.recent(champion.store, name, last=50)}[run.run_id]
+    assert (recorded["state"], recorded["model_version"], recorded["key"]) == ("failed", champion.version, None)
+    assert (recorded["rows_scored"], recorded["lakefs_commit"]) == (0, None)
 
 
 def test_the_merged_predictions_are_copied_into_a_table_and_an_s3_prefix(champion, moto_s3, tmp_path, monkeypatch):

@@ -30,8 +30,7 @@ from include.mlops import (
     packaging,
     performance_estimate,
 )
-from include.mlops.lineage import lakefs_uri
-from include.mlops.naming import training_dag_id
+from include.mlops.naming import lakefs_uri, training_dag_id
 from tests.dags.conftest import batch_run, set_stack_connections, states, xcom
 from tests.fixtures.champions import fitted, register_champion, zoo_config
 from tests.zoo.datasets import ZOO

@@ -204,3 +204,12 @@ def test_an_announced_file_is_scored_by_the_champion_and_a_missing_one_fails_nam
     log = stack.api.task_log(stack.dag_id, second["dag_run_id"], "collect_input", failed["try_number"])
     errors = [json.dumps(line.get("error_detail")) for line in log if line.get("error_detail")]
     assert any(f"names {missing}, which is not a file" in e for e in errors), errors
+    # The teardown record_failure ran before the run was failed: its row says so, with the version it resolved.
+    rows = batch_runs.recent(sa.create_engine(f"sqlite:///{stack.folder / 'operations.db'}"), stack.model, 10)
+    recorded = {r["airflow_run_id"]: r for r in rows}[second["dag_run_id"]]
+    assert (recorded["state"], recorded["model_version"], recorded["key"], recorded["rows_scored"]) == (
+        "failed",
+        "1",
+        None,
+        0,
+    )

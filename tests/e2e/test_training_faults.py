@@ -37,8 +37,7 @@ import sqlalchemy as sa
 from devstack import demo
 from devstack.airflow_api import AirflowAPI
 from include.mlops import alias_history, deployment, lakefs_repository, monitoring, registry, rollouts
-from include.mlops.lineage import parse_lakefs_uri
-from include.mlops.naming import monitor_dag_id, run_branch_name, run_key, training_dag_id
+from include.mlops.naming import monitor_dag_id, parse_lakefs_uri, run_branch_name, run_key, training_dag_id
 from tests.e2e import approvals, faults
 from tests.e2e.conftest import BREAST_CANCER, DEMO
 

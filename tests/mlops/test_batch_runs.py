@@ -49,7 +49,34 @@ def test_each_run_has_one_row_a_retry_rewrites_it_and_the_newest_come_first(hist
     assert batch_runs.recent(engine, "another_model", last=10) == []
 
 
+def test_a_failed_run_has_a_row_with_what_it_knew_and_keeps_what_it_merged(history_engine):
+    engine = history_engine
+    failed_at = T0 + dt.timedelta(days=5)
+    # Failed before resolving its champion, after reading its input, and after merging (its drift check failed).
+    batch_runs.record_failed(engine, "fraud", "batch_scoring__fraud", "manual__1", None, None, "mlops", T0)
+    batch_runs.record_failed(engine, "fraud", "batch_scoring__fraud", "manual__2", "3", "k2", "mlops", T0)
+    batch_runs.record(engine, run("scheduled__3", 3))
+    batch_runs.record_failed(engine, "fraud", "batch_scoring__fraud", "scheduled__3", "3", "k3", "mlops", failed_at)
+    # A retry of the failed task's run records it again: still one row.
+    batch_runs.record_failed(engine, "fraud", "batch_scoring__fraud", "manual__2", "3", "k2", "mlops", T0)
+
+    rows = {r["airflow_run_id"]: r for r in batch_runs.recent(engine, "fraud", last=10)}
+    assert len(rows) == 3 and {r["state"] for r in rows.values()} == {batch_runs.FAILED}
+    assert [rows["manual__1"][c] for c in ("model_version", "key", "rows_scored", "lakefs_commit")] == [
+        None,
+        None,
+        0,
+        None,
+    ]
+    assert (rows["manual__2"]["model_version"], rows["manual__2"]["key"]) == ("3", "k2")
+    merged = rows["scheduled__3"]
+    assert (merged["rows_scored"], merged["lakefs_commit"], merged["key"]) == (1500, "c" * 64, run("x", 3)["key"])
+    assert merged["finished_at"] == failed_at
+
+
 def test_a_state_other_than_merged_or_empty_is_refused(history_engine):
-    with pytest.raises(ValueError, match="batch run state 'failed': expected 'merged' or 'empty'"):
+    with pytest.raises(
+        ValueError, match="batch run state 'failed': expected 'merged' or 'empty' \\(or record_failed\\)"
+    ):
         batch_runs.record(history_engine, run("x", 1, state="failed"))
     assert batch_runs.recent(history_engine, "fraud", last=10) == []

@@ -27,7 +27,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from devstack.processes import free_port
-from include.mlops import batch_scoring, deployment, lakefs_repository, object_store
+from include.mlops import batch_input, batch_scoring, deployment, lakefs_repository, object_store
 from include.mlops.config import PipelineConfig
 from tests.conftest import REPO_ROOT
 from tests.fixtures.champions import TRAINING_COMMIT, fitted_onnx, register_champion, zoo_config
@@ -350,6 +350,62 @@ def test_output_keys_name_one_interval_or_one_content(penguins):
     for key in ("", "a/b", "../x", "2026-12-01T00:00:00+00:00"):
         with pytest.raises(ValueError, match="one path segment"):
             batch_scoring.output_prefix(penguins.config, key)
+
+
+def test_a_lakefs_path_is_read_at_its_commit_and_keyed_by_the_commit_and_prefix(penguins, lakefs_repo):
+    rows = penguins.rows.drop(columns=["species"])
+    lakefs_repository.write_parquet(lakefs_repo, "main", "drops/december/a.parquet", rows.iloc[:100])
+    csv = rows.iloc[100:150].to_csv(index=False).encode()
+    lakefs_repository.write_bytes(lakefs_repo, "main", "drops/december/b.CSV", csv)
+    lakefs_repository.write_parquet(lakefs_repo, "main", "drops/november/a.parquet", rows.iloc[150:])
+    commit = lakefs_repository.commit(lakefs_repo, "main", "December's drops").id
+
+    read = batch_input.read_lakefs(lakefs_repo, "main", "drops/december/")
+    assert len(read.rows) == 150 and sorted(read.rows["id"]) == sorted(rows["id"].iloc[:150])
+    assert read.key == batch_scoring.lakefs_key(commit, "drops/december/") and commit in read.key
+    assert read.source == f"lakefs://{lakefs_repo.id}/{commit}/drops/december/"
+    batch_scoring.output_prefix(penguins.config, read.key)  # one path segment
+    assert batch_scoring.lakefs_key(commit, "drops/november/") != read.key
+
+    # The branch moves on: the commit read names the same input, and the same key; the branch's head another.
+    lakefs_repository.write_parquet(lakefs_repo, "main", "drops/december/c.parquet", rows.iloc[150:160])
+    lakefs_repository.commit(lakefs_repo, "main", "a late drop")
+    assert batch_input.read_lakefs(lakefs_repo, commit, "drops/december/").key == read.key
+    moved = batch_input.read_lakefs(lakefs_repo, "main", "drops/december/")
+    assert len(moved.rows) == 160 and moved.key != read.key
+
+
+def test_a_lakefs_path_that_is_not_there_or_not_tables_is_refused_naming_it(lakefs_server, lakefs_repo):
+    with pytest.raises(lakefs_repository.RefNotFound, match="repository 'no-such-repository'"):
+        lakefs_repository.existing_repository(lakefs_server.client(), "no-such-repository")
+    assert lakefs_repository.existing_repository(lakefs_server.client(), lakefs_repo.id).id == lakefs_repo.id
+    with pytest.raises(lakefs_repository.RefNotFound, match=f"ref 'no-such-branch' in '{lakefs_repo.id}'"):
+        batch_input.read_lakefs(lakefs_repo, "no-such-branch", "drops/")
+
+    lakefs_repository.write_parquet(lakefs_repo, "main", "drops/a.parquet", pd.DataFrame({"id": ["1"]}))
+    lakefs_repository.write_bytes(lakefs_repo, "main", "drops/notes.txt", b"not rows")
+    lakefs_repository.write_bytes(lakefs_repo, "main", "drops/b.json", b"[]")
+    lakefs_repository.commit(lakefs_repo, "main", "mixed drops")
+    with pytest.raises(
+        batch_input.UnsupportedFiles, match=r"must be \.parquet or \.csv.*: drops/b\.json, drops/notes\.txt$"
+    ):
+        batch_input.read_lakefs(lakefs_repo, "main", "drops/")
+
+    empty = batch_input.read_lakefs(lakefs_repo, "main", "nothing/here/")
+    assert empty.rows.empty and empty.key.startswith("lakefs-") and "0 object(s)" in empty.what
+
+
+def test_arrived_files_are_read_and_keyed_by_their_content(tmp_path):
+    frame = pd.DataFrame({"id": ["a", "b"], "x": [1.5, 2.5]})
+    frame.to_parquet(tmp_path / "one.parquet")
+    frame.assign(id=["c", "d"]).to_csv(tmp_path / "two.csv", index=False)
+    paths = [tmp_path / "one.parquet", tmp_path / "two.csv"]
+    read = batch_input.read_files(paths)
+    assert list(read.rows["id"]) == ["a", "b", "c", "d"] and read.source is None
+    assert read.key == batch_scoring.content_key(b"".join(p.read_bytes() for p in paths))
+    (tmp_path / "three.xlsx").write_bytes(b"")
+    with pytest.raises(batch_input.UnsupportedFiles, match="three.xlsx$"):
+        batch_input.read_files([*paths, tmp_path / "three.xlsx"])
 
 
 def test_chunks_are_row_groups_of_the_input_files_read_alone(client, penguins, lakefs_repo):

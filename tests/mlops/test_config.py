@@ -265,11 +265,20 @@ def test_a_batch_section_that_is_not_valid_is_refused_naming_the_key(tmp_path):
         ({"on_invalid": "skip"}, "batch.on_invalid: Input should be 'quarantine' or 'fail'"),
         ({"chunk_rows": 0}, "batch.chunk_rows: Input should be greater than 0"),
         ({"source": {"kind": "ftp", "path": "x"}}, "batch.source"),
+        ({"input": "s3://bucket/drops/"}, "batch.input: 's3://bucket/drops/' is not a lakefs:// URI"),
+        ({"input": "lakefs://mlops"}, "batch.input: 'lakefs://mlops' needs a repository and a ref"),
     ]:
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump({**raw, "batch": batch}))
         with pytest.raises(ConfigError, match=re.escape(named)):
             load_config(path)
+
+
+def test_a_batch_input_is_a_lakefs_path(tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "fraud_demo.yaml").read_text())
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**raw, "batch": {"input": "lakefs://partners/v3/scores/2026-12/"}}))
+    assert load_config(path).batch.input == "lakefs://partners/v3/scores/2026-12/"
 
 
 def test_without_a_batch_section_there_is_no_batch_scoring():
