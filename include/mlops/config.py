@@ -717,7 +717,7 @@ class Rollout(_Strict):
     """How a challenger that passed the gate goes live. `direct`: it replaces the champion at once. `shadow`: it
     scores every request beside the champion, off the request path, and only the champion answers. `canary`: it
     answers `canary_share` of the requests (sticky by the `X-Rollout-Key` header when a client sends one).
-    In both, model_rollout__<model> compares the two on the same live rows every `check_every_minutes` and
+    In both, `model_rollout__<model>` compares the two on the same live rows every `check_every_minutes` and
     promotes the challenger or rolls it back."""
 
     mode: Literal["direct", "shadow", "canary"] = Field(

@@ -1,0 +1,38 @@
+"""MkDocs hooks (mkdocs.yml `hooks:`): the pages generated from the code, added to the site at each build, so that
+they cannot drift from it. None is written into docs/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def on_config(config):
+    # The generators import the project's packages (include, benchmarks, docs.gen), as its tests do, from the root.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return config
+
+
+def on_files(files: Files, config) -> Files:
+    from docs.gen import benchmark_tables, config_reference, pipeline_pages, service_api
+    from include.mlops.config import CONFIG_DIR, PipelineConfig
+
+    try:
+        pages = {"config-reference.md": config_reference.markdown(PipelineConfig)}
+    except config_reference.MissingDescription as error:
+        raise PluginError(str(error)) from None
+    pages |= {f"pipelines/{name}": page for name, page in pipeline_pages.pages(ROOT / "dags").items()}
+    document = service_api.openapi_document(CONFIG_DIR)
+    pages["model-service-api.md"] = service_api.markdown(document)
+    pages["model-service-openapi.json"] = json.dumps(document, indent=2)
+    pages["benchmark-results.md"] = benchmark_tables.markdown(ROOT / "benchmarks" / "results")
+    for path, content in pages.items():
+        files.append(File.generated(config, path, content=content))
+    return files
