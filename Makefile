@@ -35,11 +35,11 @@ TEST_WORKERS ?= 2
 test: lint
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-# The edit loop (about 2 minutes here): the library, the lakeFS server's contract, the charts and the request
-# schema, with the MLflow and lakeFS servers they need but no Airflow, model service or stack. `make test` runs
-# everything, as CI does.
+# The edit loop (about 2 minutes here): the library, the lakeFS server's contract, the charts, the request schema
+# and the docs site (a new config field needs its description), with the MLflow and lakeFS servers they need but
+# no Airflow, model service or stack. `make test` runs everything, as CI does.
 QUICK_TESTS := tests/mlops tests/lakefs_server tests/deploy tests/serving/test_schema.py \
-	tests/test_no_credentials_in_the_repository.py
+	tests/test_no_credentials_in_the_repository.py tests/test_docs.py
 
 test-quick: lint
 	$(PY) -m pytest $(QUICK_TESTS) $(PYTEST_ARGS)

@@ -5,6 +5,7 @@ the build, naming it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from docs.gen import config_reference
+from docs.gen import benchmark_tables, config_reference
 from include.mlops.config import PipelineConfig
 from tests.conftest import REPO_ROOT
 
@@ -93,6 +94,18 @@ def test_a_broken_link_or_anchor_fails_the_build_naming_it(tmp_path):
     assert built.returncode != 0
     assert "missing.md" in built.stderr
     assert "#no-such-heading" in built.stderr
+
+
+def test_the_benchmark_page_shows_each_results_table(tmp_path):
+    """As `make bench` writes them (benchmarks/report.py), one section per file; none: how to make them."""
+    assert "run `make bench`" in benchmark_tables.markdown(tmp_path)
+    rows = [{"figure": "p99 at c = 8", "measured": 11.84}, {"figure": "rows", "measured": 1000}]
+    result = {"benchmark": "serving", "machine": {"cpus": 2}, "notes": {"load": "0.5-2.0"}, "rows": rows}
+    (tmp_path / "serving.json").write_text(json.dumps(result))
+    page = benchmark_tables.markdown(tmp_path)
+    assert "## serving" in page
+    assert "| p99 at c = 8 | 11.84 |\n| rows | 1,000 |" in page
+    assert "load: 0.5-2.0" in page
 
 
 class Inner(BaseModel):

@@ -19,7 +19,7 @@ measured for the project, with their targets and what they mean, are in [Benchma
 def markdown(results: Path) -> str:
     files = sorted(results.glob("*.json"))
     if not files:
-        return INTRO + f"\nNo results here: `{results}` holds no JSON file. Run `make bench` to make them.\n"
+        return INTRO + "\nNo results on this machine: run `make bench` to make them.\n"
     sections = []
     for path in files:
         result = json.loads(path.read_text())
