@@ -16,7 +16,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from docs.gen import benchmark_tables, config_reference
+from docs.gen import benchmark_tables, config_reference, screenshots
 from include.mlops.config import PipelineConfig
 from tests.conftest import REPO_ROOT
 
@@ -106,6 +106,20 @@ def test_the_benchmark_page_shows_each_results_table(tmp_path):
     assert "## serving" in page
     assert "| p99 at c = 8 | 11.84 |\n| rows | 1,000 |" in page
     assert "load: 0.5-2.0" in page
+
+
+def test_the_screenshot_page_shows_each_steps_screenshot_not_a_failures(tmp_path):
+    assert "MLOPS_TEST_OUTPUT=" in screenshots.markdown(screenshots.found(None))
+    (tmp_path / "test_mlops_page").mkdir()
+    for name in ("02_rollback_triggered.png", "01_mlops_page.png", "failure_0.png"):
+        (tmp_path / "test_mlops_page" / name).write_bytes(b"")
+    shots = screenshots.found(tmp_path)
+    assert list(shots) == [
+        "screenshots/test_mlops_page/01_mlops_page.png",
+        "screenshots/test_mlops_page/02_rollback_triggered.png",
+    ]
+    page = screenshots.markdown(shots)
+    assert page.index("![mlops page]") < page.index("![rollback triggered]")
 
 
 class Inner(BaseModel):

@@ -4,6 +4,7 @@ they cannot drift from it. None is written into docs/."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def on_config(config):
 
 
 def on_files(files: Files, config) -> Files:
-    from docs.gen import benchmark_tables, config_reference, pipeline_pages, service_api
+    from docs.gen import benchmark_tables, config_reference, pipeline_pages, screenshots, service_api
     from include.mlops.config import CONFIG_DIR, PipelineConfig
 
     try:
@@ -33,6 +34,11 @@ def on_files(files: Files, config) -> Files:
     pages["model-service-api.md"] = service_api.markdown(document)
     pages["model-service-openapi.json"] = json.dumps(document, indent=2)
     pages["benchmark-results.md"] = benchmark_tables.markdown(ROOT / "benchmarks" / "results")
+    output = os.environ.get("MLOPS_TEST_OUTPUT")
+    shots = screenshots.found(Path(output) if output else None)
+    pages["screenshots.md"] = screenshots.markdown(shots)
     for path, content in pages.items():
         files.append(File.generated(config, path, content=content))
+    for path, shot in shots.items():
+        files.append(File.generated(config, path, abs_src_path=str(shot)))
     return files
