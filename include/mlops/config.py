@@ -815,8 +815,8 @@ class BatchScoring(_Strict):
 
     schedule: str | None = Field(
         default=None,
-        description="A cron expression (or an Airflow preset such as `@daily`) for scheduled runs; none: runs "
-        "only when started by hand.",
+        description="A cron expression, in UTC (or an Airflow preset such as `@daily`), for scheduled runs; none: "
+        "runs only when started by hand.",
     )
     window_hours: int = Field(
         default=24,
@@ -828,12 +828,14 @@ class BatchScoring(_Strict):
         default=False,
         description="Also run when a file arrives: a message on the Redis channel `mlops.batch-arrivals.<model>` "
         "naming a Parquet or CSV file (`python -m include.mlops.publish_batch`), through Airflow's connection "
-        "`redis_default`. The run scores that file, not a window.",
+        "`redis_default` (`make run` sets it from `MLOPS_REDIS_URL`, default `redis://127.0.0.1:6379/0`). The run "
+        "scores that file, not a window.",
     )
     source: Source | None = Field(
         default=None,
         description="Where the rows to score come from (any source kind); default: the config's `source`. Its "
-        "rows need the id column and the features; a target column is ignored.",
+        "rows need the id column and the features; a target column is not scored, and where it has labels it "
+        "gives the batch's live score.",
     )
     chunk_rows: int = Field(
         default=250_000,
