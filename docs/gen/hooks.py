@@ -25,17 +25,19 @@ def on_files(files: Files, config) -> Files:
     from docs.gen import benchmark_tables, config_reference, pipeline_pages, screenshots, service_api
     from include.mlops.config import CONFIG_DIR, PipelineConfig
 
+    output = os.environ.get("MLOPS_TEST_OUTPUT")
+    shots = screenshots.found(Path(output) if output else None)
+    # A generator's ValueError (a field without a description, a DAG file without its docstring, a shipped config
+    # that does not load) ends the build with its message alone, which names what to fix.
     try:
         pages = {"config-reference.md": config_reference.markdown(PipelineConfig)}
-    except config_reference.MissingDescription as error:
+        pages |= {f"pipelines/{name}": page for name, page in pipeline_pages.pages(ROOT / "dags").items()}
+        document = service_api.openapi_document(CONFIG_DIR)
+    except ValueError as error:
         raise PluginError(str(error)) from None
-    pages |= {f"pipelines/{name}": page for name, page in pipeline_pages.pages(ROOT / "dags").items()}
-    document = service_api.openapi_document(CONFIG_DIR)
     pages["model-service-api.md"] = service_api.markdown(document)
     pages["model-service-openapi.json"] = json.dumps(document, indent=2)
     pages["benchmark-results.md"] = benchmark_tables.markdown(ROOT / "benchmarks" / "results")
-    output = os.environ.get("MLOPS_TEST_OUTPUT")
-    shots = screenshots.found(Path(output) if output else None)
     pages["screenshots.md"] = screenshots.markdown(shots)
     for path, content in pages.items():
         files.append(File.generated(config, path, content=content))
