@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 # The stamp records that the venv matches the pinned requirements, so a second `make test` installs nothing.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-quick lint run infer-config bench lock clean env
+.PHONY: install test test-quick lint run infer-config bench lock clean env docs docs-build
 
 install: $(INSTALLED)
 
@@ -35,11 +35,11 @@ TEST_WORKERS ?= 2
 test: lint
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-# The edit loop (about 2 minutes here): the library, the lakeFS server's contract, the charts and the request
-# schema, with the MLflow and lakeFS servers they need but no Airflow, model service or stack. `make test` runs
-# everything, as CI does.
+# The edit loop (about 2 minutes here): the library, the lakeFS server's contract, the charts, the request schema
+# and the docs site (a new config field needs its description), with the MLflow and lakeFS servers they need but
+# no Airflow, model service or stack. `make test` runs everything, as CI does.
 QUICK_TESTS := tests/mlops tests/lakefs_server tests/deploy tests/serving/test_schema.py \
-	tests/test_no_credentials_in_the_repository.py
+	tests/test_no_credentials_in_the_repository.py tests/test_docs.py
 
 test-quick: lint
 	$(PY) -m pytest $(QUICK_TESTS) $(PYTEST_ARGS)
@@ -65,10 +65,20 @@ lock: | $(PY)
 	$(UV) pip compile --python-version 3.11 requirements.in -o requirements.txt
 	$(UV) pip compile --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 
+# The documentation site (MkDocs with Material; mkdocs.yml): `make docs` serves it at http://127.0.0.1:8000 and
+# rebuilds on every change; `make docs-build` builds it into site/, strict (a broken link or anchor, a page left out
+# of the nav, or a config field without a description fails, naming it), as tests/test_docs.py does.
+# NO_MKDOCS_2_WARNING: Material prints a banner about MkDocs 2 on every build otherwise.
+docs: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8000
+
+docs-build: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
 # docker compose's .env with random secrets, from .env.example; an existing .env is left as it is. Standard
 # library only, so it needs no venv.
 env:
 	$(PYTHON) -m devstack.compose_env
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .ruff_cache
+	rm -rf $(VENV) .local .pytest_cache .ruff_cache site

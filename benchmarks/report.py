@@ -46,16 +46,17 @@ def publish(name: str, rows: list[dict[str, Any]], notes: dict[str, Any]) -> Pat
     path = RESULTS / f"{name}.json"
     machine = {"cpus": _cpus(), "python": platform.python_version(), "machine": platform.machine()}
     path.write_text(json.dumps({"benchmark": name, "machine": machine, "notes": notes, "rows": rows}, indent=2))
-    columns = list(rows[0])
-    print(f"\n### {name}\n")
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
-    for key, value in notes.items():
-        print(f"\n{key}: {_cell(value)}")
-    print(f"\n(results in {path})")
+    print(f"\n### {name}\n\n{markdown(rows, notes)}\n(results in {path})")
     return path
+
+
+def markdown(rows: list[dict[str, Any]], notes: dict[str, Any]) -> str:
+    """`rows` as a markdown table, then each note as a paragraph (the docs' benchmark page shows them so too)."""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    lines += [f"\n{key}: {_cell(value)}" for key, value in notes.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _cell(value: Any) -> str:

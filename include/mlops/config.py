@@ -49,17 +49,37 @@ class _Strict(BaseModel):
 class Feature(_Strict):
     """One input column of the model, with the checks every collected batch must pass."""
 
-    name: str
-    type: Literal["numeric", "categorical", "boolean"]
-    nullable: bool = False
-    min: float | None = None
-    max: float | None = None
-    # Categorical: the categories a row may carry (others are quarantined). Without it the set is open: any
-    # value is accepted, the model learns the `max_categories` most frequent of its training data, and the rest
-    # count as one "other".
-    allowed: list[str] | None = None
-    max_categories: int = Field(default=100, ge=1, le=MAX_CATEGORIES)
-    description: str = ""
+    name: str = Field(description="The column's name, as the source gives it.")
+    type: Literal["numeric", "categorical", "boolean"] = Field(description="What the column holds.")
+    nullable: bool = Field(
+        default=False,
+        description="Whether the column may be empty: a missing number is imputed with the training median and a "
+        "missing category is a category of its own, inside the ONNX model. Not nullable: a row without a value is "
+        "quarantined.",
+    )
+    min: float | None = Field(
+        default=None, description="Numeric: the lowest value a row may carry (others are quarantined)."
+    )
+    max: float | None = Field(
+        default=None, description="Numeric: the highest value a row may carry (others are quarantined)."
+    )
+    allowed: list[str] | None = Field(
+        default=None,
+        description="Categorical: the categories a row may carry, a closed set (others are quarantined); at most "
+        f"{MAX_CATEGORIES}. Without it the set is open: any value is accepted, the model learns the "
+        '`max_categories` most frequent of its training data, and the rest count as one "other".',
+    )
+    max_categories: int = Field(
+        default=100,
+        ge=1,
+        le=MAX_CATEGORIES,
+        description="Categorical without `allowed` (an open set): the model keeps this many of the most frequent "
+        'values of its training rows; any other value, rare or never seen, counts as one "other", is served, and is '
+        "counted in `mlops_unseen_categories_total`.",
+    )
+    description: str = Field(
+        default="", description="What the column means; shown in the model service's request schema."
+    )
 
     @model_validator(mode="after")
     def _constraints_fit_the_type(self) -> Feature:
@@ -88,24 +108,48 @@ class Feature(_Strict):
 
 
 class Dataset(_Strict):
-    name: str
-    id_column: str
-    event_time_column: str
-    target: str
-    task: Literal["classification", "regression"]
-    # Labels that arrive after the transaction leave the target empty until then; such rows are collected and
-    # kept on `main`, and left out of training.
-    target_nullable: bool = True
-    # Classification: the labels a row may carry (others are quarantined), all of one kind: integers, text or
-    # booleans, as the data holds them. The model service answers with them.
-    target_classes: list[ClassLabel] = Field(default_factory=list)
-    # Binary classification: the class that average precision, F1, precision, recall and ROC AUC are about.
-    # Default: the greater of the two labels in sort order, as scikit-learn takes it (1, true, 'yes' over 'no').
-    positive_class: ClassLabel | None = None
-    features: list[Feature] = Field(min_length=1)
-    # Columns the source holds that are not for the model (free text, a row number, a second date): dropped at
-    # validation. Any other column the config does not name rejects the batch, as a change of the source's shape.
-    ignored_columns: list[str] = Field(default_factory=list)
+    """The data: its columns, the one to predict, and the checks every collected batch must pass."""
+
+    name: str = Field(
+        description="The dataset's name: letters, digits and `_` (it is a lakeFS path, `raw/<name>/...`); one "
+        "config per dataset."
+    )
+    id_column: str = Field(description="A unique id per row: duplicates are quarantined, and the hash split uses it.")
+    event_time_column: str = Field(
+        description="When the row happened; collection windows and checks use it. Stored as ISO 8601 text "
+        "(`2026-11-14`, `2026-11-14 00:00:00`, `2026-11-14T00:00:00.123Z`, `...+01:00`), epoch seconds or "
+        "milliseconds (numbers or digit text; below 10^11 seconds, else milliseconds), or native timestamps; a time "
+        "without a zone is UTC. One form per column: values of another form (`14/11/2026`, epoch numbers among "
+        "text) are quarantined (include/mlops/event_times.py)."
+    )
+    target: str = Field(description="The column to predict.")
+    task: Literal["classification", "regression"] = Field(description="What the model predicts: a class or a number.")
+    target_nullable: bool = Field(
+        default=True,
+        description="Labels arrive late: a row without one is collected and kept on `main`, and left out of "
+        "training until its label arrives.",
+    )
+    target_classes: list[ClassLabel] = Field(
+        default_factory=list,
+        description="Classification (required): the labels a row may carry, as the data holds them, all of one "
+        "kind: integers `[0, 1]`, text `[bad, good]` or booleans `[false, true]` (a row with another label is "
+        'quarantined). The model service answers with them: `"label": "bad"`, `"probabilities": {"bad": 0.8, '
+        '"good": 0.2}` (booleans as `true`/`false`; probabilities are keyed by the label as text).',
+    )
+    positive_class: ClassLabel | None = Field(
+        default=None,
+        description="Two classes: the one average precision, F1, precision, recall and ROC AUC are about, e.g. "
+        "`bad` for credit risk. Default: the greater label in sort order, as scikit-learn takes it (`1`, `true`, "
+        "`yes` over `no`): name it when that is not the class you act on. With more classes these metrics are "
+        "macro averages (ROC AUC and average precision: each class against the rest).",
+    )
+    features: list[Feature] = Field(min_length=1, description="The model's inputs, one entry per column.")
+    ignored_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns the source holds that are not for the model (free text, a row number, a second date): "
+        "dropped at validation. Any other column the config does not name rejects the batch, as a change of the "
+        "source's shape.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -172,15 +216,25 @@ class Dataset(_Strict):
 class SqlSource(_Strict):
     """Rows from a SQL query, windowed by the run's interval through the bind parameters :start and :end."""
 
-    kind: Literal["sql"]
-    connection_id: str | None = None
-    url: str | None = None
-    query: str
-    # How the query's event-time column is stored, so that :start and :end compare with it as times: a
-    # `timestamp` type (bound as UTC datetimes), ISO 8601 `text` (any of 2026-11-14, 2026-11-14 00:00:00,
-    # ...T00:00:00.000Z: bound as the shortest text that orders right), or `epoch_seconds` /
-    # `epoch_milliseconds` numbers. Default: `text` on SQLite (it has no timestamp type), `timestamp` elsewhere.
-    event_time_type: EventTimeType | None = None
+    kind: Literal["sql"] = Field(description="`sql`: a query of a database.")
+    connection_id: str | None = Field(
+        default=None, description="The Airflow connection of the database; give it or `url`, not both."
+    )
+    url: str | None = Field(default=None, description="The database's SQLAlchemy URL; give it or `connection_id`.")
+    query: str = Field(
+        description="The query, filtering on the collected day with the bind parameters `:start` and `:end` "
+        "(required); it may use `:as_of` (the end of the run's own interval, e.g. for labels known by then). Rows it "
+        "returns outside the day are left out and counted in the collect task's log."
+    )
+    event_time_type: EventTimeType | None = Field(
+        default=None,
+        description="How the query's event-time column is stored, so that `:start` and `:end` compare with it as "
+        "times: a `timestamp` type (bound as UTC datetimes), ISO 8601 `text` (any of `2026-11-14`, "
+        "`2026-11-14 00:00:00`, `...T00:00:00.000Z`: bound as the shortest text that orders right), or "
+        "`epoch_seconds` / `epoch_milliseconds` numbers. Default: `text` on SQLite (it has no timestamp type), "
+        "`timestamp` elsewhere. Text cannot compare a non-UTC offset (`...T00:30:00+01:00`) near midnight: store "
+        "UTC, or filter on `datetime(event_time)` (SQLite) or a `timestamptz` cast with `timestamp` (Postgres).",
+    )
 
     @model_validator(mode="after")
     def _one_database_and_a_windowed_query(self) -> SqlSource:
@@ -195,26 +249,45 @@ class SqlSource(_Strict):
 class HttpPagination(_Strict):
     """How to ask for the next page: by page number, by offset, by a cursor in the body, or not at all."""
 
-    style: Literal["none", "page", "offset", "cursor"] = "none"
-    page_param: str = "page"
-    first_page: int = 1
-    offset_param: str = "offset"
-    size_param: str = "limit"
-    page_size: int = Field(default=1000, gt=0)
-    cursor_param: str = "cursor"
-    cursor_path: str = "next_cursor"
-    max_pages: int = Field(default=10_000, gt=0)
+    style: Literal["none", "page", "offset", "cursor"] = Field(
+        default="none",
+        description="`page`: a page number; `offset`: a row offset; `cursor`: the cursor the previous page's body "
+        "gave; `none`: one request.",
+    )
+    page_param: str = Field(default="page", description="`page`: the query parameter of the page number.")
+    first_page: int = Field(default=1, description="`page`: the number of the first page.")
+    offset_param: str = Field(default="offset", description="`offset`: the query parameter of the row offset.")
+    size_param: str = Field(default="limit", description="The query parameter of the page size (all but `none`).")
+    page_size: int = Field(default=1000, gt=0, description="Rows asked for per page (all but `none`).")
+    cursor_param: str = Field(default="cursor", description="`cursor`: the query parameter the cursor is sent in.")
+    cursor_path: str = Field(
+        default="next_cursor",
+        description="`cursor`: the dotted path of the next cursor in the JSON body; none, or empty, ends.",
+    )
+    max_pages: int = Field(
+        default=10_000,
+        gt=0,
+        description="Pages asked for at most per collected interval; more pages fail the collection, naming it.",
+    )
 
 
 class Secret(_Strict):
     """A value kept out of the config: a field of an Airflow connection, or an environment variable; `prefix`
     goes before it (`"Bearer "`)."""
 
-    connection: str | None = None
-    # password, login, host, or extra.<key> (a key of the connection's extra JSON)
-    field: str = "password"
-    env: str | None = None
-    prefix: str = ""
+    connection: str | None = Field(
+        default=None, description="The Airflow connection the value is read from at run time; give it or `env`."
+    )
+    field: str = Field(
+        default="password",
+        description="With `connection`: the field that holds the value: `password`, `login`, `host`, or "
+        "`extra.<key>` (a key of the connection's extra JSON).",
+    )
+    env: str | None = Field(
+        default=None,
+        description="The environment variable the value is read from at run time; give it or `connection`.",
+    )
+    prefix: str = Field(default="", description='Text put before the value, e.g. `"Bearer "`.')
 
     @model_validator(mode="after")
     def _one_place(self) -> Secret:
@@ -242,18 +315,34 @@ class HttpSource(_Strict):
     A header's value is text, or a `Secret` (`{connection: my_api}`, `{env: MY_API_TOKEN, prefix: "Bearer "}`);
     a credential-like header (Authorization, *key*, *token*, ...) must be a Secret."""
 
-    kind: Literal["http"]
-    url: str
-    format: Literal["json", "csv"] = "json"
-    records_path: str = ""
-    start_param: str = "start"
-    end_param: str = "end"
-    headers: dict[str, str | Secret] = Field(default_factory=dict)
-    connection_id: str | None = None
-    pagination: HttpPagination = Field(default_factory=HttpPagination)
-    timeout_seconds: float = Field(default=30, gt=0)
-    max_retries: int = Field(default=4, ge=0)
-    backoff_seconds: float = Field(default=1, ge=0)
+    kind: Literal["http"] = Field(description="`http`: an HTTP API.")
+    url: str = Field(description="The endpoint the records are asked of (GET).")
+    format: Literal["json", "csv"] = Field(default="json", description="What the API answers.")
+    records_path: str = Field(
+        default="", description="JSON: the dotted path to the list of records in the body; empty: the body is the list."
+    )
+    start_param: str = Field(default="start", description="The query parameter of the interval's start (ISO 8601).")
+    end_param: str = Field(default="end", description="The query parameter of the interval's end (ISO 8601).")
+    headers: dict[str, str | Secret] = Field(
+        default_factory=dict,
+        description="Headers sent with every request: text, or a secret looked up at run time. A credential-like "
+        "header (`Authorization`, `X-Api-Key`, ...: a name with key, token, secret, password or cookie) written as "
+        "text is refused.",
+    )
+    connection_id: str | None = Field(
+        default=None, description="An Airflow connection whose login and password are sent as basic auth."
+    )
+    pagination: HttpPagination = Field(default_factory=HttpPagination, description="How to ask for the next page.")
+    timeout_seconds: float = Field(default=30, gt=0, description="The time one request may take.")
+    max_retries: int = Field(
+        default=4,
+        ge=0,
+        description="Retries of a request answered 429 or 5xx, or not answered (`Retry-After` is honoured); "
+        "other 4xx answers are not retried.",
+    )
+    backoff_seconds: float = Field(
+        default=1, ge=0, description="The wait before the first retry, doubled for each further one."
+    )
 
     @model_validator(mode="after")
     def _no_credential_in_the_file(self) -> HttpSource:
@@ -273,12 +362,18 @@ class FileSource(_Strict):
     a config means the same folder to every process that reads it, whatever its working directory.
     """
 
-    kind: Literal["files"]
-    path: str
-    format: Literal["csv", "parquet"]
-    pattern: str = "**/*"
-    s3_endpoint_url: str | None = None
-    connection_id: str | None = None
+    kind: Literal["files"] = Field(description="`files`: CSV or Parquet files.")
+    path: str = Field(
+        description="A folder, relative to the project's root when not absolute, or `s3://<bucket>/<prefix>`."
+    )
+    format: Literal["csv", "parquet"] = Field(description="The files' format.")
+    pattern: str = Field(default="**/*", description="Which files of `path` to read: a glob (`**/` crosses folders).")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="An S3-compatible server (MinIO) for an `s3://` path."
+    )
+    connection_id: str | None = Field(
+        default=None, description="An Airflow AWS connection with the credentials of an `s3://` path."
+    )
 
     @field_validator("path")
     @classmethod
@@ -292,32 +387,58 @@ Source = Annotated[SqlSource | HttpSource | FileSource, Field(discriminator="kin
 
 
 class Collection(_Strict):
-    # Collect the interval that ended `lag_days` before the run's, so that late labels have arrived.
-    lag_days: int = Field(default=0, ge=0)
+    """Which days a training run collects."""
+
+    lag_days: int = Field(
+        default=0,
+        ge=0,
+        description="Collect the days that ended this many days before the run's interval, so that late labels "
+        "have arrived (the demo uses 2).",
+    )
 
 
 class Validation(_Strict):
     """What a collected batch must pass before it may reach `main`."""
 
-    # An empty batch fails the run, or is recorded and skipped (nothing reaches main).
-    empty_batch: Literal["fail", "skip"] = "fail"
-    # Rows failing a row-level check (range, category, null, duplicate id, time outside the interval) are moved
-    # to quarantine while their share stays at or below this; above it the whole batch fails.
-    max_invalid_row_fraction: float = Field(default=0.0, ge=0, le=1)
-    # Rows kept in the quarantine report as examples, per failed check.
-    sample_rows: int = Field(default=5, ge=0)
+    empty_batch: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="An empty day fails the run (`fail`), or is recorded and skipped (`skip`: nothing reaches main).",
+    )
+    max_invalid_row_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Rows failing a row-level check (range, category, null, duplicate id, time outside the "
+        "interval) are moved to quarantine while their share stays at or below this; above it the whole day is "
+        "rejected.",
+    )
+    sample_rows: int = Field(
+        default=5, ge=0, description="Rows kept in the quarantine report as examples, per failed check."
+    )
 
 
 class Training(_Strict):
-    window_days: int = Field(default=30, gt=0)
+    """The data a model is trained on."""
+
+    window_days: int = Field(default=30, gt=0, description="Days of data the training snapshot reads.")
 
 
 class Split(_Strict):
     """Deterministic train/valid/test splits: by event time (latest rows last) or by a hash of the id."""
 
-    method: Literal["time", "hash"] = "hash"
-    valid_fraction: float = Field(default=0.15, gt=0, lt=1)
-    test_fraction: float = Field(default=0.15, gt=0, lt=1)
+    method: Literal["time", "hash"] = Field(
+        default="hash", description="`hash`: by a hash of the id column; `time`: the latest rows for test."
+    )
+    valid_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="The share of the labelled rows for validation (choosing a candidate)."
+    )
+    test_fraction: float = Field(
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="The share of the labelled rows for test (the gate's comparison with the champion); with "
+        "`valid_fraction`, at most 0.9.",
+    )
 
     @model_validator(mode="after")
     def _leaves_rows_to_train_on(self) -> Split:
@@ -361,10 +482,23 @@ MAX_GRID = 12
 class Candidate(_Strict):
     """One estimator to try, with fixed `params` and/or a small `grid` of values to try each of."""
 
-    name: str
-    estimator: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    name: str = Field(description="The candidate's name: letters, digits and underscores; unique in the config.")
+    estimator: str = Field(
+        description="Classification: `LogisticRegression`, `RandomForest`, `ExtraTrees`, `GradientBoosting`, "
+        "`LightGBM`, `XGBoost`; regression: `Ridge`, `RandomForest`, `ExtraTrees`, `GradientBoosting`, `LightGBM`, "
+        "`XGBoost`. All convert to ONNX; `HistGradientBoosting` is refused because the pinned skl2onnx cannot "
+        "convert it. LightGBM runs quiet and in its deterministic mode (the same trees whatever `n_jobs`)."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The estimator's scikit-learn API parameters, as its `get_params()` names them (`n_estimators`, "
+        "`learning_rate`, `num_leaves`, ...); a name it does not have is refused. `random_state` comes from "
+        "`model.random_seed`.",
+    )
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description=f"Lists of values to try: every combination, at most {MAX_GRID}, is a candidate of its own.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -398,12 +532,26 @@ class Candidate(_Strict):
 
 
 class Model(_Strict):
-    registered_name: str
-    candidates: list[Candidate] = Field(min_length=1)
-    primary_metric: str
-    # `balanced` weighs each class by the inverse of its frequency (fraud is ~2 % of rows).
-    class_weight: Literal["none", "balanced"] = "none"
-    random_seed: int = 42
+    registered_name: str = Field(
+        description="The model's name: lowercase letters, digits and `_`, starting with a letter. It names the "
+        "MLflow registered model, the DAGs (`ml_training__<name>`, ...), the route `/models/<name>/...`, the BentoML "
+        "models `<name>:v<version>`, the run branches `run-<name>-...` and the snapshot folder under `datasets/`; one "
+        "config per model."
+    )
+    candidates: list[Candidate] = Field(
+        min_length=1, description="The estimators to train; the best on the validation split is the challenger."
+    )
+    primary_metric: str = Field(
+        description="What the gate compares: classification `average_precision`, `roc_auc`, `f1`, `log_loss`; "
+        "regression `rmse`, `mae`, `r2`."
+    )
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none",
+        description="Classification: `balanced` weighs each class by the inverse of its frequency (fraud is ~2 % of "
+        "rows): the estimator's own `class_weight` where it has one, as LightGBM does; balanced sample weights for "
+        "GradientBoosting and XGBoost.",
+    )
+    random_seed: int = Field(default=42, description="The estimators' `random_state`.")
     intended_use: str = Field(
         default="",
         description="What the model is for and what it must not be used for, in a few sentences: the model card of "
@@ -443,76 +591,152 @@ class Gate(_Strict):
     """When a challenger may replace the champion: better on the same test split by `min_improvement` (in the
     primary metric's units, whichever way is better), and no worse than each floor."""
 
-    min_improvement: float = Field(default=0.0, ge=0)
-    floors: dict[str, float] = Field(default_factory=dict)
-    # `required`: a challenger that passed waits for a person to approve it (Airflow's Required Actions) before
-    # it is deployed; no answer within the timeout rejects it.
-    approval: Literal["none", "required"] = "none"
-    approval_timeout_hours: float = Field(default=24, gt=0)
+    min_improvement: float = Field(
+        default=0.0,
+        ge=0,
+        description="How much better (in the primary metric, whichever way is better) a challenger must be than "
+        "the champion.",
+    )
+    floors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Absolute limits on test metrics, e.g. `{roc_auc: 0.75}` (for `log_loss`, `rmse`, `mae`: "
+        "ceilings).",
+    )
+    approval: Literal["none", "required"] = Field(
+        default="none",
+        description="`required`: a challenger that passed waits for a person's Approve (Airflow's Required Actions) "
+        "before it is deployed; `none`: the gate decides alone.",
+    )
+    approval_timeout_hours: float = Field(
+        default=24,
+        gt=0,
+        description="With `approval: required`, how long a challenger waits for an answer before it is rejected.",
+    )
 
 
 class Drift(_Strict):
-    """When live traffic says the champion should be retrained (drift_monitor)."""
+    """When live traffic says the champion should be retrained: read by `drift_monitor`, by `batch_scoring`'s drift
+    check of each batch (all but `window_hours`), and by `store_reference` in `ml_training`."""
 
-    # A verdict needs this many logged predictions in the window; fewer gives no verdict.
-    min_rows: int = Field(default=500, gt=0)
-    window_hours: int = Field(default=1, gt=0)
-    # Share of features drifted (Evidently's dataset drift share) at which retraining is asked for.
-    threshold: float = Field(default=0.3, gt=0, le=1)
-    # Drop of the primary metric on labelled live rows against the champion's test score (in its units).
-    max_performance_drop: float = Field(default=0.05, gt=0)
-    # Drop of the primary metric as estimated without labels (the champion's calibrator on the window's
-    # probabilities) against the champion's test score, at which retraining is asked for; empty: the estimate is
-    # recorded but asks for nothing. It cannot see concept drift (docs/pipelines.md).
-    max_estimated_drop: float | None = Field(default=None, gt=0)
-    # After a drift-triggered training run, none again for this long.
-    cooldown_hours: float = Field(default=24, ge=0)
-    # Rows of the champion's training data kept as the reference, so a check never rescans the snapshot.
-    reference_rows: int = Field(default=5000, gt=0)
-    # Labels are looked up in the source for events of this many hours before the window's end (labels arrive
-    # late); the live score needs this many labelled rows.
-    label_lookback_hours: int = Field(default=72, gt=0)
-    min_labelled_rows: int = Field(default=200, gt=0)
-    # Days a drift-triggered run collects, ending at the collection lag; empty means the whole training window,
-    # so that the new model learns from every day since the world changed, not only the nightly run's one day.
-    retrain_history_days: int | None = Field(default=None, gt=0)
+    min_rows: int = Field(
+        default=500,
+        gt=0,
+        description="Logged predictions (or scored rows of a batch) a drift check needs; fewer gives no verdict.",
+    )
+    window_hours: int = Field(default=1, gt=0, description="The window of live traffic each check looks at.")
+    threshold: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="The share of drifted features (Evidently's dataset drift share) at which retraining is asked for.",
+    )
+    max_performance_drop: float = Field(
+        default=0.05,
+        gt=0,
+        description="The drop of the primary metric on labelled live rows, against the champion's test score (in "
+        "the metric's units), at which retraining is asked for.",
+    )
+    max_estimated_drop: float | None = Field(
+        default=None,
+        gt=0,
+        description="The drop of the primary metric as estimated without labels (the champion's calibrator on the "
+        "window's probabilities; classification only), against the champion's test score, at which retraining is "
+        "asked for; empty: the estimate is recorded and plotted but asks for nothing. It cannot see concept drift: "
+        "see the estimated score in the drift_monitor pipeline.",
+    )
+    cooldown_hours: float = Field(
+        default=24,
+        ge=0,
+        description="No drift-triggered training this long after the last check, of live traffic or of a batch, "
+        "that asked for one.",
+    )
+    reference_rows: int = Field(
+        default=5000,
+        gt=0,
+        description="Rows of the champion's training data kept as the drift reference, so that a check never "
+        "rescans the snapshot.",
+    )
+    label_lookback_hours: int = Field(
+        default=72,
+        gt=0,
+        description="Labels for the live score are looked up in the source for events this many hours before the "
+        "window's end (labels arrive late; for a batch without labels of its own, before the batch's end).",
+    )
+    min_labelled_rows: int = Field(
+        default=200,
+        gt=0,
+        description="Labelled live rows the live score needs; fewer gives no performance verdict.",
+    )
+    retrain_history_days: int | None = Field(
+        default=None,
+        gt=0,
+        description="Days a drift-triggered `ml_training` run collects (its `history_days`), ending at the "
+        "collection lag; empty: `training.window_days`, so that the new model learns from every day since the world "
+        "changed, not only the nightly run's one day.",
+    )
 
 
 class RolloutCriteria(_Strict):
     """What a challenger must show on live traffic, beside the champion on the same rows, to be promoted."""
 
-    # Share of rows where both give the same class (classification) or values within `value_tolerance` of each
-    # other, relative to the champion's (regression).
-    min_agreement: float = Field(default=0.9, ge=0, le=1)
-    value_tolerance: float = Field(default=0.1, gt=0)
-    # Whether drift between the two models' predictions on the same rows (Evidently's verdict for the prediction
-    # column, the test the drift monitor uses) rolls the challenger back; off, it is only reported (a retrained
-    # model that is meant to answer differently, after drift).
-    rollback_on_prediction_drift: bool = True
-    # Share of the challenger's scorings that raised (the client got the champion's answer instead).
-    max_error_rate: float = Field(default=0.01, ge=0, le=1)
-    # The challenger's p99 model time over the champion's on the same traffic.
-    max_latency_ratio: float = Field(default=2.0, gt=0)
-    # Once `drift.min_labelled_rows` rows have labels: the challenger's live primary metric may fall this far
-    # below the champion's on the same rows (in the metric's units, whichever way is better).
-    max_live_metric_drop: float = Field(default=0.0, ge=0)
+    min_agreement: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="The share of rows where both give the same class (classification) or values within "
+        "`value_tolerance` of each other, relative to the champion's (regression).",
+    )
+    value_tolerance: float = Field(
+        default=0.1, gt=0, description="Regression: how far apart, relative to the champion's value, still agrees."
+    )
+    rollback_on_prediction_drift: bool = Field(
+        default=True,
+        description="Whether drift between the two models' predictions on the same rows (Evidently's verdict for "
+        "the prediction column, the test the drift monitor uses) rolls the challenger back; off, it is only "
+        "reported (a retrained model that is meant to answer differently, after drift).",
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="The share of the challenger's scorings that may raise (the client got the champion's answer "
+        "instead); above it the challenger is rolled back without waiting for the minimum.",
+    )
+    max_latency_ratio: float = Field(
+        default=2.0,
+        gt=0,
+        description="The challenger's p99 model time over the champion's on the same traffic, at most.",
+    )
+    max_live_metric_drop: float = Field(
+        default=0.0,
+        ge=0,
+        description="Once `drift.min_labelled_rows` rows have labels: how far the challenger's live primary metric "
+        "may fall below the champion's on the same rows (in the metric's units, whichever way is better).",
+    )
 
 
 class Rollout(_Strict):
     """How a challenger that passed the gate goes live. `direct`: it replaces the champion at once. `shadow`: it
     scores every request beside the champion, off the request path, and only the champion answers. `canary`: it
     answers `canary_share` of the requests (sticky by the `X-Rollout-Key` header when a client sends one).
-    In both, model_rollout__<model> compares the two on the same live rows every `check_every_minutes` and
+    In both, `model_rollout__<model>` compares the two on the same live rows every `check_every_minutes` and
     promotes the challenger or rolls it back."""
 
-    mode: Literal["direct", "shadow", "canary"] = "direct"
-    canary_share: float = Field(default=0.1, gt=0, lt=1)
-    # A verdict needs this many rows scored by both models and this long; none by `max_hours` rolls back.
-    min_rows: int = Field(default=500, gt=0)
-    min_hours: float = Field(default=1.0, ge=0)
-    max_hours: float = Field(default=72.0, gt=0)
-    check_every_minutes: int = Field(default=60, gt=0, le=1440)
-    criteria: RolloutCriteria = Field(default_factory=RolloutCriteria)
+    mode: Literal["direct", "shadow", "canary"] = Field(
+        default="direct", description="How a challenger that passed the gate goes live (above)."
+    )
+    canary_share: float = Field(default=0.1, gt=0, lt=1, description="`canary`: the share of requests it answers.")
+    min_rows: int = Field(default=500, gt=0, description="Records scored by both models that a verdict needs.")
+    min_hours: float = Field(default=1.0, ge=0, description="The time since the rollout started that a verdict needs.")
+    max_hours: float = Field(
+        default=72.0, gt=0, description="No verdict by then rolls the challenger back; at least `min_hours`."
+    )
+    check_every_minutes: int = Field(
+        default=60, gt=0, le=1440, description="How often `model_rollout__<model>` checks."
+    )
+    criteria: RolloutCriteria = Field(
+        default_factory=RolloutCriteria, description="What the challenger must show to be promoted."
+    )
 
     @model_validator(mode="after")
     def _can_end(self) -> Rollout:
@@ -522,8 +746,14 @@ class Rollout(_Strict):
 
 
 class Branches(_Strict):
-    # Run branches of rejected models are evidence for this long; lakefs_housekeeping deletes them after.
-    retention_days: int = Field(default=14, ge=0)
+    """The lakeFS branches of training runs."""
+
+    retention_days: int = Field(
+        default=14,
+        ge=0,
+        description="How long `lakefs_housekeeping` keeps `run-<model>-*` branches: a rejected model's branch is "
+        "evidence for this long.",
+    )
 
 
 # A SQL table name, optionally with its schema: kept to what every database and reader takes unquoted.
@@ -587,8 +817,8 @@ class BatchScoring(_Strict):
 
     schedule: str | None = Field(
         default=None,
-        description="A cron expression (or an Airflow preset such as `@daily`) for scheduled runs; none: runs "
-        "only when started by hand.",
+        description="A cron expression, in UTC (or an Airflow preset such as `@daily`), for scheduled runs; none: "
+        "runs only when started by hand.",
     )
     window_hours: int = Field(
         default=24,
@@ -600,12 +830,14 @@ class BatchScoring(_Strict):
         default=False,
         description="Also run when a file arrives: a message on the Redis channel `mlops.batch-arrivals.<model>` "
         "naming a Parquet or CSV file (`python -m include.mlops.publish_batch`), through Airflow's connection "
-        "`redis_default`. The run scores that file, not a window.",
+        "`redis_default` (`make run` sets it from `MLOPS_REDIS_URL`, default `redis://127.0.0.1:6379/0`). The run "
+        "scores that file, not a window.",
     )
     source: Source | None = Field(
         default=None,
         description="Where the rows to score come from (any source kind); default: the config's `source`. Its "
-        "rows need the id column and the features; a target column is ignored.",
+        "rows need the id column and the features; a target column is not scored, and where it has labels it "
+        "gives the batch's live score.",
     )
     input: str | None = Field(
         default=None,
@@ -679,8 +911,8 @@ class EmailDestination(_Destination):
     kind: Literal["email"] = Field(description="`email`: mail through an SMTP server.")
     connection_id: str = Field(
         default="smtp_default",
-        description="The Airflow SMTP connection (host, port, login, password, `from_email` in its extra); the "
-        "credentials stay in the connection.",
+        description="The Airflow SMTP connection (host, port, login, password; `from_email`, `disable_tls`, "
+        "`disable_ssl`, `timeout` in its extra); the credentials stay in the connection.",
     )
     to: list[str] = Field(min_length=1, description="The recipients' addresses.")
 
@@ -700,24 +932,32 @@ Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminat
 
 
 class PipelineConfig(_Strict):
-    dataset: Dataset
-    source: Source
-    collection: Collection = Field(default_factory=Collection)
-    validation: Validation = Field(default_factory=Validation)
-    training: Training = Field(default_factory=Training)
-    split: Split = Field(default_factory=Split)
-    model: Model
-    gate: Gate = Field(default_factory=Gate)
-    drift: Drift = Field(default_factory=Drift)
-    rollout: Rollout = Field(default_factory=Rollout)
-    branches: Branches = Field(default_factory=Branches)
-    batch: BatchScoring | None = None
+    """One model's config file: its sections."""
+
+    dataset: Dataset = Field(description="The data's columns and checks.")
+    source: Source = Field(description="Where training runs collect the rows from: one of three kinds.")
+    collection: Collection = Field(default_factory=Collection, description="Which days a run collects.")
+    validation: Validation = Field(default_factory=Validation, description="What a collected day must pass.")
+    training: Training = Field(default_factory=Training, description="The training window.")
+    split: Split = Field(default_factory=Split, description="The train/valid/test split.")
+    model: Model = Field(description="The model: its name, candidates, metric and model card.")
+    gate: Gate = Field(default_factory=Gate, description="When a challenger may replace the champion.")
+    drift: Drift = Field(default_factory=Drift, description="When live traffic asks for retraining.")
+    rollout: Rollout = Field(default_factory=Rollout, description="How a challenger goes live.")
+    branches: Branches = Field(default_factory=Branches, description="The run branches' retention.")
+    batch: BatchScoring | None = Field(
+        default=None,
+        description="Optional: with it, `batch_scoring__<model>` scores windows of rows, or arrived files, with the "
+        "champion.",
+    )
     notify: list[Destination] = Field(
         default_factory=list,
         description="Who is told what: destinations (`kind: email` or `kind: webhook`), each with the events it is "
         "told of. Each event reaches each destination once per DAG run, also when the task is retried.",
     )
-    path: str = ""
+    path: str = Field(
+        default="", description="Set when the file is loaded, to the file's path: not written in the file."
+    )
 
     @model_validator(mode="after")
     def _model_fits_the_task(self) -> PipelineConfig:

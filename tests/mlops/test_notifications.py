@@ -1,4 +1,4 @@
-"""The messages of each event, and the sent-once record (sending itself is tested in tests/plugins/test_notify.py
+"""The messages of each event, and the sent-once record (sending itself is tested in tests/dags/test_notify.py
 and in the DAG runs)."""
 
 from __future__ import annotations
