@@ -266,8 +266,32 @@ def _log_model_and_data(
             pip_requirements=_model_requirements(pipeline),
         )
         for name, frame in splits.items():
-            mlflow.log_input(_dataset_input(dataset, name, frame, split_uris[name]), context=_CONTEXTS.get(name, name))
+            log_input(_dataset_input(dataset, name, frame, split_uris[name]), context=_CONTEXTS.get(name, name))
     return model.model_uri
+
+
+def log_input(dataset, context: str, tries: int = 3) -> None:
+    """`mlflow.log_input` into the active run, tried again when another run created the same dataset at the same
+    moment. The tracking server gets or creates a dataset in two steps, so candidates of one training run logging
+    the same split at once can both try to create it, and one fails on the unique constraint (seen on SQLite in the
+    e2e runs, whose candidates start within milliseconds of each other); the next try finds it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, tries + 1):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            if attempt == tries or not _lost_a_create_race(exc):
+                raise
+            time.sleep(0.2 * attempt)
+
+
+def _lost_a_create_race(exc: Exception) -> bool:
+    message = str(exc)
+    return "UNIQUE constraint failed: datasets" in message or (
+        "duplicate key value violates unique constraint" in message and "datasets" in message
+    )
 
 
 _CONTEXTS = {"train": "training"}

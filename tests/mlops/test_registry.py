@@ -272,3 +272,34 @@ def test_a_rollback_goes_to_a_deployable_earlier_version_and_refuses_the_rest(cl
     with pytest.raises(registry.RollbackRefused, match=f"v{hand_made} is not deployable: onnx_parity=not recorded"):
         registry.rollback_target(client, name, hand_made)
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == second  # nothing moved
+
+
+def test_runs_logging_the_same_dataset_at_once_all_get_it(client, config, splits):
+    """Candidates of one training run log the same splits at the same moment; the tracking server creates a
+    dataset in two steps, and without tracking.log_input's retry some of them failed on its unique constraint."""
+    import threading
+
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from include.mlops.lineage import LakeFSDatasetSource
+
+    experiment = client.create_experiment(f"race-{uuid.uuid4().hex[:8]}")
+    runs = [client.create_run(experiment).info.run_id for _ in range(8)]
+    dataset = MetaDataset(LakeFSDatasetSource("lakefs://mlops/c0ffee/valid.parquet"), name="race", digest="d1")
+    start, failures = threading.Barrier(len(runs)), []
+
+    def log(run_id: str) -> None:
+        start.wait()
+        try:
+            with mlflow.start_run(run_id=run_id):
+                tracking.log_input(dataset, context="validation")
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=log, args=(run_id,)) for run_id in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert [len(client.get_run(r).inputs.dataset_inputs) for r in runs] == [1] * len(runs)
