@@ -565,8 +565,8 @@ class Model(_Strict):
     min_slice_rows: int = Field(
         default=30,
         ge=1,
-        description="The model card's per-slice metrics (test rows with one value of a categorical feature): a slice "
-        "with fewer rows is shown as too few rows, not as a metric that would mean little.",
+        description="The model card's per-slice metrics (test rows with one value of a categorical or boolean "
+        "feature): a slice with fewer rows is shown as too few rows, not as a metric that would mean little.",
     )
 
     @field_validator("registered_name")
