@@ -752,7 +752,8 @@ class Branches(_Strict):
         default=14,
         ge=0,
         description="How long `lakefs_housekeeping` keeps `run-<model>-*` branches: a rejected model's branch is "
-        "evidence for this long.",
+        "evidence for this long. It keeps the records of notifications sent by the model's DAG runs as long "
+        "(Airflow Variables `mlops_notified.*`), and longer while a run is still queued or running.",
     )
 
 
