@@ -16,8 +16,10 @@ from mlflow.tracking import MlflowClient
 from devstack.processes import free_port
 from include.mlops import alias_history, deployment, lakefs_repository, model_card, performance_estimate, registry
 from include.mlops.naming import rollback_dag_id, rollout_dag_id, run_branch_name
+from mlops_airflow.approval import APPROVAL_TASK, APPROVE
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import load_dag, the_config, training_dag
+from tests.fixtures.airflow import answering
 from tests.fixtures.notifications import RECIPIENTS, WEBHOOK_PATH, notify_section
 from tests.fixtures.serving import ADMIN_TOKEN
 
@@ -52,10 +54,16 @@ def _client(url: str) -> MlflowClient:
     return MlflowClient(url, registry_uri=url)
 
 
-def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
-    mlflow_connection, pipeline_config, model_service
+def test_a_first_run_trains_gates_is_approved_deploys_promotes_and_merges_its_snapshot(
+    mlflow_connection, pipeline_config, model_service, inference_log_db, notification_receivers
 ):
-    dag_run = run()
+    # The config asks a person to approve the challenger: told once that it waits, a reviewer approves.
+    config = Path(pipeline_config.path)
+    raw = yaml.safe_load(config.read_text())
+    raw["gate"]["approval"] = "required"
+    config.write_text(yaml.safe_dump(raw))
+    with answering(training_dag().dag_id, APPROVAL_TASK, APPROVE):
+        dag_run = run()
     assert dag_run.state == "success"
 
     client, name = _client(mlflow_connection), pipeline_config.model.registered_name
@@ -106,6 +114,18 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     assert served["labels"]["lakefs_commit"] == data["commit"]
     assert served["labels"]["mlflow_run_id"] == decision["challenger_run_id"]
     assert served["labels"]["airflow_run_id"] == dag_run.run_id
+
+    name, told = pipeline_config.name, notification_receivers
+    waiting = f"{name}: v{champion.version} waits for approval"
+    assert told.subjects() == told.headers() == [waiting, f"{name}: v{champion.version} is the champion"]
+    assert f"/tasks/{APPROVAL_TASK}/required_actions" in told.posts[0]["text"]
+    moved = alias_history.moves(sa.create_engine(inference_log_db), name)[-1]
+    assert (moved.alias, moved.to_version, moved.cause, moved.actor) == (
+        "champion",
+        champion.version,
+        "approval",
+        "reviewer",
+    )
 
 
 def _the_versions_model_card_describes_it(client, version, decision: dict, data: dict) -> None:
