@@ -565,8 +565,8 @@ class Model(_Strict):
     min_slice_rows: int = Field(
         default=30,
         ge=1,
-        description="The model card's per-slice metrics (test rows with one value of a categorical feature): a slice "
-        "with fewer rows is shown as too few rows, not as a metric that would mean little.",
+        description="The model card's per-slice metrics (test rows with one value of a categorical or boolean "
+        "feature): a slice with fewer rows is shown as too few rows, not as a metric that would mean little.",
     )
 
     @field_validator("registered_name")
@@ -752,7 +752,8 @@ class Branches(_Strict):
         default=14,
         ge=0,
         description="How long `lakefs_housekeeping` keeps `run-<model>-*` branches: a rejected model's branch is "
-        "evidence for this long.",
+        "evidence for this long. It keeps the records of notifications sent by the model's DAG runs as long "
+        "(Airflow Variables `mlops_notified.*`), and longer while a run is still queued or running.",
     )
 
 

@@ -81,7 +81,7 @@ class Predictions:
 
 @dataclass(frozen=True)
 class Slice:
-    """The test rows with one value of a categorical feature; no metrics when they are fewer than
+    """The test rows with one value of a categorical or boolean feature; no metrics when they are fewer than
     `model.min_slice_rows`."""
 
     feature: str
@@ -108,22 +108,30 @@ def predictions(pipeline, config: PipelineConfig, test: pd.DataFrame) -> Predict
 
 
 def slices(config: PipelineConfig, test: pd.DataFrame, predicted: Predictions) -> list[Slice]:
-    """Per categorical feature, per value (missing values as one), the test rows with it and their metrics, the
-    most frequent values first."""
+    """Per categorical or boolean feature, per value (missing values as one), the test rows with it and their
+    metrics, the most frequent values first."""
     features = training.features_of(test, config.dataset)
     measured = _shown_metrics(config)
     found = []
     for feature in config.dataset.features:
-        if feature.type != "categorical":
+        if feature.type == "numeric":
             continue
-        column = features[feature.name].to_numpy()
+        column = _slice_values(feature.type, features[feature.name])
         counts = pd.Series(column).value_counts()
         for value, rows in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
             enough = rows >= config.model.min_slice_rows
             metrics = _metrics_of(config, predicted, column == value, measured) if enough else None
-            shown = MISSING if value == training.MISSING_CATEGORY else str(value)
-            found.append(Slice(feature.name, shown, int(rows), metrics))
+            found.append(Slice(feature.name, value, int(rows), metrics))
     return found
+
+
+def _slice_values(kind: str, column: pd.Series) -> np.ndarray:
+    """A feature's model input (as `training.features_of` gives it) as the slice value of each row: a category as
+    it is, a boolean as JSON writes it (`true`, `false`), and a missing value as MISSING."""
+    if kind == "boolean":
+        text = column.map({1.0: classes.text_of(True), 0.0: classes.text_of(False)})
+        return text.fillna(MISSING).to_numpy(dtype=object)
+    return column.where(column != training.MISSING_CATEGORY, MISSING).to_numpy(dtype=object)
 
 
 def confusion(config: PipelineConfig, predicted: Predictions) -> tuple[list[str], list[list[int]]]:
@@ -334,11 +342,12 @@ def _evaluation(config: PipelineConfig, decision: GateDecision, rows: int) -> st
 
 def _slices(config: PipelineConfig, found: Sequence[Slice]) -> str:
     if not found:
-        return "No categorical feature: no slices."
+        return "No categorical or boolean feature: no slices."
     shown = _shown_metrics(config)
     parts = [
-        f"Test rows per value of each categorical feature. A value with fewer than {config.model.min_slice_rows} "
-        f"rows (`model.min_slice_rows`) shows {TOO_FEW_ROWS}: a metric on so few rows would mean little."
+        "Test rows per value of each categorical or boolean feature. A value with fewer than "
+        f"{config.model.min_slice_rows} rows (`model.min_slice_rows`) shows {TOO_FEW_ROWS}: a metric on so few rows "
+        "would mean little."
     ]
     for feature in dict.fromkeys(s.feature for s in found):
         of_feature = [s for s in found if s.feature == feature]

@@ -8,14 +8,17 @@ notify.py), which also makes sure each (DAG run, event, destination) is sent onc
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import html
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from include.mlops.config import EVENTS, EmailDestination, PipelineConfig, WebhookDestination
 
 MAX_KEY_LENGTH = 250
+SENT_PREFIX = "mlops_notified."
 # What each event says happened, as a subject line: `{model}` and `{version}` are filled in.
 _HEADLINES = {
     "retraining_requested": "{model}: retraining requested",
@@ -97,10 +100,52 @@ def destinations_for(config: PipelineConfig, event: str) -> list[tuple[int, Emai
 def sent_key(dag_id: str, run_id: str, event: str, destination: int) -> str:
     """The key that records a (DAG run, event, destination) as told; a digest where the ids are too long for an
     Airflow Variable's key (250 characters)."""
-    key = f"mlops_notified.{dag_id}.{run_id}.{event}.{destination}"
+    key = f"{SENT_PREFIX}{dag_id}.{run_id}.{event}.{destination}"
     if len(key) > MAX_KEY_LENGTH:
-        key = f"mlops_notified.{hashlib.sha256(key.encode()).hexdigest()}"
+        key = f"{SENT_PREFIX}{hashlib.sha256(key.encode()).hexdigest()}"
     return key
+
+
+@dataclass(frozen=True)
+class SentRecord:
+    """What the record of a sent message holds (as JSON): the model, the DAG run that sent it, and when. The key
+    cannot give the run back: ids may hold dots, and a long key is a digest."""
+
+    model: str
+    dag_id: str
+    run_id: str
+    sent_at: dt.datetime
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"model": self.model, "dag_id": self.dag_id, "run_id": self.run_id, "sent_at": self.sent_at.isoformat()}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SentRecord:
+        try:
+            found = json.loads(text)
+            return cls(found["model"], found["dag_id"], found["run_id"], dt.datetime.fromisoformat(found["sent_at"]))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"not a record of a sent message ({exc!r}): {text!r}") from exc
+
+
+def expired_records(
+    records: Mapping[str, SentRecord],
+    retention_days: Mapping[str, float],
+    other_days: float,
+    now: dt.datetime,
+    run_is_active: Callable[[str, str], bool],
+) -> list[str]:
+    """The keys of `records` older than the retention of their model (`retention_days` by model name;
+    `other_days` for a model of no config) whose DAG run is over. A run still queued or running (`run_is_active`)
+    may retry a task that sent: its records stay, whatever their age, or the retry would tell again."""
+    expired = []
+    for key, record in records.items():
+        days = retention_days.get(record.model, other_days)
+        if record.sent_at < now - dt.timedelta(days=days) and not run_is_active(record.dag_id, record.run_id):
+            expired.append(key)
+    return expired
 
 
 def deliver_once(

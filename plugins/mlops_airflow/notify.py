@@ -5,7 +5,9 @@ webhooks. Secrets stay in Airflow connections.
 Once per (DAG run, event, destination), also across task retries: a task's XComs are cleared when it is retried,
 so the record of what was sent is an Airflow Variable per sent message (`mlops_notified.<dag>.<run>.<event>.<n>`),
 written by the task once the destination accepted the message. Only the task where an event becomes known sends
-it, and a task's tries run one after another, so two writers never race for a key.
+it, and a task's tries run one after another, so two writers never race for a key. lakefs_housekeeping
+deletes the records of runs that are over once they are older than the model's `branches.retention_days`
+(`forget_expired`).
 
 A destination that cannot be reached does not fail the task: the failure is logged and counted in Airflow's
 metric `mlops.notification_failures` (StatsD or OpenTelemetry, when [metrics] turns one on), and the message is
@@ -90,7 +92,8 @@ def tell(
             # Called directly, not through __call__: that would render the message as a Jinja template.
             notifier = notifier_for(destination, message)
             if once:
-                told = notifications.deliver_once(key, functools.partial(notifier.notify, context), _was_sent, _record)
+                record = functools.partial(_record, model=config.name, dag_id=dag_id, run_id=run_id)
+                told = notifications.deliver_once(key, functools.partial(notifier.notify, context), _was_sent, record)
             else:
                 notifier.notify(context)
                 told = True
@@ -140,12 +143,39 @@ def _was_sent(key: str) -> bool:
     return Variable.get(key, default=None) is not None
 
 
-def _record(key: str) -> None:
+def _record(key: str, *, model: str, dag_id: str, run_id: str) -> None:
     import datetime as dt
 
     from airflow.sdk import Variable
 
-    Variable.set(key, dt.datetime.now(dt.UTC).isoformat(), description="a notification sent (config notify)")
+    record = notifications.SentRecord(model, dag_id, run_id, dt.datetime.now(dt.UTC))
+    Variable.set(key, record.to_json(), description="a notification sent (config notify)")
+
+
+def forget_expired(retention_days: dict[str, float], other_days: float) -> list[str]:
+    """Delete the records of sent messages that `notifications.expired_records` finds expired (`retention_days`
+    by model, `other_days` for a model of no config), from a task; returns their keys. A record that cannot be
+    read is logged and kept."""
+    import datetime as dt
+
+    from airflow.sdk import Variable
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    records = {}
+    for key in Variable.keys(prefix=notifications.SENT_PREFIX):
+        try:
+            records[key] = notifications.SentRecord.from_json(Variable.get(key))
+        except ValueError as exc:
+            log.warning("Keeping Variable %s: %s", key, exc)
+
+    def run_is_active(dag_id: str, run_id: str) -> bool:
+        return RuntimeTaskInstance.get_dr_count(dag_id, run_ids=[run_id], states=["queued", "running"]) > 0
+
+    now = dt.datetime.now(dt.UTC)
+    expired = notifications.expired_records(records, retention_days, other_days, now, run_is_active)
+    for key in expired:
+        Variable.delete(key)
+    return expired
 
 
 def _count(metric: str, event: str, kind: str) -> None:

@@ -1,6 +1,7 @@
 """`gate.approval: required` puts a person's approval between the gate and the deployment; without it the
-training DAG goes on as before. (Answering it needs a scheduler: tests/e2e answer it through the REST API
-and in the Airflow UI.)"""
+training DAG goes on as before. A run that asks and is answered is in tests/dags/test_ml_training_model.py (the
+first run, answered through the Core API's handler while `dag.test()` waits); tests/e2e answer through the REST
+API and in the Airflow UI."""
 
 from __future__ import annotations
 

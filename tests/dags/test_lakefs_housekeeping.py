@@ -1,7 +1,9 @@
-"""lakefs_housekeeping deletes expired run branches and nothing else, on SQLite and on Postgres."""
+"""lakefs_housekeeping deletes expired run branches and nothing else, on SQLite and on Postgres, and the records of
+sent notifications once they expired and their run is over."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -11,10 +13,11 @@ import pytest
 import yaml
 
 from devstack import services
-from include.mlops import lakefs_repository
+from include.mlops import lakefs_repository, notifications
 from include.mlops.naming import run_branch_prefix
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.conftest import REPO_ROOT
+from tests.dags.conftest import xcom
 
 pytestmark = pytest.mark.usefixtures("lakefs_connection")
 
@@ -87,3 +90,41 @@ def test_each_models_retention_comes_from_its_config_by_default(airflow_db, writ
     assert not lakefs_repository.branch_exists(repo, mine)
     # Branches of a model whose config is gone are kept for the longest retention of the configs there are (0).
     assert not lakefs_repository.branch_exists(repo, gone)
+
+
+def test_records_of_sent_notifications_go_after_the_retention_but_not_while_their_run_may_retry(
+    airflow_db, write_config
+):
+    from airflow.models.variable import Variable
+    from airflow.utils.types import DagRunType
+
+    config = write_config()
+    assert config.branches.retention_days == 14
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    # dag.test names its run after run_after: the housekeeping run below, running while it looks.
+    housekeeping_run = DagRunType.MANUAL.generate_run_id(suffix=now.isoformat())
+
+    def record(dag_id: str, run_id: str, days_ago: float) -> str:
+        key = notifications.sent_key(dag_id, run_id, "promoted", 0)
+        sent_at = now - dt.timedelta(days=days_ago)
+        Variable.set(key, notifications.SentRecord(config.name, dag_id, run_id, sent_at).to_json())
+        return key
+
+    over = record("ml_training__gone", "manual__over", 15)  # a run the metadata DB has no more
+    fresh = record("ml_training__gone", "manual__recent", 13)
+    running = record("lakefs_housekeeping", housekeeping_run, 30)
+    by_hand = notifications.SENT_PREFIX + "by_hand"
+    Variable.set(by_hand, "yesterday")
+    try:
+        run = _housekeeping_dag().test(logical_date=now, run_after=now)
+        assert run.run_id == housekeeping_run and run.state == "success"
+        assert xcom(run, "forget_old_notifications") == [over]
+        assert Variable.get(over, default_var=None) is None
+        assert all(Variable.get(key, default_var=None) for key in (fresh, running, by_hand))
+
+        # That run is over now: the next one forgets its record.
+        run = _housekeeping_dag().test()
+        assert run.state == "success" and xcom(run, "forget_old_notifications") == [running]
+    finally:
+        for key in (fresh, running, by_hand):
+            Variable.delete(key)

@@ -5,18 +5,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from pathlib import Path
 
 import mlflow
 import pytest
 import sqlalchemy as sa
+import yaml
 from mlflow.tracking import MlflowClient
 
 from devstack.processes import free_port
 from include.mlops import alias_history, deployment, lakefs_repository, model_card, performance_estimate, registry
-from include.mlops.naming import rollback_dag_id, run_branch_name
+from include.mlops.naming import rollback_dag_id, rollout_dag_id, run_branch_name
+from mlops_airflow.approval import APPROVAL_TASK, APPROVE
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.dags.conftest import load_dag, the_config, training_dag
+from tests.fixtures.airflow import answering
 from tests.fixtures.notifications import RECIPIENTS, WEBHOOK_PATH, notify_section
+from tests.fixtures.serving import ADMIN_TOKEN
 
 # A test that deploys asks for `model_service` itself: starting one costs seconds, and most tests deploy nothing.
 pytestmark = pytest.mark.usefixtures("airflow_db", "lakefs_connection", "transactions_db", "inference_log_db")
@@ -49,10 +54,16 @@ def _client(url: str) -> MlflowClient:
     return MlflowClient(url, registry_uri=url)
 
 
-def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
-    mlflow_connection, pipeline_config, model_service
+def test_a_first_run_trains_gates_is_approved_deploys_promotes_and_merges_its_snapshot(
+    mlflow_connection, pipeline_config, model_service, inference_log_db, notification_receivers
 ):
-    dag_run = run()
+    # The config asks a person to approve the challenger: told once that it waits, a reviewer approves.
+    config = Path(pipeline_config.path)
+    raw = yaml.safe_load(config.read_text())
+    raw["gate"]["approval"] = "required"
+    config.write_text(yaml.safe_dump(raw))
+    with answering(training_dag().dag_id, APPROVAL_TASK, APPROVE):
+        dag_run = run()
     assert dag_run.state == "success"
 
     client, name = _client(mlflow_connection), pipeline_config.model.registered_name
@@ -103,6 +114,18 @@ def test_a_first_run_trains_gates_deploys_promotes_and_merges_its_snapshot(
     assert served["labels"]["lakefs_commit"] == data["commit"]
     assert served["labels"]["mlflow_run_id"] == decision["challenger_run_id"]
     assert served["labels"]["airflow_run_id"] == dag_run.run_id
+
+    name, told = pipeline_config.name, notification_receivers
+    waiting = f"{name}: v{champion.version} waits for approval"
+    assert told.subjects() == told.headers() == [waiting, f"{name}: v{champion.version} is the champion"]
+    assert f"/tasks/{APPROVAL_TASK}/required_actions" in told.posts[0]["text"]
+    moved = alias_history.moves(sa.create_engine(inference_log_db), name)[-1]
+    assert (moved.alias, moved.to_version, moved.cause, moved.actor) == (
+        "champion",
+        champion.version,
+        "approval",
+        "reviewer",
+    )
 
 
 def _the_versions_model_card_describes_it(client, version, decision: dict, data: dict) -> None:
@@ -240,6 +263,8 @@ def test_a_challenger_no_better_than_the_champion_is_rejected_and_its_branch_say
     _rollbacks_change_what_is_served(
         client, name, model_service, records, engine, v1, decision["version"], second, capfd, told
     )
+    told.clear()
+    _a_rollout_with_no_verdict_in_time_is_rolled_back(name, model_service, engine, v1, decision["version"], told)
 
 
 def test_retraining_from_a_recorded_commit_gives_the_same_metrics(mlflow_connection, pipeline_config):
@@ -345,3 +370,25 @@ def _rollbacks_change_what_is_served(
     failed, told = f"{name}: a run failed", notification_receivers
     expected = [failed, failed, f"{name}: rolled back to v{v2}", f"{name}: rolled back to v{v1}"]
     assert told.subjects() == told.headers() == expected
+
+
+def _a_rollout_with_no_verdict_in_time_is_rolled_back(name, model_service, engine, v1, v2, told) -> None:
+    """A shadow rollout of v2 that sees no traffic before `rollout.max_hours`: model_rollout rolls it back, keeps
+    v1 and tells of its verdict once."""
+    import time
+
+    config = Path(the_config().path)
+    raw = yaml.safe_load(config.read_text())
+    raw["rollout"] = {"mode": "shadow", "min_hours": 0, "max_hours": 0.0001}  # 0.36 s
+    config.write_text(yaml.safe_dump(raw))
+    service = deployment.ServingEndpoint(model_service.url, ADMIN_TOKEN, name)
+    service.start_rollout(f"{name}:v{v2}", "shadow", 0.1)
+    time.sleep(0.5)
+
+    checked = load_dag("model_rollout", rollout_dag_id(name)).test()
+    assert checked.state == "success" and checked.get_task_instance("roll_back").state == "success"
+    assert service.rollout() is None and model_service.serving(name)["model_version"] == v1
+    kept = alias_history.moves(engine, name)[-1]
+    assert (kept.alias, kept.to_version, kept.cause) == ("champion", v1, "rollout")
+    assert told.subjects() == told.headers() == [f"{name}: rollout of v{v2} judged"]
+    assert "no verdict within 0.0001 h" in told.posts[0]["text"]

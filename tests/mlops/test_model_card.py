@@ -1,10 +1,12 @@
 """The model card on data this project did not write: penguins (three text species, two categorical features with
-missing values) and diabetes (regression, numbers only), each fitted, converted to ONNX and gated as the pipeline
-does. The demo's card, as a training run registers it, is checked in tests/dags/test_ml_training_model.py."""
+missing values), credit risk (text binary labels, a 'yes'/'no' column read as a boolean feature) and diabetes
+(regression, numbers only), each fitted, converted to ONNX and gated as the pipeline does. The demo's card, as a
+training run registers it, is checked in tests/dags/test_ml_training_model.py."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import numpy as np
 import pandas as pd
@@ -16,8 +18,9 @@ from include.mlops import model_card, packaging, registry, training
 from include.mlops.config import ConfigError, load_config
 from include.mlops.datasets import split_rows
 from include.mlops.tracking import CandidateResult
+from include.mlops.validation import validate_batch
 from tests.fixtures.champions import zoo_config
-from tests.zoo.datasets import ZOO
+from tests.zoo.datasets import DAYS, ZOO
 
 INTENDED_USE = "Tell the three penguin species of the Palmer archipelago apart from measurements.\nNot for other birds."
 
@@ -80,6 +83,17 @@ def penguins(tmp_path_factory) -> Trained:
 
 
 @pytest.fixture(scope="module")
+def credit_risk(tmp_path_factory) -> Trained:
+    config = zoo_config(tmp_path_factory.mktemp("credit_risk"), "credit_risk", "credit_risk_card")
+    # As collection stores them: validated, so that Records' 'yes'/'no' text is a boolean column.
+    start = dt.datetime.combine(DAYS[0], dt.time(), dt.UTC)
+    end = dt.datetime.combine(DAYS[-1] + dt.timedelta(days=1), dt.time(), dt.UTC)
+    raw = next(z for z in ZOO if z.name == "credit_risk").rows()
+    rows = validate_batch(raw, config.dataset, config.validation, start, end, "card").valid
+    return _train(config, rows, "LogisticRegression", {"max_iter": 5000})
+
+
+@pytest.fixture(scope="module")
 def diabetes(tmp_path_factory) -> Trained:
     config = zoo_config(tmp_path_factory.mktemp("diabetes"), "diabetes", "diabetes_card")
     rows = next(z for z in ZOO if z.name == "diabetes").rows()
@@ -112,6 +126,31 @@ def test_each_slice_of_a_categorical_feature_has_its_rows_and_metrics_or_too_few
         assert s.metrics["f1"] == pytest.approx(expected)
     if test["sex"].isna().any():
         assert any(s.value == model_card.MISSING for s in found if s.feature == "sex")
+
+
+def test_a_boolean_feature_is_sliced_into_true_false_and_missing(credit_risk):
+    config = credit_risk.config
+    test = credit_risk.splits["test"].copy()
+    assert test["Records"].dtype == "boolean" and not test["Records"].isna().any()
+    # The data has no missing Records: a few test rows lose theirs, as a nullable feature's would.
+    test.loc[test.index[:5], "Records"] = pd.NA
+    predicted = model_card.predictions(credit_risk.pipeline, config, test)
+    records = [s for s in model_card.slices(config, test, predicted) if s.feature == "Records"]
+    given = test["Records"].dropna()
+    assert [(s.value, s.rows) for s in records] == [
+        ("false", int((~given).sum())),
+        ("true", int(given.sum())),
+        (model_card.MISSING, 5),
+    ]
+    assert records[2].metrics is None  # 5 rows: too few
+    for s in records[:2]:
+        assert s.rows >= config.model.min_slice_rows
+        rows = test[test["Records"].eq(s.value == "true").fillna(False).astype(bool)]
+        expected = training.evaluate(credit_risk.pipeline, config, rows)
+        assert s.metrics == pytest.approx({name: expected[name] for name in s.metrics})
+    card = model_card.render(config, credit_risk.pipeline, test, _data(credit_risk), credit_risk.decision, {})
+    assert "**Records**" in card and f"| true | {records[1].rows} | " in card
+    assert f"| {model_card.MISSING} | 5 | too few rows |" in card
 
 
 def test_the_confusion_matrix_is_in_the_datas_own_labels(penguins):
@@ -166,7 +205,7 @@ def test_the_card_of_a_regressor_summarises_its_residuals_and_compares_it_with_t
     )
     metadata, body = model_card.split_front_matter(card)
     assert "tabular-regression" in metadata["tags"]
-    assert "No categorical feature: no slices." in body
+    assert "No categorical or boolean feature: no slices." in body
     predicted = diabetes.pipeline.predict(training.features_of(test, diabetes.config.dataset))
     bias = float(np.mean(test["target"].to_numpy() - predicted))
     assert f"| mean (bias) | {bias:.4f} |" in body

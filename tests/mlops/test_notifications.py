@@ -3,6 +3,8 @@ and in the DAG runs)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from include.mlops import notifications
@@ -62,3 +64,30 @@ def test_long_ids_give_a_key_an_airflow_variable_takes():
     key = notifications.sent_key("d" * 200, "r" * 250, "promoted", 0)
     assert len(key) <= notifications.MAX_KEY_LENGTH
     assert key != notifications.sent_key("d" * 200, "r" * 251, "promoted", 0)
+
+
+def test_a_record_expires_after_its_models_retention_once_its_run_is_over():
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+
+    def sent(model: str, run_id: str, days_ago: float) -> notifications.SentRecord:
+        record = notifications.SentRecord(model, "ml_training__x", run_id, now - dt.timedelta(days=days_ago))
+        assert notifications.SentRecord.from_json(record.to_json()) == record
+        return record
+
+    records = {
+        "old": sent("fraud", "manual__1", 8),
+        "kept longer": sent("churn", "manual__2", 8),
+        "fresh": sent("fraud", "manual__3", 6),
+        "running": sent("fraud", "manual__4", 100),
+        "config gone": sent("removed", "manual__5", 31),
+    }
+    active = {("ml_training__x", "manual__4")}
+    expired = notifications.expired_records(
+        records, {"fraud": 7, "churn": 30}, 30, now, lambda dag_id, run_id: (dag_id, run_id) in active
+    )
+    assert expired == ["old", "config gone"]
+
+
+def test_a_value_that_is_not_a_record_is_refused_quoting_it():
+    with pytest.raises(ValueError, match="not a record of a sent message .*'2026-12-01T00:00:00'"):
+        notifications.SentRecord.from_json("2026-12-01T00:00:00")
