@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pydantic_core
@@ -132,3 +133,32 @@ def test_the_demo_config_makes_a_documented_schema():
     properties = record.model_json_schema()["properties"]
     assert "known categories: in_store, online, mobile_app" in properties["channel"]["description"]
     assert issubclass(record, BaseModel) and record.model_json_schema()["additionalProperties"] is False
+
+
+def test_the_bento_includes_every_module_of_the_project_the_service_imports():
+    """A module the service comes to import (directly or through include.mlops) must be in the Bento's include
+    list, or the built Bento fails to start: tests/serving/test_bento.py proves that in minutes, this in seconds."""
+    import fnmatch
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import json, sys, include.serving.service; "
+        "print(json.dumps([getattr(m, '__file__', None) for m in list(sys.modules.values())]))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    project = {
+        str(Path(f).relative_to(REPO_ROOT))
+        for f in json.loads(imported.stdout)
+        if f and Path(f).is_relative_to(REPO_ROOT / "include")
+    }
+    patterns = yaml.safe_load((REPO_ROOT / "include" / "serving" / "bentofile.yaml").read_text())["include"]
+    missing = sorted(f for f in project if not any(fnmatch.fnmatch(f, pattern) for pattern in patterns))
+    assert "include/serving/service.py" in project
+    assert missing == [], f"add to include/serving/bentofile.yaml's include: {missing}"
