@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -201,11 +202,11 @@ def _prediction_lines(stack: Stack, config: PipelineConfig, champion: demo.Serve
         answer = demo.predict(stack.urls["Serving"], config.name, records)
     except Exception as exc:  # a sample that cannot be shown must not stop a stack that runs
         return [f"{config.name}: POST {url}  (no sample prediction: {exc})"]
-    shown = ", ".join(f'"{k}": {v!r}' for k, v in list(records[0].items())[:3])
     labels = champion.labels
     return [
         f"A prediction of {config.name} (its API: POST {url}):",
-        f'  {{"records": [{{{shown}, ...}}]}}',
+        # JSON as the route takes it, to copy into a request of one's own.
+        f"  {json.dumps({'records': records[:1]})}",
         f"  -> {answer['model_name']} v{answer['model_version']}: {answer['predictions'][0]}",
         f"  trained on lakeFS commit {labels.get('lakefs_commit', '?')[:12]}, "
         f"MLflow run {labels.get('mlflow_run_id', '?')}, Airflow run {labels.get('airflow_run_id', '?')}",

@@ -161,6 +161,10 @@ def test_make_run_with_two_configs_trains_and_serves_both_and_ctrl_c_stops_it(tm
             assert len(set(progress)) >= 3, f"no progress shown for {model}"
             route = f"POST {urls['Model API']}/models/{model}/predict"
             assert f"A prediction of {model} (its API: {route}):" in output, output
+            # The record is shown as JSON the route takes, to copy into one's own request.
+            shown = output.split(f"A prediction of {model} (its API: {route}):\n[make run]   ", 1)[1].split("\n")[0]
+            (record,) = json.loads(shown)["records"]
+            assert set(record) >= {f.name for f in next(c for c in configs if c.name == model).dataset.features}
             shown = re.search(rf"-> {model} v(\d+): \{{'label': [01], 'probabilities'", output)
             assert shown, output
         lakefs_objects = _get(f"{urls['lakeFS']}/api/v1/repositories/mlops/refs/main/objects/ls?prefix=raw/", auth=keys)
