@@ -11,6 +11,7 @@ challenger: the test answers through the REST API as a reviewer would (Approve, 
 from __future__ import annotations
 
 import datetime as dt
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,9 +46,14 @@ def test_drift_in_one_models_traffic_retrains_that_model_only(e2e):
     assert {health[c]["status"] for c in ("metadatabase", "scheduler", "dag_processor", "triggerer")} == {"healthy"}, (
         health
     )
-    # The worker's task processes fork from a worker that has imported the tasks' libraries (mlops_airflow.preload).
-    worker_log = (e2e.folder / "state" / "logs" / "airflow-celery-worker.log").read_text(errors="replace")
-    assert f"preloaded {len(preload.LIBRARIES)} libraries" in worker_log, worker_log[-3000:]
+    # The worker's task processes fork from a worker that has imported the tasks' libraries (mlops_airflow.preload);
+    # it says so once it has, 13-30 s after it started, which may be after the stack's start returned.
+    worker_log = e2e.folder / "state" / "logs" / "airflow-celery-worker.log"
+    preloaded = f"preloaded {len(preload.LIBRARIES)} libraries"
+    deadline = time.monotonic() + 180
+    while preloaded not in (text := worker_log.read_text(errors="replace")) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert preloaded in text, text[-3000:]
 
     # The package's other tests train the demo as well (their `champions` fixture): this one goes first.
     assert registry.version_by_alias(e2e.mlflow(), DEMO, registry.CHAMPION) is None, (
