@@ -16,11 +16,12 @@ not recorded as sent, so a retry of the task (for another reason) tries it again
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 from typing import Any
 
-from airflow.sdk import BaseNotifier, Context
+from airflow.sdk import BaseNotifier, Context, Variable
 
 from include.mlops import notifications
 from include.mlops.config import EmailDestination, PipelineConfig
@@ -138,16 +139,10 @@ def _links(model: str, version: str | None, dag_id: str, run_id: str) -> notific
 
 
 def _was_sent(key: str) -> bool:
-    from airflow.sdk import Variable
-
     return Variable.get(key, default=None) is not None
 
 
 def _record(key: str, *, model: str, dag_id: str, run_id: str) -> None:
-    import datetime as dt
-
-    from airflow.sdk import Variable
-
     record = notifications.SentRecord(model, dag_id, run_id, dt.datetime.now(dt.UTC))
     Variable.set(key, record.to_json(), description="a notification sent (config notify)")
 
@@ -156,9 +151,6 @@ def forget_expired(retention_days: dict[str, float], other_days: float) -> list[
     """Delete the records of sent messages that `notifications.expired_records` finds expired (`retention_days`
     by model, `other_days` for a model of no config), from a task; returns their keys. A record that cannot be
     read is logged and kept."""
-    import datetime as dt
-
-    from airflow.sdk import Variable
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     records = {}
