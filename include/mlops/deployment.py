@@ -9,9 +9,13 @@ the service's other models are not touched.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import logging
+import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +26,10 @@ if TYPE_CHECKING:
 
 MODEL_FILE = "model.onnx"
 SHA256_LABEL = "onnx_sha256"
+# Beside the stores' item folders, where BentoML's listing skips it (it lists folders only).
+STORE_LOCK = ".mlops-writing.lock"
+
+logger = logging.getLogger(__name__)
 
 
 class DeploymentError(RuntimeError):
@@ -47,30 +55,71 @@ def save_to_model_store(onnx_bytes: bytes, config: PipelineConfig, version: str,
 
     tag = model_store_tag(config, version)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
-    try:
-        existing = stored_model(tag)
-    except NotFound:
-        existing = None
-    if existing is not None:
-        if existing.info.labels.get(SHA256_LABEL) == digest:
-            return tag
-        raise DeploymentError(f"{tag} is in the BentoML model store already with a different ONNX model")
-    labels = {
-        **{k: _label(v) for k, v in lineage.items()},
-        SHA256_LABEL: digest,
-        "task": config.dataset.task,
-        "dataset": config.dataset.name,
-    }
-    metadata: dict[str, Any] = {
-        **lineage,
-        "inputs": [{"name": f.name, "type": f.type} for f in config.dataset.features],
-        "task": config.dataset.task,
-        "target": config.dataset.target,
-    }
-    with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
-        with open(f"{model.path}/{MODEL_FILE}", "wb") as target:
-            target.write(onnx_bytes)
+    with writing_to_store("models"):
+        try:
+            existing = stored_model(tag)
+        except NotFound:
+            existing = None
+        if existing is not None:
+            if existing.info.labels.get(SHA256_LABEL) == digest:
+                return tag
+            raise DeploymentError(f"{tag} is in the BentoML model store already with a different ONNX model")
+        labels = {
+            **{k: _label(v) for k, v in lineage.items()},
+            SHA256_LABEL: digest,
+            "task": config.dataset.task,
+            "dataset": config.dataset.name,
+        }
+        metadata: dict[str, Any] = {
+            **lineage,
+            "inputs": [{"name": f.name, "type": f.type} for f in config.dataset.features],
+            "task": config.dataset.task,
+            "target": config.dataset.target,
+        }
+        with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
+            with open(f"{model.path}/{MODEL_FILE}", "wb") as target:
+                target.write(onnx_bytes)
     return tag
+
+
+@contextlib.contextmanager
+def writing_to_store(kind: str) -> Generator[None]:
+    """Hold the lock of BENTOML_HOME's model store (`kind` "models") or Bento store ("bentos") while writing to
+    it, having first removed what a killed write left there.
+
+    BentoML copies an item into its version folder and then rewrites its name's `latest` file in place. A process
+    killed in between (a task's SIGKILL, an OOM) leaves a version folder without its model.yaml or bento.yaml, or
+    an empty `latest`, and from then on BentoML refuses every read and write of that name ("Failed to load bento
+    because it does not contain a 'bento.yaml'"), so a retried deploy would fail for good. The lock (one per
+    store, released by the kernel when its holder dies) keeps the cleaning off another process's write in
+    progress: every write of this project's tasks and service goes through here.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    root = Path(BentoMLContainer.bentoml_home.get()) / kind
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / STORE_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _remove_killed_writes(root, "model.yaml" if kind == "models" else "bento.yaml")
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_killed_writes(root: Path, item_file: str) -> None:
+    for name in (folder for folder in root.iterdir() if folder.is_dir()):
+        for version in (folder for folder in name.iterdir() if folder.is_dir()):
+            if not (version / item_file).is_file():
+                logger.warning("removing %s: a write killed before it wrote %s", version, item_file)
+                shutil.rmtree(version)
+        latest = name / "latest"
+        if latest.is_file():
+            named = latest.read_text().strip()
+            if not named or not (name / named / item_file).is_file():
+                # BentoML writes it again from the versions there on its next read.
+                logger.warning("removing %s: it names %r, which is not in the store", latest, named)
+                latest.unlink()
 
 
 def stored_model(tag: str) -> bentoml.Model:
@@ -282,11 +331,12 @@ def build_bento(model_tag: str, bentofile: Path, build_ctx: Path, labels: Mappin
     options = yaml.safe_load(bentofile.read_text())
     service = options.pop("service")
     models = [*options.pop("models", []), model_tag]
-    bento = bentoml.bentos.build(
-        service,
-        models=models,
-        labels={**options.pop("labels", {}), **{k: _label(v) for k, v in labels.items()}},
-        build_ctx=str(build_ctx),
-        **options,
-    )
+    with writing_to_store("bentos"):
+        bento = bentoml.bentos.build(
+            service,
+            models=models,
+            labels={**options.pop("labels", {}), **{k: _label(v) for k, v in labels.items()}},
+            build_ctx=str(build_ctx),
+            **options,
+        )
     return str(bento.tag)
