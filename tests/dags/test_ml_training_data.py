@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -15,6 +13,7 @@ from include.mlops import lakefs_repository
 from include.mlops.naming import run_branch_name, run_key, training_dag_id
 from mlops_airflow.lakefs_hook import LakeFSHook
 from tests.conftest import REPO_ROOT
+from tests.dags import killed_runs
 from tests.dags.conftest import ROWS_PER_DAY, the_config, training_dag
 
 pytestmark = pytest.mark.usefixtures(
@@ -151,33 +150,15 @@ KILL_POINTS = [
     ("build_training_snapshot", 0.3),
     ("commit_snapshot", 0.0),
 ]
-_KILLED_RUN = """
-import datetime as dt, os, signal, sys, threading
-from airflow.dag_processing.dagbag import DagBag
-
-target, delay, when = sys.argv[1], float(sys.argv[2]), dt.datetime.fromisoformat(sys.argv[3])
-dag = DagBag(dag_folder=sys.argv[4]).dags[sys.argv[5]]
-dag.get_task(target).on_execute_callback = [
-    lambda context: threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
-]
-dag.test(logical_date=when, run_after=when, run_conf={"history_days": 2, "promote": False})
-"""
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("task_id", "delay"), KILL_POINTS, ids=[f"{t}+{d}s" for t, d in KILL_POINTS])
-def test_sigkill_during_a_task_then_retry_leaves_main_valid(transactions_db, task_id: str, delay: float):
+def test_sigkill_during_a_task_then_retry_leaves_main_valid(transactions_db, tmp_path, task_id: str, delay: float):
     repo = LakeFSHook().get_repository()
-    killed = subprocess.run(
-        [
-            *(sys.executable, "-c", _KILLED_RUN, task_id, str(delay), INTERVAL_END.isoformat()),
-            *(str(REPO_ROOT / "dags" / "ml_training.py"), training_dag_id(the_config().name)),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    dag, log = (REPO_ROOT / "dags" / "ml_training.py", training_dag_id(the_config().name)), tmp_path / "killed.log"
+    killed = killed_runs.kill_inside(*dag, task_id, delay, INTERVAL_END, {"history_days": 2, **DATA_ONLY}, log)
+    assert killed == -signal.SIGKILL, log.read_text(errors="replace")[-4000:]
     # Whatever the kill left behind, main holds validated data only (or nothing yet).
     for path in _tree(repo, "main", ""):
         assert path.startswith("raw/transactions/date="), path
