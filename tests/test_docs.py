@@ -16,7 +16,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from docs.gen import benchmark_tables, config_reference, screenshots
+from docs.gen import benchmark_tables, config_reference, pipeline_pages, screenshots
 from include.mlops.config import PipelineConfig
 from tests.conftest import REPO_ROOT
 
@@ -65,10 +65,28 @@ def test_every_config_key_is_in_the_reference(site):
     assert not missing, f"keys missing from the configuration reference: {missing}"
 
 
-def test_each_pipeline_has_a_page_from_its_doc_md(site):
+def test_each_pipeline_has_a_page_from_its_doc_md_and_its_details(site):
     for dag_file in ("ml_training", "drift_monitor", "model_rollout", "model_rollback", "batch_scoring"):
         page = (site / "pipelines" / dag_file / "index.html").read_text()
         assert re.search(rf"<h1[^>]*>{dag_file}__&lt;model&gt;<", page), f"no page of {dag_file}'s doc_md"
+        details = (REPO_ROOT / "docs" / "pipeline-details" / f"{dag_file}.md").read_text()
+        first_line = re.sub(r"`([^`]*)`", r"<code>\1</code>", details.splitlines()[0])
+        assert ">In detail<" in page and first_line in page, f"{dag_file}'s page lacks its details"
+
+
+def test_a_dag_without_its_details_and_details_without_their_dag_are_named(tmp_path):
+    dags, details = tmp_path / "dags", tmp_path / "details"
+    dags.mkdir(), details.mkdir()
+    (dags / "nightly.py").write_text('"""### nightly\n\nRuns at night."""\nDAG(doc_md=__doc__)\n')
+    with pytest.raises(ValueError, match=r"nightly.py: its details page .*details/nightly.md is missing"):
+        pipeline_pages.pages(dags, details)
+    (details / "nightly.md").write_text("Runs: nightly.\n")
+    (details / "hourly.md").write_text("Runs: hourly.\n")
+    with pytest.raises(ValueError, match=r"details of no DAG file with a doc_md: hourly.md"):
+        pipeline_pages.pages(dags, details)
+    (details / "hourly.md").unlink()
+    page = pipeline_pages.pages(dags, details)["nightly.md"]
+    assert page.startswith("# nightly\n\nRuns at night.") and page.endswith("## In detail\n\nRuns: nightly.\n")
 
 
 def test_the_service_api_page_shows_each_shipped_models_routes(site):

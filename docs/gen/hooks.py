@@ -31,7 +31,8 @@ def on_files(files: Files, config) -> Files:
     # that does not load) ends the build with its message alone, which names what to fix.
     try:
         pages = {"config-reference.md": config_reference.markdown(PipelineConfig)}
-        pages |= {f"pipelines/{name}": page for name, page in pipeline_pages.pages(ROOT / "dags").items()}
+        dag_pages = pipeline_pages.pages(ROOT / "dags", ROOT / "docs" / "pipeline-details")
+        pages |= {f"pipelines/{name}": page for name, page in dag_pages.items()}
         document = service_api.openapi_document(CONFIG_DIR)
     except ValueError as error:
         raise PluginError(str(error)) from None
