@@ -134,7 +134,7 @@ def draft_config(
         f"Drafted by `python -m include.mlops.infer_config` from {sample.description}. Review every line before "
         "use: the types, ranges, categories and classes below are what those rows showed, not what the data "
         "promises. The sections left out (split, gate, drift, rollout, ...) take their defaults; every key is "
-        "described in docs/configuration.md.",
+        "described in the configuration reference (`make docs`), generated from include/mlops/config.py.",
         0,
     )
     lines += ["dataset:", f"  name: {name}"]
