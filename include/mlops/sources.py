@@ -43,7 +43,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +55,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pyarrow
+import pyarrow.parquet
 import sqlalchemy as sa
 
 from include.mlops.config import EventTimeType, FileSource, HttpPagination, HttpSource, Secret, SqlSource
@@ -140,8 +141,10 @@ def fetch_sql(
     end: datetime,
     event_time_column: str,
     as_of: datetime | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Fetched:
-    """The rows of `source.query` on the database at `url` (SQLAlchemy), for the interval [start, end).
+    """The rows of `source.query` on the database at `url` (SQLAlchemy), for the interval [start, end); only
+    `columns` of them (and the event time) when given, kept chunk by chunk.
 
     The query gets the bind parameters :start and :end, and :as_of when it uses it (the time up to which later
     facts, such as labels, count), bound by `source.event_time_type` (module docstring). Rows are streamed in
@@ -173,7 +176,8 @@ def fetch_sql(
                 # :start as a time in it; the pipeline speaks UTC.
                 conn.exec_driver_sql("SET TIME ZONE 'UTC'")
             streaming = conn.execution_options(stream_results=True, max_row_buffer=_SQL_CHUNK_ROWS)
-            chunks = list(pd.read_sql_query(query, streaming, params=params, chunksize=_SQL_CHUNK_ROWS))
+            chunked = pd.read_sql_query(query, streaming, params=params, chunksize=_SQL_CHUNK_ROWS)
+            chunks = [_only(chunk, columns, event_time_column) for chunk in chunked]
     except sa.exc.SQLAlchemyError as exc:
         problem = getattr(exc, "orig", None) or exc
         raise SourceError(f"{where} failed (source.event_time_type {time_type}): {problem}") from exc
@@ -221,8 +225,10 @@ def fetch_http(
     headers: Mapping[str, str] | None = None,
     auth: tuple[str, str] | None = None,
     transport: httpx.BaseTransport | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Fetched:
-    """The records an HTTP API answers for [start, end), every page of them; those outside it are left out.
+    """The records an HTTP API answers for [start, end), every page of them; those outside it are left out. Only
+    `columns` of them (and the event time) when given, kept page by page.
 
     The interval goes out as ISO-8601 query parameters. Connection errors, timeouts, 429 and 5xx answers are
     retried with exponential backoff (or after the server's Retry-After); other 4xx answers are not.
@@ -240,7 +246,7 @@ def fetch_http(
         transport=transport,
         follow_redirects=True,
     ) as client:
-        pages = list(_http_pages(client, source, interval))
+        pages = [_only(page, columns, event_time_column) for page in _http_pages(client, source, interval)]
     # The last page is often empty; empty pages would only decide the dtypes of columns the others fill.
     non_empty = [page for page in pages if not page.empty] or pages[-1:]
     records = pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1 else non_empty[0]
@@ -248,9 +254,16 @@ def fetch_http(
 
 
 def fetch_files(
-    source: FileSource, start: datetime, end: datetime, event_time_column: str, s3_client: Any = None
+    source: FileSource,
+    start: datetime,
+    end: datetime,
+    event_time_column: str,
+    s3_client: Any = None,
+    columns: Sequence[str] | None = None,
 ) -> Fetched:
-    """The rows of the CSV or Parquet files matching `source.pattern` under `source.path`, in [start, end).
+    """The rows of the CSV or Parquet files matching `source.pattern` under `source.path`, in [start, end); only
+    `columns` of them (and the event time) when given, read file by file (a Parquet file's other columns are not
+    read at all).
 
     `path` is a local folder or `s3://bucket/prefix`; `pattern` is a glob relative to it (`*` and `?` stay in
     one folder, `**/` crosses folders). Files are read in path order and their rows concatenated. When no
@@ -260,7 +273,7 @@ def fetch_files(
     """
     per_file = [
         _in_interval(frame, event_time_column, start, end, name)
-        for name, frame in _read_files(source, s3_client)
+        for name, frame in _read_files(source, s3_client, _wanted(columns, event_time_column))
         if not frame.columns.empty  # an empty CSV file
     ]
     outside = sum(fetched.outside_interval for fetched in per_file)
@@ -399,13 +412,18 @@ def _at_path(body: Any, dotted: str) -> Any:
 # --- files ---
 
 
-def _read_files(source: FileSource, s3_client: Any) -> Iterator[tuple[str, pd.DataFrame]]:
+def _read_files(source: FileSource, s3_client: Any, columns: list[str] | None) -> Iterator[tuple[str, pd.DataFrame]]:
     for name, content in _file_contents(source, s3_client):
         try:
-            if source.format == "parquet":
+            if source.format == "parquet" and columns is not None:
+                there = pyarrow.parquet.ParquetFile(content).schema_arrow.names
+                if isinstance(content, io.BytesIO):
+                    content.seek(0)
+                frame = pd.read_parquet(content, columns=[c for c in there if c in columns])
+            elif source.format == "parquet":
                 frame = pd.read_parquet(content)
             else:
-                frame = pd.read_csv(content)
+                frame = pd.read_csv(content, usecols=None if columns is None else lambda c: c in columns)
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame()
         except (ValueError, OSError, pyarrow.ArrowException) as exc:
@@ -453,6 +471,17 @@ def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{moment!r} has no time zone; interval bounds must be timezone-aware (UTC)")
     return moment.astimezone(UTC)
+
+
+def _wanted(columns: Sequence[str] | None, event_time_column: str) -> list[str] | None:
+    return None if columns is None else list(dict.fromkeys([*columns, event_time_column]))
+
+
+def _only(frame: pd.DataFrame, columns: Sequence[str] | None, event_time_column: str) -> pd.DataFrame:
+    """`frame` with only `columns` and the event time (those of them it has), or whole without `columns`: a reader
+    of a few columns (the labels) holds a chunk of the others at a time, not the window's."""
+    wanted = _wanted(columns, event_time_column)
+    return frame if wanted is None else frame[[c for c in frame.columns if c in wanted]]
 
 
 def _in_interval(frame: pd.DataFrame, column: str, start: datetime, end: datetime, where: str) -> Fetched:

@@ -324,7 +324,7 @@ def check_drift(
     report and figures (`batch.<figure>`) go to the version's monitoring run in MLflow. A version without a
     reference sample skips the check, saying so."""
     from include.mlops import batch_scoring, monitoring
-    from mlops_airflow.sources import fetcher
+    from mlops_airflow.sources import labels as source_labels
 
     config = pipelines.load(config_file)
     client = mlflow_tracking.client()
@@ -349,7 +349,7 @@ def check_drift(
     labels = batch_scoring.labels_of(config, inputs)
     if labels is None:
         lookback = dt.timedelta(hours=config.drift.label_lookback_hours)
-        labels = fetcher(config, as_of=dt.datetime.now(dt.UTC))(end - lookback, end).rows
+        labels = source_labels(config, dt.datetime.now(dt.UTC), end - lookback, end)
     drawn = f"{len(current)} of {merged['rows_scored']} scored row(s) of v{version.version}"
     print(f"{drawn} (batch.check_rows: {config.batch.check_rows}), {merged['rows_quarantined']} quarantined left out")
     report_path = f"drift_reports/batch/{batch['key']}.html"

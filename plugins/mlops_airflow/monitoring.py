@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from mlops_airflow import drift_checks, mlflow_tracking, operations_store, pipelines
 from mlops_airflow.decorators import mlflow_task
 from mlops_airflow.run_context import run_interval_end
-from mlops_airflow.sources import fetcher
+from mlops_airflow.sources import labels as source_labels
 
 # The window has closed when its run starts; the service writes its log a few seconds behind. After this much
 # time past the window's end, too few rows is the verdict ("too few rows"), not a reason to wait. Kept short:
@@ -78,7 +78,7 @@ def check_drift(config_file: str, window: dict, **context: Context) -> dict:
     if len(current) < len(live.frame):
         print(f"{len(live.frame) - len(current)} predictions of other model versions than v{champion.version} left out")
     lookback = dt.timedelta(hours=config.drift.label_lookback_hours)
-    labels = fetcher(config, as_of=end)(end - lookback, end).rows
+    labels = source_labels(config, end, end - lookback, end)
     report_path = f"drift_reports/{end:%Y%m%dT%H%M}.html"
     check = drift_checks.judge(
         config, client, champion, reference, current, live.malformed, labels, end, report_path, monitoring.ONLINE

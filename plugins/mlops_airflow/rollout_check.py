@@ -24,7 +24,7 @@ def check_rollout(config_file: str, **context: Context) -> list[str]:
     asks for one) or roll back."""
     from include.mlops import rollouts
     from mlops_airflow import operations_store, serving
-    from mlops_airflow.sources import fetcher
+    from mlops_airflow.sources import labels as source_labels
 
     config = pipelines.load(config_file)
     engine = operations_store.engine()
@@ -48,7 +48,7 @@ def check_rollout(config_file: str, **context: Context) -> list[str]:
         return ["roll_back"]
     try:
         lookback = dt.timedelta(hours=config.drift.label_lookback_hours)
-        labels = fetcher(config, as_of=now)(max(started_at - lookback, now - lookback), now).rows
+        labels = source_labels(config, now, max(started_at - lookback, now - lookback), now)
     except Exception as exc:  # labels are optional evidence: the other criteria still judge
         print(f"no labels from the source ({exc}); judging without the live metric")
         labels = None

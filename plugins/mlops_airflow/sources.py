@@ -40,9 +40,9 @@ def connection_field(conn_id: str, field: str) -> str:
     return str(value)
 
 
-def fetcher(config, as_of: dt.datetime, source=None) -> Callable:
+def fetcher(config, as_of: dt.datetime, source=None, columns: list[str] | None = None) -> Callable:
     """`fetch(start, end) -> Fetched` for `source` (default `config.source`): the rows whose event time is in
-    [start, end)."""
+    [start, end), only `columns` of them (and the event time) when given."""
     from include.mlops import sources
     from include.mlops.config import Secret
 
@@ -50,7 +50,7 @@ def fetcher(config, as_of: dt.datetime, source=None) -> Callable:
     event_time = config.dataset.event_time_column
     if source.kind == "sql":
         url = source.url or sqlalchemy_url(source.connection_id)
-        return lambda start, end: sources.fetch_sql(source, url, start, end, event_time, as_of)
+        return lambda start, end: sources.fetch_sql(source, url, start, end, event_time, as_of, columns)
     if source.kind == "http":
         headers = sources.header_values(source.headers, connection_field)
         for name, value in source.headers.items():
@@ -62,7 +62,9 @@ def fetcher(config, as_of: dt.datetime, source=None) -> Callable:
         if source.connection_id:
             connection = BaseHook.get_connection(source.connection_id)
             auth = (connection.login, connection.password) if connection.login else None
-        return lambda start, end: sources.fetch_http(source, start, end, event_time, headers=headers, auth=auth)
+        return lambda start, end: sources.fetch_http(
+            source, start, end, event_time, headers=headers, auth=auth, columns=columns
+        )
     s3_client = None
     if source.path.startswith("s3://") and source.connection_id:
         # Credentials (and a MinIO endpoint, in the connection's extra) from Airflow; without a connection the
@@ -70,4 +72,12 @@ def fetcher(config, as_of: dt.datetime, source=None) -> Callable:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         s3_client = S3Hook(aws_conn_id=source.connection_id).get_conn()
-    return lambda start, end: sources.fetch_files(source, start, end, event_time, s3_client=s3_client)
+    return lambda start, end: sources.fetch_files(source, start, end, event_time, s3_client=s3_client, columns=columns)
+
+
+def labels(config, as_of: dt.datetime, start: dt.datetime, end: dt.datetime):
+    """The id and label of the source's rows in [start, end) (and their event time), as of `as_of`: what the
+    checks join predictions with. Only those columns are kept as the source is read, so that a week of wide rows
+    costs their labels' memory (a million rows' whole window had taken a batch check to 1.9 GB)."""
+    dataset = config.dataset
+    return fetcher(config, as_of, columns=[dataset.id_column, dataset.target])(start, end).rows

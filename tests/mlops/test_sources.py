@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import time
@@ -111,6 +112,16 @@ def test_sql_reads_in_chunks_and_joins_them(database, monkeypatch):
     assert rows["transaction_id"].iloc[500:1000].tolist() == day["transaction_id"].tolist()
 
 
+def test_sql_keeps_only_the_columns_asked_for_and_the_event_time(database, monkeypatch):
+    url, _ = database
+    monkeypatch.setattr(sources, "_SQL_CHUNK_ROWS", 64)  # kept chunk by chunk
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    fetch = functools.partial(sources.fetch_sql, _demo_source(), url, start, start + timedelta(days=3), "event_time")
+    whole, labels = fetch(as_of=start).rows, fetch(as_of=start, columns=["is_fraud", "transaction_id", "nowhere"]).rows
+    assert labels.columns.tolist() == ["transaction_id", "event_time", "is_fraud"]  # in the query's order
+    assert labels.equals(whole[labels.columns.tolist()])
+
+
 def test_sql_empty_interval_gives_the_query_columns(database):
     url, _ = database
     start = datetime(2030, 1, 1, tzinfo=UTC)
@@ -213,6 +224,13 @@ def test_http_one_page_sends_the_interval_and_keeps_only_its_rows(api):
     assert rows["id"].tolist() == IN_INTERVAL
     assert rows["amount"].tolist() == [r["amount"] for r in RECORDS if r["id"] in IN_INTERVAL]
     assert [hit.query for hit in api.hits] == [{"start": START.isoformat(), "end": END.isoformat()}]
+
+
+def test_http_keeps_only_the_columns_asked_for_and_the_event_time(api):
+    url = api.route("/tx", _pages("offset"))
+    paging = HttpPagination(style="offset", page_size=7)
+    rows = _fetch(_http(url, records_path="data.items", pagination=paging), columns=["id"])
+    assert rows.columns.tolist() == ["id", "event_time"] and rows["id"].tolist() == IN_INTERVAL
 
 
 @pytest.mark.parametrize(
@@ -442,6 +460,15 @@ def test_files_in_a_folder_in_path_order_within_the_interval(tmp_path, fmt):
     rows = sources.fetch_files(_files(str(tmp_path), fmt), START, END, "event_time").rows
     assert rows["id"].tolist() == FILE_IDS
     assert rows.index.tolist() == list(range(len(FILE_IDS)))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_files_keep_only_the_columns_asked_for_and_the_event_time(tmp_path, fmt):
+    _write_tree(tmp_path, fmt)
+    columns = ["amount", "id", "nowhere"]
+    rows = sources.fetch_files(_files(str(tmp_path), fmt), START, END, "event_time", columns=columns).rows
+    assert rows.columns.tolist() == ["id", "event_time", "amount"] and rows["id"].tolist() == FILE_IDS
+    assert rows["amount"].tolist() == [0.0, 2.0, 0.0, 1.0, 1.0]
 
 
 def test_files_pattern_stays_in_its_folder(tmp_path):
