@@ -54,13 +54,13 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write cProfile statistics of the DAG run to this file")
     parser.add_argument("--dag-run", nargs=2, metavar=("CONFIG", "PROFILE"), help=argparse.SUPPRESS)
     parser.add_argument("--bare", nargs=2, metavar=("KIND", "FOLDER"), help=argparse.SUPPRESS)
-    parser.add_argument("--chunk-task", type=Path, metavar="ARGUMENTS", help=argparse.SUPPRESS)
+    parser.add_argument("--task-alone", nargs=2, metavar=("TASK", "ARGUMENTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.dag_run:
         print(json.dumps(dag_run(Path(args.dag_run[0]), args.dag_run[1])))
         return
-    if args.chunk_task:
-        print(json.dumps(chunk_task(json.loads(args.chunk_task.read_text()))))
+    if args.task_alone:
+        print(json.dumps(task_alone(args.task_alone[0], json.loads(Path(args.task_alone[1]).read_text()))))
         return
     if args.bare:
         print(json.dumps(BARE[args.bare[0]](Path(args.bare[1]))))
@@ -152,10 +152,13 @@ def measure(folder: Path, config_path: Path, profile: Path | None) -> dict[str, 
         print("batch_scoring DAG run ...", flush=True)
         results["project"] = _child(["--dag-run", str(config_path), str(profile or "")])
         results["lakefs_peak_rss"] = process_peak_rss_bytes(lakefs.pid)
-        print("the first chunk's score_chunk again, in a process of its own ...", flush=True)
-        arguments = folder / "chunk-task.json"
-        arguments.write_text(json.dumps(results["project"]["chunk_task"]))
-        results["chunk_process"] = _child(["--chunk-task", str(arguments)])
+        # The shared process keeps what earlier tasks held (its RSS does not fall back): a task's own process peak
+        # is measured again alone, for the largest chunk and the drift check.
+        for task_id, arguments in results["project"]["tasks_alone"].items():
+            print(f"{task_id} again, in a process of its own ...", flush=True)
+            path = folder / f"{task_id}.json"
+            path.write_text(json.dumps(arguments))
+            results.setdefault("alone", {})[task_id] = _child(["--task-alone", task_id, str(path)])
         _project_predictions(folder, lakefs.url, results["project"]["predictions"])
     finally:
         if mlflow is not None:
@@ -276,12 +279,16 @@ def dag_run(config_path: Path, profile: str) -> dict[str, Any]:
         return run.get_task_instance(task_id).xcom_pull(task_ids=task_id)
 
     merged = xcom("merge_predictions")
-    chunk_task = {  # the arguments of the run's first (largest) chunk task, to run again in a process of its own
-        "config_file": str(config_path),
-        "model": xcom("resolve_model"),
-        "batch": xcom("collect_input"),
-        "chunk": xcom("plan_chunks")[0],
-        "run_id": run.run_id,
+    model, batch = xcom("resolve_model"), xcom("collect_input")
+    tasks_alone = {  # the arguments of tasks to run again in a process of their own
+        "score_chunk": {  # the first (largest) chunk
+            "config_file": str(config_path),
+            "model": model,
+            "batch": batch,
+            "chunk": xcom("plan_chunks")[0],
+            "run_id": run.run_id,
+        },
+        "check_drift": {"config_file": str(config_path), "model": model, "batch": batch, "merged": merged},
     }
     return {
         "wall": wall,
@@ -292,29 +299,33 @@ def dag_run(config_path: Path, profile: str) -> dict[str, Any]:
         "rows_scored": int(merged["rows_scored"]),
         "rows_quarantined": int(merged["rows_quarantined"]),
         "predictions": merged["predictions"],
-        "chunk_task": chunk_task,
+        "tasks_alone": tasks_alone,
     }
 
 
-def chunk_task(arguments: dict[str, Any]) -> dict[str, Any]:
-    """A score_chunk task's callable in this fresh process, after what its task process has before it runs the
-    task (Airflow, the DAG file parsed): its time, imports included, and the process's peak."""
+def task_alone(task_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The callable of batch_scoring's task `task_id` in this fresh process, after what its task process has
+    before it runs the task (Airflow, the DAG file parsed): its time, imports included, and the process's peak."""
     began = time.perf_counter()
     sys.path.insert(0, str(REPO_ROOT / "plugins"))
     from airflow.dag_processing.dagbag import DagBag
 
     DagBag(dag_folder=str(REPO_ROOT / "dags" / "batch_scoring.py"))
-    from mlops_airflow.batch_scoring import score_chunk
+    from airflow.sdk.execution_time.context import set_current_context
+
+    from mlops_airflow import batch_scoring
+
+    class Pushed:
+        """The task instance of the context, as far as the callables use it: the links they push."""
+
+        def xcom_push(self, key: str, value: Any) -> None:
+            pass
 
     before_task = time.perf_counter() - began
     began = time.perf_counter()
-    summary = score_chunk.function(**arguments)
-    return {
-        "before_task": before_task,
-        "wall": time.perf_counter() - began,
-        "peak_rss": _status("VmHWM"),
-        "rows_scored": summary["rows_scored"],
-    }
+    with set_current_context({"ti": Pushed()}):
+        getattr(batch_scoring, task_id).function(**arguments)
+    return {"before_task": before_task, "wall": time.perf_counter() - began, "peak_rss": _status("VmHWM")}
 
 
 def _status(field: str) -> int:
@@ -465,7 +476,6 @@ def report(results: dict[str, Any], rows: int, chunk_rows: int, profile: Path | 
             "vs bare sklearn": measured["wall"] / sklearn["wall"],
         }
 
-    chunk = results["chunk_process"]
     busy = sum(t["seconds"] for t in project["tasks"])
     largest_task = max(t["peak_rss"] for t in project["tasks"])
     table = [
@@ -490,10 +500,13 @@ def report(results: dict[str, Any], rows: int, chunk_rows: int, profile: Path | 
         "dag.test process: RSS before the run (MiB)": project["before_run"]["rss"] / mib,
         "dag.test process: peak RSS over the run (MiB)": project["peak_rss"] / mib,
         "lakeFS server peak RSS (MiB)": results["lakefs_peak_rss"] / mib,
-        "score_chunk of the first chunk again, in a process of its own": (
-            f"{chunk['rows_scored']:,} rows; Airflow import and DAG parse {chunk['before_task']:.2f} s, then the task "
-            f"{chunk['wall']:.2f} s (its imports included), process peak RSS {chunk['peak_rss'] / mib:.0f} MiB"
-        ),
+        **{
+            f"{task_id} again, in a process of its own": (
+                f"Airflow import and DAG parse {alone['before_task']:.2f} s, then the task {alone['wall']:.2f} s (its "
+                f"imports included), process peak RSS {alone['peak_rss'] / mib:.0f} MiB"
+            )
+            for task_id, alone in results["alone"].items()
+        },
         "1-minute load average before / after the measurements": results["load"],
         "max |probability| difference, project vs bare onnxruntime": f"{results['agreement']['project']:.1e}",
         "max |probability| difference, bare sklearn vs bare onnxruntime": f"{results['agreement']['sklearn']:.1e}",

@@ -458,17 +458,29 @@ def read_scored(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A batch's scored rows (the parts under `prefix`, not the quarantine) at `ref`, at most `at_most` of them
     drawn at random (`seed`: the same ones for the same batch), and the input rows (under `input_prefix`) with
-    their ids. The input is read one part at a time and only the drawn ids are kept, so that a batch of millions
-    of rows costs its predictions' memory, not its features'."""
+    their ids. Both are read one part at a time, keeping only the drawn rows and ids, so that a batch of millions
+    of rows costs one part and the drawn rows, not all its predictions and features."""
 
     def paths(under: str) -> list[str]:
         listed = lakefs_repository.list_objects(repo, ref, under)
         return [o.path for o in listed if _SCORED_PART.match(o.path[len(under) :])]
 
-    scored_parts = [lakefs_repository.read_parquet(repo, ref, p) for p in paths(prefix)]
+    scored_paths = paths(prefix)
+    counts = [sum(lakefs_repository.parquet_row_groups(repo, ref, p)) for p in scored_paths]
+    drawn = None
+    if sum(counts) > at_most:
+        # The positions pandas' sample draws from the whole batch (it draws from the length alone), read a part
+        # at a time: the batch's predictions are never all in memory at once.
+        everyone = pd.RangeIndex(sum(counts)).to_series()
+        drawn = np.sort(everyone.sample(n=at_most, random_state=seed).to_numpy())
+    scored_parts, offset = [], 0
+    for path, count in zip(scored_paths, counts, strict=True):
+        part = lakefs_repository.read_parquet(repo, ref, path)
+        if drawn is not None:
+            part = part.iloc[drawn[(drawn >= offset) & (drawn < offset + count)] - offset]
+        scored_parts.append(part)
+        offset += count
     scored = pd.concat(scored_parts, ignore_index=True) if scored_parts else pd.DataFrame()
-    if len(scored) > at_most:
-        scored = scored.sample(n=at_most, random_state=seed).sort_index().reset_index(drop=True)
     if scored.empty:
         return pd.DataFrame(), scored
     drawn = set(scored[id_column].astype("string"))

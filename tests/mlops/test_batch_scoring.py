@@ -549,6 +549,10 @@ def test_a_large_batch_is_checked_on_a_sample_of_its_scored_rows_with_their_inpu
 
     inputs, scored = read(50)
     assert len(scored) == 50 and scored["id"].is_unique
+    # Read a part at a time, the draw is pandas' sample of the whole batch.
+    parts = [f"predictions/m/k/part-{index:05d}.parquet" for index in range(3)]
+    whole = pd.concat([lakefs_repository.read_parquet(lakefs_repo, "main", p) for p in parts], ignore_index=True)
+    assert scored["id"].tolist() == whole.sample(n=50, random_state=7).sort_index()["id"].tolist()
     assert sorted(inputs["id"].astype("string")) == sorted(scored["id"])  # each drawn row's input, and no other
     assert read(50)[1]["id"].tolist() == scored["id"].tolist()  # the same rows for the same batch
     inputs, scored = read(1000)
