@@ -467,17 +467,17 @@ def read_scored(
 
     scored_paths = paths(prefix)
     counts = [sum(lakefs_repository.parquet_row_groups(repo, ref, p)) for p in scored_paths]
-    drawn = None
+    positions = None
     if sum(counts) > at_most:
         # The positions pandas' sample draws from the whole batch (it draws from the length alone), read a part
         # at a time: the batch's predictions are never all in memory at once.
         everyone = pd.RangeIndex(sum(counts)).to_series()
-        drawn = np.sort(everyone.sample(n=at_most, random_state=seed).to_numpy())
+        positions = np.sort(everyone.sample(n=at_most, random_state=seed).to_numpy())
     scored_parts, offset = [], 0
     for path, count in zip(scored_paths, counts, strict=True):
         part = lakefs_repository.read_parquet(repo, ref, path)
-        if drawn is not None:
-            part = part.iloc[drawn[(drawn >= offset) & (drawn < offset + count)] - offset]
+        if positions is not None:
+            part = part.iloc[positions[(positions >= offset) & (positions < offset + count)] - offset]
         scored_parts.append(part)
         offset += count
     scored = pd.concat(scored_parts, ignore_index=True) if scored_parts else pd.DataFrame()

@@ -98,13 +98,10 @@ def writing_to_store(kind: str) -> Generator[None]:
 
     root = Path(BentoMLContainer.bentoml_home.get()) / kind
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / STORE_LOCK, "w") as lock:
+    with open(root / STORE_LOCK, "w") as lock:  # closing it releases the lock
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            _remove_killed_writes(root, "model.yaml" if kind == "models" else "bento.yaml")
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        _remove_killed_writes(root, "model.yaml" if kind == "models" else "bento.yaml")
+        yield
 
 
 def _remove_killed_writes(root: Path, item_file: str) -> None:

@@ -415,13 +415,13 @@ def _at_path(body: Any, dotted: str) -> Any:
 def _read_files(source: FileSource, s3_client: Any, columns: list[str] | None) -> Iterator[tuple[str, pd.DataFrame]]:
     for name, content in _file_contents(source, s3_client):
         try:
-            if source.format == "parquet" and columns is not None:
-                there = pyarrow.parquet.ParquetFile(content).schema_arrow.names
-                if isinstance(content, io.BytesIO):
-                    content.seek(0)
-                frame = pd.read_parquet(content, columns=[c for c in there if c in columns])
-            elif source.format == "parquet":
-                frame = pd.read_parquet(content)
+            if source.format == "parquet":
+                kept = None
+                if columns is not None:  # those the file has (pyarrow refuses a column it lacks)
+                    kept = [c for c in pyarrow.parquet.ParquetFile(content).schema_arrow.names if c in columns]
+                    if isinstance(content, io.BytesIO):
+                        content.seek(0)
+                frame = pd.read_parquet(content, columns=kept)
             else:
                 frame = pd.read_csv(content, usecols=None if columns is None else lambda c: c in columns)
         except pd.errors.EmptyDataError:
