@@ -29,7 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -229,9 +229,13 @@ def interval_key(start: dt.datetime, end: dt.datetime) -> str:
     return f"{start.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}_{end.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
 
 
-def content_key(data: bytes) -> str:
-    """The output key of an input known by its content (an event-driven run's file): `sha256-<hex>`."""
-    return f"sha256-{hashlib.sha256(data).hexdigest()}"
+def content_key(blocks: Iterable[bytes]) -> str:
+    """The output key of an input known by its content (an event-driven run's files, their bytes `blocks` in
+    order): `sha256-<hex>`."""
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(block)
+    return f"sha256-{digest.hexdigest()}"
 
 
 def lakefs_key(commit: str, prefix: str) -> str:

@@ -43,7 +43,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,9 +63,9 @@ from include.mlops.event_times import read_event_times
 
 logger = logging.getLogger(__name__)
 
-# Rows fetched per round trip: large enough to be fast, small enough that the driver's row tuples for one
-# chunk stay a few tens of MB.
-_SQL_CHUNK_ROWS = 50_000
+# Rows read at a time (a SQL round trip, a slice of a Parquet file): large enough to be fast, small enough that
+# the driver's row tuples, or the frame, of one piece stay a few tens of MB.
+PIECE_ROWS = 50_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A server may ask for a long pause; a task should rather fail and be retried by Airflow than sleep for hours.
 _MAX_RETRY_AFTER_SECONDS = 300.0
@@ -143,13 +143,28 @@ def fetch_sql(
     as_of: datetime | None = None,
     columns: Sequence[str] | None = None,
 ) -> Fetched:
-    """The rows of `source.query` on the database at `url` (SQLAlchemy), for the interval [start, end); only
-    `columns` of them (and the event time) when given, kept chunk by chunk.
+    """The rows of `source.query` on the database at `url` (SQLAlchemy), for the interval [start, end), in one
+    frame: `sql_pieces`, gathered."""
+    return gathered(sql_pieces(source, url, start, end, event_time_column, as_of, columns))
+
+
+def sql_pieces(
+    source: SqlSource,
+    url: str,
+    start: datetime,
+    end: datetime,
+    event_time_column: str,
+    as_of: datetime | None = None,
+    columns: Sequence[str] | None = None,
+) -> Iterator[Fetched]:
+    """The rows of `source.query` on the database at `url` (SQLAlchemy), for the interval [start, end), a piece of
+    PIECE_ROWS rows at a time; only `columns` of them (and the event time) when given.
 
     The query gets the bind parameters :start and :end, and :as_of when it uses it (the time up to which later
-    facts, such as labels, count), bound by `source.event_time_type` (module docstring). Rows are streamed in
-    chunks (a server-side cursor on Postgres), so the driver never holds the whole result as Python tuples next
-    to the frame. Rows the query returns outside [start, end) are left out and counted.
+    facts, such as labels, count), bound by `source.event_time_type` (module docstring). Rows are streamed (a
+    server-side cursor on Postgres), so the driver never holds the whole result as Python tuples, and a reader that
+    writes each piece away never holds the whole result at all. Rows the query returns outside [start, end) are
+    left out and counted.
     """
     query = sa.text(source.query)
     where = f"query {_first_line(source.query)!r} on {_safe_url(url)}"
@@ -175,16 +190,14 @@ def fetch_sql(
                 # timestamptz comes back in the session's time zone, and a naive timestamp compares with
                 # :start as a time in it; the pipeline speaks UTC.
                 conn.exec_driver_sql("SET TIME ZONE 'UTC'")
-            streaming = conn.execution_options(stream_results=True, max_row_buffer=_SQL_CHUNK_ROWS)
-            chunked = pd.read_sql_query(query, streaming, params=params, chunksize=_SQL_CHUNK_ROWS)
-            chunks = [_only(chunk, columns, event_time_column) for chunk in chunked]
+            streaming = conn.execution_options(stream_results=True, max_row_buffer=PIECE_ROWS)
+            for piece in pd.read_sql_query(query, streaming, params=params, chunksize=PIECE_ROWS):
+                yield _in_interval(_only(piece, columns, event_time_column), event_time_column, start, end, where)
     except sa.exc.SQLAlchemyError as exc:
         problem = getattr(exc, "orig", None) or exc
         raise SourceError(f"{where} failed (source.event_time_type {time_type}): {problem}") from exc
     finally:
         engine.dispose()
-    rows = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
-    return _in_interval(rows, event_time_column, start, end, where)
 
 
 def header_values(
@@ -227,8 +240,23 @@ def fetch_http(
     transport: httpx.BaseTransport | None = None,
     columns: Sequence[str] | None = None,
 ) -> Fetched:
-    """The records an HTTP API answers for [start, end), every page of them; those outside it are left out. Only
-    `columns` of them (and the event time) when given, kept page by page.
+    """The records an HTTP API answers for [start, end), every page of them, in one frame: `http_pieces`,
+    gathered."""
+    return gathered(http_pieces(source, start, end, event_time_column, headers, auth, transport, columns))
+
+
+def http_pieces(
+    source: HttpSource,
+    start: datetime,
+    end: datetime,
+    event_time_column: str,
+    headers: Mapping[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+    transport: httpx.BaseTransport | None = None,
+    columns: Sequence[str] | None = None,
+) -> Iterator[Fetched]:
+    """The records an HTTP API answers for [start, end), a page at a time (the last, often empty, one too); those
+    outside the interval are left out. Only `columns` of them (and the event time) when given.
 
     The interval goes out as ISO-8601 query parameters. Connection errors, timeouts, 429 and 5xx answers are
     retried with exponential backoff (or after the server's Retry-After); other 4xx answers are not.
@@ -246,11 +274,8 @@ def fetch_http(
         transport=transport,
         follow_redirects=True,
     ) as client:
-        pages = [_only(page, columns, event_time_column) for page in _http_pages(client, source, interval)]
-    # The last page is often empty; empty pages would only decide the dtypes of columns the others fill.
-    non_empty = [page for page in pages if not page.empty] or pages[-1:]
-    records = pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1 else non_empty[0]
-    return _in_interval(records, event_time_column, start, end, source.url)
+        for page in _http_pages(client, source, interval):
+            yield _in_interval(_only(page, columns, event_time_column), event_time_column, start, end, source.url)
 
 
 def fetch_files(
@@ -261,27 +286,61 @@ def fetch_files(
     s3_client: Any = None,
     columns: Sequence[str] | None = None,
 ) -> Fetched:
-    """The rows of the CSV or Parquet files matching `source.pattern` under `source.path`, in [start, end); only
-    `columns` of them (and the event time) when given, read file by file (a Parquet file's other columns are not
-    read at all).
+    """The rows of the CSV or Parquet files matching `source.pattern` under `source.path`, in [start, end), in one
+    frame: `file_pieces`, gathered. When no file matches, the frame is empty and has no columns; when files match
+    and no row is in the interval, it is empty with the files' columns."""
+    return gathered(file_pieces(source, start, end, event_time_column, s3_client, columns))
+
+
+def file_pieces(
+    source: FileSource,
+    start: datetime,
+    end: datetime,
+    event_time_column: str,
+    s3_client: Any = None,
+    columns: Sequence[str] | None = None,
+) -> Iterator[Fetched]:
+    """The rows of the CSV or Parquet files matching `source.pattern` under `source.path`, in [start, end): a CSV
+    file at a time, a Parquet file PIECE_ROWS rows at a time (`parquet_pieces`). Only `columns` of them (and the
+    event time) when given (a Parquet file's other columns are not read at all).
 
     `path` is a local folder or `s3://bucket/prefix`; `pattern` is a glob relative to it (`*` and `?` stay in
-    one folder, `**/` crosses folders). Files are read in path order and their rows concatenated. When no
-    file matches, the frame is empty and has no columns; when files match and no row is in the interval, it
-    is empty with the files' columns. `s3_client` is a boto3 S3 client; by default one is made for
-    `s3_endpoint_url` (MinIO) with credentials from the environment.
+    one folder, `**/` crosses folders). Files are read in path order. A CSV file is read whole: read in pieces,
+    pandas would guess each piece's types apart (a code column of digits, then of letters). `s3_client` is a boto3
+    S3 client; by default one is made for `s3_endpoint_url` (MinIO) with credentials from the environment.
     """
-    per_file = [
-        _in_interval(frame, event_time_column, start, end, name)
-        for name, frame in _read_files(source, s3_client, _wanted(columns, event_time_column))
-        if not frame.columns.empty  # an empty CSV file
-    ]
-    outside = sum(fetched.outside_interval for fetched in per_file)
-    if not per_file:
-        return Fetched(pd.DataFrame(), 0)
-    # Empty frames would only decide the dtypes of columns the other files fill.
-    non_empty = [f.rows for f in per_file if not f.rows.empty] or [per_file[0].rows]
-    return Fetched(pd.concat(non_empty, ignore_index=True), outside)
+    for name, frame in _read_files(source, s3_client, _wanted(columns, event_time_column)):
+        yield _in_interval(frame, event_time_column, start, end, name)
+
+
+def parquet_pieces(file: Path | IO[bytes], columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The rows of a Parquet file, PIECE_ROWS at a time, typed as pandas' read_parquet types them; only those of
+    `columns` the file has when given. A file of no rows gives one empty frame with its columns."""
+    parquet = pyarrow.parquet.ParquetFile(file)
+    kept = None if columns is None else [c for c in parquet.schema_arrow.names if c in columns]
+    empty = True
+    for batch in parquet.iter_batches(batch_size=PIECE_ROWS, columns=kept):
+        empty = False
+        yield batch.to_pandas()
+    if empty:
+        yield parquet.read(columns=kept).to_pandas()
+
+
+def gathered(pieces: Iterable[Fetched]) -> Fetched:
+    """`pieces` as one: their rows in order, and the rows outside the interval they left out. A piece without
+    columns (an empty CSV file, an empty page) adds nothing; empty pieces decide the columns only when no piece
+    has rows (they would decide the dtypes of columns the others fill)."""
+    rows, last, outside = [], None, 0
+    for piece in pieces:
+        outside += piece.outside_interval
+        if piece.rows.columns.empty:
+            continue
+        last = piece.rows
+        if not piece.rows.empty:
+            rows.append(piece.rows)
+    if not rows:
+        return Fetched(pd.DataFrame() if last is None else last, outside)
+    return Fetched(rows[0] if len(rows) == 1 else pd.concat(rows, ignore_index=True), outside)
 
 
 # --- SQL ---
@@ -416,19 +475,13 @@ def _read_files(source: FileSource, s3_client: Any, columns: list[str] | None) -
     for name, content in _file_contents(source, s3_client):
         try:
             if source.format == "parquet":
-                kept = None
-                if columns is not None:  # those the file has (pyarrow refuses a column it lacks)
-                    kept = [c for c in pyarrow.parquet.ParquetFile(content).schema_arrow.names if c in columns]
-                    if isinstance(content, io.BytesIO):
-                        content.seek(0)
-                frame = pd.read_parquet(content, columns=kept)
+                yield from ((name, piece) for piece in parquet_pieces(content, columns))
             else:
-                frame = pd.read_csv(content, usecols=None if columns is None else lambda c: c in columns)
+                yield name, pd.read_csv(content, usecols=None if columns is None else lambda c: c in columns)
         except pd.errors.EmptyDataError:
-            frame = pd.DataFrame()
+            yield name, pd.DataFrame()
         except (ValueError, OSError, pyarrow.ArrowException) as exc:
             raise SourceError(f"{name}: cannot be read as {source.format}: {exc}") from exc
-        yield name, frame
 
 
 def _file_contents(source: FileSource, s3_client: Any) -> Iterator[tuple[str, Path | IO[bytes]]]:

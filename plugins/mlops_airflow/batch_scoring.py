@@ -61,10 +61,9 @@ def collect_input(config_file: str, model: dict[str, str], **context: Context) -
     now; a repository or ref that does not exist, or an object of another kind, fails the run naming it), or else
     the window's rows from the batch source. No rows skips the run: the log says why, the run is recorded in
     `batch_runs` as `empty`, and nothing is merged."""
-    from include.mlops import batch_runs, lakefs_repository
+    from include.mlops import batch_input, batch_runs, batch_scoring, lakefs_repository
 
     config = pipelines.load(config_file)
-    chunk_rows = config.batch.chunk_rows
     arrived = _arrived_files(config, context)
     lakefs_input = None if arrived else _lakefs_input(config, context)
     end = run_interval_end(context)
@@ -76,34 +75,37 @@ def collect_input(config_file: str, model: dict[str, str], **context: Context) -
         read = _read_lakefs(lakefs_input)
     else:
         read = _read_window(config, start, end)
-    rows, key, what = read.rows, read.key, read.what
+    key, what = read.key, read.what
     repo = LakeFSHook().get_repository()
-    if rows.empty:
+    branch = batch_branch_name(config.name, context["run_id"])
+    prefix = input_prefix(config.name, key)
+    rows = 0
+    # Each part is written as it is read: the task holds one part of the input, not all of it.
+    for index, part in enumerate(batch_input.in_parts(read.pieces, config.batch.chunk_rows)):
+        if index == 0:
+            if not lakefs_repository.branch_exists(repo, branch):
+                lakefs_repository.create_branch(repo, branch, "main")
+            lakefs_repository.reset_uncommitted(repo, branch, prefix)  # what a try that died left
+        lakefs_repository.write_parquet(repo, branch, batch_scoring.part_path(prefix, index), part)
+        rows += len(part)
+    if not rows:
         nothing = {"rows_scored": 0, "rows_quarantined": 0}
         row = _batch_run(config, model, context, key, batch_runs.EMPTY, repo.id, None, **nothing)
         batch_runs.record(operations_store.engine(), row)
         raise AirflowSkipException(f"no rows of {config.dataset.name} in {what}: nothing scored or merged")
-    branch = batch_branch_name(config.name, context["run_id"])
-    if not lakefs_repository.branch_exists(repo, branch):
-        lakefs_repository.create_branch(repo, branch, "main")
-    prefix = input_prefix(config.name, key)
-    lakefs_repository.reset_uncommitted(repo, branch, prefix)  # what a try that died left
-    for index, first in enumerate(range(0, len(rows), chunk_rows)):
-        part = rows.iloc[first : first + chunk_rows].reset_index(drop=True)
-        lakefs_repository.write_parquet(repo, branch, f"{prefix}part-{index:05d}.parquet", part)
     stamp = airflow_run_metadata(context)
-    message = f"Batch input of {config.name}: {len(rows)} row(s) of {what}"
+    message = f"Batch input of {config.name}: {rows} row(s) of {what}"
     read_from = {"input_source": read.source} if read.source else {}
     committed = lakefs_repository.commit_once(repo, branch, message, stamp | read_from, retry_marker(stamp))
     commit = committed.id if committed else lakefs_repository.head_commit(repo, branch)
     show_lakefs_commit(repo.id, commit)
-    print(f"{len(rows)} row(s) of {what} to score with {model['tag']}")
+    print(f"{rows} row(s) of {what} to score with {model['tag']}")
     window = {"start": start.isoformat(), "end": end.isoformat()}
     return {
         "branch": branch,
         "key": key,
         "input_prefix": prefix,
-        "rows": len(rows),
+        "rows": rows,
         "commit": commit,
         "source": read.source,
         **window,
@@ -182,14 +184,14 @@ def _read_lakefs(uri: str) -> Input:
 
 
 def _read_window(config, start: dt.datetime, end: dt.datetime) -> Input:
-    """The rows whose event time is in [start, end) (the `batch.window_hours` before the run's logical date), keyed
-    by that interval."""
+    """The rows whose event time is in [start, end) (the `batch.window_hours` before the run's logical date), a
+    piece at a time, keyed by that interval."""
     from include.mlops import batch_input, batch_scoring
-    from mlops_airflow.sources import fetcher
+    from mlops_airflow.sources import reader
 
-    rows = fetcher(config, end, config.batch.source)(start, end).rows
+    pieces = reader(config, end, config.batch.source)(start, end)
     interval = f"[{start.isoformat()}, {end.isoformat()})"
-    return batch_input.Input(rows, batch_scoring.interval_key(start, end), interval)
+    return batch_input.read_window(pieces, batch_scoring.interval_key(start, end), interval)
 
 
 @task

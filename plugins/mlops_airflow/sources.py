@@ -42,7 +42,17 @@ def connection_field(conn_id: str, field: str) -> str:
 
 def fetcher(config, as_of: dt.datetime, source=None, columns: list[str] | None = None) -> Callable:
     """`fetch(start, end) -> Fetched` for `source` (default `config.source`): the rows whose event time is in
-    [start, end), only `columns` of them (and the event time) when given."""
+    [start, end), only `columns` of them (and the event time) when given, in one frame."""
+    from include.mlops import sources
+
+    read = reader(config, as_of, source, columns)
+    return lambda start, end: sources.gathered(read(start, end))
+
+
+def reader(config, as_of: dt.datetime, source=None, columns: list[str] | None = None) -> Callable:
+    """`read(start, end) -> Iterator[Fetched]` for `source` (default `config.source`): the rows whose event time is
+    in [start, end), a piece at a time (a SQL round trip, an HTTP page, a CSV file, a slice of a Parquet file),
+    only `columns` of them (and the event time) when given."""
     from include.mlops import sources
     from include.mlops.config import Secret
 
@@ -50,7 +60,7 @@ def fetcher(config, as_of: dt.datetime, source=None, columns: list[str] | None =
     event_time = config.dataset.event_time_column
     if source.kind == "sql":
         url = source.url or sqlalchemy_url(source.connection_id)
-        return lambda start, end: sources.fetch_sql(source, url, start, end, event_time, as_of, columns)
+        return lambda start, end: sources.sql_pieces(source, url, start, end, event_time, as_of, columns)
     if source.kind == "http":
         headers = sources.header_values(source.headers, connection_field)
         for name, value in source.headers.items():
@@ -62,7 +72,7 @@ def fetcher(config, as_of: dt.datetime, source=None, columns: list[str] | None =
         if source.connection_id:
             connection = BaseHook.get_connection(source.connection_id)
             auth = (connection.login, connection.password) if connection.login else None
-        return lambda start, end: sources.fetch_http(
+        return lambda start, end: sources.http_pieces(
             source, start, end, event_time, headers=headers, auth=auth, columns=columns
         )
     s3_client = None
@@ -72,7 +82,7 @@ def fetcher(config, as_of: dt.datetime, source=None, columns: list[str] | None =
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         s3_client = S3Hook(aws_conn_id=source.connection_id).get_conn()
-    return lambda start, end: sources.fetch_files(source, start, end, event_time, s3_client=s3_client, columns=columns)
+    return lambda start, end: sources.file_pieces(source, start, end, event_time, s3_client=s3_client, columns=columns)
 
 
 def labels(config, as_of: dt.datetime, start: dt.datetime, end: dt.datetime):

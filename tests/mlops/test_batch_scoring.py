@@ -289,7 +289,7 @@ def test_a_regression_champion_scores_from_the_object_store(client, store, diabe
     part = rows.drop(columns=["target", "event_time"]).assign(id=rows["id"].str.replace("patient", "p"))
     _input(lakefs_repo, [part])
     (chunk,) = batch_scoring.plan_chunks(lakefs_repo, "main", "input/batch/", "id")
-    prefix = batch_scoring.output_prefix(config, batch_scoring.content_key(b"the partner's file"))
+    prefix = batch_scoring.output_prefix(config, batch_scoring.content_key([b"the partner's file"]))
     assert prefix.startswith(f"predictions/{config.name}/sha256-")
     summary = batch_scoring.score_chunk(lakefs_repo, "main", config, model, chunk, prefix, RUN_ID, "fail")
 
@@ -361,7 +361,8 @@ def test_a_lakefs_path_is_read_at_its_commit_and_keyed_by_the_commit_and_prefix(
     commit = lakefs_repository.commit(lakefs_repo, "main", "December's drops").id
 
     read = batch_input.read_lakefs(lakefs_repo, "main", "drops/december/")
-    assert len(read.rows) == 150 and sorted(read.rows["id"]) == sorted(rows["id"].iloc[:150])
+    read_rows = pd.concat(read.pieces, ignore_index=True)
+    assert len(read_rows) == 150 and sorted(read_rows["id"]) == sorted(rows["id"].iloc[:150])
     assert read.key == batch_scoring.lakefs_key(commit, "drops/december/") and commit in read.key
     assert read.source == f"lakefs://{lakefs_repo.id}/{commit}/drops/december/"
     batch_scoring.output_prefix(penguins.config, read.key)  # one path segment
@@ -372,7 +373,7 @@ def test_a_lakefs_path_is_read_at_its_commit_and_keyed_by_the_commit_and_prefix(
     lakefs_repository.commit(lakefs_repo, "main", "a late drop")
     assert batch_input.read_lakefs(lakefs_repo, commit, "drops/december/").key == read.key
     moved = batch_input.read_lakefs(lakefs_repo, "main", "drops/december/")
-    assert len(moved.rows) == 160 and moved.key != read.key
+    assert sum(map(len, moved.pieces)) == 160 and moved.key != read.key
 
 
 def test_a_lakefs_path_that_is_not_there_or_not_tables_is_refused_naming_it(lakefs_server, lakefs_repo):
@@ -392,7 +393,7 @@ def test_a_lakefs_path_that_is_not_there_or_not_tables_is_refused_naming_it(lake
         batch_input.read_lakefs(lakefs_repo, "main", "drops/")
 
     empty = batch_input.read_lakefs(lakefs_repo, "main", "nothing/here/")
-    assert empty.rows.empty and empty.key.startswith("lakefs-") and "0 object(s)" in empty.what
+    assert list(empty.pieces) == [] and empty.key.startswith("lakefs-") and "0 object(s)" in empty.what
 
 
 def test_arrived_files_are_read_and_keyed_by_their_content(tmp_path):
@@ -401,11 +402,31 @@ def test_arrived_files_are_read_and_keyed_by_their_content(tmp_path):
     frame.assign(id=["c", "d"]).to_csv(tmp_path / "two.csv", index=False)
     paths = [tmp_path / "one.parquet", tmp_path / "two.csv"]
     read = batch_input.read_files(paths)
-    assert list(read.rows["id"]) == ["a", "b", "c", "d"] and read.source is None
-    assert read.key == batch_scoring.content_key(b"".join(p.read_bytes() for p in paths))
+    assert list(pd.concat(read.pieces)["id"]) == ["a", "b", "c", "d"] and read.source is None
+    assert read.key == batch_scoring.content_key([b"".join(p.read_bytes() for p in paths)])
     (tmp_path / "three.xlsx").write_bytes(b"")
     with pytest.raises(batch_input.UnsupportedFiles, match="three.xlsx$"):
         batch_input.read_files([*paths, tmp_path / "three.xlsx"])
+
+
+def test_an_input_is_written_in_parts_of_chunk_rows_holding_one_part_at_a_time():
+    pieces = [pd.DataFrame({"id": range(i, i + n)}, index=range(100, 100 + n)) for i, n in ((0, 3), (3, 0), (3, 5))]
+    handed = []
+
+    def given():
+        for piece in pieces:
+            handed.append(len(piece))
+            yield piece
+
+    parts = batch_input.in_parts(given(), 4)
+    first = next(parts)
+    assert first["id"].tolist() == [0, 1, 2, 3] and first.index.tolist() == [0, 1, 2, 3]
+    assert handed == [3, 0, 5]  # the first part needed the third piece, and nothing was read ahead of it
+    assert [p["id"].tolist() for p in parts] == [[4, 5, 6, 7]]
+    assert [p["id"].tolist() for p in batch_input.in_parts(pieces, 3)] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert list(batch_input.in_parts([pieces[1]], 3)) == []
+    with pytest.raises(ValueError, match="at least one row"):
+        next(batch_input.in_parts(pieces, 0))
 
 
 def test_chunks_are_row_groups_of_the_input_files_read_alone(client, penguins, lakefs_repo):

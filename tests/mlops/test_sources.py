@@ -104,7 +104,7 @@ def test_sql_times_come_back_as_stored_text_in_sqlite_and_utc_timestamps_in_post
 
 def test_sql_reads_in_chunks_and_joins_them(database, monkeypatch):
     url, day = database
-    monkeypatch.setattr(sources, "_SQL_CHUNK_ROWS", 64)
+    monkeypatch.setattr(sources, "PIECE_ROWS", 64)
     start = datetime(2024, 1, 1, tzinfo=UTC)
     rows = sources.fetch_sql(_demo_source(), url, start, start + timedelta(days=3), "event_time", as_of=start).rows
     assert len(rows) == 1500
@@ -112,9 +112,19 @@ def test_sql_reads_in_chunks_and_joins_them(database, monkeypatch):
     assert rows["transaction_id"].iloc[500:1000].tolist() == day["transaction_id"].tolist()
 
 
+def test_sql_pieces_hold_a_piece_of_rows_each(database, monkeypatch):
+    url, _ = database
+    monkeypatch.setattr(sources, "PIECE_ROWS", 64)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    interval = (_demo_source(), url, start, start + timedelta(days=3), "event_time", start)
+    pieces = [piece.rows for piece in sources.sql_pieces(*interval)]
+    assert len(pieces) == 24 and max(len(p) for p in pieces) == 64  # 1,500 rows
+    assert pd.concat(pieces, ignore_index=True).equals(sources.fetch_sql(*interval).rows)
+
+
 def test_sql_keeps_only_the_columns_asked_for_and_the_event_time(database, monkeypatch):
     url, _ = database
-    monkeypatch.setattr(sources, "_SQL_CHUNK_ROWS", 64)  # kept chunk by chunk
+    monkeypatch.setattr(sources, "PIECE_ROWS", 64)  # kept chunk by chunk
     start = datetime(2024, 1, 1, tzinfo=UTC)
     fetch = functools.partial(sources.fetch_sql, _demo_source(), url, start, start + timedelta(days=3), "event_time")
     whole, labels = fetch(as_of=start).rows, fetch(as_of=start, columns=["is_fraud", "transaction_id", "nowhere"]).rows
@@ -469,6 +479,36 @@ def test_files_keep_only_the_columns_asked_for_and_the_event_time(tmp_path, fmt)
     rows = sources.fetch_files(_files(str(tmp_path), fmt), START, END, "event_time", columns=columns).rows
     assert rows.columns.tolist() == ["id", "event_time", "amount"] and rows["id"].tolist() == FILE_IDS
     assert rows["amount"].tolist() == [0.0, 2.0, 0.0, 1.0, 1.0]
+
+
+def test_files_a_parquet_file_is_read_a_piece_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "PIECE_ROWS", 2)
+    _write_tree(tmp_path, "parquet")
+    source = _files(str(tmp_path), "parquet")
+    pieces = list(sources.file_pieces(source, START, END, "event_time"))
+    # a.parquet's 3 rows in two pieces (one row outside the interval), b's 2 in one, z's 2 in one
+    assert [len(p.rows) for p in pieces] == [1, 1, 2, 1] and sum(p.outside_interval for p in pieces) == 2
+    whole = sources.fetch_files(source, START, END, "event_time")
+    assert whole.rows["id"].tolist() == FILE_IDS and whole.outside_interval == 2
+    assert pd.concat([p.rows for p in pieces], ignore_index=True).equals(whole.rows)
+
+
+def test_parquet_pieces_keep_the_types_and_the_columns_of_an_empty_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "PIECE_ROWS", 2)
+    frame = pd.DataFrame(
+        {
+            "id": pd.Series(["a", None, "c"], dtype="string"),
+            "kind": pd.Categorical(["x", "y", "x"]),
+            "at": pd.to_datetime(["2024-03-01"] * 3, utc=True),
+        },
+        index=[7, 8, 9],
+    )
+    frame.to_parquet(tmp_path / "f.parquet")
+    frame.iloc[:0].to_parquet(tmp_path / "empty.parquet")
+    pieces = list(sources.parquet_pieces(tmp_path / "f.parquet"))
+    assert [len(p) for p in pieces] == [2, 1] and pd.concat(pieces).equals(pd.read_parquet(tmp_path / "f.parquet"))
+    [empty] = sources.parquet_pieces(tmp_path / "empty.parquet", columns=["at", "id", "nowhere"])
+    assert empty.empty and empty.columns.tolist() == ["id", "at"] and str(empty["at"].dtype) == "datetime64[ns, UTC]"
 
 
 def test_files_pattern_stays_in_its_folder(tmp_path):
