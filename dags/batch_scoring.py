@@ -11,9 +11,9 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
    fails the run naming it), or else of the Parquet and CSV objects under a lakeFS path (the run's param `input`,
    or `batch.input`: `lakefs://<repository>/<ref>/<prefix>`, read at the commit the ref points to), or else those
    whose event time is in the `batch.window_hours` before the run's logical date, from `batch.source` (default:
-   the config's source), committed as Parquet files on the run's branch `run-<model>-batch-<run>` under
-   `batch_input/<model>/<key>/` (the interval, the files' content hash, or the lakeFS commit and prefix). An empty
-   input skips the run.
+   the config's source), committed as Parquet files (each written as it is read) on the run's branch
+   `run-<model>-batch-<run>` under `batch_input/<model>/<key>/` (the interval, the files' content hash, or the
+   lakeFS commit and prefix). An empty input skips the run.
 3. **plan_chunks**: the input's chunks of at most `batch.chunk_rows` rows, each told the ids an earlier chunk has
    (its rows with one of them are quarantined as duplicates, as a repeated id within the chunk is).
 4. **score_chunk** (one task per chunk): the model's bytes loaded again by tag and SHA-256 (a champion that moves
@@ -39,7 +39,9 @@ their input, for each config with a `batch:` section: on its `batch.schedule`, w
 9. **trigger_ml_training** starts `ml_training__<model>` (run id `batch_drift__<this run id>`) when it was
    decided.
 10. **record_failure** (a teardown, once every other task is done): when a task failed, the run's `batch_runs`
-   row says `failed`, with the version and key when the run got that far; otherwise it skips.
+   row says `failed`, with the version and key when the run got that far; otherwise it skips. A run still going
+   after `batch.timeout_hours` is failed by the scheduler, which skips every task left: the DAG's failure
+   callback records that one.
 
 Buttons on check_drift: **Drift report** and **MLflow run**.
 """
@@ -58,6 +60,7 @@ from mlops_airflow.batch_scoring import (
     collect_input,
     decide_retraining,
     merge_predictions,
+    on_run_failed,
     plan_chunks,
     predictions_asset,
     record_failure,
@@ -93,7 +96,8 @@ def batch_scoring(config) -> None:
         doc_md=f"{__doc__}\n**This DAG**: model `{model}`, dataset `{config.dataset.name}`, config `{config_file}`.",
         tags=["ml", "batch", "scoring", model],
         default_args={"owner": "mlops", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
-        on_failure_callback=notify.on_run_failed(config),
+        dagrun_timeout=dt.timedelta(hours=config.batch.timeout_hours),
+        on_failure_callback=[notify.on_run_failed(config), on_run_failed(config)],
         params={
             "input": Param(
                 None,

@@ -860,6 +860,12 @@ class BatchScoring(_Strict):
         description="The drift check of a batch judges at most this many of its scored rows, drawn at random (the "
         "same ones for the same batch), so that its memory and time stay bounded whatever the batch's size.",
     )
+    timeout_hours: float = Field(
+        default=6,
+        gt=0,
+        description="A run still going after this many hours is failed (Airflow's `dagrun_timeout`) and recorded "
+        "as failed: one run goes at a time, so a run that hangs would hold back every later one.",
+    )
     on_invalid: Literal["quarantine", "fail"] = Field(
         default="quarantine",
         description="Rows that do not fit the model's schema go to quarantine with a report; then the chunk's "

@@ -380,19 +380,37 @@ def decide_retraining(config_file: str, check: dict[str, Any], **context: Contex
 @task
 def record_failure(config_file: str, **context: Context) -> None:
     """The DAG's teardown: when a task of the run failed, the run's row in `batch_runs` says `failed`, with what
-    the run knew: the version resolve_model resolved and the key collect_input read, when it got that far (a run
-    that merged before failing keeps its rows and commit). It runs once every other task is done: a task waiting
-    to be retried is not, so a failure that a retry mends records nothing. Without a failure it skips."""
-    from include.mlops import batch_runs
-
+    the run knew (`record_failed`). It runs once every other task is done: a task waiting to be retried is not, so
+    a failure that a retry mends records nothing. Without a failure it skips."""
     ti: Any = context["ti"]
     if not ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=["failed", "upstream_failed"]):
         raise AirflowSkipException("no task of this run failed: nothing to record")
-    config = pipelines.load(config_file)
-    version = (ti.xcom_pull(task_ids="resolve_model") or {}).get("version")
-    key = (ti.xcom_pull(task_ids="collect_input") or {}).get("key")
-    repository, finished_at = LakeFSHook().repository_name, dt.datetime.now(dt.UTC)
-    batch_runs.record_failed(
-        operations_store.engine(), config.name, ti.dag_id, ti.run_id, version, key, repository, finished_at
-    )
-    print(f"run {ti.run_id} of {config.name} recorded as failed (version {version or 'unresolved'}, key {key})")
+    record_failed(pipelines.load(config_file), ti.dag_id, ti.run_id, ti)
+
+
+def on_run_failed(config):
+    """A DAG's on_failure_callback: the run's row in `batch_runs` says `failed` (`record_failed`) whatever failed
+    it, the teardown `record_failure` does not run for some: a run past `batch.timeout_hours` is failed by the
+    scheduler, which skips every task left, the teardown too. It runs where Airflow runs DAG callbacks (the
+    dag-processor)."""
+
+    def callback(context: Context) -> None:
+        record_failed(config, context["dag"].dag_id, context["run_id"], context.get("ti"))
+
+    return callback
+
+
+def record_failed(config, dag_id: str, run_id: str, ti: Any) -> None:
+    """Mark the run failed in `batch_runs`, with what it knew: the version resolve_model resolved and the key
+    collect_input read, through the XComs of `ti` (a task instance of the run, when there is one), when it got
+    that far; a run that merged before failing keeps its rows and commit. Writing it twice (the teardown, then the
+    callback) writes the same row."""
+    from include.mlops import batch_runs
+
+    def pushed(task_id: str) -> dict[str, Any]:
+        return (ti.xcom_pull(task_ids=task_id) if ti is not None else None) or {}
+
+    version, key = pushed("resolve_model").get("version"), pushed("collect_input").get("key")
+    engine, repository = operations_store.engine(), LakeFSHook().repository_name
+    batch_runs.record_failed(engine, config.name, dag_id, run_id, version, key, repository, dt.datetime.now(dt.UTC))
+    print(f"run {run_id} of {config.name} recorded as failed (version {version or 'unresolved'}, key {key})")

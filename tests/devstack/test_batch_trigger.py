@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 import redis
 import sqlalchemy as sa
+import yaml
 from mlflow.tracking import MlflowClient
 
 from devstack import services
@@ -52,6 +53,7 @@ class ArrivalStack:
     redis: redis.Redis
     model: str
     dag_id: str
+    slow_model: str  # one with a run timeout it cannot meet, and no champion
     rows: pd.DataFrame
     repo: lakefs.Repository
     folder: Path
@@ -67,6 +69,11 @@ def arrival_stack(tmp_path_factory, lakefs_server, mlflow_server) -> Iterator[Ar
     configs.mkdir()
     batch = {"arrivals": True, "chunk_rows": 150}
     config = zoo_config(configs, "penguins", model, island={"allowed": ISLANDS}, batch=batch)
+    slow_model = f"{model}_slow"
+    slow = yaml.safe_load(Path(config.path).read_text())
+    slow["model"]["registered_name"], slow["batch"] = slow_model, {"timeout_hours": 0.0003}  # about 1 s
+    slow["dataset"]["name"] += "_slow"  # a config naming the dataset of another is left out
+    (configs / "penguins-slow.yaml").write_text(yaml.safe_dump(slow))
     rows = next(z for z in ZOO if z.name == "penguins").rows()
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
     onnx = fitted_onnx(config, rows, "LogisticRegression", {"max_iter": 2000})
@@ -119,7 +126,8 @@ def arrival_stack(tmp_path_factory, lakefs_server, mlflow_server) -> Iterator[Ar
         for component in services.airflow_components(env):
             supervisor.start(component[0], lambda c=component: services.start_airflow_component(c, env, logs))
         api = AirflowAPI(env["AIRFLOW__API__BASE_URL"], "admin", "admin")
-        yield ArrivalStack(api, redis_client, model, batch_scoring_dag_id(model), rows, repo, folder, logs)
+        dag_id = batch_scoring_dag_id(model)
+        yield ArrivalStack(api, redis_client, model, dag_id, slow_model, rows, repo, folder, logs)
     finally:
         if api is not None:
             api.close()
@@ -213,3 +221,22 @@ def test_an_announced_file_is_scored_by_the_champion_and_a_missing_one_fails_nam
         None,
         0,
     )
+
+
+def test_a_run_past_its_timeout_is_failed_by_the_scheduler_and_recorded_failed(arrival_stack):
+    stack = arrival_stack
+    dag_id = batch_scoring_dag_id(stack.slow_model)
+    stack.api.wait_for_dags({dag_id})
+    run_id = stack.api.trigger(dag_id)
+    assert stack.api.wait_for_run(dag_id, run_id, timeout=120, poll_seconds=0.5) == "failed"
+    # The scheduler skipped every task left, the teardown record_failure too: the DAG's failure callback, in the
+    # dag-processor, recorded the run.
+    assert {t.task_id: t.state for t in stack.api.task_states(dag_id, run_id)}["record_failure"] == "skipped"
+    store = sa.create_engine(f"sqlite:///{stack.folder / 'operations.db'}")
+    deadline = time.monotonic() + 60
+    while not (rows := batch_runs.recent(store, stack.slow_model, 10)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no batch_runs row for {run_id} after 60 s\n{log_tail(stack, 'dag-processor')}")
+        time.sleep(0.5)
+    [recorded] = rows
+    assert (recorded["airflow_run_id"], recorded["state"], recorded["model_version"]) == (run_id, "failed", None)
