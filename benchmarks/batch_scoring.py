@@ -7,9 +7,10 @@ LightGBM pipeline (the demo config's `lightgbm` candidate, fitted here on other 
   the project's lakeFS-compatible server, with the champion registered in a real `mlflow server` and its ONNX
   bytes in the BentoML model store. The config's `batch.source` is the Parquet file's folder, so collect_input
   reads that file. Every task runs in that process, one after the other; a listener resets the process's peak
-  resident memory (Linux `clear_refs`) as each task starts and reads it (VmHWM) as it ends. Then the run's first
-  chunk is scored again by the score_chunk task's callable in a fresh process, as a task process has it: Airflow
-  imported and the DAG file parsed first; its time and peak are those of one task process.
+  resident memory (Linux `clear_refs`) as each task starts and reads it (VmHWM) as it ends. Then collect_input,
+  the run's first chunk's score_chunk and check_drift run again, each by its task's callable in a fresh process,
+  as a task process has it: Airflow imported and the DAG file parsed first; its time and peak are those of one
+  task process.
 - bare sklearn: one process reads the file, scores it with the pickled sklearn pipeline and writes the id, label and
   probabilities to a local Parquet file.
 - bare onnxruntime: the same with the ONNX model, on one thread as the project's chunks use.
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +283,12 @@ def dag_run(config_path: Path, profile: str) -> dict[str, Any]:
     merged = xcom("merge_predictions")
     model, batch = xcom("resolve_model"), xcom("collect_input")
     tasks_alone = {  # the arguments of tasks to run again in a process of their own
+        "collect_input": {
+            "config_file": str(config_path),
+            "model": model,
+            # What it reads of its context; it writes the same parts and finds its commit made.
+            "run": {"dag_id": dag_id, "run_id": run.run_id, "interval_end": run.data_interval_end.isoformat()},
+        },
         "score_chunk": {  # the first (largest) chunk
             "config_file": str(config_path),
             "model": model,
@@ -316,14 +324,24 @@ def task_alone(task_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
     from mlops_airflow import batch_scoring
 
     class Pushed:
-        """The task instance of the context, as far as the callables use it: the links they push."""
+        """The task instance of the context, as far as the callables use it: the links they push, and the run's
+        names."""
+
+        def __init__(self, dag_id: str = "", run_id: str = "") -> None:
+            self.dag_id, self.run_id, self.task_id, self.try_number = dag_id, run_id, task_id, 1
 
         def xcom_push(self, key: str, value: Any) -> None:
             pass
 
+    ti = Pushed()
+    if run := arguments.pop("run", None):  # a task that reads its run from its context
+        ti = Pushed(run["dag_id"], run["run_id"])
+        end = dt.datetime.fromisoformat(run["interval_end"])
+        dag_run = types.SimpleNamespace(dag_id=run["dag_id"], run_type="manual", run_after=end, logical_date=end)
+        arguments |= {"ti": ti, "dag_run": dag_run, "run_id": run["run_id"], "data_interval_end": end, "params": {}}
     before_task = time.perf_counter() - began
     began = time.perf_counter()
-    with set_current_context({"ti": Pushed()}):
+    with set_current_context({"ti": ti}):
         getattr(batch_scoring, task_id).function(**arguments)
     return {"before_task": before_task, "wall": time.perf_counter() - began, "peak_rss": _status("VmHWM")}
 
