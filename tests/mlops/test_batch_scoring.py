@@ -407,6 +407,8 @@ def test_arrived_files_are_read_and_keyed_by_their_content(tmp_path):
     (tmp_path / "three.xlsx").write_bytes(b"")
     with pytest.raises(batch_input.UnsupportedFiles, match="three.xlsx$"):
         batch_input.read_files([*paths, tmp_path / "three.xlsx"])
+    (tmp_path / "empty.csv").write_bytes(b"")  # a partner's file with nothing in it: no rows, not a failure
+    assert list(batch_input.read_files([tmp_path / "empty.csv"]).pieces) == []
 
 
 def test_an_input_is_written_in_parts_of_chunk_rows_holding_one_part_at_a_time():
