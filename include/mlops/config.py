@@ -852,7 +852,7 @@ class BatchScoring(_Strict):
         default=250_000,
         gt=0,
         description="Rows per chunk at most: each chunk is scored by a task of its own, whose memory it bounds "
-        "(250,000 rows of 8 columns: about 210 MiB).",
+        "(250,000 rows of 8 columns: about 210 MiB), and collect_input holds one chunk of the input at a time.",
     )
     check_rows: int = Field(
         default=50_000,

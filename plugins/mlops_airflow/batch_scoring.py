@@ -389,10 +389,9 @@ def record_failure(config_file: str, **context: Context) -> None:
 
 
 def on_run_failed(config):
-    """A DAG's on_failure_callback: the run's row in `batch_runs` says `failed` (`record_failed`) whatever failed
-    it, the teardown `record_failure` does not run for some: a run past `batch.timeout_hours` is failed by the
-    scheduler, which skips every task left, the teardown too. It runs where Airflow runs DAG callbacks (the
-    dag-processor)."""
+    """A DAG's on_failure_callback: the run's row in `batch_runs` says `failed` (`record_failed`) also when the
+    teardown `record_failure` did not run: a run past `batch.timeout_hours` is failed by the scheduler, which skips
+    every task left, the teardown too. It runs where Airflow runs DAG callbacks (the dag-processor)."""
 
     def callback(context: Context) -> None:
         record_failed(config, context["dag"].dag_id, context["run_id"], context.get("ti"))
@@ -403,8 +402,8 @@ def on_run_failed(config):
 def record_failed(config, dag_id: str, run_id: str, ti: Any) -> None:
     """Mark the run failed in `batch_runs`, with what it knew: the version resolve_model resolved and the key
     collect_input read, through the XComs of `ti` (a task instance of the run, when there is one), when it got
-    that far; a run that merged before failing keeps its rows and commit. Writing it twice (the teardown, then the
-    callback) writes the same row."""
+    that far; a run that merged before failing keeps its rows and commit. Written twice (the teardown, then the
+    callback), the row is the same but for its finish time, the later one."""
     from include.mlops import batch_runs
 
     def pushed(task_id: str) -> dict[str, Any]:
